@@ -1,0 +1,71 @@
+"""Training losses for the tokenizer: reconstruction, LFQ terms, hinge GAN with LeCam."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import TokenizerConfig
+from .model import TokenizerOutput
+
+
+def entropy_weight_at(cfg: TokenizerConfig, step: int) -> float:
+    """entropy_weight * boost at step 0, decaying linearly to entropy_weight over entropy_decay_steps."""
+    if cfg.entropy_decay_steps <= 0 or step >= cfg.entropy_decay_steps:
+        return cfg.entropy_weight
+    frac = step / cfg.entropy_decay_steps
+    return cfg.entropy_weight * (cfg.entropy_boost + (1.0 - cfg.entropy_boost) * frac)
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float) -> torch.Tensor:
+    """l1_weight * |x - y| + l2_weight * (x - y)^2, means over all elements (fp32)."""
+    diff = recon.float() - target.float()
+    loss = diff.new_zeros(())
+    if l1_weight:
+        loss = loss + l1_weight * diff.abs().mean()
+    if l2_weight:
+        loss = loss + l2_weight * diff.pow(2).mean()
+    return loss
+
+
+def tokenizer_loss(
+    out: TokenizerOutput, target: torch.Tensor, cfg: TokenizerConfig, step: int, l1_weight: float = 1.0, l2_weight: float = 0.0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reconstruction + commitment + (scheduled) entropy. Returns (loss, logs)."""
+    rec = reconstruction_loss(out.recon, target, l1_weight, l2_weight)
+    ew = entropy_weight_at(cfg, step)
+    loss = rec + cfg.commitment_weight * out.lfq.commitment_loss + ew * out.lfq.entropy_loss
+    logs = {
+        "rec": rec.item(),
+        "commit": out.lfq.commitment_loss.item(),
+        "entropy": out.lfq.entropy_loss.item(),
+        "sample_entropy": out.lfq.per_sample_entropy.item(),
+        "batch_entropy": out.lfq.batch_entropy.item(),
+        "entropy_weight": ew,
+    }
+    return loss, logs
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()
+
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.float().mean()
+
+
+class LeCam(nn.Module):
+    """LeCam regularisation: keep D's outputs near EMAs of its past outputs on the other side."""
+
+    def __init__(self, decay: float = 0.99):
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("ema_real", torch.zeros(()))
+        self.register_buffer("ema_fake", torch.zeros(()))
+
+    def forward(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        r, f = real_logits.float().mean().detach(), fake_logits.float().mean().detach()
+        self.ema_real.mul_(self.decay).add_((1 - self.decay) * r)
+        self.ema_fake.mul_(self.decay).add_((1 - self.decay) * f)
+        return F.relu(real_logits.float() - self.ema_fake).pow(2).mean() + F.relu(self.ema_real - fake_logits.float()).pow(2).mean()
