@@ -1,0 +1,313 @@
+"""Train the LFQ video tokenizer: `vidgpt tokenizer train --config configs/tokenizer/NAME.yaml`.
+
+One loop in plain PyTorch: AdamW with warmup + cosine, grad clipping, bf16 autocast on CUDA,
+image (T=1) then mixed image/video batches, an optional 3D patch discriminator switched on after a
+step, atomic checkpoints in OUT/checkpoint/ (model, optimizers, scheduler, step, RNG) that
+`--resume` continues from, a JSONL log, and OUT/ itself usable as a tokenizer directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import save_config, to_dict
+from ..errors import TrainingError
+from ..metrics import psnr
+from ..tokenizer import TokenizerConfig, VideoTokenizer, codebook_usage
+from ..tokenizer.discriminator import PatchDiscriminator3D
+from ..tokenizer.losses import LeCam, hinge_d_loss, hinge_g_loss, tokenizer_loss
+from ..utils import atomic_dir, pick_device
+from .tokenizer_data import ClipSampler, to_tensor
+
+
+@dataclass
+class TokenizerDataConfig:
+    paths: list[str] = field(default_factory=list)  # video/image files or folders (.npy uint8 [T,H,W,3] too)
+    synthetic: bool = True  # draw clips from vidgpt.data.synthetic when it is installed
+    synthetic_prob: float = 0.5  # share of synthetic clips when files are given too
+    photos: list[str] = field(default_factory=list)  # images handed to the synthetic world as textures
+    height: int = 64
+    width: int = 64
+    frames: int = 17  # 1+4n
+    max_frames_per_file: int = 256
+    image_only_steps: int = 0  # image (T=1) pretraining first ...
+    image_prob: float = 0.25  # ... then this share of image batches among video batches
+    image_batch_size: int = 16
+    eval_clips: int = 8  # fixed held-out video clips drawn at start (seed + 1)
+
+
+@dataclass
+class TokenizerTrainLoop:
+    steps: int = 1000
+    batch_size: int = 4  # video clips per batch
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    grad_clip: float = 1.0
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    seed: int = 0
+    device: str = ""  # "" = cuda when present, else cpu
+    bf16: bool = True  # autocast to bf16 on CUDA (ignored on CPU)
+    channels_last: bool = False  # channels_last_3d memory format (CUDA)
+    log_every: int = 10
+    eval_every: int = 200
+    ckpt_every: int = 200
+    max_bad_steps: int = 20  # consecutive non-finite losses before giving up
+    # discriminator (off when disc_start_step < 0)
+    disc_start_step: int = -1
+    disc_weight: float = 0.1
+    disc_lr: float = 1e-4
+    disc_channels: int = 32
+    lecam_weight: float = 0.001
+
+
+@dataclass
+class TokenizerTrainConfig:
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
+    train: TokenizerTrainLoop = field(default_factory=TokenizerTrainLoop)
+
+
+def lr_lambda(cfg: TokenizerTrainLoop):
+    """Linear warmup to 1, cosine down to min_lr_ratio at `steps`."""
+
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return f
+
+
+def image_prob_at(cfg: TokenizerDataConfig, step: int) -> float:
+    return 1.0 if step < cfg.image_only_steps else cfg.image_prob
+
+
+class TokenizerTrainer:
+    """Holds model, optimizers, data and state; `run()` trains to cfg.train.steps."""
+
+    def __init__(self, cfg: TokenizerTrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True, log=print):
+        self.cfg, self.out, self.progress, self.log = cfg, Path(out_dir), progress, log
+        t, d = cfg.train, cfg.data
+        if (d.frames - 1) % 4 or d.frames < 1 or d.height % 8 or d.width % 8:
+            raise TrainingError(f"data: frames must be 1+4n and height/width multiples of 8, got {d.frames}x{d.height}x{d.width}")
+        self.ckpt_dir = self.out / "checkpoint"
+        if self.ckpt_dir.exists() and not resume:
+            raise TrainingError(f"{self.out}: holds a checkpoint already; pass --resume to continue or pick another --out")
+        self.device = pick_device(t.device or None)
+        self.amp = self.device.type == "cuda" and t.bf16
+        self.memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
+        random.seed(t.seed)
+        torch.manual_seed(t.seed)
+        self.rng = np.random.default_rng(t.seed)
+        self.model = VideoTokenizer(cfg.model).to(self.device, memory_format=self.memory_format)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(t))
+        self.disc = self.opt_d = None
+        if t.disc_start_step >= 0:
+            self.disc = PatchDiscriminator3D(t.disc_channels).to(self.device)
+            self.lecam = LeCam().to(self.device)
+            self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t.disc_lr, betas=(0.5, 0.9), weight_decay=0.0)
+        self.step = 0
+        self.bad_steps = 0
+        self.sampler = ClipSampler(d.paths, d.synthetic, d.synthetic_prob, d.photos, d.max_frames_per_file, log=log)
+        eval_rng = np.random.default_rng(t.seed + 1)
+        self.eval_set = to_tensor([self.sampler.sample(eval_rng, d.frames, d.height, d.width) for _ in range(d.eval_clips)])
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.out / "log.jsonl"
+        if resume and (self.ckpt_dir / "state.pt").is_file():
+            self.load_checkpoint()
+        elif resume:
+            log(f"{self.ckpt_dir}: no checkpoint yet, starting from step 0")
+        if self.step == 0 and self.log_path.exists():
+            self.log_path.unlink()
+        save_config(cfg, self.out / "train_config.yaml")
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "disc": self.disc.state_dict() if self.disc else None,
+            "lecam": self.lecam.state_dict() if self.disc else None,
+            "opt_d": self.opt_d.state_dict() if self.opt_d else None,
+            "rng": {
+                "numpy": self.rng.bit_generator.state,
+                "python": random.getstate(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            "model_config": to_dict(self.cfg.model),
+        }
+        with atomic_dir(self.ckpt_dir) as tmp:
+            torch.save(state, tmp / "state.pt")
+            save_config(self.cfg, tmp / "train_config.yaml")
+        self.model.save_pretrained(self.out)
+
+    def load_checkpoint(self) -> None:
+        path = self.ckpt_dir / "state.pt"
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise TrainingError(f"{path}: cannot read checkpoint ({' '.join(str(e).split())})") from e
+        if state.get("model_config") != to_dict(self.cfg.model):
+            raise TrainingError(f"{path}: checkpoint was trained with another model config; use the same --config/--set")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        if self.disc is not None and state.get("disc") is not None:
+            self.disc.load_state_dict(state["disc"])
+            self.lecam.load_state_dict(state["lecam"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        random.setstate(state["rng"]["python"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = int(state["step"])
+        if self.log_path.exists():  # drop log lines written after the checkpoint
+            keep = [ln for ln in self.log_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+            self.log_path.write_text("".join(ln + "\n" for ln in keep))
+        self.log(f"resumed from {path} at step {self.step}")
+
+    # --- one step ------------------------------------------------------------------------------
+    def next_batch(self) -> torch.Tensor:
+        d = self.cfg.data
+        image = self.rng.random() < image_prob_at(d, self.step)
+        frames, bs = (1, d.image_batch_size) if image else (d.frames, self.cfg.train.batch_size)
+        x = to_tensor([self.sampler.sample(self.rng, frames, d.height, d.width) for _ in range(bs)])
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
+        t = self.cfg.train
+        self.model.train()
+        use_disc = self.disc is not None and self.step >= t.disc_start_step
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(x)
+            loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight)
+            if use_disc:
+                g = hinge_g_loss(self.disc(out.recon))
+                loss = loss + t.disc_weight * g
+                logs["g"] = g.item()
+        if not torch.isfinite(loss):
+            self.bad_steps += 1
+            if self.bad_steps > t.max_bad_steps:
+                raise TrainingError(f"{self.bad_steps} non-finite losses in a row at step {self.step}; lower train.lr")
+            self.opt.zero_grad(set_to_none=True)
+            return None
+        self.bad_steps = 0
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip))
+        self.opt.step()
+        self.sched.step()
+        if use_disc:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                real, fake = self.disc(x), self.disc(out.recon.detach())
+                d_loss = hinge_d_loss(real, fake) + t.lecam_weight * self.lecam(real, fake)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), t.grad_clip)
+            self.opt_d.step()
+            logs["d"] = d_loss.item()
+        logs["loss"] = loss.item()
+        logs["psnr"] = psnr(out.recon.detach().float().clamp(-1, 1), x)
+        logs["usage"] = codebook_usage(out.lfq.codes, self.model.codebook_bits)
+        logs["frames"] = x.shape[2]
+        logs["lr"] = self.sched.get_last_lr()[0]
+        return logs
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """PSNR and codebook usage on the fixed held-out clips."""
+        self.model.eval()
+        vals, codes = [], []
+        for i in range(0, len(self.eval_set), max(1, self.cfg.train.batch_size)):
+            x = self.eval_set[i : i + self.cfg.train.batch_size].to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out = self.model(x, with_losses=False)
+            vals.append(psnr(out.recon.float().clamp(-1, 1), x) * len(x))
+            codes.append(out.lfq.codes.flatten())
+        return {
+            "eval_psnr": sum(vals) / len(self.eval_set),
+            "eval_usage": codebook_usage(torch.cat(codes), self.model.codebook_bits),
+        }
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        last: dict[str, float] = {}
+        bar = tqdm(total=t.steps, initial=self.step, desc="tokenizer", disable=not self.progress, dynamic_ncols=True)
+        tick = time.perf_counter()
+        with self.log_path.open("a") as logf:
+            while self.step < t.steps:
+                logs = self.train_step(self.next_batch())
+                self.step += 1
+                bar.update(1)
+                if logs is None:
+                    continue
+                last = logs
+                bar.set_postfix(loss=f"{logs['loss']:.3f}", psnr=f"{logs['psnr']:.1f}", usage=f"{logs['usage']:.3f}")
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    now = time.perf_counter()
+                    rec = {"step": self.step, **{k: round(v, 5) for k, v in logs.items()}, "sec_per_step": round((now - tick) / t.log_every, 4)}
+                    tick = now
+                    if self.step % t.eval_every == 0 or self.step == t.steps:
+                        rec.update({k: round(v, 4) for k, v in self.evaluate().items()})
+                        last.update(rec)
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                if self.step % t.ckpt_every == 0 or self.step == t.steps:
+                    self.save_checkpoint()
+                    plot_curves(self.log_path, self.out / "curves.png")
+        bar.close()
+        return last
+
+
+def plot_curves(log_path: Path, png: Path) -> Path | None:
+    """Loss and PSNR against step from the JSONL log; skipped silently without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    recs = [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.strip()]
+    if not recs:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot([r["step"] for r in recs], [r["loss"] for r in recs], label="loss")
+    a.set_xlabel("step"), a.set_yscale("log"), a.legend()
+    b.plot([r["step"] for r in recs], [r["psnr"] for r in recs], label="train PSNR")
+    ev = [r for r in recs if "eval_psnr" in r]
+    b.plot([r["step"] for r in ev], [r["eval_psnr"] for r in ev], "o-", label="eval PSNR")
+    b.set_xlabel("step"), b.set_ylabel("dB"), b.legend()
+    fig.tight_layout()
+    from ..utils import atomic_path
+
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return png
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict[str, float]:
+    """Train (or resume) and leave a tokenizer directory at out_dir. Returns the last logs."""
+    return TokenizerTrainer(cfg, out_dir, resume=resume, progress=progress).run()
