@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vidgpt.cli import main
+from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tok")
+    VideoTokenizer(TokenizerConfig(codebook_bits=10, channels=8, norm_groups=4)).save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def clips(tmp_path):
+    rng = np.random.default_rng(0)
+    a = tmp_path / "a.npy"
+    np.save(a, (rng.random((9, 40, 48, 3)) * 255).astype(np.uint8))
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not an array")
+    return a, bad
+
+
+def test_eval_json_and_failures(tok_dir, clips, capsys):
+    a, bad = clips
+    rc = main(["tokenizer", "eval", str(a), str(bad), str(a), "--tokenizer", str(tok_dir), "--frames", "9", "--size", "32", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 1  # one file failed, the others were evaluated
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2
+    assert set(rows[0]) == {"file", "psnr", "ssim", "tokens", "codebook_usage"}
+    assert rows[0]["tokens"] == 3 * 4 * 4 and 0 < rows[0]["codebook_usage"] <= 1
+    assert "bad.npy" in err
+
+
+def test_encode_decode_round_trip(tok_dir, clips, tmp_path, capsys):
+    a, _ = clips
+    for ext in ("safetensors", "npz"):
+        codes_file = tmp_path / f"codes.{ext}"
+        assert main(["tokenizer", "encode", str(a), "-o", str(codes_file), "--tokenizer", str(tok_dir), "--frames", "5", "--size", "32"]) == 0
+        out = tmp_path / f"out_{ext}.npy"
+        assert main(["tokenizer", "decode", str(codes_file), "-o", str(out), "--tokenizer", str(tok_dir)]) == 0
+        assert np.load(out).shape == (5, 32, 32, 3)
+    # a tokenizer with another K refuses the codes
+    other = tmp_path / "other"
+    VideoTokenizer(TokenizerConfig(codebook_bits=12, channels=8, norm_groups=4)).save_pretrained(other)
+    capsys.readouterr()
+    assert main(["tokenizer", "decode", str(tmp_path / "codes.npz"), "-o", str(tmp_path / "x.npy"), "--tokenizer", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "K=10" in err and err.count("\n") == 1
+
+
+def test_missing_tokenizer_dir_is_one_line_error(clips, tmp_path, capsys):
+    a, _ = clips
+    assert main(["tokenizer", "eval", str(a), "--tokenizer", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vidgpt: error:") and "missing" in err and err.count("\n") == 1
