@@ -1,0 +1,76 @@
+"""Shared pytest fixtures (keep generic: small media files, frame generators)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+
+def smooth_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """uint8 [t, h, w, 3] smooth moving colour gradients (compress well, so lossy codecs stay close)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, size=3)
+    out = np.empty((t, h, w, 3), np.uint8)
+    for i in range(t):
+        r = 128 + 100 * np.sin(2 * np.pi * (x + 2 * i) / w + phase[0])
+        g = 128 + 100 * np.cos(2 * np.pi * (y - i) / h + phase[1])
+        b = 128 + 60 * np.sin(2 * np.pi * (x + y) / (w + h) + phase[2] + 0.3 * i)
+        out[i] = np.stack([r, g, b], axis=-1).clip(0, 255).astype(np.uint8)
+    return out
+
+
+@pytest.fixture
+def make_frames():
+    """make_frames(t, h, w, seed=0) -> uint8 [t, h, w, 3] smooth moving gradients."""
+    return smooth_frames
+
+
+@pytest.fixture(scope="session")
+def media_files(tmp_path_factory) -> SimpleNamespace:
+    """A folder of small valid and bad media files, written once per test session.
+
+    Valid: clip.mp4 (17 frames 48x64 at 8 fps, `.clip_frames` holds what was written), anim.gif
+    (9 frames 32x40), still.png (40x56), frames/ (frame1..frame12.png, frame i filled with 10*i).
+    Bad: missing.mp4 (does not exist), empty.mp4 (0 bytes), text.mp4 (text), truncated.mp4 (first
+    half of a 24-frame mp4), empty_dir/ (no frames), notes.txt.
+    """
+    from PIL import Image
+
+    from vidgpt.data.video_io import write_video
+
+    d = tmp_path_factory.mktemp("media")
+    ns = SimpleNamespace(dir=d)
+
+    ns.clip_frames = smooth_frames(17, 48, 64, seed=1)
+    ns.clip = write_video(d / "clip.mp4", ns.clip_frames, fps=8)
+    ns.gif_frames = smooth_frames(9, 32, 40, seed=2)
+    ns.gif = write_video(d / "anim.gif", ns.gif_frames, fps=8)
+    ns.png_frame = smooth_frames(1, 40, 56, seed=3)[0]
+    ns.png = d / "still.png"
+    Image.fromarray(ns.png_frame).save(ns.png)
+
+    ns.frames_dir = d / "frames"
+    ns.frames_dir.mkdir()
+    for i in range(1, 13):
+        Image.fromarray(np.full((16, 24, 3), 10 * i, np.uint8)).save(ns.frames_dir / f"frame{i}.png")
+
+    ns.missing = d / "missing.mp4"
+    ns.empty = d / "empty.mp4"
+    ns.empty.write_bytes(b"")
+    ns.text = d / "text.mp4"
+    ns.text.write_text("this is not a video\n" * 20)
+    noise = np.random.default_rng(4).integers(0, 256, (24, 64, 96, 3), dtype=np.uint8)
+    full = write_video(d / "noise_full.mp4", noise, fps=8).read_bytes()
+    (d / "noise_full.mp4").unlink()
+    ns.truncated = d / "truncated.mp4"
+    ns.truncated.write_bytes(full[: len(full) // 2])
+    ns.empty_dir = d / "empty_dir"
+    ns.empty_dir.mkdir()
+    ns.notes = d / "notes.txt"
+    ns.notes.write_text("not media")
+    ns.bad = [ns.missing, ns.empty, ns.text, ns.truncated, ns.empty_dir]
+    return ns
