@@ -1,0 +1,145 @@
+"""The constrained decode loop, and the plain backend (a transformers model with its DynamicCache).
+
+A *backend* runs the model: `prefill(ids [R, L], mask [R, L])` then `step(tokens [R])`, each
+returning an opaque state from which `logits(state, lo, hi)` gives the logits of vocabulary rows
+[lo, hi) at the last position, `[R, hi - lo]`. Rows R are the samples, followed by their
+unconditional twins when classifier-free guidance is on. The fast backend (fast_decode.py)
+computes only the rows asked for (a sliced lm_head); the plain one slices the full logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .constraints import StructureConstraint, range_mask
+from .sampling import SamplingConfig, apply_cfg, sample
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths -> (ids [R, L], attention mask [R, L]) padded on the left."""
+    L = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), L), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if len(p):
+            ids[i, L - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, L - len(p) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip the left padding: [R, L] -> 0, 1, ... from each row's first real token."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class HFBackend:
+    """Plain path: the transformers model's own forward with a DynamicCache (the reference)."""
+
+    name = "plain"
+
+    def __init__(self, model):
+        import inspect
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        # transformers >= 5.2x names the cache argument `cache`; older ones `past_key_values`
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache()
+        self.mask = mask.to(self.device)
+        self.pos = position_ids(self.mask)[:, -1]
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=self.mask,
+            position_ids=position_ids(self.mask),
+            use_cache=True,
+            **{self.cache_arg: self.cache},
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1]
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor):
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        self.pos = self.pos + 1
+        out = self.model(
+            input_ids=tokens.view(-1, 1).to(self.device),
+            attention_mask=self.mask,
+            position_ids=self.pos.view(-1, 1),
+            use_cache=True,
+            **{self.cache_arg: self.cache},
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1]
+
+    def logits(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        return state[:, lo:hi]
+
+
+@dataclass
+class DecodeOutput:
+    tokens: torch.Tensor  # [N, steps] every id chosen (rows that finished early hold pad ids after)
+    finished: list[bool]
+    kinds: list[str]  # "block" or "text" per row
+    steps: int
+
+
+@torch.inference_mode()
+def constrained_decode(
+    backend,
+    prompts: Sequence[Sequence[int]],
+    constraint: StructureConstraint,
+    sampling: SamplingConfig,
+    generator: torch.Generator | None = None,
+    uncond_prompts: Sequence[Sequence[int]] | None = None,
+    pad_id: int = 0,
+    vocab_size: int | None = None,
+    progress=None,
+    max_steps: int | None = None,
+) -> DecodeOutput:
+    """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
+
+    Rows are [cond_0 .. cond_{N-1}, uncond_0 .. uncond_{N-1}]; the token drawn for sample i is
+    fed to both of its rows. `progress` is an optional tqdm-like object updated once per step.
+    """
+    N = len(prompts)
+    use_cfg = uncond_prompts is not None and sampling.use_cfg
+    rows = list(prompts) + (list(uncond_prompts) if use_cfg else [])
+    ids, mask = left_pad(rows, pad_id, backend.device)
+    state = backend.prefill(ids, mask, max_len=ids.shape[1] + (max_steps or 0) + 1)
+    out: list[torch.Tensor] = []
+    step = 0
+    while not constraint.done:
+        lo, hi = constraint.ranges()
+        if isinstance(lo, int):
+            if hi - lo == 1:
+                tok = torch.full((N,), lo, dtype=torch.long, device=backend.device)
+            else:
+                logits = backend.logits(state, lo, hi)
+                logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N]
+                tok = sample(logits, sampling, generator) + lo
+        else:
+            V = vocab_size or max(hi)
+            logits = backend.logits(state, 0, V)
+            logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N].float()
+            allowed = range_mask(lo, hi, V, logits.device)
+            logits = logits.masked_fill(~allowed, float("-inf"))
+            tok = sample(logits, sampling, generator)
+        constraint.advance(tok)
+        out.append(tok)
+        step += 1
+        if progress is not None:
+            progress.update(1)
+        if constraint.done or (max_steps is not None and step >= max_steps):
+            break
+        state = backend.step(torch.cat([tok, tok]) if use_cfg else tok)
+    tokens = torch.stack(out, dim=1).cpu() if out else torch.zeros((N, 0), dtype=torch.long)
+    return DecodeOutput(tokens, constraint.finished(), constraint.kinds(), step)

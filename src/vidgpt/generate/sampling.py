@@ -1,0 +1,82 @@
+"""Turning logits into tokens: classifier-free guidance, temperature, top-k, top-p, seeded draws.
+
+Every function works on a batch of logits `[B, V]` (V may be a slice of the vocabulary: the
+constrained decoder samples among the rows of one visual group only and adds the slice's offset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import GenerationError
+
+
+@dataclass
+class SamplingConfig:
+    """How to draw each token. temperature 0 means greedy (argmax)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    cfg: float = 1.0  # guidance scale; 1.0 = no guidance (no unconditional rows are run)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise GenerationError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        if self.top_k is not None and self.top_k < 1:
+            raise GenerationError(f"top_k={self.top_k}: must be >= 1")
+        if self.top_p is not None and not (0 < self.top_p <= 1):
+            raise GenerationError(f"top_p={self.top_p}: must be in (0, 1]")
+        if self.cfg < 0:
+            raise GenerationError(f"cfg={self.cfg}: guidance scale must be >= 0")
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.cfg != 1.0
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator on `device`, seeded with `seed` (a random seed when None)."""
+    g = torch.Generator(device=device)
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
+def apply_cfg(logits: torch.Tensor, scale: float, n_cond: int) -> torch.Tensor:
+    """Rows [0, n_cond) are conditional, rows [n_cond, 2*n_cond) unconditional: u + s * (c - u).
+
+    logits: [2*n_cond, V] -> [n_cond, V] (float32).
+    """
+    c = logits[:n_cond].float()
+    u = logits[n_cond : 2 * n_cond].float()
+    return u + scale * (c - u)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus top-p to -inf. logits: [B, V] float (already tempered)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass of the tokens ranked above it already reaches top_p
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one index per row of `logits` [B, V] -> LongTensor [B] (greedy when temperature == 0)."""
+    logits = logits.float()
+    if config.temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits / config.temperature, config.top_k, config.top_p)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
