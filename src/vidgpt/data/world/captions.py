@@ -36,7 +36,7 @@ _OTHER = {
 
 # Words a caption may use for each motion (tests and search use these).
 MOTION_WORDS = {
-    **{m: [m, _DIRECTION_WORDS[m][1].split()[-1]] for m in DIRECTIONS},
+    **{m: [m, _DIRECTION_WORDS[m][1].split()[-1], _DIRECTION_WORDS[m][2].split(" toward ")[-1]] for m in DIRECTIONS},
     "bounce": ["bounc", "hops"],
     "rotate": ["rotat", "spin"],
     "grow": ["grow", "expand"],
