@@ -1,0 +1,458 @@
+"""The LLM backbone: load any HF causal LM, extend its vocabulary with the visual tokens, save/load vidgpt LMs.
+
+A *vidgpt LM directory* (docs/CONTRACTS.md) comes in two forms:
+
+- full: a standard HF causal-LM directory (config.json, model.safetensors, tokenizer.json holding the new
+  tokens) + vidgpt.json + video_tokenizer/. Plain `AutoModelForCausalLM.from_pretrained` loads it.
+- delta: vidgpt.json with `"base"` (the embedded name, a dir or a hub id), new_rows.safetensors (the
+  embedding rows of the new tokens; `lm_head` rows too when the head is untied), an optional peft
+  adapter in adapter/ (LoRA + trainable-token deltas, merged at load), the tokenizer files and
+  video_tokenizer/. It ships in tens of MB on top of the embedded backbone.
+
+Vocabulary extension. New ids start at `offset = len(text_tokenizer)` (not at the embedding size: some
+models carry padding rows past the tokenizer; those rows are reused for new tokens). The embedding
+matrix is resized to `vocab.total_size` rounded up to `pad_to_multiple_of` (default 64: tensor-core
+friendly matmuls for the LM head). The padding rows past `vocab.total_size` are never targets; they
+are initialised like the new rows and a constrained sampler never picks them. New rows (and padding
+rows) start at the mean of the old rows plus Gaussian noise of `noise * std(old rows)` (seeded), for
+the input embedding and, when untied, for the output head.
+
+LoRA goes through peft: `LoraConfig(trainable_token_indices=...)` makes the new rows trainable with
+a `TrainableTokensWrapper`; with tied embeddings peft wraps `lm_head` too and shares the delta (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .embedded import is_embedded_name, load_embedded_model, load_embedded_tokenizer
+from .errors import ModelError
+from .vocab import UnifiedVocab, VocabSpec
+
+META_NAME = "vidgpt.json"
+NEW_ROWS_NAME = "new_rows.safetensors"
+ADAPTER_DIR = "adapter"
+VIDEO_TOKENIZER_DIR = "video_tokenizer"
+TINY_NAME = "tiny-llama"  # a random tiny Llama + toy byte tokenizer, for tests and smoke runs
+
+
+@dataclass
+class VidgptLM:
+    """A loaded vidgpt LM: the causal LM, its extended text tokenizer, the vocabulary and the metadata."""
+
+    model: Any  # transformers PreTrainedModel (or a peft PeftModel while training LoRA)
+    text_tokenizer: Any  # HF tokenizer holding the new tokens
+    vocab: UnifiedVocab
+    meta: dict
+    video_tokenizer_dir: Path | None
+    # weights other than the new rows still equal those of meta["base"] (a delta save is then valid)
+    base_intact: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+# --- loading backbones -----------------------------------------------------------------------------
+
+
+def toy_text_tokenizer(size: int = 256):
+    """A byte-level word-piece-free toy tokenizer with `size` ids (no download), for tiny runs and tests.
+
+    Ids 0..2 are <unk>, <s>, </s>; the rest are single characters. It has a small chat template so
+    the chat layout works on it.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [chr(c) for c in range(32, 127)] + [chr(c) for c in range(161, 161 + max(0, size - 3 - 95))]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for ch in chars[: size - 3]:
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}{{ '<s>' + m['role'] + ':' + m['content'] + '</s>' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<s>assistant:' }}{% endif %}"
+    )
+    return fast
+
+
+def tiny_llama(vocab_size: int, hidden_size: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+               intermediate_size: int | None = None, max_positions: int = 4096, seed: int = 0):
+    """A random Llama-shaped causal LM (tied embeddings), for tests and smoke runs."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+        pad_token_id=2,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(cfg)
+
+
+def load_backbone(name: str, dtype=None, attn_implementation: str | None = None, tiny: dict | None = None):
+    """(model, text_tokenizer) for the embedded default, a local HF directory, `tiny-llama`, or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if is_embedded_name(name):
+        tok = load_embedded_tokenizer()
+        model = load_embedded_model(dtype=dtype)
+        _drop_gguf_marks(model)
+    elif str(name) == TINY_NAME:
+        tiny = dict(tiny or {})
+        tok = toy_text_tokenizer(int(tiny.pop("text_vocab", 256)))
+        model = tiny_llama(len(tok), **tiny)
+    else:
+        path = Path(name)
+        kwargs: dict = {}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        if path.exists() and not path.is_dir():
+            raise ModelError(f"{path}: a backbone is a model directory or a hub id, not a file")
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a transformers model directory (no config.json)")
+        try:  # a local directory, or a hub id (downloads; never exercised in tests)
+            tok = AutoTokenizer.from_pretrained(str(name))
+            model = AutoModelForCausalLM.from_pretrained(str(name), **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{name}: cannot load a causal LM ({str(e).splitlines()[0]})") from e
+    if attn_implementation and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attn_implementation)
+    return model, tok
+
+
+def _drop_gguf_marks(model) -> None:
+    """A GGUF-loaded model is dequantised; forget the quantisation so it saves as a plain HF model."""
+    for attr in ("quantization_config",):
+        if hasattr(model.config, attr):
+            try:
+                delattr(model.config, attr)
+            except AttributeError:
+                pass
+    for attr in ("hf_quantizer", "quantization_method"):
+        if getattr(model, attr, None) is not None:
+            try:
+                setattr(model, attr, None)
+            except AttributeError:
+                pass
+    model.is_quantized = False
+    model.config._name_or_path = "smollm2-135m"
+
+
+# --- vocabulary extension ------------------------------------------------------------------------------
+
+
+def codebook_bits_of(tokenizer_dir: str | Path) -> int:
+    """K from a video tokenizer directory's config.json (key `codebook_bits`)."""
+    cfg = Path(tokenizer_dir) / "config.json"
+    if not cfg.is_file():
+        raise ModelError(f"{tokenizer_dir}: not a video tokenizer directory (no config.json)")
+    try:
+        return int(json.loads(cfg.read_text())["codebook_bits"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{cfg}: no integer `codebook_bits` ({e})") from e
+
+
+def default_subtokens(bits: int) -> int:
+    """S for K: one sub-token up to 16 bits (65,536 rows), else the smallest S dividing K with <= 16 bits each."""
+    if bits <= 16:
+        return 1
+    for s in range(2, bits + 1):
+        if bits % s == 0 and bits // s <= 16:
+            return s
+    return bits
+
+
+def add_vocab_tokens(text_tokenizer, spec: VocabSpec) -> UnifiedVocab:
+    """Add the new tokens to the HF tokenizer as special added tokens; check their ids match the vocab's."""
+    from tokenizers import AddedToken
+
+    vocab = UnifiedVocab(spec, offset=len(text_tokenizer))
+    strings = vocab.token_strings()
+    clash = [s for s in strings[:8] if s in text_tokenizer.get_vocab()]
+    if clash:
+        raise ModelError(f"the text tokenizer already holds {clash[0]!r}; is it extended already?")
+    tokens = [AddedToken(s, special=True, normalized=False, single_word=False) for s in strings]
+    added = text_tokenizer.add_tokens(tokens, special_tokens=True)
+    if added != len(strings):
+        raise ModelError(f"the text tokenizer added {added} of {len(strings)} new tokens")
+    got = text_tokenizer.convert_tokens_to_ids([strings[0], strings[-1]])
+    if got != [vocab.offset, vocab.end - 1]:
+        raise ModelError(f"new token ids {got} differ from the vocabulary's {[vocab.offset, vocab.end - 1]}")
+    return vocab
+
+
+def resize_with_mean_init(model, vocab: UnifiedVocab, pad_to_multiple_of: int = 64, noise: float = 0.02,
+                          seed: int = 0) -> int:
+    """Resize input (and untied output) embeddings for `vocab`; new rows = mean of old rows + noise. Returns rows."""
+    import torch
+
+    emb = model.get_input_embeddings()
+    old_rows = emb.weight.shape[0]
+    rows = vocab.total_size
+    if pad_to_multiple_of and pad_to_multiple_of > 1:
+        rows = -(-rows // pad_to_multiple_of) * pad_to_multiple_of
+    rows = max(rows, old_rows)
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weights = [model.get_input_embeddings().weight]
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != weights[0].data_ptr():
+            weights.append(out.weight)
+        for w in weights:
+            old = w[: vocab.offset].float()
+            mean, std = old.mean(0), old.std()
+            n = rows - vocab.offset
+            fresh = mean + noise * std * torch.randn(n, w.shape[1], generator=gen)
+            w[vocab.offset :] = fresh.to(w.dtype)
+    model.config.vocab_size = rows
+    return rows
+
+
+def extend_backbone(model, text_tokenizer, spec: VocabSpec, pad_to_multiple_of: int = 64, seed: int = 0,
+                    noise: float = 0.02) -> UnifiedVocab:
+    """Add the vocab's tokens to the tokenizer and the model (in place); returns the vocabulary."""
+    vocab = add_vocab_tokens(text_tokenizer, spec)
+    resize_with_mean_init(model, vocab, pad_to_multiple_of=pad_to_multiple_of, noise=noise, seed=seed)
+    return vocab
+
+
+def make_meta(vocab: UnifiedVocab, backbone: str, *, chat: bool = True, base: str | None = None,
+              embedding_rows: int | None = None) -> dict:
+    meta = {
+        "format": "vidgpt-lm",
+        "version": 1,
+        "vocab": vocab.to_dict(),
+        "layout": {"chat": chat},
+        "backbone": str(backbone),
+        "video_tokenizer": VIDEO_TOKENIZER_DIR,
+        "prompt_expansion": False,
+    }
+    if embedding_rows is not None:
+        meta["embedding_rows"] = int(embedding_rows)
+    if base is not None:
+        meta["base"] = str(base)
+    return meta
+
+
+def extend(backbone: str, tokenizer_dir: str | Path | None, *, codebook_bits: int | None = None,
+           subtokens: int | None = None, seed: int = 0, pad_to_multiple_of: int = 64, chat: bool = True,
+           tiny: dict | None = None, max_latent_t: int = 64, max_latent_hw: int = 64) -> VidgptLM:
+    """Load `backbone`, extend it for the video tokenizer in `tokenizer_dir` (K from its config.json)."""
+    if codebook_bits is None:
+        if tokenizer_dir is None:
+            raise ModelError("give a video tokenizer directory or codebook_bits")
+        codebook_bits = codebook_bits_of(tokenizer_dir)
+    if subtokens is None:
+        subtokens = default_subtokens(codebook_bits)
+    if codebook_bits // subtokens > 16:
+        raise ModelError(
+            f"K={codebook_bits} with S={subtokens} gives 2**{codebook_bits // subtokens} rows per sub-token; use more sub-tokens"
+        )
+    try:
+        spec = VocabSpec(codebook_bits, subtokens, max_latent_t, max_latent_hw)
+    except Exception as e:
+        raise ModelError(str(e)) from e
+    model, tok = load_backbone(backbone, tiny=tiny)
+    vocab = extend_backbone(model, tok, spec, pad_to_multiple_of=pad_to_multiple_of, seed=seed)
+    rows = model.get_input_embeddings().weight.shape[0]
+    base = "smollm2-135m" if is_embedded_name(backbone) else str(backbone)
+    meta = make_meta(vocab, base, chat=chat, base=base, embedding_rows=rows)
+    model.eval()
+    return VidgptLM(model, tok, vocab, meta, Path(tokenizer_dir) if tokenizer_dir else None, base_intact=True,
+                    extra={"tiny": tiny} if tiny else {})
+
+
+# --- LoRA ---------------------------------------------------------------------------------------------------
+
+
+def _module_name(model, module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name.split(".")[-1]
+    raise ModelError("cannot find the embedding module by name")
+
+
+def apply_lora(lm: VidgptLM, r: int = 16, alpha: int = 32, dropout: float = 0.0,
+               target_modules: list[str] | str = "all-linear", train_new_rows: bool = True):
+    """Wrap lm.model in a peft LoRA model; the new token rows stay trainable (TrainableTokensWrapper)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = lm.model
+    indices = list(range(lm.vocab.offset, model.get_input_embeddings().weight.shape[0]))
+    trainable: dict[str, list[int]] | None = None
+    if train_new_rows:
+        trainable = {_module_name(model, model.get_input_embeddings()): indices}
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+            trainable[_module_name(model, out)] = indices
+    targets = target_modules
+    if isinstance(targets, list) and len(targets) == 1 and targets[0] == "all-linear":
+        targets = "all-linear"
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                     trainable_token_indices=trainable, task_type="CAUSAL_LM")
+    lm.model = get_peft_model(model, cfg)
+    return lm.model
+
+
+def is_peft(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, PeftModel)
+
+
+def merge_lora(lm: VidgptLM) -> VidgptLM:
+    """Merge a peft adapter into the weights (in place); the model is plain transformers afterwards."""
+    if is_peft(lm.model):
+        lm.model = lm.model.merge_and_unload()
+        lm.base_intact = False
+    return lm
+
+
+# --- saving and loading vidgpt LM directories -------------------------------------------------------------
+
+
+def _copy_video_tokenizer(src: Path | None, dst: Path) -> None:
+    if src is None or not Path(src).is_dir():
+        return
+    shutil.copytree(src, dst / VIDEO_TOKENIZER_DIR, dirs_exist_ok=True)
+
+
+def _new_rows(model, vocab: UnifiedVocab) -> dict:
+    """Rows [offset:] of the input embedding (and of the untied head) of a plain or peft model."""
+    import torch
+
+    base = model.get_base_model() if is_peft(model) else model
+    emb = base.get_input_embeddings()
+    w_in = getattr(getattr(emb, "token_adapter", None), "base_layer", emb).weight
+    rows = {"embed_tokens": w_in[vocab.offset :].detach().to(torch.float32).cpu().contiguous()}
+    out = base.get_output_embeddings()
+    if out is not None:
+        w_out = getattr(getattr(out, "token_adapter", None), "base_layer", out).weight
+        if w_out.data_ptr() != w_in.data_ptr():
+            rows["lm_head"] = w_out[vocab.offset :].detach().to(torch.float32).cpu().contiguous()
+    return rows
+
+
+def save_vidgpt_lm(lm: VidgptLM, out: str | Path, form: str = "full") -> Path:
+    """Write `lm` as a vidgpt LM directory (atomically). form: "full" or "delta".
+
+    full: a peft model is merged first (lm.model becomes the merged model).
+    delta: needs the weights besides the new rows to equal meta["base"] (an untrained extension, or LoRA
+    on one); writes new_rows.safetensors, adapter/ when LoRA is on, tokenizer files, vidgpt.json.
+    """
+    from safetensors.torch import save_file
+
+    from .utils import atomic_dir
+
+    out = Path(out)
+    if form not in ("full", "delta"):
+        raise ModelError(f"form={form!r}: expected 'full' or 'delta'")
+    meta = dict(lm.meta)
+    with atomic_dir(out) as tmp:
+        if form == "full":
+            merge_lora(lm)
+            meta.pop("base", None)
+            lm.model.save_pretrained(tmp)
+        else:
+            if not lm.base_intact or "base" not in meta:
+                raise ModelError(
+                    f"{out}: a delta save needs the base weights untouched (an extension or LoRA on it); save the full form"
+                )
+            save_file(_new_rows(lm.model, lm.vocab), str(tmp / NEW_ROWS_NAME), metadata={"offset": str(lm.vocab.offset)})
+            if is_peft(lm.model):
+                lm.model.save_pretrained(tmp / ADAPTER_DIR)
+                readme = tmp / ADAPTER_DIR / "README.md"
+                if readme.exists():
+                    readme.unlink()
+            if lm.extra.get("tiny"):
+                meta["tiny"] = lm.extra["tiny"]
+        lm.text_tokenizer.save_pretrained(tmp)
+        meta["form"] = form
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        _copy_video_tokenizer(lm.video_tokenizer_dir, tmp)
+    return out
+
+
+def read_meta(directory: str | Path) -> dict:
+    d = Path(directory)
+    p = d / META_NAME
+    if not p.is_file():
+        raise ModelError(f"{d}: not a vidgpt model (no vidgpt.json); make one with `vidgpt lm extend`")
+    try:
+        meta = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{p}: not valid JSON ({e})") from e
+    if meta.get("format") != "vidgpt-lm" or "vocab" not in meta:
+        raise ModelError(f"{p}: not a vidgpt-lm metadata file (format={meta.get('format')!r})")
+    return meta
+
+
+def load_vidgpt_lm(directory: str | Path, dtype=None, device=None, attn_implementation: str | None = None,
+                   merge_adapter: bool = True) -> VidgptLM:
+    """Load a vidgpt LM directory (full or delta form) in eval mode."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = Path(directory)
+    meta = read_meta(d)
+    vocab = UnifiedVocab.from_dict(meta["vocab"])
+    tok = AutoTokenizer.from_pretrained(str(d))
+    if len(tok) != vocab.end:
+        raise ModelError(f"{d}: the tokenizer has {len(tok)} tokens but vidgpt.json says {vocab.end}")
+    base_intact = False
+    if "base" in meta and (d / NEW_ROWS_NAME).is_file():
+        model, _ = load_backbone(meta["base"], dtype=None, tiny=meta.get("tiny"))
+        rows = load_file(str(d / NEW_ROWS_NAME))
+        n_rows = vocab.offset + rows["embed_tokens"].shape[0]
+        model.resize_token_embeddings(n_rows, mean_resizing=False)
+        model.config.vocab_size = n_rows
+        with torch.no_grad():
+            emb = model.get_input_embeddings().weight
+            emb[vocab.offset :] = rows["embed_tokens"].to(emb.dtype)
+            out = model.get_output_embeddings()
+            if "lm_head" in rows and out is not None:
+                out.weight[vocab.offset :] = rows["lm_head"].to(out.weight.dtype)
+        base_intact = True
+        if (d / ADAPTER_DIR).is_dir():
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(d / ADAPTER_DIR))
+            if merge_adapter:
+                model = model.merge_and_unload()
+                base_intact = False
+        if dtype is not None:
+            model = model.to(dtype)
+    elif (d / "config.json").is_file():
+        kwargs: dict = {}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model = AutoModelForCausalLM.from_pretrained(str(d), **kwargs)
+    else:
+        raise ModelError(f"{d}: vidgpt.json present but neither model weights (config.json) nor {NEW_ROWS_NAME}")
+    if attn_implementation and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attn_implementation)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    vt = d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)
+    lm = VidgptLM(model, tok, vocab, meta, vt if vt.is_dir() else None, base_intact=base_intact)
+    if meta.get("tiny"):
+        lm.extra["tiny"] = meta["tiny"]
+    return lm

@@ -1,0 +1,414 @@
+"""Continued pretraining of the extended LLM: `vidgpt lm train --config configs/lm/NAME.yaml`.
+
+Runs directly or under `accelerate launch` (one GPU, DDP, FSDP; see configs/accelerate/). Packed rows of
+mixed text/video documents (vidgpt.train.lm_data) go through the model with position ids restarting per
+document (no cross-document attention, vidgpt.attention); the loss is a weighted next-token cross entropy
+on the token kinds the config names (VISUAL tokens weighted by `visual_loss_weight`), normalised by the
+number of trained tokens of each micro-batch. AdamW, linear warmup then cosine to `min_lr_ratio`, grad
+clipping, gradient accumulation, bf16 autocast on CUDA, optional gradient checkpointing, full finetuning
+or LoRA (new token rows trainable). A non-finite loss skips the optimizer update; `max_nonfinite` of them
+stop the run with a TrainingError.
+
+OUT/ holds: checkpoints/step-NNNNNNN/ (accelerate state: model, optimizer, RNG; + scheduler and
+trainer_state.json with the data position), written to a temp name and renamed, last `keep_checkpoints`
+kept; log.jsonl; loss_curve.png (when matplotlib is present); tensorboard/ (when installed); and
+model/, the final vidgpt LM directory (full or delta form).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import save_config
+from ..errors import ConfigError, TrainingError
+from .lm_data import LMDataConfig, packed_rows
+from .packing import PackStats, collate
+
+
+@dataclass
+class LMModelConfig:
+    path: str = ""  # a vidgpt LM directory (from `vidgpt lm extend`); or leave empty and set `backbone`
+    backbone: str = ""  # extend on the fly: smollm2-135m | a HF dir | hub id | tiny-llama
+    tokenizer: str = ""  # video tokenizer dir (for on-the-fly extension; K read from its config.json)
+    codebook_bits: int = 0  # override K (0 = from the tokenizer dir)
+    subtokens: int = 0  # override S (0 = automatic)
+    tiny: dict = field(default_factory=dict)  # tiny-llama shape: hidden_size, layers, heads, kv_heads, text_vocab
+    attn_implementation: str = "auto"  # auto | flash_attention_4 | flash_attention_2 | sdpa | eager
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = False  # false = full finetuning
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    train_new_rows: bool = True  # the new token rows train with the adapter (peft trainable tokens)
+
+
+@dataclass
+class LMTrainLoop:
+    steps: int = 1000
+    micro_batch_size: int = 4  # packed rows per process per micro-step
+    grad_accum: int = 1
+    seq_len: int = 2048
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: float = 1.0
+    seed: int = 0
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    log_every: int = 10
+    eval_every: int = 200  # 0 = only at the end
+    eval_batches: int = 4
+    ckpt_every: int = 200  # 0 = only at the end
+    keep_checkpoints: int = 2
+    max_nonfinite: int = 10  # non-finite losses (skipped steps) before giving up
+    save_form: str = "full"  # full | delta (delta needs LoRA or an untouched base)
+
+
+@dataclass
+class LMTrainConfig:
+    model: LMModelConfig = field(default_factory=LMModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    train: LMTrainLoop = field(default_factory=LMTrainLoop)
+
+
+# --- pieces ----------------------------------------------------------------------------------------------------
+
+
+def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Next-token CE: logits [B,L,V], input_ids [B,L], weights [B,L] (weight of predicting token t).
+
+    Returns (sum(w * ce) / #tokens with w > 0, #tokens with w > 0); fp32 math.
+    """
+    lg = logits[:, :-1].float()
+    tgt = input_ids[:, 1:]
+    w = weights[:, 1:].to(lg.dtype)
+    ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1), reduction="none").view_as(w)
+    n = int((w > 0).sum())
+    return (ce * w).sum() / max(n, 1), n
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_lm(cfg: LMTrainConfig, device, amp_dtype):
+    """Load (or extend on the fly) the vidgpt LM, pick attention, apply LoRA."""
+    from ..attention import resolve_attention
+    from ..backbone import apply_lora, extend, load_vidgpt_lm
+
+    m = cfg.model
+    attn = resolve_attention(m.attn_implementation, device, amp_dtype)
+    if m.path:
+        lm = load_vidgpt_lm(m.path)
+        if cfg.lora.enabled and "base" not in lm.meta:  # LoRA on a full-form dir: it is the delta's base
+            lm.meta["base"] = str(Path(m.path).resolve())
+            lm.base_intact = True
+    elif m.backbone:
+        lm = extend(m.backbone, m.tokenizer or None, codebook_bits=m.codebook_bits or None,
+                    subtokens=m.subtokens or None, seed=cfg.train.seed, tiny=m.tiny or None, chat=cfg.data.chat)
+    else:
+        raise ConfigError("model: set `path` (a vidgpt LM dir) or `backbone` (+ `tokenizer` or `codebook_bits`)")
+    if hasattr(lm.model, "set_attn_implementation"):
+        lm.model.set_attn_implementation(attn)
+    lm.meta.setdefault("layout", {})["chat"] = cfg.data.chat
+    if m.gradient_checkpointing:
+        lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora.enabled:
+        lr = cfg.lora
+        apply_lora(lm, r=lr.r, alpha=lr.alpha, dropout=lr.dropout, target_modules=list(lr.target_modules),
+                   train_new_rows=lr.train_new_rows)
+        if m.gradient_checkpointing:
+            lm.model.enable_input_require_grads()
+    else:
+        lm.base_intact = False
+    lm.model.train()
+    return lm, attn
+
+
+def make_optimizer(model, t: LMTrainLoop) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------------
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    root = out / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def save_checkpoint(accelerator, out: Path, step: int, state: dict, keep: int) -> Path:
+    """accelerate state + trainer_state.json into checkpoints/step-N (temp dir, then rename)."""
+    root = out / "checkpoints"
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=False)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(out)[: -max(1, keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, ckpt: Path) -> dict:
+    state_file = ckpt / "trainer_state.json"
+    if not state_file.is_file():
+        raise TrainingError(f"{ckpt}: incomplete checkpoint (no trainer_state.json)")
+    try:
+        accelerator.load_state(str(ckpt))
+    except Exception as e:
+        raise TrainingError(f"{ckpt}: cannot restore the checkpoint ({str(e).splitlines()[0]})") from e
+    return json.loads(state_file.read_text())
+
+
+# --- logging ------------------------------------------------------------------------------------------------------------
+
+
+class RunLog:
+    """JSONL log (+ TensorBoard when installed), main process only."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = out / "log.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except Exception:
+                self.tb = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record.get("step", 0))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def plot_loss_curve(log_path: Path, png: Path) -> Path | None:
+    """loss (and eval_loss) against step from log.jsonl, when matplotlib is installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    recs = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    tr = [(r["step"], r["loss"]) for r in recs if "loss" in r]
+    ev = [(r["step"], r["eval_loss"]) for r in recs if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if tr:
+        ax.plot(*zip(*tr), label="train")
+    if ev:
+        ax.plot(*zip(*ev), "o-", label="eval")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+# --- the loop ---------------------------------------------------------------------------------------------------------------
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def forward_loss(model, batch: dict, amp) -> tuple[torch.Tensor, int]:
+    with amp():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    return weighted_lm_loss(logits, batch["input_ids"], batch["weights"])
+
+
+def evaluate(accelerator, model, rows: list[dict], micro: int, amp) -> float:
+    model.eval()
+    tot = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(0, len(rows), micro):
+            batch = _to(collate(rows[i : i + micro]), accelerator.device)
+            loss, n = forward_loss(model, batch, amp)
+            tot += torch.tensor([float(loss) * n, n], device=accelerator.device, dtype=torch.float64)
+    model.train()
+    tot = accelerator.reduce(tot, reduction="sum")
+    return float(tot[0] / tot[1].clamp(min=1))
+
+
+def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Run training; returns the last logged metrics. OUT/model is the final vidgpt LM directory."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from ..backbone import save_vidgpt_lm
+
+    t = cfg.train
+    if t.save_form not in ("full", "delta"):
+        raise ConfigError(f"train.save_form={t.save_form!r}: expected full or delta")
+    if t.save_form == "delta" and not cfg.lora.enabled:
+        raise ConfigError("train.save_form=delta needs lora.enabled (full finetuning changes the base weights)")
+    out = Path(out)
+    use_bf16 = t.bf16 and torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+    amp = accelerator.autocast
+    rank, world = accelerator.process_index, accelerator.num_processes
+    torch.manual_seed(t.seed)
+    lm, attn = build_lm(cfg, accelerator.device, torch.bfloat16 if use_bf16 else None)
+    optimizer = make_optimizer(lm.model, t)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.steps, t.min_lr_ratio)
+    )
+    model, optimizer = accelerator.prepare(lm.model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
+
+    state = {"step": 0, "rows": 0, "nonfinite": 0, "stats": {}}
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    ckpts = checkpoint_dirs(out)
+    if resume:
+        if not ckpts:
+            raise TrainingError(f"{out}: nothing to resume (no checkpoints/step-*)")
+        state = load_checkpoint(accelerator, ckpts[-1])
+    elif ckpts and accelerator.is_main_process:
+        raise TrainingError(f"{out}: holds checkpoints already; pass --resume or choose another --out")
+    if accelerator.is_main_process:
+        save_config(cfg, out / "config.yaml")
+        if not resume and (out / "log.jsonl").exists():
+            (out / "log.jsonl").unlink()
+    log = RunLog(out, accelerator.is_main_process)
+    if accelerator.is_main_process and state["step"] == 0:
+        log.write({"event": "start", "attn": attn, "world_size": world, "vocab": lm.vocab.to_dict(),
+                   "trainable_params": sum(p.numel() for p in lm.model.parameters() if p.requires_grad)})
+
+    pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
+    rows_per_step = t.micro_batch_size * t.grad_accum * world
+    stats = PackStats()
+    rows = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "train", pad_id, rank, world,
+                       skip=state["rows"], stats=stats)
+    eval_rows = None
+    if t.eval_batches > 0:
+        gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "eval", pad_id, rank, world)
+        eval_rows = [next(gen) for _ in range(t.eval_batches * t.micro_batch_size)]
+
+    last: dict = {}
+    bar = tqdm(total=t.steps, initial=state["step"], disable=not (progress and accelerator.is_main_process),
+               desc="lm train", dynamic_ncols=True)
+    t0, tokens_since = time.time(), 0
+    model.train()
+    while state["step"] < t.steps:
+        step = state["step"]
+        losses, bad = [], 0
+        for k in range(t.grad_accum):
+            batch = _to(collate([next(rows) for _ in range(t.micro_batch_size)]), accelerator.device)
+            tokens_since += batch["input_ids"].numel() * world
+            ctx = accelerator.no_sync(model) if k < t.grad_accum - 1 else _null()
+            with ctx:
+                loss, _ = forward_loss(model, batch, amp)
+                bad += int(not torch.isfinite(loss).item())
+                accelerator.backward(loss / t.grad_accum)
+            losses.append(loss.detach().float())
+        state["rows"] += rows_per_step
+        bad_all = int(accelerator.reduce(torch.tensor([bad], device=accelerator.device), reduction="sum").item())
+        mean_loss = float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
+        if bad_all:
+            optimizer.zero_grad(set_to_none=True)
+            state["nonfinite"] += 1
+            log.write({"step": step + 1, "event": "nonfinite_loss", "skipped": True, "count": state["nonfinite"]})
+            if state["nonfinite"] >= t.max_nonfinite:
+                bar.close()
+                log.close()
+                raise TrainingError(
+                    f"{state['nonfinite']} non-finite losses (max_nonfinite={t.max_nonfinite}), last at step {step + 1}: "
+                    "lower train.lr, check the data, or turn bf16 off"
+                )
+        else:
+            gnorm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip > 0 else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        bar.update(1)
+        rec = {"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0]}
+        if not bad_all and gnorm is not None:
+            rec["grad_norm"] = float(gnorm)
+        if state["step"] % max(1, t.log_every) == 0 or state["step"] == t.steps:
+            dt = max(time.time() - t0, 1e-9)
+            rec["tokens_per_s"] = tokens_since / dt
+            t0, tokens_since = time.time(), 0
+        if eval_rows and ((t.eval_every and state["step"] % t.eval_every == 0) or state["step"] == t.steps):
+            rec["eval_loss"] = evaluate(accelerator, model, eval_rows, t.micro_batch_size, amp)
+        log.write(rec)
+        last = rec
+        bar.set_postfix(loss=f"{mean_loss:.3f}")
+        if (t.ckpt_every and state["step"] % t.ckpt_every == 0) or state["step"] == t.steps:
+            state["stats"] = stats.as_dict()
+            save_checkpoint(accelerator, out, state["step"], state, t.keep_checkpoints)
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        lm.model = accelerator.unwrap_model(model)
+        lm.model.eval()
+        save_vidgpt_lm(lm, out / "model", form=t.save_form)
+        png = plot_loss_curve(log.path, out / "loss_curve.png") if log.path.exists() else None
+        log.write({"event": "done", "model": str(out / "model"), "loss_curve": str(png) if png else None,
+                   "pack_stats": stats.as_dict()})
+    log.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return last
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
