@@ -241,7 +241,7 @@ def trajectory_ok(obj: ObjectSpec, others: list[ObjectSpec], duration: float, ma
 def place(rng: np.random.Generator, obj: ObjectSpec, others: list[ObjectSpec], duration: float, tries: int = 60) -> bool:
     """Choose obj.x, obj.y so that its trajectory fits (in place); False if no spot was found."""
     for _ in range(tries):
-        obj.x, obj.y = float(rng.uniform(0.08, 0.92)), float(rng.uniform(0.08, 0.92))
+        obj.x, obj.y = round(float(rng.uniform(0.08, 0.92)), 4), round(float(rng.uniform(0.08, 0.92)), 4)
         if trajectory_ok(obj, others, duration):
             return True
     return False
@@ -272,11 +272,11 @@ def _random_object(rng: np.random.Generator, config: WorldConfig, duration: floa
         color=attrs.get("color") or str(rng.choice(config.colors)),
         size=attrs.get("size") or str(rng.choice(config.sizes)),
         motion=attrs.get("motion") or str(rng.choice(motions)),
-        angle=float(rng.uniform(0, 360)) if rng.random() < 0.5 else 0.0,
-        speed=float(rng.uniform(0.28, 0.42) / duration),  # crosses 28-42% of the frame
-        spin=float(rng.choice([-1, 1]) * rng.uniform(70, 110)),
-        rate=float(rng.uniform(0.22, 0.3)),
-        hop=float(rng.uniform(0.15, 0.22)),
+        angle=round(float(rng.uniform(0, 360)), 2) if rng.random() < 0.5 else 0.0,
+        speed=round(float(rng.uniform(0.28, 0.42) / duration), 4),  # crosses 28-42% of the frame
+        spin=round(float(rng.choice([-1, 1]) * rng.uniform(70, 110)), 2),
+        rate=round(float(rng.uniform(0.22, 0.3)), 4),
+        hop=round(float(rng.uniform(0.15, 0.22)), 4),
     )
 
 
@@ -293,7 +293,7 @@ def sample_background(rng: np.random.Generator, config: WorldConfig, photos=None
         color=str(c1),
         color2=str(c2),
         angle=float(rng.choice([0.0, 45.0, 90.0, 135.0])),
-        scale=float(rng.uniform(0.12, 0.3)),
+        scale=round(float(rng.uniform(0.12, 0.3)), 4),
         seed=int(rng.integers(0, 2**31 - 1)),
         photo=photo,
     )
@@ -303,7 +303,7 @@ def sample_camera(rng: np.random.Generator, config: WorldConfig, background: Bac
     if background.kind == "solid" or rng.random() >= config.camera_prob:
         return Camera()
     move = str(rng.choice(CAMERA_MOVES[1:]))
-    speed = float(rng.uniform(0.06, 0.12)) if move.startswith("pan") else float(rng.uniform(0.1, 0.2))
+    speed = round(float(rng.uniform(0.06, 0.12) if move.startswith("pan") else rng.uniform(0.1, 0.2)), 4)
     return Camera(move=move, speed=speed)
 
 
