@@ -58,11 +58,15 @@ def block_plan(vocab: UnifiedVocab, shape: Sequence[int], sections: Sequence[str
 
 @dataclass
 class ShapeLimits:
-    """What a free header may choose: latent t up to max_t, h/w in [min_hw, max_hw]."""
+    """What a free header may choose: latent t up to max_t, h/w in [min_hw, max_hw].
+
+    `fixed` pins single axes (None = free), e.g. (None, 16, 16) lets the model pick the duration.
+    """
 
     max_t: int
     max_hw: int
     min_hw: int = 1
+    fixed: tuple[int | None, int | None, int | None] = (None, None, None)
 
 
 class _Row:
@@ -70,12 +74,12 @@ class _Row:
 
     def __init__(self, owner: "StructureConstraint"):
         self.c = owner
-        self.phase = "open" if owner.allow_text else "start"
+        self.phase = "text" if owner.text_only else ("open" if owner.allow_text else "start")
+        self.kind = "text" if owner.text_only else None
         self.shape: list[int] = [] if owner.shape is None else list(owner.shape)
         self.plan: list[tuple[int, int]] = []
         self.pos = 0
         self.text_len = 0
-        self.kind = None  # "text" or "block" once known
 
     def allowed(self) -> tuple[int, int]:
         c, v = self.c, self.c.vocab
@@ -142,6 +146,7 @@ class StructureConstraint:
     shape: fixed latent (t, h, w) of the block, or None for a free header within `limits`.
     sections: which sections to write, in layout order ("blueprint", "fine").
     allow_text: the turn may be text (ending at `stop_id`) instead of a block (chat).
+    text_only: the turn is text (prompt expansion, chat answers).
     """
 
     def __init__(
@@ -153,6 +158,7 @@ class StructureConstraint:
         sections: Sequence[str] = SECTIONS,
         limits: ShapeLimits | None = None,
         allow_text: bool = False,
+        text_only: bool = False,
         stop_id: int | None = None,
         max_text_tokens: int = 256,
         max_new_tokens: int | None = None,
@@ -167,8 +173,9 @@ class StructureConstraint:
         if self.shape is None and limits is None:
             limits = ShapeLimits(vocab.spec.max_latent_t, vocab.spec.max_latent_hw)
         self.limits = limits
-        self.allow_text = allow_text
-        if allow_text and stop_id is None:
+        self.allow_text = allow_text or text_only
+        self.text_only = text_only
+        if self.allow_text and stop_id is None:
             raise GenerationError("a turn that may be text needs the end-of-turn id (stop_id)")
         self.stop_id = stop_id
         self.max_text_tokens = max_text_tokens
@@ -183,7 +190,7 @@ class StructureConstraint:
                     f"{max_new_tokens} positions are left in the model's context"
                 )
             self.body_plan = section_plan(vocab, self.shape, self.sections)
-        self.lockstep = self.shape is not None and not allow_text
+        self.lockstep = self.shape is not None and not self.allow_text
         if self.lockstep:
             full = block_plan(vocab, self.shape, self.sections)
             self._lo = [a for a, _ in full]
@@ -205,13 +212,16 @@ class StructureConstraint:
         axis = len(chosen)
         lo_val = 1 if axis == 0 else lim.min_hw
         hi_val = lim.max_t if axis == 0 else lim.max_hw
+        if lim.fixed[axis] is not None:
+            lo_val = hi_val = int(lim.fixed[axis])
+        smallest = [lim.fixed[a] or (1 if a == 0 else lim.min_hw) for a in range(3)]
         # largest value for which the block still fits with the smallest choices for the rest
         while hi_val > lo_val:
-            trial = chosen + [hi_val] + [lim.min_hw] * (2 - axis)
+            trial = chosen + [hi_val] + smallest[axis + 1 :]
             if self._fits(trial):
                 break
             hi_val -= 1
-        trial = chosen + [lo_val] + [lim.min_hw] * (2 - axis)
+        trial = chosen + [lo_val] + smallest[axis + 1 :]
         if not self._fits(trial):
             raise GenerationError(f"not even a {trial} latent block fits in the {self.max_new_tokens} positions left")
         base = (v.t_offset, v.h_offset, v.w_offset)[axis]

@@ -1,0 +1,422 @@
+"""VidGPT: text -> video (coarse-to-fine), edits and chat over one extended LM and the video tokenizer.
+
+    pipe = VidGPT.from_pretrained("model/")
+    out = pipe.generate("a red circle moves right", frames=17, height=128, width=128, seed=0)
+    out.videos            # uint8 [N, T, H, W, 3]
+    out.save("clip.mp4")
+
+One call samples, for each of `num` samples, one assistant turn under the structure constraint:
+`<|vision_start|>` header, the blueprint section (the clip at half size), the fine section with the
+blueprint in context, `<|vision_end|>`. `blueprint_only=True` stops after the blueprint and decodes
+it as a preview: the video tokenizer decodes the blueprint codes at half size and the frames are
+upsampled 2x for display. Classifier-free guidance runs conditional and unconditional (negative
+prompt) rows in one batch. Longer videos than one clip (`clip_frames`) are continued clip by clip,
+each conditioned on the last `context_frames` latent frames of the clip before, and stitched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import GenerationError, ModelError
+from ..layout import (
+    DEFAULT_CONTINUE,
+    Layout,
+    Sample,
+    Turn,
+    VisualBlock,
+    block_length,
+    blueprint_shape,
+)
+from ..vocab import UnifiedVocab
+from .constraints import ShapeLimits, StructureConstraint
+from .decoding import constrained_decode
+from .fast_decode import make_backend
+from .sampling import SamplingConfig, make_generator
+
+TIME_FACTOR, SPACE_FACTOR = 4, 8
+
+
+def default_model_dir() -> Path:
+    """$VIDGPT_MODEL if set, else the repository's shipped `model/` directory."""
+    env = os.environ.get("VIDGPT_MODEL")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "model"
+
+
+def resolve_model_dir(model: str | os.PathLike | None) -> Path:
+    """The model directory to load; ModelError (one line, with the fix) when there is none."""
+    if model is None:
+        d = default_model_dir()
+        if not d.exists():
+            raise ModelError(
+                f"{d}: no vidgpt model here yet; make one with `vidgpt lm extend` then `vidgpt lm train` "
+                "(or pass --model DIR / set VIDGPT_MODEL)"
+            )
+    else:
+        d = Path(model)
+    if not d.is_dir():
+        raise ModelError(f"{d}: model directory not found")
+    if not (d / "vidgpt.json").is_file():
+        raise ModelError(f"{d}: not a vidgpt model (no vidgpt.json); make one with `vidgpt lm extend`")
+    return d
+
+
+@dataclass
+class GenerationResult:
+    """What a generate / edit / chat call made.
+
+    videos: uint8 [N, T, H, W, 3] (None when decode=False); tensors: float [N, 3, T, H, W] in [-1, 1].
+    blocks: the parsed visual block of each sample (its codes: block.fine [t,h,w], block.blueprint).
+    token_ids: the ids each sample's assistant turn wrote (incl. end of turn); prompt_ids: what it read.
+    """
+
+    prompt: str
+    blocks: list[VisualBlock]
+    token_ids: list[list[int]]
+    prompt_ids: list[int]
+    videos: np.ndarray | None = None
+    tensors: torch.Tensor | None = None
+    preview: bool = False
+    texts: list[str] = field(default_factory=list)
+    fps: float = 8.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def codes(self) -> list[torch.Tensor]:
+        """Per sample: the fine codes [t,h,w] (the blueprint codes for a preview)."""
+        return [b.fine if b.fine is not None else b.blueprint for b in self.blocks]
+
+    def save(self, path: str | os.PathLike, fps: float | None = None, grid: bool = False) -> list[Path]:
+        """Write each sample to `path` (sample i > 0 gets a `-i` suffix); `grid` adds a PNG contact sheet."""
+        from ..data.video_io import save_contact_sheet, write_video
+
+        if self.videos is None:
+            raise GenerationError("nothing to save: the result was not decoded (decode=False)")
+        path = Path(path)
+        written = []
+        for i, frames in enumerate(self.videos):
+            p = path if len(self.videos) == 1 else path.with_name(f"{path.stem}-{i}{path.suffix}")
+            if frames.shape[0] == 1 and p.suffix.lower() in (".mp4", ".gif", ".webm"):
+                p = p.with_suffix(".png")
+            written.append(Path(write_video(p, frames, fps=fps or self.fps)))
+            if grid:
+                sheet = p.with_name(p.stem + "-grid.png")
+                save_contact_sheet(sheet, frames)
+                written.append(sheet)
+        return written
+
+
+class VidGPT:
+    """An extended causal LM + its video tokenizer, with constrained coarse-to-fine sampling."""
+
+    def __init__(
+        self,
+        model,
+        text_tokenizer,
+        vocab: UnifiedVocab,
+        video_tokenizer,
+        chat: bool = True,
+        meta: dict | None = None,
+        fast: bool = True,
+    ):
+        self.model = model.eval()
+        self.text_tokenizer = text_tokenizer
+        self.vocab = vocab
+        self.video_tokenizer = video_tokenizer.eval() if video_tokenizer is not None else None
+        self.meta = dict(meta or {})
+        self.layout = Layout(vocab, text_tokenizer, chat=chat)
+        layout_meta = self.meta.get("layout", {}) or {}
+        self.blueprint = bool(layout_meta.get("blueprint", True))
+        self.prompt_expansion = bool(self.meta.get("prompt_expansion", False))
+        self.fps = float(self.meta.get("fps", 8))
+        self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        self.device = next(model.parameters()).device
+        self.backend = make_backend(model, fast)
+        eos = getattr(text_tokenizer, "eos_token_id", None)
+        if chat:
+            self.tail_ids = list(self.layout._ids(self.layout.wrappers.end_of_turn)) or [eos]
+        else:
+            self.tail_ids = [eos]
+        self.stop_id = self.tail_ids[0]
+        pad = getattr(text_tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad if pad is not None else (eos if eos is not None else 0))
+
+    @classmethod
+    def from_pretrained(cls, directory=None, device=None, dtype=None, fast: bool = True) -> "VidGPT":
+        """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it."""
+        from ..backbone import load_vidgpt_lm
+        from ..tokenizer import VideoTokenizer
+        from ..utils import pick_device
+
+        d = resolve_model_dir(directory)
+        device = pick_device(device)
+        if dtype is None and device.type == "cuda":
+            dtype = torch.bfloat16
+        lm = load_vidgpt_lm(d, dtype=dtype, device=device)
+        tok_dir = Path(lm.video_tokenizer_dir)
+        if not tok_dir.is_dir():
+            raise ModelError(f"{tok_dir}: the model's video tokenizer directory is missing")
+        video_tok = VideoTokenizer.from_pretrained(tok_dir, device=device)
+        chat = bool((lm.meta.get("layout") or {}).get("chat", True))
+        return cls(lm.model, lm.text_tokenizer, lm.vocab, video_tok, chat=chat, meta=lm.meta, fast=fast)
+
+    # --- shapes and limits -----------------------------------------------------------------
+    def sections(self, blueprint_only: bool = False) -> tuple[str, ...]:
+        if blueprint_only:
+            return ("blueprint",)
+        return ("blueprint", "fine") if self.blueprint else ("fine",)
+
+    def latent_shape(self, frames: int, height: int, width: int, blueprint: bool | None = None) -> tuple[int, int, int]:
+        """Validate a requested video size and return its latent (t, h, w); GenerationError if impossible."""
+        blueprint = self.blueprint if blueprint is None else blueprint
+        for name, v in (("frames", frames), ("height", height), ("width", width)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise GenerationError(f"{name}={v!r}: must be a positive integer")
+        if (frames - 1) % TIME_FACTOR:
+            raise GenerationError(f"frames={frames}: the tokenizer makes 1+4n frames (1, 5, 9, 13, 17, ...)")
+        mult = 2 * SPACE_FACTOR if blueprint else SPACE_FACTOR
+        for name, v in (("height", height), ("width", width)):
+            if v % mult:
+                why = " (the blueprint is drawn at half size)" if blueprint else ""
+                raise GenerationError(f"{name}={v}: must be a multiple of {mult}{why}")
+        t, h, w = 1 + (frames - 1) // TIME_FACTOR, height // SPACE_FACTOR, width // SPACE_FACTOR
+        s = self.vocab.spec
+        if t > s.max_latent_t:
+            raise GenerationError(f"frames={frames}: at most {1 + (s.max_latent_t - 1) * TIME_FACTOR} frames per clip for this model")
+        if max(h, w) > s.max_latent_hw:
+            raise GenerationError(f"{height}x{width}: at most {s.max_latent_hw * SPACE_FACTOR} pixels per side for this model")
+        return t, h, w
+
+    def check_fits(self, prompt_len: int, shape, sections: Sequence[str]) -> int:
+        """Positions left after the prompt; GenerationError if the block does not fit the context."""
+        n = block_length(shape, self.vocab.spec.subtokens, "blueprint" in sections, "fine" in sections)
+        total = prompt_len + n + len(self.tail_ids)
+        if total > self.max_positions:
+            T, H, W = 1 + (shape[0] - 1) * TIME_FACTOR, shape[1] * SPACE_FACTOR, shape[2] * SPACE_FACTOR
+            raise GenerationError(
+                f"a {T}-frame {H}x{W} clip takes {n} tokens; with the {prompt_len}-token prompt that is {total}, "
+                f"more than the model's {self.max_positions} positions (use fewer frames or a smaller size)"
+            )
+        return self.max_positions - prompt_len
+
+    # --- sampling ---------------------------------------------------------------------------
+    def sample_blocks(
+        self,
+        prompts: Sequence[Sequence[int]],
+        uncond: Sequence[Sequence[int]] | None,
+        shape,
+        sections: Sequence[str],
+        sampling: SamplingConfig,
+        generator: torch.Generator | None,
+        progress: bool = False,
+        desc: str = "sampling",
+    ) -> tuple[list[VisualBlock], list[list[int]]]:
+        """One constrained block per prompt. Returns the parsed blocks and each row's ids (+ tail)."""
+        from tqdm.auto import tqdm
+
+        longest = max(len(p) for p in list(prompts) + list(uncond or []))
+        left = self.check_fits(longest, shape, sections)
+        n = len(prompts)
+        con = StructureConstraint(self.vocab, n, shape=shape, sections=sections, max_new_tokens=left, pad_id=self.pad_id)
+        total = block_length(shape, self.vocab.spec.subtokens, "blueprint" in sections, "fine" in sections)
+        with tqdm(total=total, desc=desc, unit="tok", disable=not progress, leave=False) as bar:
+            out = constrained_decode(
+                self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
+                pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
+            )
+        blocks, rows = [], []
+        for i in range(n):
+            ids = out.tokens[i].tolist() + self.tail_ids
+            full = list(prompts[i]) + ids
+            sample = self.layout.parse(full)  # the constraint guarantees this parses
+            blocks.append(sample.turns[-1].blocks()[-1])
+            rows.append(ids)
+        return blocks, rows
+
+    def generate_text(self, sample: Sample, max_new_tokens: int = 128, seed: int | None = 0, temperature: float = 0.0) -> str:
+        """Plain text answer (up to end of turn) to a generation prompt `sample` (chat layout)."""
+        prompt = self.layout.prompt_ids(sample)
+        left = self.max_positions - len(prompt) - 1
+        if left < 1:
+            raise GenerationError(f"prompt of {len(prompt)} tokens fills the model's {self.max_positions} positions")
+        con = StructureConstraint(
+            self.vocab, 1, text_only=True, stop_id=self.stop_id, max_text_tokens=min(max_new_tokens, left), pad_id=self.pad_id
+        )
+        out = constrained_decode(
+            self.backend, [prompt], con, SamplingConfig(temperature=temperature), make_generator(seed, self.device),
+            pad_id=self.pad_id, vocab_size=self.vocab.offset, max_steps=max_new_tokens + 1,
+        )
+        return self.text_of(out.tokens[0].tolist())
+
+    def text_of(self, ids: Sequence[int]) -> str:
+        """Decode generated text ids up to (not including) the end-of-turn id."""
+        ids = list(ids)
+        if self.stop_id in ids:
+            ids = ids[: ids.index(self.stop_id)]
+        return self.layout._text([i for i in ids if i < self.vocab.offset]).strip()
+
+    # --- decoding codes to frames ------------------------------------------------------------
+    @torch.inference_mode()
+    def decode_blocks(self, blocks: Sequence[VisualBlock], preview: bool = False, progress: bool = False) -> torch.Tensor:
+        """Blocks -> float video [N, 3, T, H, W] in [-1, 1]; a preview decodes the blueprint and upsamples 2x."""
+        import torch.nn.functional as F
+        from tqdm.auto import tqdm
+
+        if self.video_tokenizer is None:
+            raise GenerationError("this pipeline has no video tokenizer to decode with")
+        vids = []
+        for b in tqdm(blocks, desc="decoding", unit="clip", disable=not progress, leave=False):
+            if preview or b.fine is None:
+                v = self.video_tokenizer.decode(b.blueprint.unsqueeze(0).to(self.video_tokenizer.device))
+                v = F.interpolate(v, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False).clamp(-1, 1)
+            else:
+                v = self.video_tokenizer.decode(b.fine.unsqueeze(0).to(self.video_tokenizer.device))
+            vids.append(v.float().cpu())
+        return torch.cat(vids)
+
+    @staticmethod
+    def to_frames(videos: torch.Tensor) -> np.ndarray:
+        """float [N,3,T,H,W] in [-1,1] -> uint8 [N,T,H,W,3]."""
+        x = ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 2, 3, 4, 1).contiguous().numpy()
+
+    def encode_frames(self, frames: np.ndarray, blueprint: bool = False) -> VisualBlock:
+        """uint8 [T,H,W,3] -> a VisualBlock of the clip's fine codes (and blueprint codes when asked)."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1
+        tok = self.video_tokenizer
+        fine = tok.encode(x.to(tok.device)).cpu()
+        bp = None
+        if blueprint:
+            from ..tokenizer import blueprint_input
+
+            bp = tok.encode(blueprint_input(x).to(tok.device)).cpu()
+        return VisualBlock(tuple(fine.shape), fine=fine, blueprint=bp)
+
+    # --- public API --------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str,
+        frames: int = 17,
+        height: int = 128,
+        width: int = 128,
+        num: int = 1,
+        seed: int | None = None,
+        cfg: float = 3.0,
+        negative_prompt: str = "",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        blueprint_only: bool = False,
+        expand: bool | None = None,
+        clip_frames: int | None = None,
+        context_frames: int = 2,
+        decode: bool = True,
+        progress: bool = False,
+    ) -> GenerationResult:
+        """Text -> `num` clips of `frames` x `height` x `width` (images: frames=1).
+
+        clip_frames: when set and smaller than `frames`, draw `clip_frames`-frame clips one after
+        another, each a continuation of the last `context_frames` latent frames of the one before,
+        and stitch the decoded frames (then cut to `frames`).
+        """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise GenerationError("the prompt is empty; describe the clip to generate")
+        if num < 1:
+            raise GenerationError(f"num={num}: must be >= 1")
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg)
+        sections = self.sections(blueprint_only)
+        long = clip_frames is not None and frames > clip_frames
+        first_frames = clip_frames if long else frames
+        if long:
+            self.latent_shape(frames, height, width, "blueprint" in sections)  # validates the total too
+            if blueprint_only:
+                raise GenerationError("blueprint_only previews one clip; drop clip_frames or blueprint_only")
+        shape = self.latent_shape(first_frames, height, width, "blueprint" in sections)
+        text = prompt.strip()
+        if expand if expand is not None else self.prompt_expansion:
+            from .prompt_expansion import expand_prompt
+
+            text = expand_prompt(self, text, seed=seed)
+        prompt_ids = self.layout.prompt_ids(Sample([Turn("user", [text])]))
+        uncond_ids = self.layout.prompt_ids(Sample([Turn("user", [negative_prompt])]))
+        gen = make_generator(seed, self.device)
+        blocks, rows = self.sample_blocks(
+            [prompt_ids] * num, [uncond_ids] * num if sampling.use_cfg else None, shape, sections, sampling, gen, progress
+        )
+        result = GenerationResult(text, blocks, rows, prompt_ids, preview=blueprint_only, fps=self.fps)
+        if long:
+            return self._continue_long(result, frames, shape, context_frames, sampling, gen, negative_prompt, decode, progress)
+        if decode:
+            result.tensors = self.decode_blocks(blocks, preview=blueprint_only, progress=progress)
+            result.videos = self.to_frames(result.tensors)
+        return result
+
+    def continue_blocks(
+        self,
+        sources: Sequence[VisualBlock],
+        shape,
+        sampling: SamplingConfig,
+        generator,
+        negative_prompt: str = "",
+        instruction: str = DEFAULT_CONTINUE,
+        progress: bool = False,
+    ) -> tuple[list[VisualBlock], list[list[int]], list[list[int]]]:
+        """One continuation block of latent `shape` for each source block (continuation layout)."""
+        prompts = [self.layout.prompt_ids(Sample([Turn("user", [s, instruction])])) for s in sources]
+        uncond = None
+        if sampling.use_cfg:
+            uncond = [self.layout.prompt_ids(Sample([Turn("user", [s, negative_prompt])])) for s in sources]
+        blocks, rows = self.sample_blocks(prompts, uncond, shape, self.sections(), sampling, generator, progress, "continuing")
+        return blocks, rows, prompts
+
+    def _continue_long(self, result, frames, shape, context_frames, sampling, gen, negative_prompt, decode, progress):
+        """Extend each sample clip by clip until it has `frames` frames; stitch decoded frames."""
+        t = shape[0]
+        k = max(1, min(context_frames, t))
+        clip_T = 1 + (t - 1) * TIME_FACTOR
+        per_sample = [[b] for b in result.blocks]
+        have = clip_T
+        while have < frames:
+            sources = [VisualBlock((k,) + tuple(shape[1:]), fine=chain[-1].fine[-k:]) for chain in per_sample]
+            new, _, _ = self.continue_blocks(sources, shape, sampling, gen, negative_prompt, progress=progress)
+            for chain, b in zip(per_sample, new):
+                chain.append(b)
+            have += clip_T
+        result.extra["clips"] = per_sample
+        if decode:
+            vids = []
+            for chain in per_sample:
+                parts = self.decode_blocks(chain, progress=progress)  # [clips, 3, T, H, W]
+                vids.append(torch.cat(list(parts), dim=1)[:, :frames])
+            result.tensors = torch.stack(vids)
+            result.videos = self.to_frames(result.tensors)
+        return result
+
+    def edit(self, video, instruction: str | None = None, task: str = "instruct", **kwargs) -> GenerationResult:
+        """Edit a clip (path, uint8 [T,H,W,3] or float [3,T,H,W]); see vidgpt.generate.editing."""
+        from .editing import edit
+
+        return edit(self, video, instruction, task=task, **kwargs)
+
+    def chat(self, messages, session=None, **kwargs):
+        """Answer the last user message with a clip or text; see vidgpt.generate.chat."""
+        from .chat import chat
+
+        return chat(self, messages, session=session, **kwargs)
+
+    def new_session(self):
+        from .chat import ChatSession
+
+        return ChatSession()
+
+    def shape_limits(self, fixed=(None, None, None)) -> ShapeLimits:
+        s = self.vocab.spec
+        return ShapeLimits(s.max_latent_t, s.max_latent_hw, min_hw=2 if self.blueprint else 1, fixed=tuple(fixed))
