@@ -16,6 +16,11 @@ def register(sub) -> None:
     g = add_group(sub, "data", "make and check training data (synthetic clips, edit pairs, judging)")
     for add in SUBCOMMANDS:
         add(g)
+    try:  # ingest / recaption live in their own module
+        from .data_pipeline import register_pipeline_commands
+    except ImportError:
+        return
+    register_pipeline_commands(g)
 
 
 # ---------------------------------------------------------------------------------------------
