@@ -32,7 +32,6 @@ from ..layout import (
     Turn,
     VisualBlock,
     block_length,
-    blueprint_shape,
 )
 from ..vocab import UnifiedVocab
 from .constraints import ShapeLimits, StructureConstraint

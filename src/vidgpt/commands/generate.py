@@ -1,0 +1,194 @@
+"""`vidgpt generate`, `vidgpt edit` and `vidgpt chat`: make, edit and talk about clips."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _model_args(p) -> None:
+    p.add_argument("--model", help="vidgpt model directory (default: $VIDGPT_MODEL or the shipped model/)")
+    p.add_argument("--device", default="", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--plain", action="store_true", help="use the plain transformers decode loop instead of the fast one")
+
+
+def _sampling_args(p) -> None:
+    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same clip)")
+    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off; default 3)")
+    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt for guidance (default empty)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely codes")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="text -> video or image",
+        description="Generate clips from a text prompt: the LM writes a coarse blueprint, then the fine tokens, "
+        "under a structure constraint; the video tokenizer decodes them. Prints the paths written.",
+    )
+    p.add_argument("prompt", help="what the clip shows, e.g. \"a red circle moves right\"")
+    p.add_argument("-o", "--output", default="out.mp4", help="output file (.mp4, .gif, or .png for images; default out.mp4)")
+    p.add_argument("--frames", type=int, default=17, help="frames, 1+4n (1 = image; default 17)")
+    p.add_argument("--height", type=int, default=128, help="pixels, a multiple of 16 (default 128)")
+    p.add_argument("--width", type=int, default=128, help="pixels, a multiple of 16 (default 128)")
+    p.add_argument("--clip-frames", type=int, default=None, help="draw longer videos clip by clip of this many frames, each continuing the last")
+    p.add_argument("--num", type=int, default=1, help="samples for the prompt, drawn in one batch (files get -0, -1, ... suffixes)")
+    p.add_argument("--blueprint-only", action="store_true", help="stop after the blueprint: a fast half-size preview, upsampled 2x")
+    p.add_argument("--gif", action="store_true", help="write a .gif instead of the output's extension")
+    p.add_argument("--grid", action="store_true", help="also write a PNG contact sheet of the frames")
+    p.add_argument("--fps", type=float, default=None, help="frames per second of the written video (default: the model's, 8)")
+    p.add_argument("--no-expand", action="store_true", help="do not let the LM expand the prompt into a detailed caption")
+    _sampling_args(p)
+    _model_args(p)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser(
+        "edit", help="edit a clip: continue, inpaint, outpaint, interpolate or follow an instruction",
+        description="Edit a video with the LM. The source clip is cut to 1+4n frames and cropped to a multiple of 16 "
+        "pixels. For inpaint and outpaint the known pixels are pasted back from the source after decoding.",
+    )
+    p.add_argument("input", help="input video or image")
+    p.add_argument("instruction", nargs="?", default="", help="what to change (needed for --task instruct)")
+    p.add_argument("-o", "--output", required=True, help="output file (.mp4, .gif or .png)")
+    p.add_argument("--task", default="instruct", choices=["continue", "inpaint", "outpaint", "interpolate", "instruct"])
+    p.add_argument("--mask", help="inpaint region: x0,y0,x1,y1 in pixels, or a mask image (white = repaint)")
+    p.add_argument("--frames", type=int, default=None, help="use at most this many input frames")
+    p.add_argument("--height", type=int, default=None, help="resize the input to this height first")
+    p.add_argument("--width", type=int, default=None, help="resize the input to this width first")
+    p.add_argument("--num", type=int, default=1, help="samples (files get -0, -1, ... suffixes)")
+    p.add_argument("--grid", action="store_true", help="also write a PNG contact sheet of the frames")
+    p.add_argument("--fps", type=float, default=None, help="frames per second of the written video")
+    _sampling_args(p)
+    _model_args(p)
+    p.set_defaults(func=_edit)
+
+    p = sub.add_parser(
+        "chat", help="talk about clips in the terminal",
+        description="A terminal conversation: ask for clips, then refer to them (\"make it blue\", \"continue it\", "
+        "\"clip 1\"). Each clip is saved and its path printed. Commands: /save [path], /reset, /help, /quit.",
+    )
+    p.add_argument("--out-dir", default="chat_clips", help="where clips are saved (default chat_clips/)")
+    p.add_argument("--frames", type=int, default=17)
+    p.add_argument("--height", type=int, default=128)
+    p.add_argument("--width", type=int, default=128)
+    _sampling_args(p)
+    _model_args(p)
+    p.set_defaults(func=_chat)
+
+
+def _load(args):
+    from ..generate.pipeline import VidGPT, resolve_model_dir
+
+    d = resolve_model_dir(args.model)  # one-line ModelError before anything heavy
+    return VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain)
+
+
+def _print_written(paths) -> None:
+    for p in paths:
+        print(p)
+
+
+def _generate(args) -> int:
+    from pathlib import Path
+
+    from ..errors import GenerationError
+
+    if not args.prompt.strip():
+        raise GenerationError("the prompt is empty; describe the clip to generate")
+    pipe = _load(args)
+    out = pipe.generate(
+        args.prompt, frames=args.frames, height=args.height, width=args.width, num=args.num, seed=args.seed,
+        cfg=args.cfg, negative_prompt=args.negative, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        blueprint_only=args.blueprint_only, expand=False if args.no_expand else None, clip_frames=args.clip_frames,
+        progress=not args.no_progress,
+    )
+    path = Path(args.output)
+    if args.gif:
+        path = path.with_suffix(".gif")
+    if out.prompt != args.prompt.strip():
+        print(f"expanded prompt: {out.prompt}", file=sys.stderr)
+    _print_written(out.save(path, fps=args.fps, grid=args.grid))
+    return 0
+
+
+def _edit(args) -> int:
+    from ..data.video_io import read_video
+
+    frames = read_video(args.input)  # VideoReadError names the file
+    pipe = _load(args)
+    out = pipe.edit(
+        frames, args.instruction, task=args.task, mask=args.mask, height=args.height, width=args.width,
+        max_frames=args.frames, num=args.num, seed=args.seed, cfg=args.cfg, negative_prompt=args.negative,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, progress=not args.no_progress,
+    )
+    _print_written(out.save(args.output, fps=args.fps, grid=args.grid))
+    return 0
+
+
+CHAT_HELP = """Ask for a clip ("make a red circle moving right"), then refer to it ("make it blue", "continue it",
+"clip 1 but slower"). Commands: /save [path] saves the last clip (again), /reset starts over, /help, /quit."""
+
+
+def _chat(args) -> int:
+    from pathlib import Path
+
+    from ..data.video_io import write_video
+    from ..errors import VidgptError
+    from ..generate.chat import ChatSession
+
+    pipe = _load(args)
+    session = ChatSession()
+    out_dir = Path(args.out_dir)
+    print("vidgpt chat -- /help for commands, /quit to leave")
+    n = 0
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, _, rest = line.partition(" ")
+            if cmd in ("/quit", "/exit"):
+                return 0
+            if cmd == "/help":
+                print(CHAT_HELP)
+            elif cmd == "/reset":
+                session.reset()
+                print("(conversation cleared)")
+            elif cmd == "/save":
+                clips = [c for c in session.clips if c.frames is not None]
+                if not clips:
+                    print("(no clip to save yet)")
+                    continue
+                path = Path(rest.strip() or out_dir / f"clip-{len(clips)}.mp4")
+                frames = clips[-1].frames
+                if frames.shape[0] == 1 and path.suffix != ".png":
+                    path = path.with_suffix(".png")
+                print(f"saved {write_video(path, frames, fps=pipe.fps)}")
+            else:
+                print(f"unknown command {cmd}; /help lists them")
+            continue
+        try:
+            reply = pipe.chat(
+                line, session=session, frames=args.frames if not session.clips else None,
+                height=args.height if not session.clips else None, width=args.width if not session.clips else None,
+                seed=args.seed, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                progress=not args.no_progress,
+            )
+        except VidgptError as e:  # a bad turn does not end the conversation
+            print(f"vidgpt: error: {' '.join(str(e).split())}", file=sys.stderr)
+            continue
+        if session.dropped:
+            print(f"(left {session.dropped} oldest exchange(s) out of the context to make room)")
+        if reply.is_clip:
+            n += 1
+            suffix = ".png" if reply.frames.shape[0] == 1 else ".mp4"
+            path = write_video(out_dir / f"clip-{n}{suffix}", reply.frames, fps=pipe.fps)
+            session.clips[-1].path = str(path)
+            print(f"vidgpt> [clip {len(session.clips)}] {path}")
+        else:
+            print(f"vidgpt> {reply.text}")
