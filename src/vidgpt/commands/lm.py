@@ -1,0 +1,113 @@
+"""`vidgpt lm extend|train|merge|info`."""
+
+from __future__ import annotations
+
+from ..cli import add_group
+
+
+def register(sub) -> None:
+    g = add_group(sub, "lm", "extend an LLM with visual tokens, train it, merge LoRA adapters")
+
+    p = g.add_parser(
+        "extend", help="add the visual and layout tokens to a backbone",
+        description="Load a causal LM (the embedded smollm2-135m, a local HF directory or a hub id), add the "
+        "video tokenizer's codes and the layout tokens to its vocabulary (new rows = mean of the old rows + "
+        "small seeded noise) and write a vidgpt LM directory that plain transformers loads, with vidgpt.json "
+        "and the video tokenizer copied into video_tokenizer/.",
+    )
+    p.add_argument("--backbone", default="smollm2-135m", help="smollm2-135m (embedded, default), a HF model dir, a hub id, or tiny-llama")
+    p.add_argument("--tokenizer", help="video tokenizer directory (K is read from its config.json); default: the shipped tokenizer/")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--codebook-bits", type=int, help="K, overriding the tokenizer's config.json")
+    p.add_argument("--subtokens", type=int, help="S sub-tokens per code (default 1 up to K=16, else the smallest S with <= 16 bits each; K=18 -> 2)")
+    p.add_argument("--form", choices=["full", "delta"], default="full", help="full HF directory (default) or delta (new rows only, on top of the base)")
+    p.add_argument("--pad-to-multiple-of", type=int, default=64, help="round the embedding rows up to this (default 64; 1 = exact)")
+    p.add_argument("--plain-layout", action="store_true", help="record the plain (no chat template) layout in vidgpt.json")
+    p.add_argument("--seed", type=int, default=0, help="seed of the new rows' noise")
+    p.set_defaults(func=_extend)
+
+    p = g.add_parser(
+        "train", help="continued pretraining from a YAML config",
+        description="Continued pretraining on packed text/video sequences. Runs directly or under "
+        "`accelerate launch` (see configs/accelerate/). OUT/checkpoints holds resumable state, OUT/log.jsonl "
+        "the log, OUT/model the final vidgpt LM directory.",
+    )
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/lm/tiny.yaml")
+    p.add_argument("--out", help="output directory (default runs/lm/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = g.add_parser(
+        "merge", help="merge a LoRA adapter and save the full form",
+        description="Load a vidgpt LM directory (delta form with adapter/, or full), merge the adapter into the "
+        "weights and write the full form (a plain HF directory + vidgpt.json + video_tokenizer/).",
+    )
+    p.add_argument("--model", required=True, help="vidgpt LM directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_merge)
+
+    p = g.add_parser("info", help="print a vidgpt LM directory's metadata", description="Print vidgpt.json and the sizes of a vidgpt LM directory.")
+    p.add_argument("model", help="vidgpt LM directory")
+    p.set_defaults(func=_info)
+
+
+def _extend(args) -> int:
+    from pathlib import Path
+
+    from ..backbone import extend, save_vidgpt_lm
+    from ..errors import ModelError
+
+    tok_dir = args.tokenizer
+    if tok_dir is None and args.codebook_bits is None:
+        try:
+            from ..tokenizer import default_tokenizer_dir
+
+            tok_dir = str(default_tokenizer_dir())
+        except ImportError as e:
+            raise ModelError("no --tokenizer given and vidgpt.tokenizer is not importable; pass --tokenizer or --codebook-bits") from e
+    if tok_dir is not None and not Path(tok_dir).is_dir():
+        raise ModelError(f"{tok_dir}: video tokenizer directory not found")
+    lm = extend(args.backbone, tok_dir, codebook_bits=args.codebook_bits, subtokens=args.subtokens, seed=args.seed,
+                pad_to_multiple_of=args.pad_to_multiple_of, chat=not args.plain_layout)
+    save_vidgpt_lm(lm, args.out, form=args.form)
+    print(f"extended {args.backbone}: {lm.vocab} -> {args.out} ({args.form} form)")
+    return 0
+
+
+def _train(args) -> int:
+    from pathlib import Path
+
+    from ..config import load_config
+    from ..train.lm_trainer import LMTrainConfig, train_lm
+
+    cfg = load_config(LMTrainConfig, args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs/lm") / Path(args.config).stem
+    last = train_lm(cfg, out, resume=args.resume, progress=not args.no_progress)
+    summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "eval_loss") if k in last)
+    print(f"model saved to {out / 'model'} ({summary}); log {out / 'log.jsonl'}")
+    return 0
+
+
+def _merge(args) -> int:
+    from ..backbone import load_vidgpt_lm, save_vidgpt_lm
+
+    lm = load_vidgpt_lm(args.model)  # merges adapter/ on load
+    save_vidgpt_lm(lm, args.out, form="full")
+    print(f"merged {args.model} -> {args.out}")
+    return 0
+
+
+def _info(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ..backbone import read_meta
+
+    meta = read_meta(args.model)
+    size = sum(f.stat().st_size for f in Path(args.model).rglob("*") if f.is_file())
+    print(json.dumps(meta, indent=2))
+    print(f"{size / 2**20:.1f} MiB on disk")
+    return 0
