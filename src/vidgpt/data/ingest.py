@@ -312,7 +312,7 @@ def clip_records(clips: Sequence[Clip], tokenizer, blueprint: bool) -> list[dict
         if c.source_frames is not None:
             s_flat, s_shape = _flat(codes[j])
             sb_flat, sb_shape = _flat(bp[j]) if bp is not None else (None, None)
-            edit = {"instruction": c.item.instruction, "source_codes": s_flat, "source_shape": s_shape,
+            edit = {"instruction": c.item.instruction, "edit_kind": c.item.meta.get("edit_kind"), "source_codes": s_flat, "source_shape": s_shape,
                     "source_blueprint_codes": sb_flat, "source_blueprint_shape": sb_shape, "source": c.source_ref}
             j += 1
         records.append({

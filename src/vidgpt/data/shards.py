@@ -44,6 +44,7 @@ def record_schema():
     edit = pa.struct(
         [
             ("instruction", pa.string()),
+            ("edit_kind", pa.string()),
             ("source_codes", ints),
             ("source_shape", ints),
             ("source_blueprint_codes", ints),
