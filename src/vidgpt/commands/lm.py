@@ -87,7 +87,10 @@ def _train(args) -> int:
     out = Path(args.out) if args.out else Path("runs/lm") / Path(args.config).stem
     last = train_lm(cfg, out, resume=args.resume, progress=not args.no_progress)
     summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "eval_loss") if k in last)
-    print(f"model saved to {out / 'model'} ({summary}); log {out / 'log.jsonl'}")
+    import os
+
+    if os.environ.get("RANK", "0") == "0":  # one line, from the main process
+        print(f"model saved to {out / 'model'} ({summary}); log {out / 'log.jsonl'}")
     return 0
 
 
