@@ -12,8 +12,8 @@ from ..vocab import UnifiedVocab, VocabSpec
 
 
 def tiny_lm(vocab_size: int, hidden: int = 48, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-            max_positions: int = 2048, seed: int = 0, rope_scaling: dict | None = None):
-    """A random LlamaForCausalLM (tied head, GQA) covering `vocab_size` ids."""
+            max_positions: int = 2048, seed: int = 0, rope_scaling: dict | None = None, tied: bool = False):
+    """A random LlamaForCausalLM (GQA; tied or separate head) covering `vocab_size` ids."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -23,12 +23,14 @@ def tiny_lm(vocab_size: int, hidden: int = 48, layers: int = 2, heads: int = 4, 
     cfg = LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
-        tie_word_embeddings=True, rms_norm_eps=1e-5, **kw,
+        tie_word_embeddings=tied, rms_norm_eps=1e-5, **kw,
     )
     model = LlamaForCausalLM(cfg).eval()
-    # a visible spread of logits so sampling is not near-uniform
+    # logits of about unit spread, so samples vary with the seed but are not uniform noise
     with torch.no_grad():
         model.model.embed_tokens.weight.normal_(0, 1.0)
+        if not tied:
+            model.lm_head.weight.normal_(0, 1.5 / hidden**0.5)
     return model
 
 

@@ -1,0 +1,107 @@
+"""VidGPT.generate on a tiny random model: shapes, previews, seeds, long videos, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from vidgpt.embedded import load_embedded_tokenizer
+from vidgpt.errors import GenerationError
+from vidgpt.generate.tiny import tiny_pipeline
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only contend
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(load_embedded_tokenizer(), bits=6, max_positions=1024)
+
+
+def test_video_image_and_nonsquare(pipe, tmp_path):
+    out = pipe.generate("a red circle", frames=9, height=32, width=64, num=2, seed=0)
+    assert out.videos.shape == (2, 9, 32, 64, 3) and out.videos.dtype == np.uint8
+    assert out.tensors.shape == (2, 3, 9, 32, 64)
+    assert [b.shape for b in out.blocks] == [(3, 4, 8)] * 2
+    assert out.blocks[0].blueprint.shape == (3, 2, 4)
+    assert out.codes[0].shape == (3, 4, 8)
+    img = pipe.generate("a star", frames=1, height=16, width=48, seed=1)
+    assert img.videos.shape == (1, 1, 16, 48, 3)
+    paths = out.save(tmp_path / "clip.mp4", grid=True)
+    assert [p.name for p in paths] == ["clip-0.mp4", "clip-0-grid.png", "clip-1.mp4", "clip-1-grid.png"]
+    assert img.save(tmp_path / "img.mp4")[0].suffix == ".png"
+
+
+def test_blueprint_preview_is_half_size_upsampled(pipe):
+    out = pipe.generate("a square", frames=5, height=32, width=32, seed=0, blueprint_only=True)
+    assert out.preview and out.blocks[0].fine is None and out.blocks[0].blueprint.shape == (2, 2, 2)
+    assert out.videos.shape == (1, 5, 32, 32, 3)
+    half = pipe.video_tokenizer.decode(out.blocks[0].blueprint[None])
+    assert half.shape[-2:] == (16, 16)
+
+
+def test_seeds_reproduce_and_differ(pipe):
+    a = pipe.generate("x", frames=5, height=16, width=16, seed=3)
+    b = pipe.generate("x", frames=5, height=16, width=16, seed=3)
+    c = pipe.generate("x", frames=5, height=16, width=16, seed=4)
+    assert a.token_ids == b.token_ids and np.array_equal(a.videos, b.videos)
+    assert a.token_ids != c.token_ids
+
+
+def test_long_video_continues_from_last_latent_frames(pipe):
+    out = pipe.generate("a ball", frames=13, height=16, width=16, clip_frames=5, context_frames=1, seed=0)
+    clips = out.extra["clips"][0]
+    assert len(clips) == 3 and out.videos.shape == (1, 13, 16, 16, 3)
+    first = pipe.decode_blocks(clips[:1])[0]
+    assert torch.allclose(out.tensors[0, :, :5], first)
+
+
+def test_prompt_expansion_follows_metadata(pipe, monkeypatch):
+    import vidgpt.generate.prompt_expansion as pe
+
+    calls = []
+    monkeypatch.setattr(pe, "expand_prompt", lambda p, text, seed=None: calls.append(text) or text + ", in detail")
+    assert pipe.generate("a dot", frames=1, height=16, width=16, seed=0, decode=False).prompt == "a dot"
+    pipe.prompt_expansion = True
+    try:
+        out = pipe.generate("a dot", frames=1, height=16, width=16, seed=0, decode=False)
+        assert out.prompt == "a dot, in detail" and calls == ["a dot"]
+        assert pipe.generate("a dot", frames=1, height=16, width=16, seed=0, expand=False, decode=False).prompt == "a dot"
+    finally:
+        pipe.prompt_expansion = False
+    assert "in detail" in pipe.layout._text(out.prompt_ids)
+
+
+def test_clean_caption():
+    from vidgpt.generate.prompt_expansion import clean_caption
+
+    assert clean_caption('  "A red circle moves right."\n\nmore', "p") == "A red circle moves right."
+    assert clean_caption("", "p") == "p"
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"prompt": "  "}, "empty"),
+        ({"frames": 6}, "1\\+4n"),
+        ({"height": 40}, "multiple of 16"),
+        ({"width": 12}, "multiple of 16"),
+        ({"frames": 33}, "at most"),
+        ({"height": 128}, "at most"),
+        ({"num": 0}, "num"),
+    ],
+)
+def test_bad_requests(pipe, kw, match):
+    args = {"prompt": "x", "frames": 5, "height": 16, "width": 16, **kw}
+    with pytest.raises(GenerationError, match=match):
+        pipe.generate(args.pop("prompt"), **args)
+
+
+def test_too_long_for_context():
+    small = tiny_pipeline(load_embedded_tokenizer(), bits=6, max_positions=200)
+    with pytest.raises(GenerationError, match="positions"):
+        small.generate("x", frames=9, height=64, width=64)
