@@ -182,7 +182,9 @@ def chat(
         raise GenerationError(f"mode={mode!r}: choose clip, text or either")
 
     # the shape of a new clip
-    if frames is None and height is None and width is None and referred is not None:
+    if mode == "text":
+        shape = None
+    elif frames is None and height is None and width is None and referred is not None:
         shape = referred.block.shape
     else:
         shape = pipe.latent_shape(frames or 17, height or 128, width or 128)
