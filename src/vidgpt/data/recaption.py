@@ -30,8 +30,7 @@ INSTRUCTIONS = {
         "Rewrite this short description of a video as one detailed caption of one to three sentences. "
         "Name every object with its colour, size and shape, say how each one moves, and describe the "
         "background and the camera. Keep everything the description says and add nothing that contradicts it. "
-        "Reply with the caption only. Example: for 'a red ball bounces' write 'A small red ball bounces up and "
-        "down in the middle of the frame on a plain grey background while the camera stays still.'"
+        "Reply with the caption only."
     ),
     # `paraphrase`: the same content in other words (more caption variety for training).
     "paraphrase": (
@@ -91,12 +90,23 @@ class RewriteResult:
 # --- the guard ---------------------------------------------------------------------------------
 
 
-def clean_output(text: str, mode: str = "expand", max_words: int = 120) -> str | None:
+MIN_OVERLAP = {"expand": 0.5, "paraphrase": 0.3}
+"""Share of the original's content words an answer must keep (an answer about something else is garbage)."""
+
+STOPWORDS = frozenset("a an the and or of in on at to with over under while its it is are then from by for as this that".split())
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _norm(text).split() if len(w) > 2 and w not in STOPWORDS}
+
+
+def clean_output(text: str, mode: str = "expand", max_words: int = 120, source: str | None = None) -> str | None:
     """The model's answer tidied up, or None when it is garbage.
 
-    Garbage: empty, longer than max_words, containing chat markers or role lines, or repeating a
-    piece of the instruction. Tidying: first paragraph only, a leading "Caption:" label and
-    surrounding quotes removed.
+    Garbage: empty, longer than max_words, containing chat markers or role lines, repeating a
+    piece of the instruction, or (when `source`, the text being rewritten, is given) keeping less
+    than MIN_OVERLAP[mode] of its content words. Tidying: first paragraph only, a leading
+    "Caption:" label, surrounding quotes and repeated sentences removed.
     """
     if any(m in text for m in CHAT_MARKERS) or ROLE_LINE.search(text):
         return None
@@ -116,6 +126,10 @@ def clean_output(text: str, mode: str = "expand", max_words: int = 120) -> str |
             return None
     if "reply with the" in low:
         return None
+    if source is not None:
+        want = content_words(source)
+        if want and len(want & content_words(text)) < MIN_OVERLAP[mode] * len(want):
+            return None
     return text
 
 
@@ -128,6 +142,10 @@ def _drop_repeated_sentences(text: str) -> str:
             seen.add(norm)
             out.append(sent)
     return " ".join(out)
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 # --- the cache ---------------------------------------------------------------------------------
@@ -258,10 +276,10 @@ def rewrite_texts(
         for k, text, raw in zip(batch_keys, batch_texts, answers):
             kept, bad = [], 0
             for a in raw:
-                c = clean_output(a, s.mode, s.max_words)
+                c = clean_output(a, s.mode, s.max_words, source=text)
                 if c is None:
                     bad += 1
-                elif c != text.strip() and c not in kept:
+                elif _norm(c) != _norm(text) and c not in kept:
                     kept.append(c)
             if cache is not None:
                 cache.put(k, kept, bad)
