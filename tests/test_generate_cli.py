@@ -1,0 +1,93 @@
+"""`vidgpt generate | edit | chat` through vidgpt.cli.main: outputs and one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vidgpt.cli import main
+from vidgpt.embedded import load_embedded_tokenizer
+from vidgpt.generate.pipeline import VidGPT
+from vidgpt.generate.tiny import tiny_pipeline
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only contend
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_pipeline(load_embedded_tokenizer(), bits=6, max_positions=600)
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch, tiny):
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "vidgpt.json").write_text(json.dumps({"format": "vidgpt-lm"}))
+    monkeypatch.setattr(VidGPT, "from_pretrained", classmethod(lambda cls, *a, **k: tiny))
+    return d
+
+
+def one_line_error(capsys, argv, match):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 1, err
+    assert err.count("\n") == 0 and err.startswith("vidgpt: error:") and match in err, err
+
+
+def test_generate_writes_clip_and_grid(model_dir, tmp_path, capsys):
+    out = tmp_path / "a.mp4"
+    rc = main(["generate", "a red ball", "-o", str(out), "--model", str(model_dir), "--frames", "5", "--height", "32",
+               "--width", "32", "--seed", "1", "--grid", "--gif", "--no-progress"])
+    printed = capsys.readouterr().out.split()
+    assert rc == 0 and printed == [str(tmp_path / "a.gif"), str(tmp_path / "a-grid.png")]
+    assert (tmp_path / "a.gif").stat().st_size > 0
+
+
+def test_edit_and_chat(model_dir, tmp_path, capsys, monkeypatch):
+    from vidgpt.data.video_io import write_video
+
+    src = write_video(tmp_path / "in.mp4", np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8))
+    rc = main(["edit", str(src), "-o", str(tmp_path / "e.mp4"), "--task", "inpaint", "--mask", "0,0,16,16",
+               "--model", str(model_dir), "--no-progress", "--cfg", "1"])
+    assert rc == 0 and capsys.readouterr().out.strip() == str(tmp_path / "e.mp4")
+    lines = iter(["/help", "make a red dot", "make it blue", "/save " + str(tmp_path / "s.mp4"), "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    rc = main(["chat", "--model", str(model_dir), "--frames", "1", "--height", "16", "--width", "16",
+               "--out-dir", str(tmp_path / "c"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "[clip 1]" in out and "[clip 2]" in out and (tmp_path / "s.png").exists()
+
+
+def test_model_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VIDGPT_MODEL", str(tmp_path / "nothing"))
+    one_line_error(capsys, ["generate", "x"], "vidgpt lm extend")
+    (tmp_path / "plain").mkdir()
+    one_line_error(capsys, ["generate", "x", "--model", str(tmp_path / "plain")], "no vidgpt.json")
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--frames", "6"], "1+4n"),
+        (["--height", "40"], "multiple of 16"),
+        (["--frames", "29", "--height", "64", "--width", "64"], "positions"),
+    ],
+)
+def test_bad_generate_requests(model_dir, capsys, extra, match):
+    one_line_error(capsys, ["generate", "x", "--model", str(model_dir), "--frames", "5", "--height", "32",
+                            "--width", "32", *extra], match)
+
+
+def test_empty_prompt_and_unreadable_clip(model_dir, tmp_path, capsys):
+    one_line_error(capsys, ["generate", "  ", "--model", str(model_dir)], "prompt is empty")
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    one_line_error(capsys, ["edit", str(bad), "make it blue", "-o", str(tmp_path / "o.mp4"), "--model", str(model_dir)],
+                   "bad.mp4")
