@@ -205,3 +205,14 @@ def test_synthetic_manifest_with_edit_pairs(tok, tmp_path):
     assert edit["edit"]["source_codes"] != edit["codes"]
     assert edit["caption"] == src["caption"] == edit["captions"][0]
     assert sorted(recs["video"]["captions"]) == sorted(set(manifest[0]["captions"]))
+
+
+def test_accelerate_launch_gives_one_slice_per_process(monkeypatch):
+    from vidgpt.data.ingest import distributed_slice
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    assert distributed_slice() == (1, 0)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert distributed_slice() == (4, 2)
