@@ -406,8 +406,9 @@ def ingest(
         for item in bar:
             try:
                 clips = item_clips(item, cfg, buckets)
-            except VidgptError as e:
-                reason = _strip_path(str(item.path), " ".join(str(e).split()))
+            except (VidgptError, OSError, ValueError, RuntimeError) as e:  # a bad file never stops the run
+                msg = " ".join(str(e).split()) if isinstance(e, VidgptError) else f"cannot ingest ({type(e).__name__}: {e})"
+                reason = _strip_path(str(item.path), " ".join(msg.split())[:300])
                 writer.skip(item.key, reason)
                 result.files_skipped += 1
                 result.skipped.append((str(item.path), reason))
