@@ -16,10 +16,8 @@ def register(sub) -> None:
     g = add_group(sub, "data", "make and check training data (synthetic clips, edit pairs, judging)")
     for add in SUBCOMMANDS:
         add(g)
-    try:  # ingest / recaption live in their own module
-        from .data_pipeline import register_pipeline_commands
-    except ImportError:
-        return
+    from .data_pipeline import register_pipeline_commands  # ingest, recaption, stats
+
     register_pipeline_commands(g)
 
 

@@ -20,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", default="outputs/demo", help="output folder (default: %(default)s)")
     p.add_argument("--tokenizer", default=None, help="video tokenizer dir (default: the shipped tokenizer/)")
     p.add_argument("--frames", type=int, default=17, help="frames, 1+4n (default: %(default)s)")
-    p.add_argument("--height", type=int, default=128, help="height, a multiple of 16 (default: %(default)s)")
-    p.add_argument("--width", type=int, default=128, help="width, a multiple of 16 (default: %(default)s)")
+    p.add_argument("--height", type=int, default=128, help="height, a multiple of 8 (default: %(default)s)")
+    p.add_argument("--width", type=int, default=128, help="width, a multiple of 8 (default: %(default)s)")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -39,8 +39,8 @@ def run(args) -> int:
     from ..metrics import psnr, ssim
     from ..tokenizer import VideoTokenizer, blueprint_input, default_tokenizer_dir
 
-    if args.height % 16 or args.width % 16:
-        raise GenerationError(f"{args.height}x{args.width}: height and width must be multiples of 16 (8x tokenizer, 2x blueprint)")
+    if args.height % 8 or args.width % 8 or min(args.height, args.width) < 8:
+        raise GenerationError(f"{args.height}x{args.width}: height and width must be multiples of 8 (the tokenizer's compression)")
     if args.frames < 1 or (args.frames - 1) % 4:
         raise GenerationError(f"--frames {args.frames}: must be 1 + 4n (1, 5, 9, 13, 17, ...)")
     tok_dir = Path(args.tokenizer) if args.tokenizer else default_tokenizer_dir()

@@ -28,13 +28,22 @@ def default_tokenizer_dir() -> Path:
 
 
 def blueprint_input(x: torch.Tensor) -> torch.Tensor:
-    """Halve H and W of a video [B,3,T,H,W] or [3,T,H,W] by 2x2 area averaging, frame by frame."""
+    """The clip a blueprint is made from: [B,3,T,H,W] (or [3,T,H,W]) at half size, frame by frame.
+
+    H and W are multiples of 8 (latent h = H/8); the blueprint latent is ceil(h/2) x ceil(w/2)
+    (vidgpt.layout.blueprint_shape), so the half-size clip is 8*ceil(h/2) x 8*ceil(w/2): plain
+    2x2 averaging when h and w are even, an antialiased resize otherwise.
+    """
     if x.dim() == 4:
         return blueprint_input(x.unsqueeze(0))[0]
     b, c, t, h, w = x.shape
+    th, tw = 8 * ((h // 8 + 1) // 2), 8 * ((w // 8 + 1) // 2)
     frames = x.transpose(1, 2).reshape(b * t, c, h, w)
-    small = F.avg_pool2d(frames, 2)
-    return small.reshape(b, t, c, h // 2, w // 2).transpose(1, 2).contiguous()
+    if (th, tw) == (h // 2, w // 2) and h % 2 == 0 and w % 2 == 0:
+        small = F.avg_pool2d(frames, 2)
+    else:
+        small = F.interpolate(frames, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+    return small.reshape(b, t, c, th, tw).transpose(1, 2).contiguous()
 
 
 __all__ = [
