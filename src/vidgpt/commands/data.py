@@ -19,6 +19,11 @@ def register(sub) -> None:
     from .data_pipeline import register_pipeline_commands  # ingest, recaption, stats
 
     register_pipeline_commands(g)
+    try:  # build-lm (vidgpt.data.lm_dataset)
+        from .data_lm import register_lm_data_commands
+    except ModuleNotFoundError:
+        return
+    register_lm_data_commands(g)
 
 
 # ---------------------------------------------------------------------------------------------
