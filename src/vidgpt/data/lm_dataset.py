@@ -405,7 +405,8 @@ def stdlib_module_names() -> list[str]:
     import sys
 
     names = sorted(n for n in getattr(sys, "stdlib_module_names", ()) if not n.startswith("_"))
-    skip = {"antigravity", "this", "idlelib", "lib2to3", "turtledemo", "test", "tkinter", "turtle", "ensurepip"}
+    skip = {"antigravity", "this", "idlelib", "lib2to3", "turtledemo", "test", "tkinter", "turtle", "ensurepip",
+            "readline", "curses", "webbrowser", "pydoc", "site"}
     return [n for n in names if n not in skip]
 
 
@@ -424,18 +425,22 @@ def _paragraphs(doc: str, min_chars: int) -> list[str]:
 def text_corpus(max_docs: int = 5000, min_chars: int = 160) -> list[str]:
     """Plain English paragraphs from the docstrings of Python standard-library modules (offline, same on
     every machine). Each document is a few consecutive paragraphs of one docstring."""
+    import warnings
+
+    with warnings.catch_warnings():  # importing / reading old modules warns about deprecations
+        warnings.simplefilter("ignore")
+        return _text_corpus(max_docs, min_chars)
+
+
+def _text_corpus(max_docs: int, min_chars: int) -> list[str]:
     import importlib
     import inspect
 
     docs: list[str] = []
     seen: set[str] = set()
-    import warnings
-
     for name in stdlib_module_names():
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                mod = importlib.import_module(name)
+            mod = importlib.import_module(name)
         except BaseException:  # a module missing on this build, or one with side effects: skip it
             continue
         objs = [mod] + [getattr(mod, a, None) for a in sorted(dir(mod)) if not a.startswith("_")]
