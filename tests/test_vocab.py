@@ -65,3 +65,16 @@ def test_metadata_round_trip():
     d["visual_offset"] += 1
     with pytest.raises(VocabError, match="visual_offset"):
         UnifiedVocab.from_dict(d)
+
+
+def test_embedded_gguf_override(tmp_path, monkeypatch):
+    from vidgpt.embedded import smollm2_gguf
+    from vidgpt.errors import ModelError
+
+    f = tmp_path / "x.gguf"
+    f.write_bytes(b"GGUF")
+    monkeypatch.setenv("VIDGPT_SMOLLM_GGUF", str(f))
+    assert smollm2_gguf() == (tmp_path, "x.gguf")
+    monkeypatch.setenv("VIDGPT_SMOLLM_GGUF", str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelError, match="names no file"):
+        smollm2_gguf()

@@ -7,6 +7,7 @@ loads it with `gguf_file=` (dequantised to float on load). Nothing is downloaded
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from .errors import ModelError
@@ -21,7 +22,17 @@ def is_embedded_name(name: str | None) -> bool:
 
 
 def smollm2_gguf() -> tuple[Path, str]:
-    """(directory, file name) of the embedded GGUF; ModelError if the package is missing."""
+    """(directory, file name) of the embedded GGUF; ModelError if the package is missing.
+
+    `VIDGPT_SMOLLM_GGUF=/path/to/file.gguf` points at a copy outside the package (the GPU machine
+    gets the file carried over, without pip).
+    """
+    override = os.environ.get("VIDGPT_SMOLLM_GGUF")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise ModelError(f"{path}: VIDGPT_SMOLLM_GGUF names no file")
+        return path.parent, path.name
     spec = importlib.util.find_spec(GGUF_PACKAGE)  # finds the package without importing it (it needs `llm`)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(

@@ -117,6 +117,9 @@ def list_files(paths: list[str], exts: tuple[str, ...]) -> list[Path]:
         path = Path(p)
         if path.is_dir():
             found = sorted(f for f in path.rglob("*") if f.suffix in exts and not f.name.startswith("."))
+            parquet = [f for f in found if f.suffix == ".parquet"]
+            if parquet:  # a token shard folder: its manifest/progress/report JSON are not records
+                found = parquet
             if not found:
                 raise DataError(f"{path}: no {'/'.join(exts)} files in this folder")
             files += found
