@@ -1,4 +1,4 @@
-"""Shared pytest fixtures (keep generic: small media files, frame generators)."""
+"""Shared pytest fixtures (keep generic: small media files, frame generators, one torch thread, tiny pipelines)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,37 @@ def smooth_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
         b = 128 + 60 * np.sin(2 * np.pi * (x + y) / (w + h) + phase[2] + 0.3 * i)
         out[i] = np.stack([r, g, b], axis=-1).clip(0, 255).astype(np.uint8)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread and restore the count after (2 shared cores: tiny models only contend).
+
+    Use per module with `pytestmark = pytest.mark.usefixtures("one_thread")`; module-scoped fixtures
+    are built before it, as with an autouse fixture.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def text_tok():
+    """The embedded SmolLM2 text tokenizer, loaded once per session (about 4 s); tests must not change it."""
+    from vidgpt.embedded import load_embedded_tokenizer
+
+    return load_embedded_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def pipe(text_tok):
+    """A tiny random VidGPT (6-bit codes, 1024 positions) over `text_tok`, built once per module."""
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    return tiny_pipeline(text_tok, bits=6, max_positions=1024)
 
 
 @pytest.fixture

@@ -1,30 +1,13 @@
 """Chat: earlier clips stay in context, references pick the right clip, overflow policy."""
 
 import pytest
-import torch
 
-from vidgpt.embedded import load_embedded_tokenizer
 from vidgpt.errors import GenerationError
 from vidgpt.generate.chat import ChatSession, wants_clip
 from vidgpt.generate.tiny import tiny_pipeline
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only contend
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def text_tok():
-    return load_embedded_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def pipe(text_tok):
-    return tiny_pipeline(text_tok, bits=6, max_positions=1024)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def contains(seq, sub):

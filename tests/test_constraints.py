@@ -3,9 +3,7 @@
 import random
 
 import pytest
-import torch
 
-from vidgpt.embedded import load_embedded_tokenizer
 from vidgpt.generate.constraints import ShapeLimits, StructureConstraint, block_plan
 from vidgpt.generate.decoding import constrained_decode
 from vidgpt.generate.sampling import SamplingConfig, make_generator
@@ -13,17 +11,7 @@ from vidgpt.generate.tiny import tiny_pipeline
 from vidgpt.layout import Sample, Turn, block_length
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only contend
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def text_tok():
-    return load_embedded_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

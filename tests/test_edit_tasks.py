@@ -2,26 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 
-from vidgpt.embedded import load_embedded_tokenizer
 from vidgpt.errors import GenerationError
 from vidgpt.generate.editing import DEFAULT_INSTRUCTIONS, make_mask, plan_edit
-from vidgpt.generate.tiny import tiny_pipeline
 from vidgpt.layout import VisualBlock
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only contend
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline(load_embedded_tokenizer(), bits=6, max_positions=1024)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clip(T=6, H=34, W=40, seed=0):

@@ -8,19 +8,10 @@ import json
 import math
 
 import numpy as np
-import pytest
 import torch
 import yaml
 
 from vidgpt.cli import main
-
-
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster than two here
-    yield
-    torch.set_num_threads(old)
 
 
 def test_video_to_llm_to_video(tmp_path, one_thread, capsys):

@@ -11,12 +11,7 @@ from vidgpt.data.judge import judge_clip
 from vidgpt.data.synthetic import STYLES, WorldConfig, caption, make_edit_pair, render_scene, sample_scene
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(kind, seed=0):

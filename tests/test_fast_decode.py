@@ -5,18 +5,12 @@ import warnings
 import pytest
 import torch
 
-from vidgpt.embedded import load_embedded_tokenizer
 from vidgpt.generate.decoding import HFBackend, left_pad
 from vidgpt.generate.fast_decode import FastLlama, make_backend
 from vidgpt.generate.tiny import tiny_lm, tiny_pipeline
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("rope", [None, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -32,11 +26,6 @@ def test_logits_match_plain_path_with_left_padding(rope):
         a, h = plain.step(tok), fast.step(tok)
         assert torch.allclose(a, fast.logits(h, 0, 300), atol=1e-4)
         assert torch.allclose(a[:, 100:164], fast.logits(h, 100, 164), atol=1e-4)  # sliced head
-
-
-@pytest.fixture(scope="module")
-def text_tok():
-    return load_embedded_tokenizer()
 
 
 def test_greedy_and_seeded_tokens_equal_plain_path(text_tok):

@@ -4,25 +4,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from vidgpt.cli import main
-from vidgpt.embedded import load_embedded_tokenizer
 from vidgpt.generate.pipeline import VidGPT
 from vidgpt.generate.tiny import tiny_pipeline
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only contend
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_pipeline(load_embedded_tokenizer(), bits=6, max_positions=600)
+def tiny(text_tok):
+    return tiny_pipeline(text_tok, bits=6, max_positions=600)
 
 
 @pytest.fixture

@@ -2,14 +2,8 @@ import pytest
 import torch
 
 from vidgpt import layout as L
-from vidgpt.embedded import load_embedded_tokenizer
 from vidgpt.errors import LayoutError
 from vidgpt.vocab import UnifiedVocab, VocabSpec
-
-
-@pytest.fixture(scope="module")
-def text_tok():
-    return load_embedded_tokenizer()
 
 
 def make_vocab(tok, bits=14, sub=1):

@@ -19,6 +19,8 @@ from vidgpt.data.shards import load_shards
 from vidgpt.data.synthetic import WorldConfig, is_heldout
 from vidgpt.errors import DataError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = dict(frames=5, height=32, width=32, batch_size=8, records_per_chunk=4)
 
 
@@ -28,14 +30,6 @@ def tok():
 
     torch.manual_seed(0)
     return VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_units_are_train_split_deterministic_and_mixed():

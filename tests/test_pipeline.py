@@ -4,22 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from vidgpt.embedded import load_embedded_tokenizer
 from vidgpt.errors import GenerationError
 from vidgpt.generate.tiny import tiny_pipeline
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only contend
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline(load_embedded_tokenizer(), bits=6, max_positions=1024)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_video_image_and_nonsquare(pipe, tmp_path):
@@ -101,7 +90,7 @@ def test_bad_requests(pipe, kw, match):
         pipe.generate(args.pop("prompt"), **args)
 
 
-def test_too_long_for_context():
-    small = tiny_pipeline(load_embedded_tokenizer(), bits=6, max_positions=200)
+def test_too_long_for_context(text_tok):
+    small = tiny_pipeline(text_tok, bits=6, max_positions=200)
     with pytest.raises(GenerationError, match="positions"):
         small.generate("x", frames=9, height=64, width=64)
