@@ -11,15 +11,21 @@ from typing import Iterator
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it onto `path`.
 
     A crash leaves `path` as it was (the temp file is removed), so a checkpoint or shard
     is never half-written. Works for files; for directories use `atomic_dir`.
+    The temp file is `.clip.mp4.XXXX.tmp`, or with `keep_suffix` `.clip.tmpXXXX.mp4` (for
+    writers that pick the format from the extension).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if keep_suffix:
+        prefix, suffix = f".{path.stem}.tmp", path.suffix
+    else:
+        prefix, suffix = f".{path.name}.", ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -18,9 +18,7 @@ import logging
 import math
 import os
 import re
-import tempfile
 import warnings
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -28,6 +26,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import VideoReadError, VideoWriteError
+from ..utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -558,23 +557,6 @@ def read_many(paths: Iterable[str | os.PathLike], **kw) -> tuple[list[tuple[Path
 # writing
 
 
-@contextmanager
-def atomic_media_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path next to `path` that keeps its extension (`.name.tmpXXXX.mp4`);
-    rename it onto `path` on success, delete it on failure (the old `path` is left as it was)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8, *, quality: int = 18) -> Path:
     """Write uint8 [T, H, W, 3] frames atomically; the extension picks the format.
 
@@ -604,7 +586,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8, *, 
     else:
         raise VideoWriteError(f"{p}: unsupported output format {ext or '(none)'}; use .mp4, .gif or .png")
     try:
-        with atomic_media_path(p) as tmp:
+        with atomic_path(p, keep_suffix=True) as tmp:
             writer(tmp, frames, fps, quality)
     except VideoWriteError:
         raise
@@ -698,7 +680,7 @@ def save_contact_sheet(
             draw.text((x, y), str(labels[i]), fill=(0, 0, 0))
         sheet.paste(Image.fromarray(frames[i]), (x, y + label_h))
     try:
-        with atomic_media_path(p) as tmp:
+        with atomic_path(p, keep_suffix=True) as tmp:
             sheet.save(tmp, format="PNG")
     except Exception as e:
         raise VideoWriteError(f"{p}: cannot write ({_why(e)})") from None
