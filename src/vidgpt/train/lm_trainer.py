@@ -18,7 +18,6 @@ model/, the final vidgpt LM directory (full or delta form).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -32,6 +31,7 @@ from ..config import save_config
 from ..errors import ConfigError, TrainingError
 from .lm_data import LMDataConfig, packed_rows
 from .packing import PackStats, collate
+from .schedule import warmup_cosine
 
 
 @dataclass
@@ -101,13 +101,6 @@ def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: tor
     ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1), reduction="none").view_as(w)
     n = int((w > 0).sum())
     return (ce * w).sum() / max(n, 1), n
-
-
-def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def build_lm(cfg: LMTrainConfig, device, amp_dtype):
@@ -303,7 +296,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     lm, attn = build_lm(cfg, accelerator.device, torch.bfloat16 if use_bf16 else None)
     optimizer = make_optimizer(lm.model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.steps, t.min_lr_ratio)
+        optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio)
     )
     model, optimizer = accelerator.prepare(lm.model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step

@@ -9,7 +9,6 @@ step, atomic checkpoints in OUT/checkpoint/ (model, optimizers, scheduler, step,
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from ..tokenizer import TokenizerConfig, VideoTokenizer, codebook_usage
 from ..tokenizer.discriminator import PatchDiscriminator3D
 from ..tokenizer.losses import LeCam, hinge_d_loss, hinge_g_loss, tokenizer_loss
 from ..utils import atomic_dir, pick_device
+from .schedule import warmup_cosine
 from .tokenizer_data import ClipSampler, to_tensor
 
 
@@ -80,15 +80,8 @@ class TokenizerTrainConfig:
 
 
 def lr_lambda(cfg: TokenizerTrainLoop):
-    """Linear warmup to 1, cosine down to min_lr_ratio at `steps`."""
-
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
-
-    return f
+    """Linear warmup to 1, cosine down to min_lr_ratio at `steps` (see schedule.warmup_cosine)."""
+    return lambda step: warmup_cosine(step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
 
 
 def image_prob_at(cfg: TokenizerDataConfig, step: int) -> float:
