@@ -32,13 +32,18 @@ def _as_video_batch(x) -> tuple[torch.Tensor, float]:
     return t.cpu(), 2.0
 
 
-def psnr_per_clip(x, y, data_range: float | None = None) -> list[float]:
-    """PSNR in dB of each clip (MSE over the whole clip); inf where identical."""
+def _as_video_pair(x, y, data_range: float | None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """-> (a, b, data range): both float [B,3,T,H,W] of one shape; the range is `data_range` or x's default."""
     a, rng = _as_video_batch(x)
     b, _ = _as_video_batch(y)
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
-    rng = data_range or rng
+    return a, b, data_range or rng
+
+
+def psnr_per_clip(x, y, data_range: float | None = None) -> list[float]:
+    """PSNR in dB of each clip (MSE over the whole clip); inf where identical."""
+    a, b, rng = _as_video_pair(x, y, data_range)
     mse = (a - b).pow(2).flatten(1).mean(1)
     return [math.inf if m == 0 else 10 * math.log10(rng**2 / m) for m in mse.tolist()]
 
@@ -57,11 +62,7 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 def ssim_per_clip(x, y, data_range: float | None = None) -> list[float]:
     """SSIM (11x11 Gaussian window, sigma 1.5), per frame and channel, averaged per clip."""
-    a, rng = _as_video_batch(x)
-    b, _ = _as_video_batch(y)
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}")
-    rng = data_range or rng
+    a, b, rng = _as_video_pair(x, y, data_range)
     B, C, T, H, W = a.shape
     win = _gaussian_window(min(11, H, W) | 1, 1.5)
     fa = a.permute(0, 2, 1, 3, 4).reshape(B * T * C, 1, H, W)
