@@ -286,7 +286,8 @@ def plot_curves(log_path: Path, png: Path) -> Path | None:
     if not recs:
         return None
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot([r["step"] for r in recs], [r["loss"] for r in recs], label="loss")
+    # the total loss goes negative (the LFQ entropy term), so plot the reconstruction part on a log scale
+    a.plot([r["step"] for r in recs], [r.get("rec", r["loss"]) for r in recs], label="reconstruction loss (L1 + L2)")
     a.set_xlabel("step"), a.set_yscale("log"), a.legend()
     b.plot([r["step"] for r in recs], [r["psnr"] for r in recs], label="train PSNR")
     ev = [r for r in recs if "eval_psnr" in r]
