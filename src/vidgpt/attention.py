@@ -22,25 +22,24 @@ import torch
 KERNEL_ORDER = ("flash_attention_4", "flash_attention_2", "sdpa")
 
 
-def flash_attn_4_available() -> bool:
-    """`from flash_attn.cute import flash_attn_varlen_func` works (the FA4 CuTe kernels)."""
+def _importable(module: str, name: str) -> bool:
+    """`from module import name` works (without importing flash_attn at all when it is absent)."""
     if importlib.util.find_spec("flash_attn") is None:
         return False
     try:
-        from flash_attn.cute import flash_attn_varlen_func  # noqa: F401
+        return hasattr(importlib.import_module(module), name)
     except Exception:
         return False
-    return True
+
+
+def flash_attn_4_available() -> bool:
+    """`from flash_attn.cute import flash_attn_varlen_func` works (the FA4 CuTe kernels)."""
+    return _importable("flash_attn.cute", "flash_attn_varlen_func")
 
 
 def flash_attn_2_available() -> bool:
-    if importlib.util.find_spec("flash_attn") is None:
-        return False
-    try:
-        from flash_attn import flash_attn_varlen_func  # noqa: F401
-    except Exception:
-        return False
-    return True
+    """`from flash_attn import flash_attn_varlen_func` works (FlashAttention 2)."""
+    return _importable("flash_attn", "flash_attn_varlen_func")
 
 
 def pick_attention(device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> str:
