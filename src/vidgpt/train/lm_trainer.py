@@ -277,10 +277,10 @@ def evaluate(accelerator, model, rows: list[dict], micro: int, amp) -> float:
 
 def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Run training; returns the last logged metrics. OUT/model is the final vidgpt LM directory."""
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     from ..backbone import save_vidgpt_lm
+    from .distributed import engine_name, make_accelerator, plain_model_for_save
 
     t = cfg.train
     if t.save_form not in ("full", "delta"):
@@ -289,7 +289,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         raise ConfigError("train.save_form=delta needs lora.enabled (full finetuning changes the base weights)")
     out = Path(out)
     use_bf16 = t.bf16 and torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+    accelerator = make_accelerator(mixed_precision="bf16" if use_bf16 else "no")  # 1 process, DDP or FSDP
     amp = accelerator.autocast
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(t.seed)
@@ -317,7 +317,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             (out / "log.jsonl").unlink()
     log = RunLog(out, accelerator.is_main_process)
     if accelerator.is_main_process and state["step"] == 0:
-        log.write({"event": "start", "attn": attn, "world_size": world, "vocab": lm.vocab.to_dict(),
+        log.write({"event": "start", "attn": attn, "world_size": world, "engine": engine_name(accelerator), "vocab": lm.vocab.to_dict(),
                    "trainable_params": sum(p.numel() for p in lm.model.parameters() if p.requires_grad)})
 
     pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
@@ -386,8 +386,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     bar.close()
 
     accelerator.wait_for_everyone()
+    plain = plain_model_for_save(accelerator, model)  # every rank: FSDP gathers the full state here
     if accelerator.is_main_process:
-        lm.model = accelerator.unwrap_model(model)
+        lm.model = plain
         lm.model.eval()
         save_vidgpt_lm(lm, out / "model", form=t.save_form)
         png = plot_loss_curve(log.path, out / "loss_curve.png") if log.path.exists() else None

@@ -1,0 +1,110 @@
+"""The distributed engine around the LM trainer: one Accelerator for 1 process, DDP and FSDP2.
+
+The trainer stays the same under `accelerate launch` (configs/accelerate/, docs/DISTRIBUTED.md); what
+differs between engines lives here:
+
+- `make_accelerator`: the Accelerator. accelerate routes FSDP only on accelerators (CUDA, XPU, ...);
+  on a CPU-only machine (`ACCELERATE_USE_CPU=1`, gloo) it silently falls back to DDP. For the CPU tests
+  of the FSDP path we switch the state to FSDP with the plugin accelerate itself builds from the same
+  `FSDP_*` environment variables, so accelerate's own FSDP2 code (`fully_shard`, DCP checkpoints,
+  full-state gathering) runs on gloo. On GPUs nothing is switched.
+- `plain_model_for_save`: the final save. Under FSDP the parameters are DTensor shards; every rank
+  takes part in gathering the full state dict (`accelerator.get_state_dict`), and the main process
+  loads it into a fresh, unsharded copy of the model (peft LoRA wrapper included) so the usual save
+  path (merge, full or delta form) writes a directory plain transformers loads.
+- `is_fsdp`: sharded checkpoints come from `accelerator.save_state` (DCP, one file per rank) when the
+  FSDP plugin's state_dict_type is SHARDED_STATE_DICT (the committed configs).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def make_accelerator(mixed_precision: str = "no"):
+    """The Accelerator for this launch; FSDP on a CPU-only launch is switched on (see module doc)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    if accelerator.distributed_type == DistributedType.MULTI_CPU and _flag("ACCELERATE_USE_FSDP"):
+        _switch_cpu_to_fsdp(accelerator)
+    return accelerator
+
+
+def _switch_cpu_to_fsdp(accelerator) -> None:
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # reads FSDP_* from the environment, like accelerate does
+    # both shared states: AcceleratorState refreshes itself from PartialState's on every construction
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+
+
+def is_fsdp(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def engine_name(accelerator) -> str:
+    """'fsdp2' | 'fsdp1' | 'ddp' | 'single' for the run log."""
+    if is_fsdp(accelerator):
+        return f"fsdp{accelerator.state.fsdp_plugin.fsdp_version}"
+    return "ddp" if accelerator.num_processes > 1 else "single"
+
+
+def plain_model_for_save(accelerator, model):
+    """Every rank calls this. Main process: an unsharded module holding the trained weights; others: None."""
+    if not is_fsdp(accelerator):
+        return accelerator.unwrap_model(model) if accelerator.is_main_process else None
+    state = accelerator.get_state_dict(model)  # collective: full tensors (on CPU) on the main process
+    if not accelerator.is_main_process:
+        return None
+    return _fresh_copy(accelerator.unwrap_model(model), state)
+
+
+def _fresh_copy(sharded, state: dict):
+    """A new unsharded module of the same architecture (and the same peft adapter) with `state` loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..backbone import is_peft
+
+    def strip(sd: dict) -> dict:  # FSDP1 with use_orig_params may prefix names
+        return {k.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", ""): v for k, v in sd.items()}
+
+    state = strip(state)
+    if is_peft(sharded):
+        from peft import get_peft_model
+
+        base_cfg = sharded.get_base_model().config
+        base = AutoModelForCausalLM.from_config(base_cfg)
+        import copy as _copy
+
+        copy = get_peft_model(base, _copy.deepcopy(sharded.peft_config[sharded.active_adapter]))
+    else:
+        copy = AutoModelForCausalLM.from_config(sharded.config)
+    dtypes = {k: v.dtype for k, v in copy.state_dict().items()}
+    with torch.no_grad():
+        missing, unexpected = copy.load_state_dict(
+            {k: v.to(dtypes.get(k, v.dtype)) for k, v in state.items()}, strict=False
+        )
+    tied = {"lm_head.weight"} if getattr(copy.config, "tie_word_embeddings", False) else set()
+    missing = [k for k in missing if not any(k.endswith(t) for t in tied)]
+    if missing or unexpected:
+        from ..errors import TrainingError
+
+        raise TrainingError(
+            f"gathering the FSDP model for the final save: {len(missing)} missing / {len(unexpected)} unexpected "
+            f"weights (first: {(missing or unexpected)[0]})"
+        )
+    if hasattr(copy, "tie_weights"):
+        copy.tie_weights()
+    return copy
