@@ -4,7 +4,8 @@ Runs directly or under `accelerate launch` (one GPU, DDP, FSDP; see configs/acce
 mixed text/video documents (vidgpt.train.lm_data) go through the model with position ids restarting per
 document (no cross-document attention, vidgpt.attention); the loss is a weighted next-token cross entropy
 on the token kinds the config names (VISUAL tokens weighted by `visual_loss_weight`), normalised by the
-number of trained tokens of each micro-batch. AdamW, linear warmup then cosine to `min_lr_ratio`, grad
+number of trained tokens of each micro-batch, computed by vidgpt.train.lm_loss (on a single-process CPU run
+without the 65.7k-wide logits: `loss.head`, see there). AdamW, linear warmup then cosine to `min_lr_ratio`, grad
 clipping, gradient accumulation, bf16 autocast on CUDA, optional gradient checkpointing, full finetuning
 or LoRA (new token rows trainable). A non-finite loss skips the optimizer update; `max_nonfinite` of them
 stop the run with a TrainingError.
@@ -25,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..config import save_config
 from ..errors import ConfigError, TrainingError
 from .lm_data import LMDataConfig, packed_rows
+from .lm_loss import LossHead, LossSettings, weighted_lm_loss  # noqa: F401  (weighted_lm_loss: the plain loss)
 from .packing import PackStats, collate
 from .schedule import warmup_cosine
 
@@ -54,6 +55,7 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     train_new_rows: bool = True  # the new token rows train with the adapter (peft trainable tokens)
+    layers_from: int = 0  # adapters only on decoder layers >= this (vidgpt.train.lora_layers; 0 = all)
 
 
 @dataclass
@@ -85,22 +87,10 @@ class LMTrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: LMDataConfig = field(default_factory=LMDataConfig)
     train: LMTrainLoop = field(default_factory=LMTrainLoop)
+    loss: LossSettings = field(default_factory=LossSettings)  # LM head + loss (vidgpt.train.lm_loss)
 
 
 # --- pieces ----------------------------------------------------------------------------------------------------
-
-
-def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Next-token CE: logits [B,L,V], input_ids [B,L], weights [B,L] (weight of predicting token t).
-
-    Returns (sum(w * ce) / #tokens with w > 0, #tokens with w > 0); fp32 math.
-    """
-    lg = logits[:, :-1].float()
-    tgt = input_ids[:, 1:]
-    w = weights[:, 1:].to(lg.dtype)
-    ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1), reduction="none").view_as(w)
-    n = int((w > 0).sum())
-    return (ce * w).sum() / max(n, 1), n
 
 
 def build_lm(cfg: LMTrainConfig, device, amp_dtype):
@@ -127,7 +117,12 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora.enabled:
         lr = cfg.lora
-        apply_lora(lm, r=lr.r, alpha=lr.alpha, dropout=lr.dropout, target_modules=list(lr.target_modules),
+        targets = list(lr.target_modules)
+        if lr.layers_from > 0:
+            from .lora_layers import upper_layer_targets
+
+            targets = upper_layer_targets(lm.model, targets, lr.layers_from)
+        apply_lora(lm, r=lr.r, alpha=lr.alpha, dropout=lr.dropout, target_modules=targets,
                    train_new_rows=lr.train_new_rows)
         if m.gradient_checkpointing:
             lm.model.enable_input_require_grads()
@@ -256,19 +251,23 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def forward_loss(model, batch: dict, amp) -> tuple[torch.Tensor, int]:
+def forward_loss(model, batch: dict, amp, loss_head: LossHead) -> tuple[torch.Tensor, int]:
     with amp():
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-    return weighted_lm_loss(logits, batch["input_ids"], batch["weights"])
+        return loss_head(model, batch)
 
 
-def evaluate(accelerator, model, rows: list[dict], micro: int, amp) -> float:
+def make_loss_head(cfg: LMTrainConfig, vocab, device, world: int) -> LossHead:
+    # the plain head looks weighted_lm_loss up here at call time (tests patch it in this module)
+    return LossHead(vocab, cfg.loss, device, world, plain_loss=lambda *a: weighted_lm_loss(*a))
+
+
+def evaluate(accelerator, model, rows: list[dict], micro: int, amp, loss_head: LossHead) -> float:
     model.eval()
     tot = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     with torch.no_grad():
         for i in range(0, len(rows), micro):
             batch = _to(collate(rows[i : i + micro]), accelerator.device)
-            loss, n = forward_loss(model, batch, amp)
+            loss, n = forward_loss(model, batch, amp, loss_head)
             tot += torch.tensor([float(loss) * n, n], device=accelerator.device, dtype=torch.float64)
     model.train()
     tot = accelerator.reduce(tot, reduction="sum")
@@ -298,6 +297,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio)
     )
+    loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, world)
     model, optimizer = accelerator.prepare(lm.model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
 
@@ -318,6 +318,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     log = RunLog(out, accelerator.is_main_process)
     if accelerator.is_main_process and state["step"] == 0:
         log.write({"event": "start", "attn": attn, "world_size": world, "engine": engine_name(accelerator), "vocab": lm.vocab.to_dict(),
+                   "loss_head": loss_head.head, "embed_grad": cfg.loss.embed_grad,
                    "trainable_params": sum(p.numel() for p in lm.model.parameters() if p.requires_grad)})
 
     pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
@@ -343,7 +344,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             tokens_since += batch["input_ids"].numel() * world
             ctx = accelerator.no_sync(model) if k < t.grad_accum - 1 else _null()
             with ctx:
-                loss, _ = forward_loss(model, batch, amp)
+                loss, _ = forward_loss(model, batch, amp, loss_head)
                 bad += int(not torch.isfinite(loss).item())
                 accelerator.backward(loss / t.grad_accum)
             losses.append(loss.detach().float())
@@ -376,7 +377,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             rec["tokens_per_s"] = tokens_since / dt
             t0, tokens_since = time.time(), 0
         if eval_rows and ((t.eval_every and state["step"] % t.eval_every == 0) or state["step"] == t.steps):
-            rec["eval_loss"] = evaluate(accelerator, model, eval_rows, t.micro_batch_size, amp)
+            rec["eval_loss"] = evaluate(accelerator, model, eval_rows, t.micro_batch_size, amp, loss_head)
         log.write(rec)
         last = rec
         bar.set_postfix(loss=f"{mean_loss:.3f}")

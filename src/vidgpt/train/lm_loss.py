@@ -1,0 +1,258 @@
+"""The LM head and loss of continued pretraining, without the 65.7k-wide logits where they are not needed.
+
+The trainer (vidgpt.train.lm_trainer) calls one `LossHead` per run: `loss, n = head(model, batch)`, the
+weighted next-token cross entropy over the tokens with weight > 0, normalised by their number `n`.
+`LossSettings.head` picks how:
+
+- `plain`: `model(...).logits` over the whole vocabulary, then `weighted_lm_loss` (the transformers step).
+- `full`: the same objective, computed from the decoder's hidden states: trailing zero-weight columns are
+  cut (exact: the model is causal), the head runs only on positions whose next token is trained (prompt
+  tokens never reach it), over all rows, in chunks of `chunk_tokens` positions. Equals `plain` to float
+  rounding.
+- `constrained`: the softmax of each trained position runs over the set the layout allows for its target,
+  the set the constrained sampler (vidgpt.generate.constraints) draws from:
+  a visual id -> the rows of its sub-token group (16,384 rows at K=14, S=1);
+  a layout id other than <|vision_start|> (headers, section markers, <|vision_end|>) -> the layout rows;
+  anything else (text, end of turn, EOS, <|vision_start|>, which competes with text) -> all rows.
+  This is the negative log-likelihood of the data under the constrained sampler, a different number from
+  `plain`'s (smaller: fewer rows compete); `reference_loss` computes it from full logits with a mask, and
+  the fast path equals that to float rounding (tests/test_lm_loss.py, tools/bench_train.py).
+- `auto` (default): `constrained` on a single-process CPU run, `plain` otherwise (under DDP/FSDP the
+  forward must go through the wrapped root module, so the fast path is not used there).
+
+`embed_grad`: `input` (exact) or `head_only`: the input embedding is looked up without gradient, so the
+new rows learn through the tied output head only and the backward pass stops at the lowest trainable
+layer (with LoRA on the upper layers only, see vidgpt.train.lora_layers). An approximation: its quality
+cost is measured by tools/learning_curve.py, never assumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..vocab import UnifiedVocab
+
+HEADS = ("auto", "plain", "full", "constrained")
+EMBED_GRADS = ("input", "head_only")
+
+
+@dataclass
+class LossSettings:
+    head: str = "auto"  # auto | plain | full | constrained (see the module docstring)
+    embed_grad: str = "input"  # input | head_only (approximation: new rows learn through the tied head only)
+    chunk_tokens: int = 2048  # positions per head matmul (bounds the logits held at once)
+
+    def check(self) -> "LossSettings":
+        if self.head not in HEADS:
+            raise ConfigError(f"loss.head={self.head!r}: expected one of {', '.join(HEADS)}")
+        if self.embed_grad not in EMBED_GRADS:
+            raise ConfigError(f"loss.embed_grad={self.embed_grad!r}: expected one of {', '.join(EMBED_GRADS)}")
+        if self.chunk_tokens < 1:
+            raise ConfigError(f"loss.chunk_tokens={self.chunk_tokens}: must be >= 1")
+        return self
+
+
+def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Next-token CE: logits [B,L,V], input_ids [B,L], weights [B,L] (weight of predicting token t).
+
+    Returns (sum(w * ce) / #tokens with w > 0, #tokens with w > 0); fp32 math.
+    """
+    lg = logits[:, :-1].float()
+    tgt = input_ids[:, 1:]
+    w = weights[:, 1:].to(lg.dtype)
+    ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1), reduction="none").view_as(w)
+    n = int((w > 0).sum())
+    return (ce * w).sum() / max(n, 1), n
+
+
+def resolve_head(settings: LossSettings, device, world_size: int = 1) -> str:
+    """The head a run uses: `auto` -> constrained on a single-process CPU run, else plain."""
+    settings.check()
+    if settings.head != "auto":
+        return settings.head
+    return "constrained" if torch.device(device).type == "cpu" and world_size == 1 else "plain"
+
+
+def trim_batch(batch: dict) -> dict:
+    """Cut the columns after the last trained token of every row (exact for a causal model)."""
+    w = batch["weights"]
+    cols = torch.nonzero(w.sum(0) > 0)
+    if cols.numel() == 0:
+        return batch
+    keep = int(cols[-1]) + 1
+    if keep >= w.shape[1]:
+        return batch
+    return {k: v[:, :keep] for k, v in batch.items()}
+
+
+# --- where the head's rows live ------------------------------------------------------------------------------
+
+
+def _base(model):
+    from ..backbone import is_peft
+
+    return model.get_base_model() if is_peft(model) else model
+
+
+class HeadRows:
+    """Slices [lo, hi) of the effective output weight (peft trainable-token deltas applied), differentiable."""
+
+    def __init__(self, model):
+        head = _base(model).get_output_embeddings()
+        if head is None:
+            raise ConfigError("the model has no output embeddings (lm_head); use loss.head=plain")
+        self.plain = None
+        self.base = None
+        ta = getattr(head, "token_adapter", None)
+        if ta is None:
+            self.plain = head.weight
+            return
+        active = [a for a in ta.active_adapters if a in ta.trainable_tokens_delta]
+        if ta.disable_adapters or ta.merged or not active:
+            self.plain = ta.base_layer.weight
+            return
+        self.ta, self.active = ta, active
+        self.base = ta.base_layer.weight
+        idx = list(ta.token_indices[active[0]])
+        contiguous = len(active) == 1 and idx == list(range(idx[0], idx[0] + len(idx))) if idx else False
+        self.span = (idx[0], idx[0] + len(idx)) if contiguous else None
+        self.delta = ta.trainable_tokens_delta[active[0]]
+
+    @property
+    def num_rows(self) -> int:
+        return (self.plain if self.plain is not None else self.base).shape[0]
+
+    def rows(self, lo: int, hi: int) -> torch.Tensor:
+        if self.plain is not None:
+            return self.plain[lo:hi]
+        if self.span is None:  # general case: merge every delta into a full copy, then slice
+            return self.ta.get_merged_weights(self.active)[lo:hi]
+        c0, c1 = self.span
+        parts = []
+        if lo < min(hi, c0):
+            parts.append(self.base[lo : min(hi, c0)])
+        if max(lo, c0) < min(hi, c1):
+            parts.append(self.delta[max(lo, c0) - c0 : min(hi, c1) - c0].to(self.base.dtype))
+        if max(lo, c1) < hi:
+            parts.append(self.base[max(lo, c1) : hi])
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+
+# --- target groups ------------------------------------------------------------------------------------------
+
+
+def target_groups(tgt: torch.Tensor, vocab: UnifiedVocab, num_rows: int, head: str) -> list[tuple[int, int, torch.Tensor]]:
+    """[(lo, hi, positions)] : the row range each trained target's softmax runs over (see the docstring)."""
+    if head == "full":
+        return [(0, num_rows, torch.arange(tgt.numel(), device=tgt.device))]
+    groups = []
+    taken = torch.zeros_like(tgt, dtype=torch.bool)
+    S = vocab.spec.subtokens
+    for g in range(S):
+        lo, hi = vocab.group_range(g)
+        m = (tgt >= lo) & (tgt < hi)
+        taken |= m
+        groups.append((lo, hi, torch.nonzero(m).flatten()))
+    lay = (tgt > vocab.vision_start_id) & (tgt < vocab.visual_offset)
+    taken |= lay
+    groups.append((vocab.vision_start_id + 1, vocab.visual_offset, torch.nonzero(lay).flatten()))
+    groups.append((0, num_rows, torch.nonzero(~taken).flatten()))
+    return [g for g in groups if g[2].numel() > 0]
+
+
+def allowed_mask(tgt: torch.Tensor, vocab: UnifiedVocab, num_rows: int, head: str) -> torch.Tensor:
+    """Bool [N, num_rows]: the rows each target's softmax runs over (for `reference_loss`)."""
+    mask = torch.zeros(tgt.numel(), num_rows, dtype=torch.bool, device=tgt.device)
+    for lo, hi, pos in target_groups(tgt.reshape(-1), vocab, num_rows, head):
+        mask[pos.unsqueeze(1), torch.arange(lo, hi, device=tgt.device).unsqueeze(0)] = True
+    return mask
+
+
+def reference_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor, vocab: UnifiedVocab,
+                   head: str = "constrained") -> tuple[torch.Tensor, int]:
+    """The objective of `head` computed the plain way: full logits, masked outside the allowed rows, CE."""
+    if head in ("plain", "full"):
+        return weighted_lm_loss(logits, input_ids, weights)
+    lg = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    tgt = input_ids[:, 1:].reshape(-1)
+    w = weights[:, 1:].reshape(-1).to(lg.dtype)
+    lg = lg.masked_fill(~allowed_mask(tgt, vocab, lg.shape[-1], head), float("-inf"))
+    sel = w > 0
+    ce = F.cross_entropy(lg[sel], tgt[sel], reduction="none")
+    n = int(sel.sum())
+    return (ce * w[sel]).sum() / max(n, 1), n
+
+
+# --- the head ------------------------------------------------------------------------------------------------------
+
+
+class LossHead:
+    """`loss, n = LossHead(vocab, settings, device)(model, batch)`: the run's loss (see the module docstring)."""
+
+    def __init__(self, vocab: UnifiedVocab, settings: LossSettings | None = None, device="cpu", world_size: int = 1,
+                 plain_loss=None):
+        self.vocab = vocab
+        self.settings = (settings or LossSettings()).check()
+        self.head = resolve_head(self.settings, device, world_size)
+        if self.head != "plain" and world_size > 1:
+            raise ConfigError(f"loss.head={self.head}: the fast heads run on one process only (under DDP/FSDP the "
+                              "forward has to go through the wrapped model); use loss.head=plain or auto")
+        if self.head == "plain" and self.settings.embed_grad != "input":
+            raise ConfigError("loss.embed_grad=head_only needs loss.head full or constrained (the plain head "
+                              "goes through the model's own forward)")
+        self._plain_loss = plain_loss  # the trainer passes its weighted_lm_loss (tests patch it there)
+        self.timing: dict[str, float] | None = None  # set to {} to collect body/head seconds (tools/bench_train.py)
+
+    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int]:
+        if self.head == "plain":
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+            return (self._plain_loss or weighted_lm_loss)(logits, batch["input_ids"], batch["weights"])
+        import time
+
+        batch = trim_batch(batch)
+        t0 = time.perf_counter()
+        h = self.hidden_states(model, batch)
+        t1 = time.perf_counter()
+        loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"])
+        if self.timing is not None:
+            self.timing["body_fwd"] = self.timing.get("body_fwd", 0.0) + t1 - t0
+            self.timing["head_fwd"] = self.timing.get("head_fwd", 0.0) + time.perf_counter() - t1
+        return loss, n
+
+    def hidden_states(self, model, batch: dict) -> torch.Tensor:
+        """The decoder's last hidden states [B, L, H] (after the final norm)."""
+        base = _base(model)
+        body = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+        kw = {"position_ids": batch["position_ids"], "use_cache": False}
+        if self.settings.embed_grad == "head_only":
+            with torch.no_grad():
+                emb = base.get_input_embeddings()(batch["input_ids"])
+            return body(inputs_embeds=emb, **kw).last_hidden_state
+        return body(input_ids=batch["input_ids"], **kw).last_hidden_state
+
+    def loss_from_hidden(self, model, h: torch.Tensor, input_ids: torch.Tensor,
+                         weights: torch.Tensor) -> tuple[torch.Tensor, int]:
+        H = h.shape[-1]
+        hs = h[:, :-1].reshape(-1, H)
+        tgt = input_ids[:, 1:].reshape(-1)
+        w = weights[:, 1:].reshape(-1)
+        sel = torch.nonzero(w > 0).flatten()
+        n = int(sel.numel())
+        if n == 0:
+            return h.sum() * 0.0, 0
+        hs, tgt, w = hs[sel], tgt[sel], w[sel].float()
+        rows = HeadRows(model)
+        total = hs.new_zeros((), dtype=torch.float32)
+        step = self.settings.chunk_tokens
+        for lo, hi, pos in target_groups(tgt, self.vocab, rows.num_rows, self.head):
+            W = rows.rows(lo, hi)
+            for s in range(0, pos.numel(), step):
+                p = pos[s : s + step]
+                logits = (hs[p] @ W.t()).float()
+                ce = F.cross_entropy(logits, tgt[p] - lo, reduction="none")
+                total = total + (ce * w[p]).sum()
+        return total / n, n

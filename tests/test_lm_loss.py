@@ -1,0 +1,138 @@
+"""vidgpt.train.lm_loss: the fast heads equal their plain references (loss and gradients) on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidgpt.backbone import apply_lora, extend
+from vidgpt.errors import ConfigError
+from vidgpt.train.lm_data import LMDataConfig, SourceConfig, packed_rows
+from vidgpt.train.lm_loss import LossHead, LossSettings, reference_loss, resolve_head, trim_batch, weighted_lm_loss
+from vidgpt.train.lora_layers import upper_layer_targets
+from vidgpt.train.packing import collate
+
+TINY = {"hidden_size": 32, "layers": 2, "heads": 2, "kv_heads": 1, "text_vocab": 64}
+
+
+def make_lm(lora: bool, subtokens: int = 1, layers_from: int = 0):
+    lm = extend("tiny-llama", None, codebook_bits=6, subtokens=subtokens, tiny=dict(TINY), chat=False)
+    if lora:
+        targets = ["all-linear"] if not layers_from else upper_layer_targets(lm.model, ["all-linear"], layers_from)
+        apply_lora(lm, r=4, alpha=8, target_modules=targets)
+        with torch.no_grad():  # B starts at 0; move every trainable tensor so the test sees real gradients
+            g = torch.Generator().manual_seed(1)
+            for p in lm.model.parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+    lm.model.train()
+    return lm
+
+
+def make_batch(lm, seq_len=96, rows=2):
+    data = LMDataConfig(sources=[SourceConfig(kind="synthetic", shapes=[[1, 4, 4], [2, 4, 4]])], chat=False)
+    gen = packed_rows(data, lm.vocab, lm.text_tokenizer, seq_len, 0, "train", pad_id=2)
+    batch = collate([next(gen) for _ in range(rows)])
+    assert (batch["weights"][:, -1] == 0).any(), "the test needs rows that end in padding"
+    return batch
+
+
+def grads(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+def run(fn, model):
+    model.zero_grad(set_to_none=True)
+    loss, n = fn()
+    loss.backward()
+    return float(loss), n, grads(model)
+
+
+def assert_grads_close(a, b, tol=1e-4):
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=tol, rtol=1e-3), (k, float((a[k] - b[k]).abs().max()))
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_full_head_equals_plain_loss_and_gradients(lora):
+    lm = make_lm(lora)
+    batch = make_batch(lm)
+    model = lm.model
+
+    def plain():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        return weighted_lm_loss(logits, batch["input_ids"], batch["weights"])
+
+    head = LossHead(lm.vocab, LossSettings(head="full", chunk_tokens=37))  # chunks that do not divide the rows
+    l0, n0, g0 = run(plain, model)
+    l1, n1, g1 = run(lambda: head(model, batch), model)
+    assert n0 == n1 > 0
+    assert abs(l0 - l1) < 1e-4
+    assert_grads_close(g0, g1)
+
+
+@pytest.mark.parametrize("subtokens", [1, 2])
+def test_constrained_head_equals_masked_reference(subtokens):
+    lm = make_lm(True, subtokens=subtokens)
+    batch = make_batch(lm)
+    model = lm.model
+
+    def ref():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        return reference_loss(logits, batch["input_ids"], batch["weights"], lm.vocab, "constrained")
+
+    head = LossHead(lm.vocab, LossSettings(head="constrained"))
+    l0, n0, g0 = run(ref, model)
+    l1, n1, g1 = run(lambda: head(model, batch), model)
+    assert n0 == n1 > 0
+    assert abs(l0 - l1) < 1e-4
+    assert_grads_close(g0, g1)
+    # fewer rows compete, so the constrained loss is below the plain one on the same batch
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    assert l1 < float(weighted_lm_loss(logits, batch["input_ids"], batch["weights"])[0])
+
+
+def test_head_only_embedding_gradient_and_upper_layer_lora():
+    lm = make_lm(True, layers_from=1)
+    names = [n for n, p in lm.model.named_parameters() if p.requires_grad]
+    assert any(".layers.1." in n for n in names) and not any(".layers.0." in n for n in names)
+    batch = make_batch(lm)
+    model = lm.model
+    exact = LossHead(lm.vocab, LossSettings(head="constrained"))
+    approx = LossHead(lm.vocab, LossSettings(head="constrained", embed_grad="head_only"))
+
+    def ref_detached():  # the reference of head_only: the input embeddings enter as constants
+        base = model.get_base_model()
+        emb = base.get_input_embeddings()(batch["input_ids"]).detach()
+        logits = model(inputs_embeds=emb, position_ids=batch["position_ids"], use_cache=False).logits
+        return reference_loss(logits, batch["input_ids"], batch["weights"], lm.vocab, "constrained")
+
+    l0, _, g0 = run(lambda: exact(model, batch), model)
+    l1, _, g1 = run(lambda: approx(model, batch), model)
+    l2, _, g2 = run(ref_detached, model)
+    assert abs(l0 - l1) < 1e-5 and abs(l1 - l2) < 1e-4  # same forward
+    assert_grads_close(g1, g2)
+    delta = [k for k in g0 if "trainable_tokens_delta" in k]
+    assert delta and not torch.allclose(g0[delta[0]], g1[delta[0]])  # the input path's share is gone
+
+
+def test_trim_batch_keeps_every_trained_token():
+    lm = make_lm(False)
+    batch = make_batch(lm)
+    t = trim_batch(batch)
+    assert t["input_ids"].shape[1] < batch["input_ids"].shape[1]
+    assert float(t["weights"].sum()) == float(batch["weights"].sum())
+    assert (t["weights"][:, -1] > 0).any()
+
+
+def test_settings_and_auto_choice():
+    assert resolve_head(LossSettings(), "cpu", 1) == "constrained"
+    assert resolve_head(LossSettings(), "cpu", 2) == "plain"
+    assert resolve_head(LossSettings(), "cuda", 1) == "plain"
+    with pytest.raises(ConfigError, match="loss.head"):
+        LossSettings(head="fast").check()
+    with pytest.raises(ConfigError, match="one process"):
+        LossHead(make_lm(False).vocab, LossSettings(head="full"), "cpu", 2)
+    with pytest.raises(ConfigError, match="layers_from=5"):
+        upper_layer_targets(make_lm(False).model, ["all-linear"], 5)
