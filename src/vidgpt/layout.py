@@ -33,6 +33,7 @@ from typing import Sequence, Union
 import torch
 
 from .errors import LayoutError
+from .geometry import block_length, blueprint_shape  # noqa: F401  (the clip geometry's one home; re-exported)
 from .vocab import UnifiedVocab
 
 # token kinds, for loss masks
@@ -42,24 +43,6 @@ VISUAL = 2  # assistant visual ids
 STRUCTURE = 3  # assistant block markers, shape headers, end of turn / EOS
 
 DEFAULT_CONTINUE = "Continue the video."
-
-
-def blueprint_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    """Latent shape of the blueprint of a clip whose fine latent is `shape` (t, h, w)."""
-    t, h, w = (int(x) for x in shape)
-    return (t, (h + 1) // 2, (w + 1) // 2)
-
-
-def block_length(shape: Sequence[int], subtokens: int = 1, blueprint: bool = True, fine: bool = True) -> int:
-    """Number of ids a visual block takes."""
-    t, h, w = (int(x) for x in shape)
-    n = 1 + 3 + 1  # start, header, end
-    if blueprint:
-        _, bh, bw = blueprint_shape(shape)
-        n += 1 + t * bh * bw * subtokens
-    if fine:
-        n += 1 + t * h * w * subtokens
-    return n
 
 
 @dataclass

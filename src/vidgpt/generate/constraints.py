@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 
 from ..errors import GenerationError
-from ..layout import block_length, blueprint_shape
+from ..geometry import block_length, blueprint_shape
 from ..vocab import UnifiedVocab
 
 SECTIONS = ("blueprint", "fine")

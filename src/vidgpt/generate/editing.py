@@ -26,6 +26,7 @@ import torch
 
 from ..errors import GenerationError
 from ..layout import Sample, Turn
+from .result import GenerationResult
 from .sampling import SamplingConfig, make_generator
 
 TASKS = ("continue", "inpaint", "outpaint", "interpolate", "instruct")
@@ -218,10 +219,8 @@ def edit(
     progress: bool = False,
 ):
     """Run one edit task with `pipe` (a VidGPT); returns a GenerationResult (pasted-back videos)."""
-    from .pipeline import GenerationResult
-
     frames = load_clip(video)
-    mult = 16 if pipe.blueprint else 8
+    mult = pipe.size_multiple
     plan = plan_edit(frames, task, instruction, mask, height, width, max_frames, mult)
     shape = pipe.latent_shape(*plan.target_size)
     source, sample = edit_sample(pipe, plan)

@@ -1,17 +1,34 @@
-"""Fast decoding: a small Llama forward over the HF model's own weights with a static KV cache.
+"""Fast decoding: a small Llama-family forward over the HF model's weights with a preallocated KV cache.
 
-The pattern is gpt-fast's: a prefill of the (left-padded) prompt, then one-token decode steps that
-write into a preallocated cache `[layers, 2, R, kv_heads, max_len, head_dim]` at a position held in
-a tensor, so on CUDA one decode step is captured once as a CUDA graph and replayed (hundreds of
-kernel launches become one). On CPU it runs eagerly. The lm_head is applied outside the step to the
-rows the constrained decoder asks for only (`logits(state, lo, hi)`), which inside a visual section
-is one group of 2**(K/S) rows instead of the whole vocabulary.
+Decoding a 135M model is bound by reading the weights once per step, so what matters is how fast the
+matrix-vector kernels stream them. The weights are repacked once, at the first prefill, into
+fused matrices (q|k|v, gate|up) stored in the layout that streams fastest on the device:
 
-What is reused from the HF model: every weight tensor (no copies), the rotary embedding module (so
-the config's rope settings -- theta, llama3 / yarn scaling -- are honoured), the RMSNorm epsilon.
-Supported: LlamaForCausalLM-shaped models (llama, and qwen2/mistral without sliding windows):
-RMSNorm, RoPE, GQA, SwiGLU MLP, optional q/k/v biases, tied or separate head. Anything else falls
-back to the plain HF path with a warning (`make_backend`).
+- CPU, `weights="mkldnn"` (default where oneDNN is built in): each matrix reordered by oneDNN for
+  the decode batch (`torch.ops.mkldnn._reorder_linear_weight`), so the rows of one step (both CFG
+  rows, several samples, several drafted positions) are served from ONE read of the weights. On the
+  2-core AMD EPYC of this project a CFG step (2 rows) costs about what one row costs this way,
+  where `F.linear` on the `nn.Linear` layout reads the weights once per row (docs/DECODING.md).
+- CPU, `weights="t"`: `x @ W` with W stored [in, out] contiguous (the fallback without oneDNN).
+- CUDA, `weights="linear"`: `F.linear` on the fused [out, in] matrices; one decode step is captured
+  once as a CUDA graph and replayed (the static cache and a full-length mask keep shapes fixed).
+- `dtype="bf16"` packs the linear weights in bfloat16 (half the bytes; an approximation, off by
+  default: logits differ from fp32 by about 1e-2).
+
+Attention on the CPU path reads only the filled part of the cache (no per-step full-cache mask);
+left padding is a per-row additive bias sliced to the filled length. Norms are `F.rms_norm` in the
+model dtype. The lm_head is applied outside the step, to the rows the constrained decoder asks for
+(`logits(state, lo, hi)`): inside a visual section one group of 2**(K/S) rows, packed once per range.
+
+`step_many(tokens [R, L])` feeds several positions in one pass and `truncate(n)` drops cache entries
+past n: what speculative (Jacobi) decoding needs (jacobi.py).
+
+What is reused from the HF model: the embedding, the rotary embedding module (so the config's rope
+settings -- theta, llama3 / yarn scaling -- are honoured), the RMSNorm epsilons. Supported:
+llama, qwen2 (q/k/v biases), qwen3 (per-head q/k norms), mistral (without a sliding window shorter
+than the context): RMSNorm, RoPE, GQA, SwiGLU MLP, tied or separate head. Anything else falls back
+to the plain HF path with a warning that names the reason (`make_backend`); the backend's `name`
+says which path ran.
 """
 
 from __future__ import annotations
@@ -23,7 +40,8 @@ import torch.nn.functional as F
 
 from .decoding import HFBackend, position_ids
 
-SUPPORTED_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+WEIGHT_KINDS = ("auto", "mkldnn", "t", "linear")
 
 
 def is_llama_shaped(model) -> str | None:
@@ -31,11 +49,15 @@ def is_llama_shaped(model) -> str | None:
     cfg = getattr(model, "config", None)
     mtype = getattr(cfg, "model_type", None)
     if mtype not in SUPPORTED_TYPES:
-        return f"model type {mtype!r} is not Llama-shaped"
+        return f"model type {mtype!r} is not one of the fast path's families {SUPPORTED_TYPES}"
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return f"hidden_act={cfg.hidden_act!r}"
-    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) and mtype != "llama":
-        return "sliding-window attention"
+    window = getattr(cfg, "sliding_window", None)
+    if window and getattr(cfg, "use_sliding_window", mtype == "mistral") and mtype != "llama":
+        if window < getattr(cfg, "max_position_embeddings", 0):
+            return f"sliding-window attention (window {window})"
+    if getattr(cfg, "layer_types", None) and any(t != "full_attention" for t in cfg.layer_types):
+        return "layers with sliding-window attention"
     inner = getattr(model, "model", None)
     if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "rotary_emb"):
         return "no .model.layers / .model.rotary_emb"
@@ -51,12 +73,91 @@ def is_llama_shaped(model) -> str | None:
     return None
 
 
+def default_weight_kind(device: torch.device) -> str:
+    if device.type != "cpu":
+        return "linear"
+    return "mkldnn" if torch.backends.mkldnn.is_available() else "t"
+
+
+class PackedLinear:
+    """y = x @ W.T (+ b) with W [out, in] stored in the layout `kind` streams fastest.
+
+    rows: the batch the weight is packed for (oneDNN picks its blocking from it; any batch works).
+    dtype: the storage and compute dtype of the product (outputs come back in x's dtype).
+    """
+
+    __slots__ = ("kind", "w", "b", "dtype")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kind: str, rows: int = 2, dtype=None):
+        w = weight.detach()
+        self.dtype = dtype or w.dtype
+        self.kind = kind
+        self.b = None if bias is None else bias.detach()
+        if kind == "mkldnn":
+            self.w = torch.ops.mkldnn._reorder_linear_weight(w.to(self.dtype).contiguous(), max(1, int(rows)))
+        elif kind == "t":
+            self.w = w.to(self.dtype).t().contiguous()
+        elif kind == "linear":
+            self.w = w.to(self.dtype)
+        else:
+            raise ValueError(f"weight kind {kind!r}: expected one of {WEIGHT_KINDS[1:]}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out_dtype = x.dtype
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype)
+        if self.kind == "mkldnn":
+            y = torch.ops.mkldnn._linear_pointwise(x, self.w, None, "none", [], "")
+        elif self.kind == "t":
+            y = x @ self.w
+        else:
+            y = F.linear(x, self.w)
+        if y.dtype != out_dtype:
+            y = y.to(out_dtype)
+        if self.b is not None:
+            y = y + self.b
+        return y
+
+
+def _cat_bias(*mods) -> torch.Tensor | None:
+    biases = [getattr(m, "bias", None) for m in mods]
+    if all(b is None for b in biases):
+        return None
+    return torch.cat([b.detach() if b is not None else m.weight.new_zeros(m.weight.shape[0]) for b, m in zip(biases, mods)])
+
+
+class _Layer:
+    """One decoder layer's weights, fused and packed."""
+
+    def __init__(self, layer, kind: str, rows: int, dtype):
+        a, m = layer.self_attn, layer.mlp
+        qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach()
+        self.qkv = PackedLinear(qkv_w, _cat_bias(a.q_proj, a.k_proj, a.v_proj), kind, rows, dtype)
+        self.o = PackedLinear(a.o_proj.weight, a.o_proj.bias, kind, rows, dtype)
+        gu = torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach()
+        self.gate_up = PackedLinear(gu, _cat_bias(m.gate_proj, m.up_proj), kind, rows, dtype)
+        self.down = PackedLinear(m.down_proj.weight, m.down_proj.bias, kind, rows, dtype)
+        self.ln1 = layer.input_layernorm.weight.detach()
+        self.eps1 = _eps(layer.input_layernorm)
+        self.ln2 = layer.post_attention_layernorm.weight.detach()
+        self.eps2 = _eps(layer.post_attention_layernorm)
+        qn, kn = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
+        self.q_norm = None if qn is None else (qn.weight.detach(), _eps(qn))
+        self.k_norm = None if kn is None else (kn.weight.detach(), _eps(kn))
+        self.scale = float(getattr(a, "scaling", 0.0) or 0.0)
+
+
+def _eps(norm) -> float:
+    return float(getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6))
+
+
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm exactly as HF Llama computes it (statistics in fp32)."""
-    dtype = x.dtype
-    x = x.float()
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x.to(dtype)
+    """RMSNorm as HF Llama computes it: statistics in fp32, scaled in the model dtype."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype) if weight.dtype != x.dtype else weight, eps)
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -65,70 +166,162 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class FastLlama:
-    """Prefill + static-cache decode over a Llama-shaped HF causal LM (weights shared, not copied)."""
+    """Prefill + cached decode over a Llama-family HF causal LM, with repacked fused weights.
+
+    weights: "auto" (CUDA: "linear"; CPU: "mkldnn" where oneDNN is built, else "t"), or one of them.
+    dtype: "fp32"/None keeps the model dtype (exact up to float rounding); "bf16" packs the linear
+    layers in bfloat16 (an approximation).
+    attention: "filled" (CPU default: attend over the written part of the cache) or "static" (the
+    whole preallocated cache under a mask, fixed shapes: what a CUDA graph needs; CUDA default).
+    """
 
     name = "fast"
 
-    def __init__(self, model, use_cuda_graph: bool | None = None):
+    def __init__(self, model, use_cuda_graph: bool | None = None, weights: str = "auto", dtype: str | None = None,
+                 attention: str | None = None):
         why = is_llama_shaped(model)
         if why:
             raise ValueError(why)
+        if weights not in WEIGHT_KINDS:
+            raise ValueError(f"weights={weights!r}: expected one of {WEIGHT_KINDS}")
         self.model = model
         cfg = model.config
         self.cfg = cfg
         self.inner = model.model
-        self.layers = list(self.inner.layers)
+        self.hf_layers = list(self.inner.layers)
         self.n_heads = cfg.num_attention_heads
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
-        self.eps = cfg.rms_norm_eps
         self.head_weight = model.get_output_embeddings().weight  # [V, D] (tied or not)
         self.head_bias = getattr(model.get_output_embeddings(), "bias", None)
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
+        self.weight_kind = default_weight_kind(self.device) if weights == "auto" else weights
+        if self.weight_kind == "mkldnn" and (self.device.type != "cpu" or not torch.backends.mkldnn.is_available()):
+            raise ValueError("weights='mkldnn' needs a CPU model and a PyTorch built with oneDNN")
+        if dtype in (None, "fp32", "float32", "model"):
+            self.mm_dtype = self.dtype
+        elif dtype in ("bf16", "bfloat16"):
+            self.mm_dtype = torch.bfloat16
+        else:
+            raise ValueError(f"dtype={dtype!r}: expected 'fp32' or 'bf16'")
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
         self.use_cuda_graph = use_cuda_graph
+        self.attention = attention or ("static" if (use_cuda_graph or self.device.type == "cuda") else "filled")
+        if self.attention not in ("filled", "static"):
+            raise ValueError(f"attention={attention!r}: expected 'filled' or 'static'")
+        if use_cuda_graph and self.attention != "static":
+            raise ValueError("CUDA graphs need attention='static'")
         self._graph = None
         self.cache = None
+        self.layers: list[_Layer] | None = None
+        self._packed_rows = None
+        self._heads: dict[tuple[int, int], PackedLinear] = {}
+
+    # --- weights --------------------------------------------------------------------------
+    def pack_rows(self, rows: int) -> int:
+        """The batch the weights are packed for: oneDNN blocking for 1-2 rows serves up to ~8 well."""
+        return 2 if rows <= 2 else 4
+
+    @torch.inference_mode()
+    def pack(self, rows: int = 2) -> None:
+        """(Re)pack the layer weights for decode batches of about `rows` rows (done at prefill)."""
+        want = self.pack_rows(rows) if self.weight_kind == "mkldnn" else 0
+        if self.layers is not None and self._packed_rows == want:
+            return
+        self.layers = [_Layer(layer, self.weight_kind, want or rows, self.mm_dtype) for layer in self.hf_layers]
+        self._packed_rows = want
+        self._heads.clear()
+        self.eps = _eps(self.inner.norm)
 
     # --- rotary tables --------------------------------------------------------------------
     def _rope_tables(self, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         pos = torch.arange(max_len, device=self.device)[None]
         dummy = torch.zeros(1, device=self.device, dtype=self.dtype)
         cos, sin = self.inner.rotary_emb(dummy, pos)
-        return cos[0], sin[0]  # [max_len, head_dim]
+        return cos[0].to(self.dtype), sin[0].to(self.dtype)  # [max_len, head_dim]
 
     # --- the forward ----------------------------------------------------------------------
-    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, cache_pos: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """ids [R, L], pos [R, L] rope positions, cache_pos [L] cache slots, attn_mask [R, 1, L, max_len] bool.
+    def _qkv(self, lay: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Normed input -> rotated q [R, H, L, hd], k [R, KV, L, hd], v [R, KV, L, hd]."""
+        R, L, _ = x.shape
+        H, KV, hd = self.n_heads, self.n_kv, self.head_dim
+        h = _rms(x, lay.ln1, lay.eps1)
+        qkv = lay.qkv(h).view(R, L, H + 2 * KV, hd)
+        if lay.q_norm is not None:  # qwen3: RMSNorm per head before the rotation
+            q = _rms(qkv[:, :, :H], *lay.q_norm)
+            k = _rms(qkv[:, :, H : H + KV], *lay.k_norm)
+            qk = torch.cat([q, k], dim=2)
+        else:
+            qk = qkv[:, :, : H + KV]
+        qk = qk * cos + _rotate_half(qk) * sin  # one rotation for q and k together
+        q = qk[:, :, :H].transpose(1, 2)
+        k = qk[:, :, H:].transpose(1, 2)
+        v = qkv[:, :, H + KV :].transpose(1, 2)
+        return q, k, v
 
-        Writes the new keys/values into the cache and returns final-normed hidden states [R, L, D].
+    def _mlp_and_out(self, lay: _Layer, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        x = x + lay.o(o)
+        h = _rms(x, lay.ln2, lay.eps2)
+        gu = lay.gate_up(h)
+        g, u = gu.chunk(2, dim=-1)
+        return x + lay.down(F.silu(g) * u)
+
+    def _forward_filled(self, ids: torch.Tensor, pos: torch.Tensor, start: int, bias: torch.Tensor | None) -> torch.Tensor:
+        """ids [R, L] at cache slots [start, start + L); attends over slots [0, start + L).
+
+        pos [R, L] rope positions; bias None or additive [R, 1, 1, L, start + L] (0 / -inf).
+        Returns final-normed hidden states [R, L, D].
         """
         R, L = ids.shape
+        n = start + L
+        KV, G, hd = self.n_kv, self.n_heads // self.n_kv, self.head_dim
         x = self.inner.embed_tokens(ids)
-        cos = self.cos[pos].unsqueeze(1)  # [R, 1, L, hd]
-        sin = self.sin[pos].unsqueeze(1)
-        for i, layer in enumerate(self.layers):
-            a = layer.self_attn
-            h = _rms(x, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
-            q = a.q_proj(h).view(R, L, self.n_heads, self.head_dim).transpose(1, 2)
-            k = a.k_proj(h).view(R, L, self.n_kv, self.head_dim).transpose(1, 2)
-            v = a.v_proj(h).view(R, L, self.n_kv, self.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+        cos = self.cos[pos].unsqueeze(2)  # [R, L, 1, hd]
+        sin = self.sin[pos].unsqueeze(2)
+        for i, lay in enumerate(self.layers):
+            q, k, v = self._qkv(lay, x, cos, sin)
+            kc, vc = self.cache[i, 0], self.cache[i, 1]
+            kc[:, :, start:n] = k
+            vc[:, :, start:n] = v
+            keys, vals = kc[:, :, :n], vc[:, :, :n]
+            # GQA without repeating keys: query heads grouped by their kv head, [R, KV, G*L, hd]
+            s = (q.reshape(R, KV, G * L, hd) @ keys.transpose(-1, -2)) * (lay.scale or hd**-0.5)
+            if bias is not None:
+                s = (s.view(R, KV, G, L, n) + bias).view(R, KV, G * L, n)
+            o = s.softmax(-1) @ vals  # [R, KV, G*L, hd]
+            o = o.view(R, self.n_heads, L, hd).transpose(1, 2).reshape(R, L, self.n_heads * hd)
+            x = self._mlp_and_out(lay, x, o)
+        return _rms(x, self.inner.norm.weight, self.eps)
+
+    def _forward_static(self, ids: torch.Tensor, pos: torch.Tensor, cache_pos: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """Fixed-shape forward for CUDA graphs: cache slots from a tensor, mask [R, 1, L, max_len] bool."""
+        R, L = ids.shape
+        x = self.inner.embed_tokens(ids)
+        cos = self.cos[pos].unsqueeze(2)
+        sin = self.sin[pos].unsqueeze(2)
+        for i, lay in enumerate(self.layers):
+            q, k, v = self._qkv(lay, x, cos, sin)
             kc, vc = self.cache[i, 0], self.cache[i, 1]
             kc.index_copy_(2, cache_pos, k.to(kc.dtype))
             vc.index_copy_(2, cache_pos, v.to(vc.dtype))
             o = F.scaled_dot_product_attention(
-                q, kc, vc, attn_mask=attn_mask, scale=getattr(a, "scaling", self.head_dim**-0.5),
+                q, kc, vc, attn_mask=attn_mask, scale=lay.scale or self.head_dim**-0.5,
                 enable_gqa=self.n_kv != self.n_heads,
             )
-            x = x + a.o_proj(o.transpose(1, 2).reshape(R, L, self.n_heads * self.head_dim))
-            m = layer.mlp
-            h = _rms(x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)
-            x = x + m.down_proj(F.silu(m.gate_proj(h)) * m.up_proj(h))
-        return _rms(x, self.inner.norm.weight, self.inner.norm.variance_epsilon)
+            x = self._mlp_and_out(lay, x, o.transpose(1, 2).reshape(R, L, self.n_heads * self.head_dim))
+        return _rms(x, self.inner.norm.weight, self.eps)
+
+    def _bias(self, start: int, L: int) -> torch.Tensor | None:
+        """Additive attention bias for queries at slots [start, start+L) over keys [0, start+L)."""
+        n = start + L
+        if L == 1:
+            return None if self.no_pad else self.pad_bias[:, None, None, None, :n]
+        j = torch.arange(n, device=self.device)
+        qpos = torch.arange(start, n, device=self.device)[:, None]
+        ok = (j[None] <= qpos) & (self.key_valid[:, None, :n] | (j[None] == qpos))  # pad queries see themselves
+        return torch.zeros(ok.shape, dtype=self.dtype, device=self.device).masked_fill_(~ok, float("-inf"))[:, None, None]
 
     # --- backend API ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -141,12 +334,14 @@ class FastLlama:
         """
         ids, mask = ids.to(self.device), mask.to(self.device).bool()
         R, L = ids.shape
+        self.pack(R)
         max_len = max(int(max_len or 0), L + 1)
         shape = (len(self.layers), 2, R, self.n_kv, max_len, self.head_dim)
-        if getattr(self, "cache", None) is None or tuple(self.cache.shape) != shape:
+        if self.cache is None or tuple(self.cache.shape) != shape:
             self.cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
             self.cos, self.sin = self._rope_tables(max_len + 1)
             self.key_valid = torch.ones(R, max_len, dtype=torch.bool, device=self.device)
+            self.pad_bias = torch.zeros(R, max_len, dtype=self.dtype, device=self.device)
             self.step_tok = torch.zeros(R, 1, dtype=torch.long, device=self.device)
             self.step_cache_pos = torch.zeros(1, dtype=torch.long, device=self.device)
             self.pos_shift = torch.zeros(R, 1, dtype=torch.long, device=self.device)
@@ -156,13 +351,19 @@ class FastLlama:
         # keys a row may ever see: its real prompt tokens and everything generated
         self.key_valid.fill_(True)
         self.key_valid[:, :L] = mask
-        causal = torch.ones(L, max_len, dtype=torch.bool, device=self.device).tril()
-        attn = causal[None] & self.key_valid[:, None, :]
-        attn |= torch.eye(L, max_len, dtype=torch.bool, device=self.device)[None]  # pad queries see themselves
-        h = self._forward(ids, position_ids(mask), torch.arange(L, device=self.device), attn[:, None])
+        self.pad_bias.zero_().masked_fill_(~self.key_valid, float("-inf"))
+        self.no_pad = bool(mask.all())
+        pads = L - mask.long().sum(-1)
+        self.pos_shift.copy_(pads.view(R, 1))  # pads per row
+        if self.attention == "static":
+            causal = torch.ones(L, max_len, dtype=torch.bool, device=self.device).tril()
+            attn = causal[None] & self.key_valid[:, None, :]
+            attn |= torch.eye(L, max_len, dtype=torch.bool, device=self.device)[None]  # pad queries see themselves
+            h = self._forward_static(ids, position_ids(mask), torch.arange(L, device=self.device), attn[:, None])
+        else:
+            h = self._forward_filled(ids, position_ids(mask), 0, self._bias(0, L))
         # decode-step state lives in tensors so a captured graph replays it
         self.step_cache_pos.fill_(L)
-        self.pos_shift.copy_((L - mask.long().sum(-1)).view(R, 1))  # pads per row
         self._pos = L
         return h[:, -1]
 
@@ -170,13 +371,16 @@ class FastLlama:
         p = self.step_cache_pos
         pos = (p.view(1, 1) - self.pos_shift).clamp(min=0)  # [R, 1] rope positions
         attn = (self.key_valid & (self.arange <= p)[None])[:, None, None, :]
-        return self._forward(self.step_tok, pos, p, attn)[:, -1]
+        return self._forward_static(self.step_tok, pos, p, attn)[:, -1]
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row [R]; returns hidden [R, D] for the next position."""
         if self._pos >= self.max_len:
-            raise RuntimeError(f"static KV cache of {self.max_len} positions is full")
+            raise RuntimeError(f"KV cache of {self.max_len} positions is full")
+        if self.attention == "filled":
+            out = self.step_many(tokens.view(-1, 1))[:, -1]
+            return out
         self.step_tok.copy_(tokens.view(-1, 1))
         if self.use_cuda_graph:
             if self._graph is None:
@@ -188,6 +392,34 @@ class FastLlama:
         self.step_cache_pos += 1
         self._pos += 1
         return out
+
+    @torch.inference_mode()
+    def step_many(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed L tokens per row [R, L] at the next L positions; returns hidden [R, L, D] (filled attention)."""
+        if self.attention != "filled":
+            raise RuntimeError("step_many needs attention='filled'")
+        tokens = tokens.to(self.device)
+        R, L = tokens.shape
+        start = self._pos
+        if start + L > self.max_len:
+            raise RuntimeError(f"KV cache of {self.max_len} positions is full")
+        slots = torch.arange(start, start + L, device=self.device)[None]
+        pos = (slots - self.pos_shift).clamp(min=0)
+        h = self._forward_filled(tokens, pos, start, self._bias(start, L))
+        self._pos = start + L
+        self.step_cache_pos.fill_(self._pos)
+        return h
+
+    def truncate(self, n: int) -> None:
+        """Forget the cache past position n (the entries are overwritten by the next steps)."""
+        if not (0 < n <= self._pos):
+            raise ValueError(f"truncate({n}): the cache holds {self._pos} positions")
+        self._pos = n
+        self.step_cache_pos.fill_(n)
+
+    @property
+    def position(self) -> int:
+        return self._pos
 
     def _capture(self) -> None:
         """Record one decode step as a CUDA graph (after warm-up runs on a side stream).
@@ -208,19 +440,28 @@ class FastLlama:
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        """Logits of vocabulary rows [lo, hi) only: hidden [R, D] -> [R, hi - lo] (float32)."""
-        w = self.head_weight[lo:hi]
-        out = hidden @ w.T
-        if self.head_bias is not None:
-            out = out + self.head_bias[lo:hi]
-        return out.float()
+        """Logits of vocabulary rows [lo, hi) only: hidden [R, D] (or [R, L, D]) -> [..., hi - lo] (float32)."""
+        if self.weight_kind == "linear" or hi - lo < 256:
+            w = self.head_weight[lo:hi]
+            out = hidden @ w.T
+            if self.head_bias is not None:
+                out = out + self.head_bias[lo:hi]
+            return out.float()
+        head = self._heads.get((lo, hi))
+        if head is None:  # a visual group: packed once, reused every step
+            if len(self._heads) >= 8:
+                self._heads.clear()
+            b = None if self.head_bias is None else self.head_bias[lo:hi]
+            head = self._heads[(lo, hi)] = PackedLinear(self.head_weight[lo:hi], b, self.weight_kind,
+                                                        self._packed_rows or 2, self.dtype)
+        return head(hidden).float()
 
 
-def make_backend(model, fast: bool = True):
-    """The fast backend when the model is Llama-shaped (and `fast`), else the plain HF one."""
+def make_backend(model, fast: bool = True, **options):
+    """The fast backend when the model is Llama-shaped (and `fast`), else the plain HF one (with a warning)."""
     if fast:
         why = is_llama_shaped(model)
         if why is None:
-            return FastLlama(model)
+            return FastLlama(model, **options)
         warnings.warn(f"fast decoding unavailable ({why}); using the plain transformers path", stacklevel=2)
     return HFBackend(model)

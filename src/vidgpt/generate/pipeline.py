@@ -17,7 +17,6 @@ each conditioned on the last `context_frames` latent frames of the clip before, 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -25,21 +24,17 @@ import numpy as np
 import torch
 
 from ..errors import GenerationError, ModelError
-from ..layout import (
-    DEFAULT_CONTINUE,
-    Layout,
-    Sample,
-    Turn,
-    VisualBlock,
-    block_length,
-)
+from ..geometry import ClipGeometry, block_length, factors_of, video_shape
+from ..layout import DEFAULT_CONTINUE, Layout, Sample, Turn, VisualBlock
 from ..vocab import UnifiedVocab
 from .constraints import ShapeLimits, StructureConstraint
 from .decoding import constrained_decode
 from .fast_decode import make_backend
+from .progress import clip_progress
+from .result import GenerationResult
 from .sampling import SamplingConfig, make_generator
 
-TIME_FACTOR, SPACE_FACTOR = 4, 8
+__all__ = ["GenerationResult", "VidGPT", "default_model_dir", "resolve_model_dir"]
 
 
 def default_model_dir() -> Path:
@@ -68,51 +63,6 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
     return d
 
 
-@dataclass
-class GenerationResult:
-    """What a generate / edit / chat call made.
-
-    videos: uint8 [N, T, H, W, 3] (None when decode=False); tensors: float [N, 3, T, H, W] in [-1, 1].
-    blocks: the parsed visual block of each sample (its codes: block.fine [t,h,w], block.blueprint).
-    token_ids: the ids each sample's assistant turn wrote (incl. end of turn); prompt_ids: what it read.
-    """
-
-    prompt: str
-    blocks: list[VisualBlock]
-    token_ids: list[list[int]]
-    prompt_ids: list[int]
-    videos: np.ndarray | None = None
-    tensors: torch.Tensor | None = None
-    preview: bool = False
-    texts: list[str] = field(default_factory=list)
-    fps: float = 8.0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def codes(self) -> list[torch.Tensor]:
-        """Per sample: the fine codes [t,h,w] (the blueprint codes for a preview)."""
-        return [b.fine if b.fine is not None else b.blueprint for b in self.blocks]
-
-    def save(self, path: str | os.PathLike, fps: float | None = None, grid: bool = False) -> list[Path]:
-        """Write each sample to `path` (sample i > 0 gets a `-i` suffix); `grid` adds a PNG contact sheet."""
-        from ..data.video_io import save_contact_sheet, write_video
-
-        if self.videos is None:
-            raise GenerationError("nothing to save: the result was not decoded (decode=False)")
-        path = Path(path)
-        written = []
-        for i, frames in enumerate(self.videos):
-            p = path if len(self.videos) == 1 else path.with_name(f"{path.stem}-{i}{path.suffix}")
-            if frames.shape[0] == 1 and p.suffix.lower() in (".mp4", ".gif", ".webm"):
-                p = p.with_suffix(".png")
-            written.append(Path(write_video(p, frames, fps=fps or self.fps)))
-            if grid:
-                sheet = p.with_name(p.stem + "-grid.png")
-                save_contact_sheet(sheet, frames)
-                written.append(sheet)
-        return written
-
-
 class VidGPT:
     """An extended causal LM + its video tokenizer, with constrained coarse-to-fine sampling."""
 
@@ -125,6 +75,7 @@ class VidGPT:
         chat: bool = True,
         meta: dict | None = None,
         fast: bool = True,
+        decode_options: dict | None = None,
     ):
         self.model = model.eval()
         self.text_tokenizer = text_tokenizer
@@ -138,7 +89,9 @@ class VidGPT:
         self.fps = float(self.meta.get("fps", 8))
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         self.device = next(model.parameters()).device
-        self.backend = make_backend(model, fast)
+        self.time_factor, self.space_factor = factors_of(self.video_tokenizer, self.meta)
+        self.decode_options = dict(decode_options or {})
+        self.backend = make_backend(model, fast, **self.decode_options)
         eos = getattr(text_tokenizer, "eos_token_id", None)
         if chat:
             self.tail_ids = list(self.layout._ids(self.layout.wrappers.end_of_turn)) or [eos]
@@ -149,8 +102,12 @@ class VidGPT:
         self.pad_id = int(pad if pad is not None else (eos if eos is not None else 0))
 
     @classmethod
-    def from_pretrained(cls, directory=None, device=None, dtype=None, fast: bool = True) -> "VidGPT":
-        """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it."""
+    def from_pretrained(cls, directory=None, device=None, dtype=None, fast: bool = True,
+                        decode_options: dict | None = None) -> "VidGPT":
+        """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it.
+
+        decode_options go to the fast backend (fast_decode.FastLlama: weights, dtype, attention).
+        """
         from ..backbone import load_vidgpt_lm
         from ..tokenizer import VideoTokenizer
         from ..utils import pick_device
@@ -165,7 +122,8 @@ class VidGPT:
             raise ModelError(f"{tok_dir}: the model's video tokenizer directory is missing")
         video_tok = VideoTokenizer.from_pretrained(tok_dir, device=device)
         chat = bool((lm.meta.get("layout") or {}).get("chat", True))
-        return cls(lm.model, lm.text_tokenizer, lm.vocab, video_tok, chat=chat, meta=lm.meta, fast=fast)
+        return cls(lm.model, lm.text_tokenizer, lm.vocab, video_tok, chat=chat, meta=lm.meta, fast=fast,
+                   decode_options=decode_options)
 
     # --- shapes and limits -----------------------------------------------------------------
     def sections(self, blueprint_only: bool = False) -> tuple[str, ...]:
@@ -173,33 +131,27 @@ class VidGPT:
             return ("blueprint",)
         return ("blueprint", "fine") if self.blueprint else ("fine",)
 
+    def geometry(self, frames: int, height: int, width: int, blueprint: bool | None = None) -> ClipGeometry:
+        """The clip geometry of a request under this model's tokenizer factors (not yet validated)."""
+        blueprint = self.blueprint if blueprint is None else blueprint
+        return ClipGeometry(frames, height, width, self.time_factor, self.space_factor, bool(blueprint))
+
+    @property
+    def size_multiple(self) -> int:
+        """What clip sides must be multiples of (2x the space factor when a blueprint is drawn)."""
+        return self.geometry(1, 1, 1).multiple
+
     def latent_shape(self, frames: int, height: int, width: int, blueprint: bool | None = None) -> tuple[int, int, int]:
         """Validate a requested video size and return its latent (t, h, w); GenerationError if impossible."""
-        blueprint = self.blueprint if blueprint is None else blueprint
-        for name, v in (("frames", frames), ("height", height), ("width", width)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise GenerationError(f"{name}={v!r}: must be a positive integer")
-        if (frames - 1) % TIME_FACTOR:
-            raise GenerationError(f"frames={frames}: the tokenizer makes 1+4n frames (1, 5, 9, 13, 17, ...)")
-        mult = 2 * SPACE_FACTOR if blueprint else SPACE_FACTOR
-        for name, v in (("height", height), ("width", width)):
-            if v % mult:
-                why = " (the blueprint is drawn at half size)" if blueprint else ""
-                raise GenerationError(f"{name}={v}: must be a multiple of {mult}{why}")
-        t, h, w = 1 + (frames - 1) // TIME_FACTOR, height // SPACE_FACTOR, width // SPACE_FACTOR
         s = self.vocab.spec
-        if t > s.max_latent_t:
-            raise GenerationError(f"frames={frames}: at most {1 + (s.max_latent_t - 1) * TIME_FACTOR} frames per clip for this model")
-        if max(h, w) > s.max_latent_hw:
-            raise GenerationError(f"{height}x{width}: at most {s.max_latent_hw * SPACE_FACTOR} pixels per side for this model")
-        return t, h, w
+        return self.geometry(frames, height, width, blueprint).check(s.max_latent_t, s.max_latent_hw).latent
 
     def check_fits(self, prompt_len: int, shape, sections: Sequence[str]) -> int:
         """Positions left after the prompt; GenerationError if the block does not fit the context."""
         n = block_length(shape, self.vocab.spec.subtokens, "blueprint" in sections, "fine" in sections)
         total = prompt_len + n + len(self.tail_ids)
         if total > self.max_positions:
-            T, H, W = 1 + (shape[0] - 1) * TIME_FACTOR, shape[1] * SPACE_FACTOR, shape[2] * SPACE_FACTOR
+            T, H, W = video_shape(*shape, time_factor=self.time_factor, space_factor=self.space_factor)
             raise GenerationError(
                 f"a {T}-frame {H}x{W} clip takes {n} tokens; with the {prompt_len}-token prompt that is {total}, "
                 f"more than the model's {self.max_positions} positions (use fewer frames or a smaller size)"
@@ -219,14 +171,12 @@ class VidGPT:
         desc: str = "sampling",
     ) -> tuple[list[VisualBlock], list[list[int]]]:
         """One constrained block per prompt. Returns the parsed blocks and each row's ids (+ tail)."""
-        from tqdm.auto import tqdm
-
         longest = max(len(p) for p in list(prompts) + list(uncond or []))
         left = self.check_fits(longest, shape, sections)
         n = len(prompts)
         con = StructureConstraint(self.vocab, n, shape=shape, sections=sections, max_new_tokens=left, pad_id=self.pad_id)
         total = block_length(shape, self.vocab.spec.subtokens, "blueprint" in sections, "fine" in sections)
-        with tqdm(total=total, desc=desc, unit="tok", disable=not progress, leave=False) as bar:
+        with clip_progress(shape, self.vocab.spec.subtokens, sections, enabled=progress, desc=desc) as bar:
             out = constrained_decode(
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
                 pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
@@ -380,7 +330,7 @@ class VidGPT:
         """Extend each sample clip by clip until it has `frames` frames; stitch decoded frames."""
         t = shape[0]
         k = max(1, min(context_frames, t))
-        clip_T = 1 + (t - 1) * TIME_FACTOR
+        clip_T = video_shape(t, 1, 1, self.time_factor, self.space_factor)[0]
         per_sample = [[b] for b in result.blocks]
         have = clip_T
         while have < frames:
