@@ -244,6 +244,12 @@ class StructureConstraint:
             return first
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
+    def remaining_plan(self) -> list[tuple[int, int]]:
+        """The ranges of every position still to come (lockstep only: a fixed shape, no text)."""
+        if not self.lockstep:
+            raise GenerationError("the plan ahead is known only for a fixed shape without text")
+        return list(zip(self._lo[self._step :], self._hi[self._step :]))
+
     def advance(self, tokens: torch.Tensor) -> None:
         """Record the tokens [batch] chosen at this step."""
         if self.lockstep:

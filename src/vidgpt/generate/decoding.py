@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from .constraints import StructureConstraint, range_mask
-from .sampling import SamplingConfig, apply_cfg, sample
+from .sampling import PositionalNoise, SamplingConfig, apply_cfg, sample_with_noise
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +92,30 @@ class DecodeOutput:
     steps: int
 
 
+def _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, index, vocab_size, device):
+    """The tokens [N] for one position from its backend state (any leading dims squeezed by the caller)."""
+    if isinstance(lo, int):
+        if hi - lo == 1:
+            return torch.full((N,), lo, dtype=torch.long, device=device)
+        logits = backend.logits(state, lo, hi)
+        logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N]
+        eps = noise(index, logits.shape) if noise is not None else None
+        return sample_with_noise(logits, sampling, eps) + lo
+    V = vocab_size or max(hi)
+    logits = backend.logits(state, 0, V)
+    logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N].float()
+    allowed = range_mask(lo, hi, V, logits.device)
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    eps = noise(index, logits.shape) if noise is not None else None
+    return sample_with_noise(logits, sampling, eps)
+
+
+def can_speculate(backend) -> bool:
+    """True when the backend's own class feeds several positions per pass (a wrapper that only
+    forwards attributes, like the server's progress watch, keeps the one-token loop it observes)."""
+    return callable(getattr(type(backend), "step_many", None)) and callable(getattr(type(backend), "truncate", None))
+
+
 @torch.inference_mode()
 def constrained_decode(
     backend,
@@ -104,35 +128,36 @@ def constrained_decode(
     vocab_size: int | None = None,
     progress=None,
     max_steps: int | None = None,
+    speculative: int = 0,
+    stats: dict | None = None,
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
     Rows are [cond_0 .. cond_{N-1}, uncond_0 .. uncond_{N-1}]; the token drawn for sample i is
-    fed to both of its rows. `progress` is an optional tqdm-like object updated once per step.
+    fed to both of its rows. `progress` is an optional tqdm-like object updated as tokens come.
+    Token i is drawn with the noise of position i (sampling.PositionalNoise), so the result does
+    not depend on how many tokens a forward pass decides. speculative=k > 0 decodes the lockstep
+    (fixed-shape) part with speculative Jacobi decoding over windows of k drafted tokens
+    (jacobi.py): the same tokens, fewer passes when drafts are accepted. `stats` (a dict) gets
+    passes / tokens / accepted counts.
     """
     N = len(prompts)
     use_cfg = uncond_prompts is not None and sampling.use_cfg
     rows = list(prompts) + (list(uncond_prompts) if use_cfg else [])
     ids, mask = left_pad(rows, pad_id, backend.device)
-    state = backend.prefill(ids, mask, max_len=ids.shape[1] + (max_steps or 0) + 1)
+    extra = int(speculative) + 1 if speculative else 0
+    state = backend.prefill(ids, mask, max_len=ids.shape[1] + (max_steps or 0) + 1 + extra)
+    noise = PositionalNoise(generator, backend.device) if sampling.temperature > 0 else None
+    if speculative and constraint.lockstep and can_speculate(backend):
+        from .jacobi import jacobi_decode
+
+        return jacobi_decode(backend, state, constraint, sampling, noise, N, use_cfg, int(speculative),
+                             progress=progress, max_steps=max_steps, stats=stats)
     out: list[torch.Tensor] = []
     step = 0
     while not constraint.done:
         lo, hi = constraint.ranges()
-        if isinstance(lo, int):
-            if hi - lo == 1:
-                tok = torch.full((N,), lo, dtype=torch.long, device=backend.device)
-            else:
-                logits = backend.logits(state, lo, hi)
-                logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N]
-                tok = sample(logits, sampling, generator) + lo
-        else:
-            V = vocab_size or max(hi)
-            logits = backend.logits(state, 0, V)
-            logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N].float()
-            allowed = range_mask(lo, hi, V, logits.device)
-            logits = logits.masked_fill(~allowed, float("-inf"))
-            tok = sample(logits, sampling, generator)
+        tok = _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, step, vocab_size, backend.device)
         constraint.advance(tok)
         out.append(tok)
         step += 1
@@ -141,5 +166,7 @@ def constrained_decode(
         if constraint.done or (max_steps is not None and step >= max_steps):
             break
         state = backend.step(torch.cat([tok, tok]) if use_cfg else tok)
+    if stats is not None:
+        stats.update(passes=step, tokens=step, accepted=0)
     tokens = torch.stack(out, dim=1).cpu() if out else torch.zeros((N, 0), dtype=torch.long)
     return DecodeOutput(tokens, constraint.finished(), constraint.kinds(), step)

@@ -91,7 +91,11 @@ class VidGPT:
         self.device = next(model.parameters()).device
         self.time_factor, self.space_factor = factors_of(self.video_tokenizer, self.meta)
         self.decode_options = dict(decode_options or {})
-        self.backend = make_backend(model, fast, **self.decode_options)
+        opts = dict(self.decode_options)
+        # drafted tokens per pass for speculative Jacobi decoding (0 = one token a pass); see jacobi.py
+        self.speculative = int(opts.pop("speculative", 0) or 0)
+        self.backend = make_backend(model, fast, **opts)
+        self.last_stats: dict = {}
         eos = getattr(text_tokenizer, "eos_token_id", None)
         if chat:
             self.tail_ids = list(self.layout._ids(self.layout.wrappers.end_of_turn)) or [eos]
@@ -106,7 +110,8 @@ class VidGPT:
                         decode_options: dict | None = None) -> "VidGPT":
         """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it.
 
-        decode_options go to the fast backend (fast_decode.FastLlama: weights, dtype, attention).
+        decode_options: `speculative` (drafts per pass, jacobi.py) and the fast backend's options
+        (fast_decode.FastLlama: weights, dtype, attention).
         """
         from ..backbone import load_vidgpt_lm
         from ..tokenizer import VideoTokenizer
@@ -180,6 +185,7 @@ class VidGPT:
             out = constrained_decode(
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
                 pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
+                speculative=self.speculative, stats=self.last_stats,
             )
         blocks, rows = [], []
         for i in range(n):

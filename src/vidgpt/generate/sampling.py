@@ -2,6 +2,12 @@
 
 Every function works on a batch of logits `[B, V]` (V may be a slice of the vocabulary: the
 constrained decoder samples among the rows of one visual group only and adds the slice's offset).
+
+The decode loop draws with `PositionalNoise`: the token at step i is argmax(p / E_i) with E_i
+i.i.d. Exp(1) noise that depends only on the seed and i (the exponential-race form of the
+Gumbel-max trick, an exact draw from p). So a token is a deterministic function of its logits and
+its position, which is what lets speculative (Jacobi) decoding give exactly the tokens the
+one-token-a-step loop gives for the same seed (jacobi.py).
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def apply_cfg(logits: torch.Tensor, scale: float, n_cond: int) -> torch.Tensor:
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     """Set logits outside the top-k / nucleus top-p to -inf. logits: [B, V] float (already tempered)."""
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
@@ -80,3 +86,27 @@ def sample(logits: torch.Tensor, config: SamplingConfig, generator: torch.Genera
     logits = filter_logits(logits / config.temperature, config.top_k, config.top_p)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class PositionalNoise:
+    """Exp(1) noise keyed by (seed, position): `noise(i, shape)` is the same whenever asked for position i."""
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device | str = "cpu"):
+        g = generator if generator is not None else make_generator(None)
+        self.base = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
+        self.device = torch.device(device)
+
+    def __call__(self, index: int, shape) -> torch.Tensor:
+        g = torch.Generator(device=self.device)
+        g.manual_seed((self.base + 0x9E3779B97F4A7C15 * (int(index) + 1)) % (2**63 - 1))
+        return torch.empty(shape, device=self.device).exponential_(generator=g)
+
+
+def sample_with_noise(logits: torch.Tensor, config: SamplingConfig, noise: torch.Tensor | None) -> torch.Tensor:
+    """Draw one index per row of `logits` [B, V] as argmax(p / noise) (greedy when temperature == 0)."""
+    logits = logits.float()
+    if config.temperature == 0 or noise is None:
+        return logits.argmax(-1)
+    logits = filter_logits(logits / config.temperature, config.top_k, config.top_p)
+    probs = logits.softmax(-1)
+    return (probs / noise).argmax(-1)

@@ -43,7 +43,7 @@ def tiny_video_tokenizer(bits: int, seed: int = 0):
 
 def tiny_pipeline(text_tokenizer=None, bits: int = 6, subtokens: int = 1, max_latent_t: int = 8, max_latent_hw: int = 8,
                   chat: bool = True, max_positions: int = 2048, fast: bool = True, seed: int = 0, meta: dict | None = None,
-                  **lm_kwargs):
+                  decode_options: dict | None = None, **lm_kwargs):
     """A VidGPT over the embedded SmolLM2 tokenizer with a tiny random LM and video tokenizer."""
     from ..embedded import load_embedded_tokenizer
     from .pipeline import VidGPT
@@ -52,4 +52,5 @@ def tiny_pipeline(text_tokenizer=None, bits: int = 6, subtokens: int = 1, max_la
     vocab = UnifiedVocab(VocabSpec(bits, subtokens, max_latent_t, max_latent_hw), offset=len(text_tokenizer))
     model = tiny_lm(vocab.total_size, max_positions=max_positions, seed=seed, **lm_kwargs)
     meta = {"format": "vidgpt-lm", "version": 1, "vocab": vocab.to_dict(), "layout": {"chat": chat}, **(meta or {})}
-    return VidGPT(model, text_tokenizer, vocab, tiny_video_tokenizer(bits, seed), chat=chat, meta=meta, fast=fast)
+    return VidGPT(model, text_tokenizer, vocab, tiny_video_tokenizer(bits, seed), chat=chat, meta=meta, fast=fast,
+                  decode_options=decode_options)
