@@ -76,6 +76,7 @@ class Watch:
         self.tokens += 1
         v = self.pipe.vocab
         vals = None
+        phase_was = self.phase
         for r, row in enumerate(self.rows):
             if row.state == "off":
                 continue
@@ -110,7 +111,7 @@ class Watch:
                 if int(tok[r]) == v.fine_id:
                     self._preview(r)
         now = time.monotonic()
-        if now - self._last_emit > 0.2:
+        if phase_was != self.phase or now - self._last_emit > 0.2:  # every phase change, else 5 a second
             self._last_emit = now
             start = self.rows[0].start
             self.on_progress(len(self.history) - start if start >= 0 else 0, self.total, self.phase)
