@@ -71,3 +71,121 @@ def test_cuda_graph_matches_eager_on_gpu():
         tok = eager.logits(a, 0, 300).argmax(-1)
         a, b = eager.step(tok), graph.step(tok)
         assert torch.allclose(a, b, atol=1e-4)
+
+
+# --- packed weights, attention modes, families, speculative decoding ------------------------------
+
+
+def _run_both(plain, fast, ids, mask, steps=8, V=300, atol=1e-4):
+    a, h = plain.prefill(ids, mask), fast.prefill(ids, mask, max_len=40)
+    assert torch.allclose(a, fast.logits(h, 0, V), atol=atol)
+    for _ in range(steps):
+        tok = a.argmax(-1)
+        a, h = plain.step(tok), fast.step(tok)
+        assert torch.allclose(a, fast.logits(h, 0, V), atol=atol)
+
+
+@pytest.mark.parametrize("weights,attention", [("mkldnn", "filled"), ("t", "filled"), ("linear", "filled"), ("t", "static")])
+def test_every_weight_layout_and_attention_mode_matches_plain(weights, attention):
+    if weights == "mkldnn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("PyTorch built without oneDNN")
+    model = tiny_lm(300, hidden=64, max_positions=256)
+    ids, mask = left_pad([[5, 6, 7, 8, 9], [11, 12]], 0)
+    fast = FastLlama(model, weights=weights, attention=attention)
+    _run_both(HFBackend(model), fast, ids, mask)
+    # the packed head of a wide slice (>= 256 rows) equals the plain head rows
+    h = fast.step(torch.tensor([3, 4]))
+    with torch.no_grad():
+        assert torch.allclose(fast.logits(h, 20, 300), h @ model.lm_head.weight[20:300].T, atol=1e-4)
+
+
+def test_bf16_weights_are_close_but_flagged_approximate():
+    model = tiny_lm(300, hidden=64, max_positions=256)
+    ids, mask = left_pad([[5, 6, 7, 8]], 0)
+    exact, approx = FastLlama(model), FastLlama(model, dtype="bf16")
+    a, b = exact.logits(exact.prefill(ids, mask, 20), 0, 300), approx.logits(approx.prefill(ids, mask, 20), 0, 300)
+    err = (a - b).abs().max().item()
+    assert 0 < err < 0.1 * a.abs().max().item()
+
+
+def _family_model(kind):
+    import transformers as tr
+
+    common = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6)
+    torch.manual_seed(0)
+    if kind == "qwen2":  # q/k/v biases
+        model = tr.Qwen2ForCausalLM(tr.Qwen2Config(**common))
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    m.bias.normal_(0, 0.5)
+    elif kind == "qwen3":  # per-head q/k norms, explicit head_dim
+        model = tr.Qwen3ForCausalLM(tr.Qwen3Config(head_dim=32, **common))
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.q_norm.weight.normal_(1, 0.3)
+                layer.self_attn.k_norm.weight.normal_(1, 0.3)
+    else:
+        model = tr.MistralForCausalLM(tr.MistralConfig(sliding_window=None, **common))
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral"])
+def test_other_families_match_plain(kind):
+    model = _family_model(kind)
+    fast = make_backend(model)
+    assert fast.name == "fast"
+    ids, mask = left_pad([[5, 6, 7, 8, 9, 10], [11, 12, 13]], 0)
+    _run_both(HFBackend(model), fast, ids, mask, steps=6)
+
+
+def test_short_sliding_window_falls_back_and_says_why():
+    import transformers as tr
+
+    cfg = tr.MistralConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, sliding_window=16)
+    with pytest.warns(UserWarning, match="sliding-window"):
+        backend = make_backend(tr.MistralForCausalLM(cfg).eval())
+    assert backend.name == "plain"
+
+
+def test_step_many_and_truncate_equal_single_steps():
+    model = tiny_lm(300, hidden=64, max_positions=256)
+    ids, mask = left_pad([[5, 6, 7], [8, 9, 10, 11, 12]], 0)
+    one, many = FastLlama(model), FastLlama(model)
+    one.prefill(ids, mask, 40), many.prefill(ids, mask, 40)
+    feed = torch.tensor([[20, 21, 22, 23], [30, 31, 32, 33]])
+    singles = torch.stack([one.step(feed[:, j]) for j in range(4)], dim=1)
+    assert torch.allclose(many.step_many(feed), singles, atol=1e-5)
+    many.truncate(many.position - 2)  # drop the last two, feed different ones
+    one.truncate(one.position - 2)
+    alt = torch.tensor([[40, 41], [42, 43]])
+    assert torch.allclose(many.step_many(alt), torch.stack([one.step(alt[:, j]) for j in range(2)], dim=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{"temperature": 0.0, "cfg": 3.0}, {"temperature": 1.0, "seed": 5, "cfg": 2.0, "num": 2},
+                                {"temperature": 0.8, "seed": 2, "cfg": 1.0, "top_k": 8, "top_p": 0.9}])
+def test_speculative_decoding_gives_the_plain_paths_tokens(text_tok, kw):
+    plain = tiny_pipeline(text_tok, bits=6, fast=False)
+    ref = plain.generate("a red ball", frames=5, height=32, width=32, decode=False, **kw).token_ids
+    for k in (1, 5):
+        spec = tiny_pipeline(text_tok, bits=6, decode_options={"speculative": k})
+        out = spec.generate("a red ball", frames=5, height=32, width=32, decode=False, **kw)
+        assert out.token_ids == ref
+        assert spec.last_stats["tokens"] == len(ref[0]) - len(spec.tail_ids)
+        assert spec.last_stats["passes"] < spec.last_stats["tokens"]  # forced ids at least are drafted right
+
+
+def test_speculative_is_skipped_behind_a_wrapper_that_watches_steps(text_tok):
+    from vidgpt.generate.decoding import can_speculate
+
+    class Watch:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+    pipe = tiny_pipeline(text_tok, bits=6, decode_options={"speculative": 4})
+    assert can_speculate(pipe.backend) and not can_speculate(Watch(pipe.backend))

@@ -410,6 +410,7 @@ class FastLlama:
         self.step_cache_pos.fill_(self._pos)
         return h
 
+    @torch.inference_mode()
     def truncate(self, n: int) -> None:
         """Forget the cache past position n (the entries are overwritten by the next steps)."""
         if not (0 < n <= self._pos):
