@@ -100,6 +100,65 @@ def tiny_llama(vocab_size: int, hidden_size: int = 64, layers: int = 2, heads: i
         return LlamaForCausalLM(cfg)
 
 
+# Tiny random models of each family transformers builds (tests, smoke runs; no download). Each entry sets
+# what makes the family differ: biases, q/k norms, sliding windows, soft-capping, embedding scaling,
+# partial rotary, fused projections, absolute positions, parallel residuals, tied or untied heads.
+TINY_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3", "gpt_neox", "gpt2")
+
+
+def tiny_config(family: str, vocab_size: int, hidden_size: int = 64, layers: int = 2, heads: int = 4,
+                kv_heads: int = 2, max_positions: int = 4096, tied: bool | None = None):
+    """The transformers config of a tiny `family` model (see TINY_FAMILIES); tied=None: the family's default."""
+    from transformers import AutoConfig
+
+    if family not in TINY_FAMILIES:
+        raise ModelError(f"tiny-{family}: unknown family (known: {', '.join(TINY_FAMILIES)})")
+    ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
+    head_dim = hidden_size // heads
+    if family == "gpt2":
+        kw = {"n_embd": hidden_size, "n_layer": layers, "n_head": heads, "n_positions": max_positions,
+              "n_inner": 2 * hidden_size}
+    elif family == "gpt_neox":
+        kw = {"hidden_size": hidden_size, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "intermediate_size": 2 * hidden_size, "max_position_embeddings": max_positions, "rotary_pct": 0.25,
+              "use_parallel_residual": True}
+    else:
+        kw = {"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": layers,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": max_positions}
+        if family in ("qwen3", "gemma", "gemma2"):
+            kw["head_dim"] = head_dim
+        if family == "qwen2":
+            kw["use_sliding_window"] = False
+        if family == "mistral":
+            kw["sliding_window"] = 32  # shorter than a clip: the window matters
+        if family == "gemma2":
+            kw.update(sliding_window=32, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+                      query_pre_attn_scalar=head_dim)
+        if family == "phi3":
+            kw["partial_rotary_factor"] = 0.5
+    cfg = AutoConfig.for_model(family, vocab_size=vocab_size, **kw, **ids)
+    if tied is not None:
+        cfg.tie_word_embeddings = bool(tied)
+    return cfg
+
+
+def tiny_causal_lm(family: str, vocab_size: int, seed: int = 0, **shape):
+    """A random tiny causal LM of `family` (tiny_config's shape arguments), in fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config(family, vocab_size, **shape)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(cfg)
+
+
+def is_tiny_name(name) -> bool:
+    """tiny-llama (the historical name) or tiny-<family> for any family in TINY_FAMILIES."""
+    s = str(name)
+    return s == TINY_NAME or (s.startswith("tiny-") and s[5:] in TINY_FAMILIES)
+
+
 def load_backbone(name: str, dtype=None, attn_implementation: str | None = None, tiny: dict | None = None):
     """(model, text_tokenizer) for the embedded default, a local HF directory, `tiny-llama`, or a hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -108,10 +167,17 @@ def load_backbone(name: str, dtype=None, attn_implementation: str | None = None,
         tok = load_embedded_tokenizer()
         model = load_embedded_model(dtype=dtype)
         _drop_gguf_marks(model)
-    elif str(name) == TINY_NAME:
+    elif is_tiny_name(name):
         tiny = dict(tiny or {})
         tok = toy_text_tokenizer(int(tiny.pop("text_vocab", 256)))
-        model = tiny_llama(len(tok), **tiny)
+        family = str(name)[5:]
+        if family == "llama" and "tied" not in tiny:
+            model = tiny_llama(len(tok), **tiny)
+        else:
+            shape = {k: tiny[k] for k in ("hidden_size", "layers", "heads", "kv_heads", "tied") if k in tiny}
+            if "max_positions" in tiny:
+                shape["max_positions"] = tiny["max_positions"]
+            model = tiny_causal_lm(family, len(tok), seed=int(tiny.get("seed", 0)), **shape)
     else:
         path = Path(name)
         kwargs: dict = {}
@@ -123,14 +189,79 @@ def load_backbone(name: str, dtype=None, attn_implementation: str | None = None,
             raise ModelError(f"{path}: a backbone is a model directory or a hub id, not a file")
         if path.is_dir() and not (path / "config.json").is_file():
             raise ModelError(f"{path}: not a transformers model directory (no config.json)")
+        check_causal_lm_config(name)
         try:  # a local directory, or a hub id (downloads; never exercised in tests)
             tok = AutoTokenizer.from_pretrained(str(name))
             model = AutoModelForCausalLM.from_pretrained(str(name), **kwargs)
         except (OSError, ValueError) as e:
             raise ModelError(f"{name}: cannot load a causal LM ({str(e).splitlines()[0]})") from e
-    if attn_implementation and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(attn_implementation)
+    set_attention(model, attn_implementation)
     return model, tok
+
+
+def check_causal_lm_config(name) -> None:
+    """ModelError (one line) unless `name` (a dir or hub id) holds a decoder-only causal LM transformers can build."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        cfg = AutoConfig.from_pretrained(str(name))
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"{name}: cannot read the model config ({str(e).splitlines()[0]})") from e
+    mtype = getattr(cfg, "model_type", "?")
+    if getattr(cfg, "is_encoder_decoder", False):
+        raise ModelError(f"{name}: an encoder-decoder model ({mtype}); vidgpt extends decoder-only causal LMs")
+    if mtype not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelError(f"{name}: model type {mtype!r} has no causal-LM class in transformers; vidgpt extends decoder-only causal LMs")
+
+
+def context_length(config) -> int | None:
+    """The positions a model config declares (max_position_embeddings, n_positions, ...); None when unknown."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+        v = getattr(config, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_extension(name, model, text_tokenizer, vocab: UnifiedVocab, *, chat: bool,
+                    clip: tuple[int, int, int] | None = (17, 128, 128), prompt_tokens: int = 64) -> None:
+    """ModelError (one line) when the extended backbone cannot serve vidgpt's layout.
+
+    chat: the chat layout needs the tokenizer's chat template. clip: frames, height, width of the clip one
+    context must hold (with its blueprint and a prompt of `prompt_tokens`); None skips the check.
+    """
+    if chat and not getattr(text_tokenizer, "chat_template", None):
+        raise ModelError(f"{name}: the tokenizer has no chat template; use the plain layout "
+                         "(`lm extend --plain-layout`, data.chat: false)")
+    if clip is not None:
+        from .geometry import block_length, latent_shape
+
+        frames, height, width = clip
+        need = block_length(latent_shape(frames, height, width), vocab.spec.subtokens) + prompt_tokens
+        ctx = context_length(model.config)
+        if ctx is not None and ctx < need:
+            raise ModelError(
+                f"{name}: a context of {ctx} positions is too short for one {frames}x{height}x{width} clip "
+                f"({need} tokens with blueprint and prompt); choose a longer-context backbone or a smaller clip (--clip)"
+            )
+
+
+def set_attention(model, attn: str | None) -> str | None:
+    """Switch `model` to attention kernel `attn`; a family that refuses it (Gemma2's soft-capping has no sdpa
+    path) keeps a kernel it supports (eager), with a warning. Returns the kernel in use."""
+    if not attn or not hasattr(model, "set_attn_implementation"):
+        return getattr(getattr(model, "config", None), "_attn_implementation", None)
+    try:
+        model.set_attn_implementation(attn)
+    except (ValueError, ImportError) as e:
+        import warnings
+
+        warnings.warn(f"{type(model).__name__}: attention {attn!r} unavailable ({str(e).splitlines()[0][:120]}); using eager",
+                      stacklevel=2)
+        model.set_attn_implementation("eager")
+        return "eager"
+    return attn
 
 
 def _drop_gguf_marks(model) -> None:
@@ -250,8 +381,13 @@ def make_meta(vocab: UnifiedVocab, backbone: str, *, chat: bool = True, base: st
 
 def extend(backbone: str, tokenizer_dir: str | Path | None, *, codebook_bits: int | None = None,
            subtokens: int | None = None, seed: int = 0, pad_to_multiple_of: int = 64, chat: bool = True,
-           tiny: dict | None = None, max_latent_t: int = 64, max_latent_hw: int = 64) -> VidgptLM:
-    """Load `backbone`, extend it for the video tokenizer in `tokenizer_dir` (K from its config.json)."""
+           tiny: dict | None = None, max_latent_t: int = 64, max_latent_hw: int = 64,
+           clip: tuple[int, int, int] | None = (17, 128, 128)) -> VidgptLM:
+    """Load `backbone`, extend it for the video tokenizer in `tokenizer_dir` (K from its config.json).
+
+    Refuses (ModelError) what it cannot extend: not a decoder-only causal LM, no chat template when
+    `chat`, a context shorter than one `clip` (frames, height, width; None: no check).
+    """
     if codebook_bits is None:
         if tokenizer_dir is None:
             raise ModelError("give a video tokenizer directory or codebook_bits")
@@ -267,6 +403,8 @@ def extend(backbone: str, tokenizer_dir: str | Path | None, *, codebook_bits: in
     except Exception as e:
         raise ModelError(str(e)) from e
     model, tok = load_backbone(backbone, tiny=tiny)
+    probe = UnifiedVocab(spec, offset=len(tok))
+    check_extension(backbone, model, tok, probe, chat=chat, clip=clip)
     vocab = extend_backbone(model, tok, spec, pad_to_multiple_of=pad_to_multiple_of, seed=seed)
     rows = model.get_input_embeddings().weight.shape[0]
     base = "smollm2-135m" if is_embedded_name(backbone) else str(backbone)
@@ -446,8 +584,7 @@ def load_vidgpt_lm(directory: str | Path, dtype=None, device=None, attn_implemen
         model = AutoModelForCausalLM.from_pretrained(str(d), **kwargs)
     else:
         raise ModelError(f"{d}: vidgpt.json present but neither model weights (config.json) nor {NEW_ROWS_NAME}")
-    if attn_implementation and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(attn_implementation)
+    set_attention(model, attn_implementation)
     if device is not None:
         model = model.to(device)
     model.eval()
@@ -456,3 +593,119 @@ def load_vidgpt_lm(directory: str | Path, dtype=None, device=None, attn_implemen
     if meta.get("tiny"):
         lm.extra["tiny"] = meta["tiny"]
     return lm
+
+
+# --- what a directory holds (`vidgpt lm info`) -----------------------------------------------------------------
+
+
+def _config_summary(cfg) -> dict:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    get = lambda *keys: next((getattr(cfg, k) for k in keys if isinstance(getattr(cfg, k, None), int)), None)  # noqa: E731
+    return {
+        "model_type": getattr(cfg, "model_type", None),
+        "architectures": list(getattr(cfg, "architectures", None) or []),
+        "causal_lm": getattr(cfg, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and not getattr(cfg, "is_encoder_decoder", False),
+        "encoder_decoder": bool(getattr(cfg, "is_encoder_decoder", False)),
+        "layers": get("num_hidden_layers", "n_layer"),
+        "hidden_size": get("hidden_size", "n_embd", "d_model"),
+        "heads": get("num_attention_heads", "n_head"),
+        "kv_heads": get("num_key_value_heads"),
+        "vocab_size": get("vocab_size"),
+        "context": context_length(cfg),
+        "tied_head": bool(getattr(cfg, "tie_word_embeddings", False)),
+        "sliding_window": getattr(cfg, "sliding_window", None),
+    }
+
+
+def _tokenizer_summary(d: Path) -> dict:
+    files = {p.name for p in d.iterdir()} if d.is_dir() else set()
+    if not files & {"tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model"}:
+        return {"present": False}
+    chat = "chat_template.jinja" in files or "chat_template.json" in files
+    cfg = d / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            chat = chat or bool(json.loads(cfg.read_text()).get("chat_template"))
+        except (ValueError, OSError):
+            pass
+    return {"present": True, "chat_template": chat}
+
+
+def describe_dir(directory: str | Path) -> dict:
+    """What `directory` holds: a vidgpt LM (full/delta), a plain HF model, a video tokenizer or a training run."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ModelError(f"{d}: not a directory")
+    files = sorted(p.name for p in d.iterdir())
+    info: dict = {"path": str(d), "size_mib": round(sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 2**20, 2)}
+    if (d / META_NAME).is_file():
+        meta = read_meta(d)
+        vocab = meta["vocab"]
+        info.update(kind="vidgpt-lm", form=meta.get("form", "full"), base=meta.get("base"), backbone=meta.get("backbone"),
+                    codebook_bits=vocab.get("codebook_bits"), subtokens=vocab.get("subtokens"),
+                    text_vocab=vocab.get("offset"), new_tokens=vocab.get("num_new_tokens"),
+                    embedding_rows=meta.get("embedding_rows"), chat_layout=bool((meta.get("layout") or {}).get("chat", True)),
+                    adapter=(d / ADAPTER_DIR).is_dir(), video_tokenizer=(d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)).is_dir(),
+                    tokenizer=_tokenizer_summary(d))
+        if (d / "config.json").is_file():
+            from transformers import AutoConfig
+
+            info["model"] = _config_summary(AutoConfig.from_pretrained(str(d)))
+        return info
+    if (d / "checkpoints").is_dir() or ((d / "model").is_dir() and (d / "log.jsonl").is_file()):
+        steps = sorted(p.name for p in (d / "checkpoints").iterdir() if p.name.startswith("step-")) if (d / "checkpoints").is_dir() else []
+        info.update(kind="training-run", checkpoints=steps, model=(d / "model" / META_NAME).is_file(),
+                    sharded=any((d / "checkpoints" / s).glob("pytorch_model_fsdp_*") for s in steps[-1:]))
+        return info
+    if (d / "config.json").is_file():
+        raw = json.loads((d / "config.json").read_text())
+        if "codebook_bits" in raw and ("model_type" not in raw or "tokenizer" in str(raw.get("model_type"))):
+            info.update(kind="video-tokenizer", codebook_bits=raw["codebook_bits"], space_factor=raw.get("space_factor"))
+            return info
+        from transformers import AutoConfig
+
+        try:
+            cfg = AutoConfig.from_pretrained(str(d))
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelError(f"{d}/config.json: not a transformers config ({str(e).splitlines()[0]})") from e
+        info.update(kind="hf-model", model=_config_summary(cfg), tokenizer=_tokenizer_summary(d),
+                    weights=[f for f in files if f.endswith((".safetensors", ".bin", ".gguf"))])
+        m = info["model"]
+        info["extendable"] = (
+            "no: encoder-decoder" if m["encoder_decoder"] else "no: not a causal LM" if not m["causal_lm"]
+            else "no: no tokenizer files" if not info["tokenizer"]["present"] else "yes"
+        )
+        return info
+    raise ModelError(f"{d}: neither a vidgpt LM, a transformers model, a video tokenizer nor a training run "
+                     f"(holds {', '.join(files[:6]) or 'nothing'})")
+
+
+def format_description(info: dict) -> str:
+    """Readable lines for `vidgpt lm info`."""
+    k = info["kind"]
+    lines = [f"{info['path']}: {k} ({info['size_mib']} MiB)"]
+    m = info.get("model")
+    if isinstance(m, dict):
+        lines.append(f"  model: {m['model_type']} ({', '.join(m['architectures']) or '?'}), {m['layers']} layers, hidden "
+                     f"{m['hidden_size']}, heads {m['heads']}/{m['kv_heads'] or m['heads']}, vocab {m['vocab_size']}, "
+                     f"context {m['context']}, {'tied' if m['tied_head'] else 'untied'} head")
+    if k == "vidgpt-lm":
+        lines.append(f"  form: {info['form']}" + (f" on base {info['base']}" if info.get("base") else "")
+                     + (", LoRA adapter" if info["adapter"] else ""))
+        lines.append(f"  vocabulary: {info['text_vocab']} text + {info['new_tokens']} new tokens (K={info['codebook_bits']}, "
+                     f"S={info['subtokens']}), {info['embedding_rows']} embedding rows")
+        lines.append(f"  layout: {'chat' if info['chat_layout'] else 'plain'}; video tokenizer: "
+                     f"{'present' if info['video_tokenizer'] else 'missing'}")
+    elif k == "hf-model":
+        t = info["tokenizer"]
+        lines.append(f"  tokenizer: {'present' if t['present'] else 'missing'}"
+                     + (f", chat template: {'yes' if t.get('chat_template') else 'no'}" if t["present"] else ""))
+        lines.append(f"  weights: {', '.join(info['weights']) or 'none'}; vidgpt lm extend: {info['extendable']}")
+    elif k == "training-run":
+        lines.append(f"  checkpoints: {', '.join(info['checkpoints']) or 'none'}{' (sharded, FSDP)' if info['sharded'] else ''}; "
+                     f"final model: {'model/' if info['model'] else 'not yet'}")
+    elif k == "video-tokenizer":
+        lines.append(f"  codebook: K={info['codebook_bits']} bits")
+    return "\n".join(lines)

@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--pad-to-multiple-of", type=int, default=64, help="round the embedding rows up to this (default 64; 1 = exact)")
     p.add_argument("--plain-layout", action="store_true", help="record the plain (no chat template) layout in vidgpt.json")
     p.add_argument("--seed", type=int, default=0, help="seed of the new rows' noise")
+    p.add_argument("--clip", default="17x128x128", metavar="TxHxW",
+                   help="the clip one context must hold, with its blueprint and a prompt (default 17x128x128; 'none' skips the check)")
     p.set_defaults(func=_extend)
 
     p = g.add_parser(
@@ -49,8 +51,12 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_merge)
 
-    p = g.add_parser("info", help="print a vidgpt LM directory's metadata", description="Print vidgpt.json and the sizes of a vidgpt LM directory.")
-    p.add_argument("model", help="vidgpt LM directory")
+    p = g.add_parser("info", help="say what a directory holds",
+                     description="Say what a directory holds: a vidgpt LM (full or delta form, vocabulary, layout, adapter), "
+                     "a plain transformers model (family, shape, context, chat template, whether `lm extend` takes it), "
+                     "a video tokenizer or a training run (checkpoints, final model).")
+    p.add_argument("model", help="a directory")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=_info)
 
 
@@ -71,7 +77,7 @@ def _extend(args) -> int:
     if tok_dir is not None and not Path(tok_dir).is_dir():
         raise ModelError(f"{tok_dir}: video tokenizer directory not found")
     lm = extend(args.backbone, tok_dir, codebook_bits=args.codebook_bits, subtokens=args.subtokens, seed=args.seed,
-                pad_to_multiple_of=args.pad_to_multiple_of, chat=not args.plain_layout)
+                pad_to_multiple_of=args.pad_to_multiple_of, chat=not args.plain_layout, clip=_parse_clip(args.clip))
     save_vidgpt_lm(lm, args.out, form=args.form)
     print(f"extended {args.backbone}: {lm.vocab} -> {args.out} ({args.form} form)")
     return 0
@@ -103,14 +109,23 @@ def _merge(args) -> int:
     return 0
 
 
+def _parse_clip(text: str):
+    from ..errors import ConfigError
+
+    if text is None or text.strip().lower() == "none":
+        return None
+    try:
+        t, h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--clip {text!r}: expected TxHxW, e.g. 17x128x128, or none") from None
+    return t, h, w
+
+
 def _info(args) -> int:
     import json
-    from pathlib import Path
 
-    from ..backbone import read_meta
+    from ..backbone import describe_dir, format_description
 
-    meta = read_meta(args.model)
-    size = sum(f.stat().st_size for f in Path(args.model).rglob("*") if f.is_file())
-    print(json.dumps(meta, indent=2))
-    print(f"{size / 2**20:.1f} MiB on disk")
+    info = describe_dir(args.model)
+    print(json.dumps(info, indent=2) if args.json else format_description(info))
     return 0

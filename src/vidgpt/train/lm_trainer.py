@@ -96,7 +96,7 @@ class LMTrainConfig:
 def build_lm(cfg: LMTrainConfig, device, amp_dtype):
     """Load (or extend on the fly) the vidgpt LM, pick attention, apply LoRA."""
     from ..attention import resolve_attention
-    from ..backbone import apply_lora, extend, load_vidgpt_lm
+    from ..backbone import apply_lora, extend, load_vidgpt_lm, set_attention
 
     m = cfg.model
     attn = resolve_attention(m.attn_implementation, device, amp_dtype)
@@ -110,8 +110,7 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
                     subtokens=m.subtokens or None, seed=cfg.train.seed, tiny=m.tiny or None, chat=cfg.data.chat)
     else:
         raise ConfigError("model: set `path` (a vidgpt LM dir) or `backbone` (+ `tokenizer` or `codebook_bits`)")
-    if hasattr(lm.model, "set_attn_implementation"):
-        lm.model.set_attn_implementation(attn)
+    attn = set_attention(lm.model, attn) or attn  # a family without that kernel (Gemma2: sdpa) keeps eager
     lm.meta.setdefault("layout", {})["chat"] = cfg.data.chat
     if m.gradient_checkpointing:
         lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
