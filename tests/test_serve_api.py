@@ -125,6 +125,9 @@ def test_same_shape_unseeded_requests_are_decoded_in_one_batch(client, app):
     ids = {j["result"]["clips"][0]["id"] for j in jobs}
     assert len(ids) == 6
     assert [j["result"]["prompt"] for j in jobs[1:4]] == ["clip 0", "clip 1", "clip 2"]
+    # each job of the batch got the blueprint preview of its own row
+    previews = [app.state.clips.get(j["preview"]["id"]) for j in jobs[1:4]]
+    assert len({p.id for p in previews}) == 3 and [p.label for p in previews] == ["clip 0", "clip 1", "clip 2"]
     assert jobs[4]["result"]["clips"][0]["frames"] == 9
 
 
@@ -208,6 +211,9 @@ def test_time_limit_and_a_crashing_job_do_not_break_the_next(pipe):
         assert bad["status"] == "failed" and bad["error"].startswith("internal error (RuntimeError)")
         assert "/secret/path" not in bad["error"] and "Traceback" not in str(bad)
         assert good["status"] == "done"
+        root = app.state.root
+        assert root.stat().st_mode & 0o077 == 0  # the server's files are private to its user
+    assert not root.exists()  # and removed at shutdown
 
 
 def test_every_edit_task_on_a_generated_clip(client, app):
@@ -403,3 +409,4 @@ def test_cli_serve_without_a_model_is_one_line(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "none")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("vidgpt: error:") and "model directory not found" in err and "\n" not in err
+    assert "vidgpt serve --tiny" in err

@@ -2,7 +2,7 @@
 (started here on a free localhost port with the tiny random pipeline).
 
 Type a prompt, see the blueprint preview and then a playing <video>, edit the clip by instruction and
-by an inpaint box drawn on it, download it, and see an error in the chat (not an alert). A
+by an inpaint box drawn on it, download it, upload a video, and see an error in the chat (not an alert). A
 screenshot is saved under the test's tmp dir (its path is printed). Skips only when Chromium
 cannot start (or is not installed: tools/install.sh installs Debian's `chromium`).
 """
@@ -77,7 +77,7 @@ def _clip_playing(page, card) -> None:
     )
 
 
-def test_page_make_preview_edit_download(browser, server, tmp_path):
+def test_page_make_preview_edit_download(browser, server, tmp_path, media_files):
     url, app = server
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     console_errors, dialogs = [], []
@@ -138,14 +138,21 @@ def test_page_make_preview_edit_download(browser, server, tmp_path):
     data = saved.read_bytes()
     assert saved.suffix == ".mp4" and data[4:8] == b"ftyp" and len(data) > 500
 
-    # 5. a bad request is an error turn in the chat, not an alert
+    # 5. upload a video: it becomes a clip of the chat, with the same buttons
+    page.set_input_files("[data-testid=upload]", str(media_files.clip))
+    page.wait_for_function("document.querySelectorAll('[data-testid=clip]').length >= 4", timeout=30000)
+    fourth = cards.nth(3)
+    assert "clip.mp4 · 17 frames · 64×48" in fourth.inner_text()
+    _clip_playing(page, fourth)
+
+    # 6. a bad request is an error turn in the chat, not an alert
     page.fill("[data-testid=prompt]", "x" * 600)
     page.press("[data-testid=prompt]", "Enter")
     err = page.wait_for_selector("[data-testid=error]", timeout=15000)
     assert "600 characters" in err.inner_text()
     assert dialogs == []
 
-    page.set_viewport_size({"width": 1100, "height": 1900})  # the whole conversation in one picture
+    page.set_viewport_size({"width": 1100, "height": 2500})  # the whole conversation in one picture
     page.evaluate("document.getElementById('chat').scrollTop = 0")
     shot = tmp_path / "serve_page.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -35,7 +35,12 @@ def run(args) -> int:
     else:
         from ..generate.pipeline import VidGPT, resolve_model_dir
 
-        d = resolve_model_dir(args.model)  # ModelError: one line saying there is no model and how to make one
+        from ..errors import ModelError
+
+        try:
+            d = resolve_model_dir(args.model)
+        except ModelError as e:  # one line: there is no model, how to make one, and how to try the page anyway
+            raise ModelError(f"{e}; `vidgpt serve --tiny` serves a tiny random model to try the page") from None
         pipe, name = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain), str(d)
     import uvicorn
 
