@@ -410,3 +410,14 @@ def test_cli_serve_without_a_model_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("vidgpt: error:") and "model directory not found" in err and "\n" not in err
     assert "vidgpt serve --tiny" in err
+
+
+def test_upload_limits_on_side_and_frames(pipe, media_files):
+    app = create_app(pipe, ServeSettings(max_upload_side=32, max_upload_frames=5))
+    with TestClient(app) as client:
+        r = client.post("/api/uploads", files={"file": ("clip.mp4", media_files.clip.read_bytes())})
+        assert r.status_code == 422 and "64x48 exceeds the 32 px limit per side" in r.json()["error"]
+    app = create_app(pipe, ServeSettings(max_upload_frames=5))
+    with TestClient(app) as client:
+        r = client.post("/api/uploads", files={"file": ("clip.mp4", media_files.clip.read_bytes())})
+        assert r.status_code == 201 and r.json()["frames"] == 5  # the rest of a long upload is not read
