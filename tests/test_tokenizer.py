@@ -107,7 +107,7 @@ def test_blueprint_input_and_default_dir(monkeypatch, tmp_path):
     assert b.shape == (2, 3, 17, 64, 64)
     assert torch.allclose(b[0, :, 0, 0, 0], x[0, :, 0, :2, :2].mean((-1, -2)))
     assert blueprint_input(x[0]).shape == (3, 17, 64, 64)
-    assert VideoTokenizer.latent_shape(17, 64, 64) == (5, 8, 8)
+    assert VideoTokenizer().latent_shape(17, 64, 64) == (5, 8, 8)
     monkeypatch.setenv("VIDGPT_TOKENIZER", str(tmp_path))
     assert default_tokenizer_dir() == tmp_path
     monkeypatch.delenv("VIDGPT_TOKENIZER")

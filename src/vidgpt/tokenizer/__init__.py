@@ -27,17 +27,18 @@ def default_tokenizer_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "tokenizer"
 
 
-def blueprint_input(x: torch.Tensor) -> torch.Tensor:
+def blueprint_input(x: torch.Tensor, space_factor: int = 8) -> torch.Tensor:
     """The clip a blueprint is made from: [B,3,T,H,W] (or [3,T,H,W]) at half size, frame by frame.
 
-    H and W are multiples of 8 (latent h = H/8); the blueprint latent is ceil(h/2) x ceil(w/2)
-    (vidgpt.layout.blueprint_shape), so the half-size clip is 8*ceil(h/2) x 8*ceil(w/2): plain
-    2x2 averaging when h and w are even, an antialiased resize otherwise.
+    H and W are multiples of f = space_factor (latent h = H/f); the blueprint latent is
+    ceil(h/2) x ceil(w/2) (vidgpt.layout.blueprint_shape), so the half-size clip is
+    f*ceil(h/2) x f*ceil(w/2): plain 2x2 averaging when h and w are even, an antialiased resize otherwise.
     """
     if x.dim() == 4:
-        return blueprint_input(x.unsqueeze(0))[0]
+        return blueprint_input(x.unsqueeze(0), space_factor)[0]
     b, c, t, h, w = x.shape
-    th, tw = 8 * ((h // 8 + 1) // 2), 8 * ((w // 8 + 1) // 2)
+    f = space_factor
+    th, tw = f * ((h // f + 1) // 2), f * ((w // f + 1) // 2)
     frames = x.transpose(1, 2).reshape(b * t, c, h, w)
     if (th, tw) == (h // 2, w // 2) and h % 2 == 0 and w % 2 == 0:
         small = F.avg_pool2d(frames, 2)

@@ -18,14 +18,23 @@ ARCHITECTURE_FIELDS = (
     "pad_mode",
     "adaptive_norm",
 )
+# Architecture fields added later: they enter the hash only when not at their default, so the
+# codes of tokenizers trained before them keep their hash.
+LATER_ARCHITECTURE_FIELDS = {"patch_size": 1, "space_factor": 8, "res_time_kernel": 3}
 
 
 @dataclass
 class TokenizerConfig:
     """MAGVIT-v2-style causal 3D CNN tokenizer with lookup-free quantization.
 
-    Compression is fixed at 4x in time and 8x8 in space: [3, 1+4n, H, W] -> codes [1+n, H/8, W/8].
-    `channel_mults` must have 4 entries (3 spatial downsamplings; the last two also halve time).
+    Compression is 4x in time and `space_factor` x `space_factor` in space (8 or 16):
+    [3, 1+4n, H, W] -> codes [1+n, H/f, W/f]. The encoder first folds `patch_size` x `patch_size`
+    pixel patches into channels (space-to-depth; the decoder ends with the inverse), so no
+    convolution runs at full resolution when patch_size > 1: most of the compute sits where the
+    resolution is low (what makes CPU training affordable). Between the stages of `channel_mults`
+    sit len(channel_mults) - 1 downsamplings: the first log2(space_factor / patch_size) halve H and
+    W, the last two halve time (a downsampling may do both). The seed's shape is patch_size 1 with
+    4 stages (3 spatial downsamplings, the last two also in time).
     """
 
     codebook_bits: int = 14  # K: bits per latent position; vocabulary 2**K
@@ -35,6 +44,9 @@ class TokenizerConfig:
     norm_groups: int = 8  # GroupNorm groups (computed per frame, so the network stays causal)
     pad_mode: str = "replicate"  # causal front padding in time: "replicate" the first frame or "zeros"
     adaptive_norm: bool = True  # decoder GroupNorms conditioned on the quantized latent
+    patch_size: int = 1  # pixels folded into channels before the first conv (1, 2, 4 or 8)
+    space_factor: int = 8  # spatial compression: 8 (17x128x128 -> 5x16x16) or 16 (-> 5x8x8)
+    res_time_kernel: int = 3  # residual blocks' conv kernel in time: 3 (3D) or 1 (per frame; cheaper)
 
     # LFQ losses (see lfq.py)
     commitment_weight: float = 0.25
@@ -48,8 +60,18 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.codebook_bits <= 30:
             raise ValueError(f"codebook_bits must be in 1..30, got {self.codebook_bits}")
-        if len(self.channel_mults) != 4:
-            raise ValueError(f"channel_mults needs 4 entries (8x spatial compression), got {self.channel_mults}")
+        if self.space_factor not in (4, 8, 16, 32):
+            raise ValueError(f"space_factor must be 4, 8, 16 or 32, got {self.space_factor}")
+        if self.patch_size not in (1, 2, 4, 8, 16) or self.patch_size > self.space_factor:
+            raise ValueError(f"patch_size must be a power of two <= space_factor={self.space_factor}, got {self.patch_size}")
+        if self.res_time_kernel not in (1, 3):
+            raise ValueError(f"res_time_kernel must be 1 or 3, got {self.res_time_kernel}")
+        downs = len(self.channel_mults) - 1
+        if downs < 2 or downs < self.spatial_downsamplings:
+            raise ValueError(
+                f"channel_mults has {len(self.channel_mults)} entries: needs at least "
+                f"{max(2, self.spatial_downsamplings) + 1} (two time downsamplings and log2({self.space_factor}/{self.patch_size}) spatial ones)"
+            )
         if self.pad_mode not in ("replicate", "zeros"):
             raise ValueError(f"pad_mode must be 'replicate' or 'zeros', got {self.pad_mode!r}")
         for m in self.channel_mults:
@@ -58,7 +80,19 @@ class TokenizerConfig:
         if self.entropy_group_bits < 1:
             raise ValueError("entropy_group_bits must be >= 1")
 
+    @property
+    def spatial_downsamplings(self) -> int:
+        """How many of the downsampling layers halve H and W (the patch folding does the rest)."""
+        return (self.space_factor // self.patch_size).bit_length() - 1
+
+    def downsample_strides(self) -> list[tuple[bool, bool]]:
+        """(halves time, halves space) for each downsampling layer, encoder order."""
+        n = len(self.channel_mults) - 1
+        return [(i >= n - 2, i < self.spatial_downsamplings) for i in range(n)]
+
     def architecture_hash(self) -> str:
         """Short hash of the fields that fix the meaning of the codes."""
-        arch = {k: to_dict(self)[k] for k in ARCHITECTURE_FIELDS}
+        d = to_dict(self)
+        arch = {k: d[k] for k in ARCHITECTURE_FIELDS}
+        arch.update({k: d[k] for k, default in LATER_ARCHITECTURE_FIELDS.items() if d[k] != default})
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]

@@ -14,13 +14,23 @@ import torch.nn.functional as F
 
 
 class CausalConv3d(nn.Module):
-    """Conv3d with front-only temporal padding and 'same' spatial padding (kernel k, stride s)."""
+    """Conv3d with front-only temporal padding and 'same' spatial padding (kernel k x k x k, or
+    time_kernel x k x k when time_kernel is given; stride s)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: tuple[int, int, int] = (1, 1, 1), pad_mode: str = "replicate"):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int = 3,
+        stride: tuple[int, int, int] = (1, 1, 1),
+        pad_mode: str = "replicate",
+        time_kernel: int | None = None,
+    ):
         super().__init__()
-        self.time_pad = kernel - 1
+        kt = kernel if time_kernel is None else time_kernel
+        self.time_pad = kt - 1
         self.pad_mode = pad_mode
-        self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
+        self.conv = nn.Conv3d(cin, cout, (kt, kernel, kernel), stride=stride, padding=(0, kernel // 2, kernel // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.time_pad:
@@ -80,16 +90,18 @@ class AdaptiveGroupNorm(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """norm-SiLU-conv x2 with a residual path; `latent_channels` makes the norms adaptive."""
+    """norm-SiLU-conv x2 with a residual path; `latent_channels` makes the norms adaptive.
+    `time_kernel` is the convs' kernel in time (3: full 3D; 1: frame by frame, the time mixing left
+    to the resampling layers)."""
 
-    def __init__(self, cin: int, cout: int, groups: int, pad_mode: str, latent_channels: int | None = None):
+    def __init__(self, cin: int, cout: int, groups: int, pad_mode: str, latent_channels: int | None = None, time_kernel: int = 3):
         super().__init__()
 
         def norm(c: int) -> nn.Module:
             return AdaptiveGroupNorm(c, groups, latent_channels) if latent_channels else FrameGroupNorm(c, groups)
 
-        self.norm1, self.conv1 = norm(cin), CausalConv3d(cin, cout, 3, pad_mode=pad_mode)
-        self.norm2, self.conv2 = norm(cout), CausalConv3d(cout, cout, 3, pad_mode=pad_mode)
+        self.norm1, self.conv1 = norm(cin), CausalConv3d(cin, cout, 3, pad_mode=pad_mode, time_kernel=time_kernel)
+        self.norm2, self.conv2 = norm(cout), CausalConv3d(cout, cout, 3, pad_mode=pad_mode, time_kernel=time_kernel)
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
         self.adaptive = bool(latent_channels)
 
@@ -103,24 +115,28 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Strided causal conv: H, W halve; with `time`, T = 1+2m -> 1+m (frame 0 maps to frame 0 alone)."""
+    """Strided causal conv: with `space`, H and W halve; with `time`, T = 1+2m -> 1+m (frame 0 maps
+    to frame 0 alone)."""
 
-    def __init__(self, cin: int, cout: int, time: bool, pad_mode: str):
+    def __init__(self, cin: int, cout: int, time: bool, pad_mode: str, space: bool = True):
         super().__init__()
-        self.conv = CausalConv3d(cin, cout, 3, stride=(2 if time else 1, 2, 2), pad_mode=pad_mode)
+        s = 2 if space else 1
+        self.conv = CausalConv3d(cin, cout, 3, stride=(2 if time else 1, s, s), pad_mode=pad_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
 
 class Upsample(nn.Module):
-    """Causal conv to cout*r channels, then depth-to-space: H, W double; with `time`, T -> 2T-1."""
+    """Causal conv to cout*r channels, then depth-to-space: with `space`, H and W double; with
+    `time`, T -> 2T-1."""
 
-    def __init__(self, cin: int, cout: int, time: bool, pad_mode: str):
+    def __init__(self, cin: int, cout: int, time: bool, pad_mode: str, space: bool = True):
         super().__init__()
         self.ft = 2 if time else 1
+        self.fs = 2 if space else 1
         self.cout = cout
-        r = self.ft * 4
+        r = self.ft * self.fs * self.fs
         self.conv = CausalConv3d(cin, cout * r, 3, pad_mode=pad_mode)
         with torch.no_grad():  # ICNR init: all sub-positions start equal (no checkerboard)
             w = self.conv.conv.weight.view(cout, r, *self.conv.conv.weight.shape[1:])
@@ -130,6 +146,26 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, t, h, w = x.shape
-        y = self.conv(x).view(b, self.cout, self.ft, 2, 2, t, h, w)
-        y = y.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.cout, t * self.ft, 2 * h, 2 * w)
-        return y[:, :, self.ft - 1 :]  # in time: drop the extra frame in front of frame 0
+        ft, fs = self.ft, self.fs
+        y = self.conv(x).view(b, self.cout, ft, fs, fs, t, h, w)
+        y = y.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.cout, t * ft, fs * h, fs * w)
+        return y[:, :, ft - 1 :]  # in time: drop the extra frame in front of frame 0
+
+
+def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B, C*p*p, T, H/p, W/p], frame by frame (channel index c*p*p + dy*p + dx)."""
+    if p == 1:
+        return x
+    b, c, t, h, w = x.shape
+    y = x.view(b, c, t, h // p, p, w // p, p).permute(0, 1, 4, 6, 2, 3, 5)
+    return y.reshape(b, c * p * p, t, h // p, w // p)
+
+
+def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse of space_to_depth: [B, C*p*p, T, h, w] -> [B, C, T, h*p, w*p]."""
+    if p == 1:
+        return x
+    b, cpp, t, h, w = x.shape
+    c = cpp // (p * p)
+    y = x.view(b, c, p, p, t, h, w).permute(0, 1, 4, 5, 2, 6, 3)
+    return y.reshape(b, c, t, h * p, w * p)

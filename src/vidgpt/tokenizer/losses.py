@@ -18,22 +18,40 @@ def entropy_weight_at(cfg: TokenizerConfig, step: int) -> float:
     return cfg.entropy_weight * (cfg.entropy_boost + (1.0 - cfg.entropy_boost) * frac)
 
 
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float) -> torch.Tensor:
-    """l1_weight * |x - y| + l2_weight * (x - y)^2, means over all elements (fp32)."""
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Finite differences along W and H of [B, C, T, H, W] (or any [..., H, W])."""
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def reconstruction_loss(
+    recon: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float, grad_weight: float = 0.0
+) -> torch.Tensor:
+    """l1_weight * |x - y| + l2_weight * (x - y)^2 + grad_weight * |grad x - grad y|, means over all
+    elements (fp32). The gradient term is a sharpness loss: it weighs edges, which a plain pixel
+    loss averages away next to large flat areas."""
     diff = recon.float() - target.float()
     loss = diff.new_zeros(())
     if l1_weight:
         loss = loss + l1_weight * diff.abs().mean()
     if l2_weight:
         loss = loss + l2_weight * diff.pow(2).mean()
+    if grad_weight:
+        gx, gy = image_gradients(diff)
+        loss = loss + grad_weight * 0.5 * (gx.abs().mean() + gy.abs().mean())
     return loss
 
 
 def tokenizer_loss(
-    out: TokenizerOutput, target: torch.Tensor, cfg: TokenizerConfig, step: int, l1_weight: float = 1.0, l2_weight: float = 0.0
+    out: TokenizerOutput,
+    target: torch.Tensor,
+    cfg: TokenizerConfig,
+    step: int,
+    l1_weight: float = 1.0,
+    l2_weight: float = 0.0,
+    grad_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Reconstruction + commitment + (scheduled) entropy. Returns (loss, logs)."""
-    rec = reconstruction_loss(out.recon, target, l1_weight, l2_weight)
+    rec = reconstruction_loss(out.recon, target, l1_weight, l2_weight, grad_weight)
     ew = entropy_weight_at(cfg, step)
     loss = rec + cfg.commitment_weight * out.lfq.commitment_loss + ew * out.lfq.entropy_loss
     logs = {

@@ -1,8 +1,9 @@
 """VideoTokenizer: causal 3D CNN encoder -> LFQ -> causal 3D CNN decoder.
 
-Shapes: video [B, 3, 1+4n, H, W] in [-1, 1] (H, W multiples of 8) -> latent [B, K, 1+n, H/8, W/8]
--> codes LongTensor [B, 1+n, H/8, W/8] in [0, 2**K). An image is a 1-frame video; because the
-network is causal, the first latent frame of any clip depends on its first frame only.
+Shapes: video [B, 3, 1+4n, H, W] in [-1, 1] (H, W multiples of f = config.space_factor, 8 or 16)
+-> latent [B, K, 1+n, H/f, W/f] -> codes LongTensor [B, 1+n, H/f, W/f] in [0, 2**K). An image is a
+1-frame video; because the network is causal, the first latent frame of any clip depends on its
+first frame only.
 """
 
 from __future__ import annotations
@@ -19,40 +20,41 @@ import torch.nn.functional as F
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, TokenizerError
 from .config import TokenizerConfig
-from .layers import AdaptiveGroupNorm, CausalConv3d, Downsample, FrameGroupNorm, ResBlock, Upsample
+from .layers import AdaptiveGroupNorm, CausalConv3d, Downsample, FrameGroupNorm, ResBlock, Upsample, depth_to_space, space_to_depth
 from .lfq import LFQ, LFQOutput, codes_to_bits
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-TIME_FACTOR, SPACE_FACTOR = 4, 8
-# stage i (0..3) ends with a downsampling (i < 3); the last two also downsample time
-TIME_STAGES = (1, 2)
+TIME_FACTOR = 4
+SPACE_FACTOR = 8  # the default; a tokenizer's own is `tok.space_factor` (config.space_factor)
 
 
 class Encoder(nn.Module):
-    """[B, 3, T, H, W] -> [B, K, t, H/8, W/8] (pre-quantization latent)."""
+    """[B, 3, T, H, W] -> [B, K, t, H/f, W/f] (pre-quantization latent)."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         ch = [cfg.channels * m for m in cfg.channel_mults]
         pm, g = cfg.pad_mode, cfg.norm_groups
-        self.conv_in = CausalConv3d(3, ch[0], 3, pad_mode=pm)
+        self.patch = cfg.patch_size
+        self.conv_in = CausalConv3d(3 * self.patch**2, ch[0], 3, pad_mode=pm)
         self.stages = nn.ModuleList()
+        strides = cfg.downsample_strides()
         cin = ch[0]
         for i, c in enumerate(ch):
             blocks: list[nn.Module] = []
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(cin, c, g, pm))
+                blocks.append(ResBlock(cin, c, g, pm, time_kernel=cfg.res_time_kernel))
                 cin = c
             if i < len(ch) - 1:
-                blocks.append(Downsample(c, c, time=i in TIME_STAGES, pad_mode=pm))
+                blocks.append(Downsample(c, c, time=strides[i][0], pad_mode=pm, space=strides[i][1]))
             self.stages.append(nn.Sequential(*blocks))
-        self.mid = nn.Sequential(*[ResBlock(cin, cin, g, pm) for _ in range(cfg.num_res_blocks)])
+        self.mid = nn.Sequential(*[ResBlock(cin, cin, g, pm, time_kernel=cfg.res_time_kernel) for _ in range(cfg.num_res_blocks)])
         self.norm_out = FrameGroupNorm(cin, g)
         self.conv_out = nn.Conv3d(cin, cfg.codebook_bits, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
+        h = self.conv_in(space_to_depth(x, self.patch))
         for stage in self.stages:
             h = stage(h)
         h = self.mid(h)
@@ -60,31 +62,34 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Quantized latent [B, K, t, h, w] -> video [B, 3, 1+4(t-1), 8h, 8w] (unclamped)."""
+    """Quantized latent [B, K, t, h, w] -> video [B, 3, 1+4(t-1), f*h, f*w] (unclamped)."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         ch = [cfg.channels * m for m in cfg.channel_mults]
         pm, g, k = cfg.pad_mode, cfg.norm_groups, cfg.codebook_bits
         zc = k if cfg.adaptive_norm else None
+        strides = cfg.downsample_strides()
+        self.patch = cfg.patch_size
         self.conv_in = CausalConv3d(k, ch[-1], 3, pad_mode=pm)
-        self.mid = nn.ModuleList([ResBlock(ch[-1], ch[-1], g, pm, zc) for _ in range(cfg.num_res_blocks)])
+        self.mid = nn.ModuleList([ResBlock(ch[-1], ch[-1], g, pm, zc, cfg.res_time_kernel) for _ in range(cfg.num_res_blocks)])
         self.stages = nn.ModuleList()
         self.upsamples = nn.ModuleList()
         cin = ch[-1]
         for i in reversed(range(len(ch))):
             blocks = nn.ModuleList()
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(cin, ch[i], g, pm, zc))
+                blocks.append(ResBlock(cin, ch[i], g, pm, zc, cfg.res_time_kernel))
                 cin = ch[i]
             self.stages.append(blocks)
             if i > 0:
-                self.upsamples.append(Upsample(cin, ch[i - 1], time=(i - 1) in TIME_STAGES, pad_mode=pm))
+                ft, fs = strides[i - 1]
+                self.upsamples.append(Upsample(cin, ch[i - 1], time=ft, pad_mode=pm, space=fs))
                 cin = ch[i - 1]
             else:
                 self.upsamples.append(nn.Identity())
         self.norm_out = AdaptiveGroupNorm(cin, g, k) if zc else FrameGroupNorm(cin, g)
-        self.conv_out = CausalConv3d(cin, 3, 3, pad_mode=pm)
+        self.conv_out = CausalConv3d(cin, 3 * self.patch**2, 3, pad_mode=pm)
         self.adaptive = bool(zc)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
@@ -97,7 +102,7 @@ class Decoder(nn.Module):
                 h = block(h, z)
             h = up(h)
         h = self.norm_out(h, z) if self.adaptive else self.norm_out(h)
-        return self.conv_out(F.silu(h))
+        return depth_to_space(self.conv_out(F.silu(h)), self.patch)
 
 
 @dataclass
@@ -126,15 +131,25 @@ class VideoTokenizer(nn.Module):
     def codebook_size(self) -> int:
         return 2**self.config.codebook_bits
 
-    @staticmethod
-    def latent_shape(T: int, H: int, W: int) -> tuple[int, int, int]:
-        """Video (T, H, W) -> code grid (t, h, w)."""
-        return 1 + (T - 1) // TIME_FACTOR, H // SPACE_FACTOR, W // SPACE_FACTOR
+    @property
+    def space_factor(self) -> int:
+        """Pixels per code along H and W (8: 17x128x128 -> 5x16x16; 16: -> 5x8x8)."""
+        return self.config.space_factor
 
-    @staticmethod
-    def video_shape(t: int, h: int, w: int) -> tuple[int, int, int]:
+    @property
+    def time_factor(self) -> int:
+        """Frames per code after the first (the first frame has a code frame of its own)."""
+        return TIME_FACTOR
+
+    def latent_shape(self, T: int, H: int, W: int) -> tuple[int, int, int]:
+        """Video (T, H, W) -> code grid (t, h, w)."""
+        f = self.space_factor
+        return 1 + (T - 1) // TIME_FACTOR, H // f, W // f
+
+    def video_shape(self, t: int, h: int, w: int) -> tuple[int, int, int]:
         """Code grid (t, h, w) -> video (T, H, W)."""
-        return 1 + (t - 1) * TIME_FACTOR, h * SPACE_FACTOR, w * SPACE_FACTOR
+        f = self.space_factor
+        return 1 + (t - 1) * TIME_FACTOR, h * f, w * f
 
     @property
     def device(self) -> torch.device:
@@ -158,8 +173,9 @@ class VideoTokenizer(nn.Module):
             raise TokenizerError(f"video must have 3 channels in dim -4, got shape {tuple(x.shape)}")
         if T < 1 or (T - 1) % TIME_FACTOR:
             raise TokenizerError(f"video has {T} frames; the tokenizer needs 1+4n frames (1, 5, 9, 13, 17, ...)")
-        if H % SPACE_FACTOR or W % SPACE_FACTOR or H == 0 or W == 0:
-            raise TokenizerError(f"video is {H}x{W}; height and width must be positive multiples of 8")
+        f = self.space_factor
+        if H % f or W % f or H == 0 or W == 0:
+            raise TokenizerError(f"video is {H}x{W}; height and width must be positive multiples of {f} for this tokenizer")
         if not x.is_floating_point():
             raise TokenizerError(f"video has dtype {x.dtype}; expected floats in [-1, 1] (convert uint8 with frames_to_tensor)")
         lo, hi = float(x.min()), float(x.max())

@@ -36,6 +36,8 @@ class TokenizerDataConfig:
     photos: list[str] = field(default_factory=list)  # images handed to the synthetic world as textures
     height: int = 64
     width: int = 64
+    sizes: list[int] = field(default_factory=list)  # square sizes drawn per batch instead of height x width;
+    # a batch's clip count is scaled by (height*width)/size**2 (at least 1) so each batch costs about the same
     frames: int = 17  # 1+4n
     max_frames_per_file: int = 256
     image_only_steps: int = 0  # image (T=1) pretraining first ...
@@ -56,6 +58,7 @@ class TokenizerTrainLoop:
     grad_clip: float = 1.0
     l1_weight: float = 1.0
     l2_weight: float = 0.0
+    grad_weight: float = 0.0  # sharpness: L1 between the spatial gradients of reconstruction and input
     seed: int = 0
     device: str = ""  # "" = cuda when present, else cpu
     bf16: bool = True  # autocast to bf16 on CUDA (ignored on CPU)
@@ -94,8 +97,9 @@ class TokenizerTrainer:
     def __init__(self, cfg: TokenizerTrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True, log=print):
         self.cfg, self.out, self.progress, self.log = cfg, Path(out_dir), progress, log
         t, d = cfg.train, cfg.data
-        if (d.frames - 1) % 4 or d.frames < 1 or d.height % 8 or d.width % 8:
-            raise TrainingError(f"data: frames must be 1+4n and height/width multiples of 8, got {d.frames}x{d.height}x{d.width}")
+        f = cfg.model.space_factor
+        if (d.frames - 1) % 4 or d.frames < 1 or d.height % f or d.width % f or any(s % f for s in d.sizes):
+            raise TrainingError(f"data: frames must be 1+4n and height/width/sizes multiples of {f}, got {d.frames}x{d.height}x{d.width}, sizes {d.sizes}")
         self.ckpt_dir = self.out / "checkpoint"
         if self.ckpt_dir.exists() and not resume:
             raise TrainingError(f"{self.out}: holds a checkpoint already; pass --resume to continue or pick another --out")
@@ -182,7 +186,12 @@ class TokenizerTrainer:
         d = self.cfg.data
         image = self.rng.random() < image_prob_at(d, self.step)
         frames, bs = (1, d.image_batch_size) if image else (d.frames, self.cfg.train.batch_size)
-        x = to_tensor([self.sampler.sample(self.rng, frames, d.height, d.width) for _ in range(bs)])
+        h, w = d.height, d.width
+        if d.sizes:
+            size = int(d.sizes[int(self.rng.integers(len(d.sizes)))])
+            bs = max(1, round(bs * d.height * d.width / size**2))
+            h = w = size
+        x = to_tensor([self.sampler.sample(self.rng, frames, h, w) for _ in range(bs)])
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
     def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
@@ -191,7 +200,7 @@ class TokenizerTrainer:
         use_disc = self.disc is not None and self.step >= t.disc_start_step
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model(x)
-            loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight)
+            loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight, t.grad_weight)
             if use_disc:
                 g = hinge_g_loss(self.disc(out.recon))
                 loss = loss + t.disc_weight * g
