@@ -8,10 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from vidgpt.serve import ServeSettings, create_app  # noqa: E402
+from vidgpt.serve import ServeSettings, create_app
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -421,3 +420,20 @@ def test_upload_limits_on_side_and_frames(pipe, media_files):
     with TestClient(app) as client:
         r = client.post("/api/uploads", files={"file": ("clip.mp4", media_files.clip.read_bytes())})
         assert r.status_code == 201 and r.json()["frames"] == 5  # the rest of a long upload is not read
+
+
+def test_prompt_expansion_and_several_samples(client, app, pipe):
+    """A model that expands prompts (a text decode before the clip): the watch follows both calls; no batching."""
+    pipe.prompt_expansion = True
+    try:
+        with Gate(app) as g:
+            blocker = submit(client, {"prompt": "first", "seed": 1, **SMALL})
+            assert g.entered.wait(10)
+            two = [submit(client, {"prompt": f"p{i}", **SMALL}) for i in range(2)]
+            many = submit(client, {"prompt": "several", "num": 2, "seed": 3, **SMALL})
+        jobs = [finished(client, app, j) for j in [blocker, *two, many]]
+    finally:
+        pipe.prompt_expansion = False
+    assert all(j["status"] == "done" for j in jobs), [j["error"] for j in jobs]
+    assert [j["batch_size"] for j in jobs] == [1, 1, 1, 1]
+    assert len(jobs[3]["result"]["clips"]) == 2 and jobs[3]["preview"] is not None

@@ -14,9 +14,8 @@ import threading
 import time
 import tracemalloc
 
+import httpx
 import pytest
-
-httpx = pytest.importorskip("httpx")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -54,7 +54,7 @@ class Watch:
         self.on_check = on_check  # () -> None, raises JobCancelled when every job of the batch is cancelled
         self.tokens = 0
         self.total = None
-        self.phase = "prompt"
+        self.phase = "starting"
         self._last_emit = 0.0
         self.new_call()
 
@@ -77,7 +77,7 @@ class Watch:
         v = self.pipe.vocab
         vals = None
         phase_was = self.phase
-        for r, row in enumerate(self.rows):
+        for r, row in enumerate(self.rows[: tok.numel()]):  # a text call (prompt expansion) has one row
             if row.state == "off":
                 continue
             if row.state in ("seek", "header"):
