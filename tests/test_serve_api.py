@@ -437,3 +437,17 @@ def test_prompt_expansion_and_several_samples(client, app, pipe):
     assert all(j["status"] == "done" for j in jobs), [j["error"] for j in jobs]
     assert [j["batch_size"] for j in jobs] == [1, 1, 1, 1]
     assert len(jobs[3]["result"]["clips"]) == 2 and jobs[3]["preview"] is not None
+
+
+def test_cli_serve_on_a_taken_port_is_one_line(capsys):
+    import socket
+
+    from vidgpt.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", "--tiny", "--port", str(port)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"vidgpt: error: cannot listen on 127.0.0.1:{port} (Address already in use); pick another --host or --port"

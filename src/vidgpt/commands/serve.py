@@ -28,6 +28,7 @@ def run(args) -> int:
     from ..serve.settings import ServeSettings
 
     settings = load_config(ServeSettings, args.config, args.overrides)
+    _check_port(args.host, args.port)  # before loading the model: a taken port is one line, at once
     if args.tiny:
         from ..generate.tiny import tiny_pipeline
 
@@ -53,3 +54,19 @@ def run(args) -> int:
         print(f"vidgpt serve: note: bound to {args.host}, reachable from other machines; there is no authentication", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    from ..errors import VidgptError
+
+    if not 0 <= port <= 65535:
+        raise VidgptError(f"--port {port}: must be 0..65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise VidgptError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --host or --port") from None
