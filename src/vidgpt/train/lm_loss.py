@@ -98,13 +98,15 @@ def _base(model):
     return model.get_base_model() if is_peft(model) else model
 
 
-class HeadRows:
-    """Slices [lo, hi) of the effective output weight (peft trainable-token deltas applied), differentiable."""
+class TokenRows:
+    """The effective weight of an embedding or tied head module (peft trainable-token deltas applied).
 
-    def __init__(self, model):
-        head = _base(model).get_output_embeddings()
-        if head is None:
-            raise ConfigError("the model has no output embeddings (lm_head); use loss.head=plain")
+    `rows(lo, hi)` slices it and `lookup(ids)` embeds with it, both differentiable, without building the
+    merged 65.8k-row copy that peft's wrapper makes on every call (when the trainable ids are one range).
+    """
+
+    def __init__(self, head):
+        self.module = head
         self.plain = None
         self.base = None
         ta = getattr(head, "token_adapter", None)
@@ -121,6 +123,21 @@ class HeadRows:
         contiguous = len(active) == 1 and idx == list(range(idx[0], idx[0] + len(idx))) if idx else False
         self.span = (idx[0], idx[0] + len(idx)) if contiguous else None
         self.delta = ta.trainable_tokens_delta[active[0]]
+        emb = ta.base_layer
+        if isinstance(emb, torch.nn.Embedding):
+            quirks = emb.max_norm is not None or emb.scale_grad_by_freq or ta._get_embed_scale() is not None
+            pad_inside = emb.padding_idx is not None and self.span and self.span[0] <= emb.padding_idx < self.span[1]
+            if quirks or pad_inside:
+                self.span = None  # lookup() then goes through peft's own forward
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.plain is not None or self.span is None or not isinstance(self.ta.base_layer, torch.nn.Embedding):
+            return self.module(ids)
+        c0, c1 = self.span
+        inside = (ids >= c0) & (ids < c1)
+        old = F.embedding(torch.where(inside, 0, ids), self.base)
+        new = F.embedding(torch.where(inside, ids - c0, 0), self.delta).to(old.dtype)
+        return torch.where(inside.unsqueeze(-1), new, old)
 
     @property
     def num_rows(self) -> int:
@@ -140,6 +157,13 @@ class HeadRows:
         if max(lo, c1) < hi:
             parts.append(self.base[max(lo, c1) : hi])
         return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+
+def HeadRows(model) -> TokenRows:
+    head = _base(model).get_output_embeddings()
+    if head is None:
+        raise ConfigError("the model has no output embeddings (lm_head); use loss.head=plain")
+    return TokenRows(head)
 
 
 # --- target groups ------------------------------------------------------------------------------------------
@@ -228,11 +252,10 @@ class LossHead:
         base = _base(model)
         body = base.get_decoder() if hasattr(base, "get_decoder") else base.model
         kw = {"position_ids": batch["position_ids"], "use_cache": False}
-        if self.settings.embed_grad == "head_only":
-            with torch.no_grad():
-                emb = base.get_input_embeddings()(batch["input_ids"])
-            return body(inputs_embeds=emb, **kw).last_hidden_state
-        return body(input_ids=batch["input_ids"], **kw).last_hidden_state
+        rows = TokenRows(base.get_input_embeddings())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.embed_grad == "input"):
+            emb = rows.lookup(batch["input_ids"])
+        return body(inputs_embeds=emb, **kw).last_hidden_state
 
     def loss_from_hidden(self, model, h: torch.Tensor, input_ids: torch.Tensor,
                          weights: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -1,0 +1,62 @@
+"""tools/learning_curve.py: the extrapolation to 80% adherence and the table/plot writer (no training here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "learning_curve.py"
+
+
+@pytest.fixture(scope="module")
+def lc():
+    spec = importlib.util.spec_from_file_location("learning_curve", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def logistic(tokens, alpha, beta):
+    return 1 / (1 + math.exp(-(alpha + beta * math.log(tokens))))
+
+
+def test_extrapolation_recovers_the_tokens_of_a_logistic_curve(lc):
+    alpha, beta = -12.0, 0.9
+    pts = [(t, logistic(t, alpha, beta), 1000) for t in (1e5, 3e5, 1e6)]
+    e = lc.extrapolate(pts, target=0.8)
+    assert e["ok"]
+    expect = math.exp((math.log(4) - alpha) / beta)
+    assert abs(math.log(e["tokens"] / expect)) < 1e-6
+
+
+def test_no_trend_gives_no_extrapolation(lc):
+    assert not lc.extrapolate([(1e5, 0.0, 60), (2e5, 0.0, 60), (4e5, 0.0, 60)])["ok"]
+    assert not lc.extrapolate([(1e5, 0.4, 60), (2e5, 0.3, 60)])["ok"]  # falling
+    assert not lc.extrapolate([(1e5, 0.4, 60)])["ok"]
+
+
+def test_compare_writes_table_json_and_plot(lc, tmp_path):
+    def point(tokens, a):
+        pv = {"color": a, "motion": a, "color_motion": a, "objects": 60}
+        return {"budget": tokens, "steps": 10, "tokens": tokens, "train_wall_s": tokens / 100, "final_train_loss": 5.0,
+                "heldout_visual_loss": 6.0 - a, "preview": pv, "full_check": None}
+
+    pts = [point(t, logistic(t, -12.0, 0.9)) for t in (1e5, 3e5, 1e6)]
+    e = lc.extrapolate([(p["tokens"], p["preview"]["color_motion"], 60) for p in pts])
+    e.update(tokens_per_s=100.0, cpu_hours=e["tokens"] / 100 / 3600, clips=e["tokens"] / 1650)
+    curve = {"name": "a", "config": "c.yaml", "set": [], "frames": 17, "size": 128, "threads": 1,
+             "mean_doc_tokens": 1650.0, "tokens_per_step": 6600.0,
+             "data": {"clips": 600, "images": 0, "train_build_s": 60.0, "workers": 2}, "points": pts, "extrapolation": e}
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "curve.json").write_text(json.dumps({**curve, "name": name}))
+    assert lc.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "curve.md").read_text()
+    assert "### a" in md and "### b" in md and "CPU-hours" in md
+    assert len(json.loads((tmp_path / "out" / "curve.json").read_text())) == 2
+    assert (tmp_path / "out" / "curve.png").stat().st_size > 1000
