@@ -243,13 +243,26 @@ def shard_files(dir_or_dirs: str | os.PathLike | Iterable[str | os.PathLike]) ->
     return files
 
 
-def load_shards(dir_or_dirs, streaming: bool = False, cache_dir: str | os.PathLike | None = None):
-    """One or more shard directories as a `datasets.Dataset` (or `IterableDataset` when streaming)."""
+def load_shards(dir_or_dirs, streaming: bool = False, cache_dir: str | os.PathLike | None = None,
+                rank: int = 0, world_size: int = 1):
+    """One or more shard directories as a `datasets.Dataset` (or `IterableDataset` when streaming).
+
+    Streaming with world_size > 1 gives process `rank` its own part (`datasets.distributed.split_dataset_by_node`:
+    whole files when their number is a multiple of world_size, so a process opens only its own files; else every
+    world_size-th record). The LM trainer reads shards itself, row group by row group (vidgpt.train.lm_data).
+    """
     import datasets
 
     files = [str(f) for f in shard_files(dir_or_dirs)]
     kw = {} if cache_dir is None else {"cache_dir": str(cache_dir)}
-    return datasets.load_dataset("parquet", data_files={"train": files}, split="train", streaming=streaming, **kw)
+    ds = datasets.load_dataset("parquet", data_files={"train": files}, split="train", streaming=streaming, **kw)
+    if world_size > 1:
+        if not streaming:
+            return ds.shard(num_shards=world_size, index=rank, contiguous=True)
+        from datasets.distributed import split_dataset_by_node
+
+        ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+    return ds
 
 
 def shard_stats(directory: str | os.PathLike) -> dict:

@@ -108,3 +108,15 @@ def _fresh_copy(sharded, state: dict):
     if hasattr(copy, "tie_weights"):
         copy.tie_weights()
     return copy
+
+
+def gather_data_state(accelerator, rows) -> dict:
+    """Every rank calls this: the data position of all ranks' streams (vidgpt.train.lm_data.RowStream), merged."""
+    from .lm_data import RowStream
+
+    part = rows.state_dict()
+    if accelerator.num_processes == 1:
+        return RowStream.merge([part])
+    from accelerate.utils import gather_object
+
+    return RowStream.merge(gather_object([part]))

@@ -12,13 +12,23 @@ Sources (`SourceConfig.kind`):
 
 Every source is an endless, deterministic stream (reshuffled each epoch from the seed). Records whose
 index is a multiple of `holdout_every` form the held-out split (synthetic: a different seed). The mixture
-picks a source per document by weight with its own seeded generator. Every process builds the same
-stream and takes every world_size-th row, so the data position is just the number of rows consumed.
+picks a source per document by weight with its own seeded generator.
+
+Data at scale: the data are cut into `data.streams` independent streams (default: one per process). A
+stream owns every N-th *unit* of the record sources (a Parquet row group, read from the file footer's
+offsets, or 256 in-memory records of a JSONL/text source; with fewer units than streams, every N-th
+record), has its own mixture, formatter RNG and packer, and global row g comes from stream g % N.
+Process r of W handles the streams s with s % W == r (N must be a multiple of W), so it reads only its
+own row groups, never another rank's. The global row order depends on N only: runs on 1, 2 or 4
+processes with the same N see the same rows. `RowStream.state_dict()` is the position of each stream
+(epoch, unit, record, RNG states, the packer's partial row); resuming from it reads only the row group
+being consumed, instead of replaying the stream from the start.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -28,7 +38,7 @@ import numpy as np
 from ..errors import DataError
 from ..layout import PROMPT, STRUCTURE, TEXT, VISUAL, VisualBlock, blueprint_shape
 from ..vocab import UnifiedVocab
-from .packing import Document, PackStats, pack
+from .packing import Document, Packer, PackStats
 
 KIND_NAMES = {"prompt": PROMPT, "text": TEXT, "visual": VISUAL, "structure": STRUCTURE}
 
@@ -38,7 +48,7 @@ class SourceConfig:
     kind: str = "synthetic"  # synthetic | shards | text
     paths: list[str] = field(default_factory=list)  # files or folders (shards, text)
     weight: float = 1.0  # mixture weight (normalised over sources)
-    streaming: bool = False  # datasets streaming for large shard sets
+    streaming: bool = False  # kept for old configs: Parquet is always read one row group at a time
     # synthetic only
     shapes: list[list[int]] = field(default_factory=lambda: [[1, 4, 4], [2, 4, 4]])  # latent (t, h, w) to draw
     words: int = 16  # distinct prompt words (each picks a code palette)
@@ -54,6 +64,7 @@ class LMDataConfig:
     visual_loss_weight: float = 1.0  # extra weight of VISUAL tokens in the loss
     long_docs: str = "split"  # split | drop: documents longer than seq_len
     holdout_every: int = 50  # record i is held out for eval when i % holdout_every == 0
+    streams: int = 0  # independent data streams (0 = one per process); a multiple of the process count
 
 
 def kind_weights(cfg: LMDataConfig) -> dict[int, float]:
@@ -71,29 +82,45 @@ def to_document(ids: list[int], kinds: list[int], weights_by_kind: dict[int, flo
 # --- synthetic ---------------------------------------------------------------------------------------------
 
 
-def synthetic_documents(src: SourceConfig, vocab: UnifiedVocab, eos_id: int, seed: int,
-                        weights_by_kind: dict[int, float], blueprint: bool = True) -> Iterator[Document]:
+class SyntheticSource:
     """Endless random code documents: prompt words -> a clip whose codes come from the words' palettes."""
-    rng = np.random.default_rng(seed)
-    n_codes = 2**vocab.spec.codebook_bits
-    word_rng = np.random.default_rng(1234)
-    text_ids = np.arange(3, max(4, vocab.offset))
-    word_ids = word_rng.choice(text_ids, size=(src.words, 2), replace=len(text_ids) < 2 * src.words)
-    palettes = word_rng.integers(0, n_codes, size=(src.words, 4))
-    while True:
+
+    def __init__(self, src: SourceConfig, vocab: UnifiedVocab, eos_id: int, seed: int,
+                 weights_by_kind: dict[int, float], blueprint: bool = True):
+        self.src, self.vocab, self.eos, self.wk, self.blueprint = src, vocab, eos_id, weights_by_kind, blueprint
+        self.rng = np.random.default_rng(seed)
+        word_rng = np.random.default_rng(1234)
+        text_ids = np.arange(3, max(4, vocab.offset))
+        self.word_ids = word_rng.choice(text_ids, size=(src.words, 2), replace=len(text_ids) < 2 * src.words)
+        self.palettes = word_rng.integers(0, 2**vocab.spec.codebook_bits, size=(src.words, 4))
+
+    def next(self) -> Document:
+        src, vocab, rng = self.src, self.vocab, self.rng
         words = rng.integers(0, src.words, size=src.prompt_words)
-        ids = [int(x) for w in words for x in word_ids[w]]
+        ids = [int(x) for w in words for x in self.word_ids[w]]
         kinds = [PROMPT] * len(ids)
         t, h, w = (int(x) for x in src.shapes[rng.integers(len(src.shapes))])
-        palette = palettes[words].reshape(-1)
+        palette = self.palettes[words].reshape(-1)
         fine = palette[rng.integers(0, len(palette), size=(t, h, w))]
-        bp = fine[:, ::2, ::2][:, : (h + 1) // 2, : (w + 1) // 2] if blueprint else None
-        block = VisualBlock((t, h, w), fine=fine, blueprint=bp)
-        bids = _encode_block(vocab, block)
-        ids += bids + [eos_id]
+        bp = fine[:, ::2, ::2][:, : (h + 1) // 2, : (w + 1) // 2] if self.blueprint else None
+        bids = _encode_block(vocab, VisualBlock((t, h, w), fine=fine, blueprint=bp))
+        ids += bids + [self.eos]
         kinds += [VISUAL if vocab.visual_offset <= b < vocab.end else STRUCTURE for b in bids]
         kinds += [STRUCTURE]
-        yield to_document(ids, kinds, weights_by_kind)
+        return to_document(ids, kinds, self.wk)
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+def synthetic_documents(src: SourceConfig, vocab: UnifiedVocab, eos_id: int, seed: int,
+                        weights_by_kind: dict[int, float], blueprint: bool = True) -> Iterator[Document]:
+    source = SyntheticSource(src, vocab, eos_id, seed, weights_by_kind, blueprint)
+    while True:
+        yield source.next()
 
 
 def _encode_block(vocab: UnifiedVocab, block: VisualBlock) -> list[int]:
@@ -213,90 +240,325 @@ class RecordFormatter:
         return None
 
 
-def record_documents(src: SourceConfig, fmt: RecordFormatter, seed: int, split: str, holdout_every: int,
+UNIT_RECORDS = 256  # records per unit of an in-memory (JSONL / text) source
+
+
+@dataclass
+class Unit:
+    """A slice of a record source read at once: a Parquet row group, or records [start, start+count) in memory."""
+
+    index: int  # position among all units of the source
+    offset: int  # global index of its first record (for holdout_every)
+    count: int
+    file: str | None = None  # Parquet file
+    row_group: int = 0
+    start: int = 0  # in-memory records
+
+
+class RecordTable:
+    """The units of one shards/text source, from Parquet footers (no data read) or in-memory records."""
+
+    def __init__(self, src: SourceConfig):
+        self.memory: list[dict] | None = None
+        self.units: list[Unit] = []
+        if src.kind == "text" and all(Path(p).suffix in TEXT_EXTS for p in src.paths if Path(p).is_file()):
+            files = list_files(src.paths, TEXT_EXTS)
+            self.memory = [{"text": t} for t in text_file_documents(files)]
+        else:
+            files = list_files(src.paths, RECORD_EXTS)
+            kinds = {f.suffix for f in files}
+            if len(kinds) > 1:
+                raise DataError(f"{files[0].parent}: mixed file types {sorted(kinds)} in one source; use one source per type")
+            if files[0].suffix != ".parquet":
+                self.memory = list(load_records(files, streaming=False))
+        self.where = str(files[0].parent)
+        if self.memory is not None:
+            n = len(self.memory)
+            self.units = [Unit(i, a, min(UNIT_RECORDS, n - a), start=a) for i, a in enumerate(range(0, n, UNIT_RECORDS))]
+            return
+        import pyarrow.parquet as pq
+
+        offset = 0
+        for f in files:
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except Exception as e:
+                raise DataError(f"{f}: not a readable Parquet file ({str(e).splitlines()[0]})") from e
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                if n:
+                    self.units.append(Unit(len(self.units), offset, n, file=str(f), row_group=g))
+                    offset += n
+        self._files: dict[str, object] = {}
+
+    def read(self, unit: Unit) -> list[dict]:
+        if self.memory is not None:
+            return self.memory[unit.start : unit.start + unit.count]
+        import pyarrow.parquet as pq
+
+        pf = self._files.get(unit.file)
+        if pf is None:
+            pf = self._files[unit.file] = pq.ParquetFile(unit.file)
+        try:
+            return pf.read_row_group(unit.row_group).to_pylist()
+        except Exception as e:
+            raise DataError(f"{unit.file}: cannot read row group {unit.row_group} ({str(e).splitlines()[0]})") from e
+
+
+class RecordSource:
+    """Endless documents of one split from stream `stream` of `n_streams` of a shards/text source (resumable)."""
+
+    def __init__(self, src: SourceConfig, fmt: "RecordFormatter", seed: int, split: str, holdout_every: int,
+                 stream: int = 0, n_streams: int = 1, table: RecordTable | None = None):
+        self.src, self.fmt, self.seed, self.split, self.holdout = src, fmt, seed, split, holdout_every
+        self.table = table or RecordTable(src)
+        units = self.table.units
+        self.stride = n_streams if len(units) < n_streams else 1  # too few units: every N-th record instead
+        self.stream, self.n_streams = stream, n_streams
+        self.units = units if self.stride > 1 else units[stream::n_streams]
+        self.rng = np.random.default_rng(seed)
+        self.epoch = self.pos = self.rec = self.made = 0
+        self._cache: tuple[int, list[dict], np.ndarray] | None = None
+
+    def _keep(self, i: int) -> bool:
+        held = self.holdout > 0 and i % self.holdout == 0
+        if held != (self.split == "eval"):
+            return False
+        k = i // self.holdout if held else i  # held-out records are multiples of holdout_every: stride over them
+        return self.stride == 1 or k % self.stride == self.stream
+
+    def _unit_order(self) -> np.ndarray:
+        if self.split != "train":
+            return np.arange(len(self.units))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.units))
+
+    def _records(self, unit: Unit) -> tuple[list[dict], np.ndarray]:
+        key = (self.epoch, unit.index)
+        if self._cache is None or self._cache[0] != key:
+            recs = self.table.read(unit)
+            order = (np.random.default_rng([self.seed, self.epoch, unit.index]).permutation(len(recs))
+                     if self.split == "train" else np.arange(len(recs)))
+            self._cache = (key, recs, order)
+        return self._cache[1], self._cache[2]
+
+    def next(self) -> Document:
+        while True:
+            if self.pos >= len(self.units):
+                if self.made == 0:
+                    raise DataError(f"{self.src.paths}: no usable {self.split} records for data stream {self.stream} "
+                                    f"of {self.n_streams} (holdout_every={self.holdout})")
+                self.epoch, self.pos, self.rec, self.made = self.epoch + 1, 0, 0, 0
+            unit = self.units[int(self._unit_order()[self.pos])]
+            recs, order = self._records(unit)
+            while self.rec < len(recs):
+                j = int(order[self.rec])
+                self.rec += 1
+                i = unit.offset + j
+                if not self._keep(i):
+                    continue
+                doc = self.fmt(recs[j], self.rng, where=f"{self.table.where} record {i}")
+                if doc is not None:
+                    self.made += 1
+                    return doc
+            self.pos, self.rec = self.pos + 1, 0
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos, "rec": self.rec, "made": self.made,
+                "rng": self.rng.bit_generator.state}
+
+    def load(self, state: dict) -> None:
+        self.epoch, self.pos, self.rec, self.made = (int(state[k]) for k in ("epoch", "pos", "rec", "made"))
+        self.rng.bit_generator.state = state["rng"]
+
+
+def record_documents(src: SourceConfig, fmt: "RecordFormatter", seed: int, split: str, holdout_every: int,
                      text_tokenizer=None) -> Iterator[Document]:
     """Endless documents from a shards/text source, one split ('train' or 'eval')."""
-    rng = np.random.default_rng(seed)
-    if src.kind == "text" and all(Path(p).suffix in TEXT_EXTS for p in src.paths if Path(p).is_file()):
-        files = list_files(src.paths, TEXT_EXTS)
-        records = [{"text": t} for t in text_file_documents(files)]
-        streaming = False
-    else:
-        files = list_files(src.paths, RECORD_EXTS)
-        records = load_records(files, src.streaming)
-        streaming = src.streaming
-
-    def keep(i: int) -> bool:
-        held = holdout_every > 0 and i % holdout_every == 0
-        return held if split == "eval" else not held
-
-    epoch = 0
+    source = RecordSource(src, fmt, seed, split, holdout_every)
     while True:
-        made = 0
-        if streaming:
-            stream = records.shuffle(seed=seed + epoch, buffer_size=1000) if split == "train" else records
-            it = enumerate(stream)
-        else:
-            order = np.arange(len(records))
-            if split == "train":
-                order = np.random.default_rng(seed + epoch).permutation(len(records))
-            it = ((int(i), records[int(i)]) for i in order)
-        for i, rec in it:
-            if not keep(i):
-                continue
-            doc = fmt(rec, rng, where=f"{files[0].parent} record {i}")
-            if doc is not None:
-                made += 1
-                yield doc
-        if made == 0:
-            raise DataError(f"{src.paths}: no usable {split} records (holdout_every={holdout_every})")
-        epoch += 1
+        yield source.next()
 
 
 # --- the mixture ----------------------------------------------------------------------------------------------------
 
 
+def _source_seed(seed: int, k: int, split: str, stream: int) -> int:
+    return seed * 1000 + k + (500 if split == "eval" else 0) + 100_003 * stream
+
+
+class DocumentStream:
+    """One data stream: its sources (each on its slice), the weighted mixture, resumable."""
+
+    def __init__(self, cfg: LMDataConfig, vocab: UnifiedVocab, text_tokenizer, seed: int, split: str = "train",
+                 eos_id: int | None = None, stream: int = 0, n_streams: int = 1, tables: dict | None = None):
+        if not cfg.sources:
+            raise DataError("data.sources is empty")
+        wk = kind_weights(cfg)
+        if eos_id is None:
+            eos_id = getattr(text_tokenizer, "eos_token_id", None)
+        if eos_id is None:
+            eos_id = 2
+        fmt = None
+        tables = {} if tables is None else tables
+        self.sources: list = []
+        for k, src in enumerate(cfg.sources):
+            s = _source_seed(seed, k, split, stream)
+            if src.kind == "synthetic":
+                self.sources.append(SyntheticSource(src, vocab, eos_id, s, wk, cfg.blueprint))
+            elif src.kind in ("shards", "text"):
+                if fmt is None:
+                    fmt = RecordFormatter(vocab, text_tokenizer, cfg)
+                if k not in tables:
+                    tables[k] = RecordTable(src)
+                self.sources.append(RecordSource(src, fmt, s, split, cfg.holdout_every, stream, n_streams, tables[k]))
+            else:
+                raise DataError(f"data source {k}: unknown kind {src.kind!r} (synthetic, shards, text)")
+        w = np.array([max(0.0, s.weight) for s in cfg.sources], dtype=np.float64)
+        if w.sum() <= 0:
+            raise DataError("data.sources: mixture weights sum to 0")
+        self.p = w / w.sum()
+        self.rng = np.random.default_rng(seed + (7 if split == "eval" else 0) + 100_003 * stream)
+
+    def next(self) -> Document:
+        return self.sources[int(self.rng.choice(len(self.sources), p=self.p))].next()
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "sources": [s.state() for s in self.sources]}
+
+    def load(self, state: dict) -> None:
+        if len(state["sources"]) != len(self.sources):
+            raise DataError(f"data state has {len(state['sources'])} sources, the config {len(self.sources)}")
+        self.rng.bit_generator.state = state["rng"]
+        for src, st in zip(self.sources, state["sources"]):
+            src.load(st)
+
+
 def mixed_documents(cfg: LMDataConfig, vocab: UnifiedVocab, text_tokenizer, seed: int, split: str = "train",
                     eos_id: int | None = None) -> Iterator[Document]:
-    """Endless documents drawn from the sources by weight (deterministic for a seed and split)."""
-    if not cfg.sources:
-        raise DataError("data.sources is empty")
-    wk = kind_weights(cfg)
-    if eos_id is None:
-        eos_id = getattr(text_tokenizer, "eos_token_id", None)
-    if eos_id is None:
-        eos_id = 2
-    fmt = None
-    streams = []
-    for k, src in enumerate(cfg.sources):
-        s = seed * 1000 + k + (500 if split == "eval" else 0)
-        if src.kind == "synthetic":
-            streams.append(synthetic_documents(src, vocab, eos_id, s, wk, cfg.blueprint))
-        elif src.kind in ("shards", "text"):
-            if fmt is None:
-                fmt = RecordFormatter(vocab, text_tokenizer, cfg)
-            streams.append(record_documents(src, fmt, s, split, cfg.holdout_every, text_tokenizer))
-        else:
-            raise DataError(f"data source {k}: unknown kind {src.kind!r} (synthetic, shards, text)")
-    w = np.array([max(0.0, s.weight) for s in cfg.sources], dtype=np.float64)
-    if w.sum() <= 0:
-        raise DataError("data.sources: mixture weights sum to 0")
-    w /= w.sum()
-    rng = np.random.default_rng(seed + (7 if split == "eval" else 0))
+    """Endless documents drawn from the sources by weight (deterministic for a seed and split; one stream)."""
+    stream = DocumentStream(cfg, vocab, text_tokenizer, seed, split, eos_id)
     while True:
-        yield next(streams[int(rng.choice(len(streams), p=w))])
+        yield stream.next()
+
+
+def _b64(values, dtype) -> str:
+    import base64
+
+    return base64.b64encode(np.asarray(values, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _unb64(text: str, dtype) -> list:
+    import base64
+
+    return np.frombuffer(base64.b64decode(text), dtype=dtype).tolist()
+
+
+def _row_to_lists(row: dict) -> dict:
+    """A packed row as compact JSON (base64 of int32 / float32 arrays)."""
+    return {k: _b64(v.numpy(), np.float32 if k == "weights" else np.int32) for k, v in row.items()}
+
+
+def _row_from_lists(row: dict) -> dict:
+    import torch
+
+    return {k: torch.tensor(_unb64(v, np.float32 if k == "weights" else np.int32),
+                            dtype=torch.float32 if k == "weights" else torch.long) for k, v in row.items()}
+
+
+class PackedStream:
+    """A DocumentStream packed into rows; the state holds the packer's partial row and rows not yet taken."""
+
+    def __init__(self, docs: DocumentStream, seq_len: int, pad_id: int, long_docs: str, stats: PackStats | None):
+        self.docs = docs
+        self.packer = Packer(seq_len, pad_id, long_docs)
+        if stats is not None:
+            self.packer.stats = stats
+        self.pending: deque = deque()
+        self.rows = 0
+
+    def next_row(self) -> dict:
+        while not self.pending:
+            self.pending.extend(self.packer.add(self.docs.next()))
+        self.rows += 1
+        return self.pending.popleft()
+
+    def state(self) -> dict:
+        pk = self.packer  # its partial row: ids, weights and document lengths so far
+        return {"docs": self.docs.state(), "rows": self.rows, "pending": [_row_to_lists(r) for r in self.pending],
+                "partial": {"ids": _b64(pk._ids, np.int32), "weights": _b64(pk._w, np.float32),
+                            "lengths": list(pk._lengths)}}
+
+    def load(self, state: dict) -> None:
+        self.docs.load(state["docs"])
+        self.rows = int(state["rows"])
+        self.pending = deque(_row_from_lists(r) for r in state["pending"])
+        part = state["partial"]
+        self.packer._ids = [int(x) for x in _unb64(part["ids"], np.int32)]
+        self.packer._w = _unb64(part["weights"], np.float32)
+        self.packer._lengths = [int(x) for x in part["lengths"]]
+
+
+def num_streams(cfg: LMDataConfig, world_size: int) -> int:
+    n = int(cfg.streams or world_size)
+    if n < 1 or n % world_size:
+        raise DataError(f"data.streams={cfg.streams}: must be a multiple of the {world_size} processes "
+                        "(or 0 for one stream per process)")
+    return n
+
+
+class RowStream:
+    """This process's packed rows: global rows rank, rank + world_size, ...; row g from stream g % N."""
+
+    def __init__(self, cfg: LMDataConfig, vocab: UnifiedVocab, text_tokenizer, seq_len: int, seed: int,
+                 split: str = "train", pad_id: int = 0, rank: int = 0, world_size: int = 1, skip: int = 0,
+                 stats: PackStats | None = None, state: dict | None = None):
+        self.n = num_streams(cfg, world_size)
+        self.rank, self.world = rank, world_size
+        tables: dict = {}
+        self.streams = {
+            s: PackedStream(DocumentStream(cfg, vocab, text_tokenizer, seed, split, stream=s, n_streams=self.n, tables=tables),
+                            seq_len, pad_id, cfg.long_docs, stats)
+            for s in range(rank, self.n, world_size)
+        }
+        self.g = rank  # the next global row this process takes
+        if state is not None and state.get("streams_total") == self.n and int(state.get("rows", -1)) == skip:
+            for s, ps in self.streams.items():
+                ps.load(state["streams"][str(s)])
+            self.g = skip + rank
+        elif skip:  # no usable saved position: replay this process's own streams up to `skip` global rows
+            for g in range(skip):
+                if g % self.n in self.streams:
+                    self.streams[g % self.n].next_row()
+            self.g = skip + rank
+
+    def __iter__(self) -> "RowStream":
+        return self
+
+    def __next__(self) -> dict:
+        row = self.streams[self.g % self.n].next_row()
+        self.g += self.world
+        return row
+
+    def state_dict(self) -> dict:
+        """This process's part of the data position (RowStream.merge joins the parts of all processes)."""
+        return {"streams_total": self.n, "rows": self.g - self.rank, "streams": {str(s): ps.state() for s, ps in self.streams.items()}}
+
+    @staticmethod
+    def merge(parts: list[dict]) -> dict:
+        rows = {p["rows"] for p in parts}
+        if len(rows) != 1:
+            raise DataError(f"processes disagree on the data position ({sorted(rows)} rows)")
+        out = {"streams_total": parts[0]["streams_total"], "rows": rows.pop(), "streams": {}}
+        for p in parts:
+            out["streams"].update(p["streams"])
+        return out
 
 
 def packed_rows(cfg: LMDataConfig, vocab: UnifiedVocab, text_tokenizer, seq_len: int, seed: int,
                 split: str = "train", pad_id: int = 0, rank: int = 0, world_size: int = 1, skip: int = 0,
-                stats: PackStats | None = None) -> Iterator[dict]:
-    """Packed rows for this process: global rows rank, rank + world_size, ... after skipping `skip` global rows."""
-    docs = mixed_documents(cfg, vocab, text_tokenizer, seed, split)
-    for i, row in enumerate(pack(docs, seq_len, pad_id, cfg.long_docs, stats)):
-        if i < skip:
-            continue
-        if (i - skip) % world_size == rank:
-            yield row
+                stats: PackStats | None = None, state: dict | None = None) -> RowStream:
+    """Packed rows for this process after `skip` global rows (from the saved `state` when it matches)."""
+    return RowStream(cfg, vocab, text_tokenizer, seq_len, seed, split, pad_id, rank, world_size, skip, stats, state)
 
 
 def write_records_jsonl(path: str | Path, records: list[dict]) -> Path:

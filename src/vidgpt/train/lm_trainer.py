@@ -278,7 +278,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from tqdm import tqdm
 
     from ..backbone import save_vidgpt_lm
-    from .distributed import engine_name, make_accelerator, plain_model_for_save
+    from .distributed import engine_name, gather_data_state, make_accelerator, plain_model_for_save
 
     t = cfg.train
     if t.save_form not in ("full", "delta"):
@@ -324,7 +324,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     rows_per_step = t.micro_batch_size * t.grad_accum * world
     stats = PackStats()
     rows = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "train", pad_id, rank, world,
-                       skip=state["rows"], stats=stats)
+                       skip=state["rows"], stats=stats, state=state.get("data"))  # resumes without replaying
     eval_rows = None
     if t.eval_batches > 0:
         gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "eval", pad_id, rank, world)
@@ -382,6 +382,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         bar.set_postfix(loss=f"{mean_loss:.3f}")
         if (t.ckpt_every and state["step"] % t.ckpt_every == 0) or state["step"] == t.steps:
             state["stats"] = stats.as_dict()
+            state["data"] = gather_data_state(accelerator, rows)  # every rank: each stream's position
             save_checkpoint(accelerator, out, state["step"], state, t.keep_checkpoints)
     bar.close()
 
