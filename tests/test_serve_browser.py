@@ -70,6 +70,19 @@ def server(pipe):
         pipe.backend = orig
 
 
+# records, in order, each time a blueprint preview (with its label) or a final clip card appears
+SEEN = """
+window.__seen = [];
+const once = new WeakSet();
+const note = (el, what) => { if (!once.has(el)) { once.add(el); window.__seen.push(what); } };
+new MutationObserver(() => {
+  for (const v of document.querySelectorAll("[data-testid=preview-video]"))
+    note(v, v.closest(".turn").textContent.includes("blueprint preview") ? "preview" : "unlabelled preview");
+  for (const c of document.querySelectorAll("[data-testid=clip]")) note(c, "clip");
+}).observe(document, {childList: true, subtree: true, attributes: true, attributeFilter: ["data-testid"]});
+"""
+
+
 def _clip_playing(page, card) -> None:
     page.wait_for_function(
         "(v) => v.readyState >= 2 && !v.paused && v.currentTime > 0 && v.videoWidth > 0",
@@ -83,6 +96,7 @@ def test_page_make_preview_edit_download(browser, server, tmp_path, media_files)
     console_errors, dialogs = [], []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.add_init_script(SEEN)
     page.goto(url + "/")
     page.wait_for_selector("body[data-ready='1']", timeout=15000)
     assert "tiny random model" in page.inner_text("[data-testid=model-status]")
@@ -96,10 +110,11 @@ def test_page_make_preview_edit_download(browser, server, tmp_path, media_files)
     # 1. a prompt: the blueprint preview shows first, then the final clip plays in the page
     page.fill("[data-testid=prompt]", "make a red circle moving right")
     page.press("[data-testid=prompt]", "Enter")
-    page.wait_for_selector("[data-testid=preview-video]", timeout=15000)
-    assert page.inner_text("[data-testid=pending]").count("blueprint preview") == 1
     cards = page.locator("[data-testid=clip]")
     cards.first.wait_for(timeout=30000)
+    # what the page showed, in order (recorded in the page, so it does not depend on polling speed)
+    seen = page.evaluate("window.__seen")
+    assert seen[:2] == ["preview", "clip"], seen
     assert page.locator("[data-testid=preview-video]").count() == 0  # the final clip replaced it
     first = cards.nth(0)
     _clip_playing(page, first)
