@@ -129,3 +129,44 @@ def test_fsdp_kill9_resume_matches_single_process(reference, tmp_path):
     assert worst < 5e-3, worst
     ids = torch.arange(5, 40).unsqueeze(0)
     assert torch.isfinite(AutoModelForCausalLM.from_pretrained(out / "model")(ids).logits).all()
+
+
+def test_two_simulated_nodes_fsdp_lora_on_qwen3(tmp_path):
+    """configs/accelerate/fsdp_multi_node.yaml as written, two "machines" of one rank each on localhost
+    (static rendezvous): LoRA on a tiny Qwen3 extended on the fly; same losses and merged weights as one
+    process, delta form."""
+    from vidgpt.backbone import load_vidgpt_lm
+    from vidgpt.config import load_config
+    from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
+
+    sets = ["train.steps=4", "train.seq_len=64", "train.micro_batch_size=2", "train.ckpt_every=0", "train.eval_batches=1",
+            "train.log_every=1", "loss.head=plain", "data.streams=2", "model.backbone=tiny-qwen3", "lora.enabled=true",
+            "lora.r=4", "train.save_form=delta"]
+    ref_out = tmp_path / "single"
+    train_lm(load_config(LMTrainConfig, TINY_YAML, sets + ["train.grad_accum=2", "train.micro_batch_size=1"]),
+             ref_out, progress=False)
+    sets = sets + ["train.micro_batch_size=1"]
+    out = tmp_path / "nodes"
+    port = str(29500 + (os.getpid() + 7) % 1000)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", ACCELERATE_USE_CPU="1")
+    procs = []
+    for node in (1, 0):
+        cmd = ["accelerate", "launch", "--config_file", str(ROOT / "configs/accelerate/fsdp_multi_node.yaml"),
+               "--num_processes", "2", "--machine_rank", str(node), "--main_process_ip", "127.0.0.1",
+               "--main_process_port", port, "-m", "vidgpt", "lm", "train", "--config", str(TINY_YAML), "--out", str(out),
+               "--no-progress"] + [x for s in sets for x in ("--set", s)]
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    texts = [p.communicate(timeout=200)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], texts[1][-3000:] + texts[0][-3000:]
+    recs = log_records(out)
+    start = next(r for r in recs if r.get("event") == "start")
+    assert start["engine"] == "fsdp2" and start["world_size"] == 2
+    got = {r["step"]: r["loss"] for r in recs if "loss" in r}
+    ref = {r["step"]: r["loss"] for r in log_records(ref_out) if "loss" in r}
+    assert sorted(got) == [1, 2, 3, 4]
+    for s in got:
+        assert abs(got[s] - ref[s]) < 1e-4 * abs(ref[s]), (s, got[s], ref[s])
+    a, b = load_vidgpt_lm(out / "model"), load_vidgpt_lm(ref_out / "model")  # delta form: base + new rows + adapter
+    assert a.meta["form"] == "delta" and a.model.config.model_type == "qwen3"
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert max(float((sa[k] - sb[k]).abs().max()) for k in sb) < 1e-3
