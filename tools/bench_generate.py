@@ -4,6 +4,16 @@
     python tools/bench_generate.py                   # SmolLM2-135M shaped random model (GPU: checks the targets)
     python tools/bench_generate.py --model model/    # a real vidgpt model directory
 
+    # the real shape on the CPU: SmolLM2-135M extended with the visual vocabulary (untrained is fine
+    # for speed: `vidgpt lm extend --backbone smollm2-135m --tokenizer tokenizer --out runs/lm_untrained`)
+    OMP_NUM_THREADS=1 taskset -c 1 python tools/bench_generate.py --real --model runs/lm_untrained [--full]
+
+`--real` prints, for every decode variant and batch (CFG off: B rows; CFG on: 2B rows), the
+milliseconds of one decode step at a short and at a clip-long context, next to the bound a
+streaming read of the bytes that step must read gives on this machine (weights + visual head rows
++ KV cache), the clip time those steps make (17x128x128: 1,607 ids), and the same for plain
+transformers `model.generate`. `--full` also times whole `pipe.generate` clips end to end.
+
 Prints visual tokens/s for batch 1 (no CFG) and batch B with CFG (2B rows). On CUDA it checks the
 targets: >= 2,000 tok/s at batch 1, >= 50x `model.generate`, >= 20,000 tok/s at batch 32 with CFG.
 """
@@ -48,12 +58,182 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
+# --- the real-shape CPU mode ------------------------------------------------------------------------
+
+
+CLOCK = time.perf_counter  # --cpu-time switches to the process's own CPU seconds
+
+
+def _best(fn, reps: int = 3) -> float:
+    """Best time of `reps` runs of fn (other jobs share the machine: the best is the cleanest)."""
+    best = float("inf")
+    for _ in range(reps):
+        t = CLOCK()
+        fn()
+        best = min(best, CLOCK() - t)
+    return best
+
+
+def stream_rate(nbytes: int) -> float:
+    """Bytes/s of a streaming read of `nbytes` on this machine (best of a few sums over a flat fp32 buffer)."""
+    buf = torch.ones(nbytes // 4)
+    buf.sum()
+    return nbytes / _best(lambda: buf.sum(), 5)
+
+
+def step_bytes(backend_model, vocab, rows: int, context: int) -> tuple[int, int]:
+    """(weight bytes, KV-cache bytes) one decode step reads: layer weights + one visual group of the head + the cache."""
+    cfg = backend_model.config
+    layers = backend_model.model.layers
+    w = sum(p.numel() * p.element_size() for layer in layers for p in layer.parameters())
+    lo, hi = vocab.group_range(0)
+    w += (hi - lo) * cfg.hidden_size * 4
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv = 2 * len(layers) * rows * (cfg.num_key_value_heads or cfg.num_attention_heads) * context * hd * 4
+    return w, kv
+
+
+@torch.inference_mode()
+def step_ms(backend, vocab, rows: int, context: int, steps: int = 12, speculative: int = 0) -> float:
+    """ms per decode step (sampled visual token fed back) after a `context`-long prompt of `rows` rows."""
+    from vidgpt.generate.decoding import left_pad
+
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 40000, (context,), generator=g).tolist() for _ in range(rows)]
+    ids, mask = left_pad(prompts, 0)
+    lo, hi = vocab.group_range(0)
+    h = backend.prefill(ids, mask, max_len=context + 4 * steps * (speculative + 1) + 4)
+    tok = backend.logits(h, lo, hi).argmax(-1) + lo
+
+    def run():
+        nonlocal h, tok
+        for _ in range(steps):
+            if speculative:
+                feed = tok.view(-1, 1).expand(-1, speculative + 1)
+                p0 = backend.position
+                hs = backend.step_many(feed)
+                tok = backend.logits(hs[:, -1], lo, hi).argmax(-1) + lo
+                backend.truncate(p0 + 1)
+            else:
+                h = backend.step(tok)
+                tok = backend.logits(h, lo, hi).argmax(-1) + lo
+
+    run()  # warm-up (packing of the head, allocator)
+    return _best(run, 2) / steps * 1e3
+
+
+@torch.inference_mode()
+def generate_step_ms(model, rows: int, context: int, steps: int = 12) -> float:
+    """ms per new token of plain transformers `model.generate` (sampling, rows sequences, after a prompt)."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 40000, (rows, context), generator=g)
+    kw = dict(do_sample=True, top_k=0, pad_token_id=0)
+    model.generate(ids, max_new_tokens=2, min_new_tokens=2, **kw)
+    t1 = _best(lambda: model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw), 2)
+    tn = _best(lambda: model.generate(ids, max_new_tokens=steps + 1, min_new_tokens=steps + 1, **kw), 2)
+    return (tn - t1) / steps * 1e3
+
+
+def real_mode(args) -> None:
+    from vidgpt.generate.decoding import HFBackend
+    from vidgpt.generate.fast_decode import FastLlama
+    from vidgpt.generate.pipeline import VidGPT
+
+    global CLOCK
+    torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        CLOCK = time.process_time
+    t0 = time.perf_counter()
+    pipe = VidGPT.from_pretrained(args.model, device="cpu")
+    load_s = time.perf_counter() - t0
+    model, vocab = pipe.model, pipe.vocab
+    shape = pipe.latent_shape(args.frames, args.size, args.size)
+    n_ids = pipe.geometry(args.frames, args.size, args.size).block_length(vocab.spec.subtokens)
+    ctx_short, ctx_long = 40, 40 + n_ids
+    variants = {
+        "fast: oneDNN-packed fp32 (default)": lambda: FastLlama(model),
+        "fast: oneDNN-packed bf16 (approx.)": lambda: FastLlama(model, dtype="bf16"),
+        "fast: x @ W, W [in,out] fp32": lambda: FastLlama(model, weights="t"),
+        "fast: F.linear [out,in], static mask": lambda: FastLlama(model, weights="linear", attention="static"),
+        "vidgpt plain (HF forward + DynamicCache)": lambda: HFBackend(model),
+    }
+    if args.variants:
+        keep = [v.strip() for v in args.variants.split(",")]
+        variants = {k: v for k, v in variants.items() if any(s in k for s in keep)}
+    w_bytes, _ = step_bytes(model, vocab, 1, 0)
+    rate = stream_rate(w_bytes)
+    print(f"clock: {'process CPU time' if args.cpu_time else 'wall'}; threads {torch.get_num_threads()}; model {args.model} loaded in {load_s:.1f} s; clip {args.frames}x{args.size}x{args.size} "
+          f"-> latent {shape}, {n_ids} ids; step reads {w_bytes / 1e6:.0f} MB of weights; streaming read {rate / 1e9:.1f} GB/s")
+    print(f"{'variant':42s} {'B':>2s} {'cfg':>3s} {'rows':>4s} {'ms@' + str(ctx_short):>8s} {'ms@' + str(ctx_long):>9s} "
+          f"{'bound@' + str(ctx_long):>10s} {'x bound':>7s} {'clip s':>7s}")
+    batches = [int(b) for b in args.batches.split(",")]
+    cfgs = [c == "on" for c in args.cfg.split(",")]
+
+    def line(name, B, cfg, rows, short, long):
+        wb, kvb = step_bytes(model, vocab, rows, ctx_long)
+        bound = (wb + kvb) / rate * 1e3
+        clip = n_ids * (short + long) / 2 / 1e3  # attention grows linearly: the mean of both ends
+        print(f"{name:42s} {B:2d} {'on' if cfg else 'off':>3s} {rows:4d} {short:8.1f} {long:9.1f} {bound:10.1f} "
+              f"{long / bound:7.2f} {clip:7.1f}", flush=True)
+
+    for name, make in variants.items():
+        backend = make()
+        for B in batches:
+            for cfg in cfgs:
+                rows = 2 * B if cfg else B
+                line(name, B, cfg, rows, step_ms(backend, vocab, rows, ctx_short, args.steps),
+                     step_ms(backend, vocab, rows, ctx_long, args.steps))
+        del backend
+    for k in [int(x) for x in args.speculative.split(",") if x.strip() and int(x) > 0]:
+        backend = FastLlama(model)
+        for B in batches:
+            rows = 2 * B
+            line(f"fast default, one pass over {k + 1} positions", B, True, rows,
+                 step_ms(backend, vocab, rows, ctx_short, args.steps, speculative=k),
+                 step_ms(backend, vocab, rows, ctx_long, args.steps, speculative=k))
+    if not args.no_generate:
+        for B in batches:
+            for cfg in cfgs:
+                rows = 2 * B if cfg else B
+                line("transformers model.generate (sampling)", B, cfg, rows, generate_step_ms(model, rows, ctx_short, args.steps),
+                     generate_step_ms(model, rows, ctx_long, args.steps))
+    if args.full:
+        for spec in [0] + [int(x) for x in args.speculative.split(",") if x.strip() and int(x) > 0]:
+            p = VidGPT(model, pipe.text_tokenizer, vocab, pipe.video_tokenizer, meta=pipe.meta,
+                       decode_options={"speculative": spec})
+            for B in batches:
+                t, c = time.perf_counter(), time.process_time()
+                p.generate("a red circle moving right", frames=args.frames, height=args.size, width=args.size, num=B,
+                           seed=0, cfg=3.0, decode=False)
+                s_tok, c_tok = time.perf_counter() - t, time.process_time() - c
+                print(f"full clip, pipe.generate (tokens only), speculative={spec}, batch {B}, CFG 3: {s_tok:.1f} s wall, {c_tok:.1f} s CPU "
+                      f"({p.last_stats})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny random model, small clip (quick CPU run)")
     ap.add_argument("--model", help="a vidgpt model directory instead of a random model")
     ap.add_argument("--batch", type=int, default=None, help="batch for the CFG row (default 32 on GPU, 4 on CPU)")
+    ap.add_argument("--real", action="store_true", help="real-shape CPU mode: per-step ms against the bandwidth bound (needs --model)")
+    ap.add_argument("--threads", type=int, default=1, help="--real: torch threads (default 1)")
+    ap.add_argument("--batches", default="1,2,4", help="--real: batches to time (default 1,2,4)")
+    ap.add_argument("--cfg", default="off,on", help="--real: off,on")
+    ap.add_argument("--frames", type=int, default=17)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=12, help="--real: decode steps per timing")
+    ap.add_argument("--variants", default="", help="--real: comma-separated substrings of the variant names to run")
+    ap.add_argument("--speculative", default="4", help="--real: draft window sizes to time as one pass (default 4)")
+    ap.add_argument("--no-generate", action="store_true", help="--real: skip transformers model.generate")
+    ap.add_argument("--full", action="store_true", help="--real: also time whole clips through pipe.generate")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="--real: time steps in the process's CPU seconds (a shared core: wall time counts the other jobs)")
     args = ap.parse_args()
+    if args.real:
+        if not args.model:
+            ap.error("--real needs --model DIR (e.g. runs/lm_untrained from `vidgpt lm extend`)")
+        real_mode(args)
+        return
     fast, plain = build(args)
     gpu = torch.cuda.is_available()
     size = dict(frames=5, height=32, width=32) if args.tiny else dict(frames=17, height=128, width=128)
