@@ -163,7 +163,7 @@ function track(job, p) {
   es.addEventListener("progress", (e) => {
     const d = JSON.parse(e.data);
     if (d.total) { p.bar.max = d.total; p.bar.value = d.tokens; }
-    if (d.phase === "blueprint" || d.phase === "fine") p.status.textContent = `${d.phase} tokens ${d.tokens}/${d.total}`;
+    if (d.phase === "blueprint" || d.phase === "fine") p.status.textContent = `drawing the ${d.phase === "blueprint" ? "blueprint" : "fine tokens"}: ${d.tokens}/${d.total} tokens`;
   });
   es.addEventListener("preview", (e) => {
     const clip = JSON.parse(e.data).clip;
