@@ -451,3 +451,17 @@ def test_cli_serve_on_a_taken_port_is_one_line(capsys):
         assert main(["serve", "--tiny", "--port", str(port)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"vidgpt: error: cannot listen on 127.0.0.1:{port} (Address already in use); pick another --host or --port"
+
+
+def test_a_speculative_pipeline_still_reports_progress_and_preview(client, app, pipe):
+    """With speculative decoding on, the watched backend keeps the one-token loop it observes."""
+    if not hasattr(pipe, "speculative"):
+        pytest.skip("this pipeline has no speculative decoding")
+    old = pipe.speculative
+    pipe.speculative = 3
+    try:
+        j = finished(client, app, submit(client, {"prompt": "spec", "seed": 0, **SMALL}))
+    finally:
+        pipe.speculative = old
+    assert j["status"] == "done" and j["preview"] is not None
+    assert j["progress"]["tokens"] == j["progress"]["total"] > 0

@@ -47,13 +47,19 @@ class Work:
         self.settings = settings
 
     # --- model facts ------------------------------------------------------------------------
+    def factors(self) -> tuple[int, int, int]:
+        """(time factor, space factor, side multiple) of the model's tokenizer (4, 8, 16 by default)."""
+        p = self.pipe
+        tf, sf = int(getattr(p, "time_factor", 4)), int(getattr(p, "space_factor", 8))
+        return tf, sf, int(getattr(p, "size_multiple", 2 * sf if p.blueprint else sf))
+
     def limits(self) -> dict:
         s, spec = self.settings, self.pipe.vocab.spec
-        mult = 16 if self.pipe.blueprint else 8
-        max_frames = min(s.max_frames, 1 + (spec.max_latent_t - 1) * 4)
-        max_side = min(s.max_side, spec.max_latent_hw * 8) // mult * mult
+        tf, sf, mult = self.factors()
+        max_frames = min(s.max_frames, 1 + (spec.max_latent_t - 1) * tf)
+        max_side = min(s.max_side, spec.max_latent_hw * sf) // mult * mult
         return {
-            "max_frames": max_frames, "frame_step": 4, "max_side": max_side, "side_multiple": mult,
+            "max_frames": max_frames, "frame_step": tf, "max_side": max_side, "side_multiple": mult,
             "max_positions": self.pipe.max_positions, "max_num": s.max_num, "max_prompt_chars": s.max_prompt_chars,
             "max_upload_bytes": s.max_upload_bytes, "queue_limit": s.queue_limit, "max_batch": s.max_batch,
             "chat": bool(self.pipe.layout.chat), "blueprint": bool(self.pipe.blueprint),
@@ -98,11 +104,11 @@ class Work:
             if v is not None and not 1 <= v <= self.settings.max_side:
                 raise BadRequest(f"{name}={v}: must be 1..{self.settings.max_side} (max_side)")
         sampling_of(req)
-        mult = 16 if self.pipe.blueprint else 8
+        tf, sf, mult = self.factors()
         plan = plan_edit(clip.frames, req.task, instruction, req.mask, req.height, req.width, req.max_frames, mult)
         shape = self.check_size(*plan.target_size)
         T, H, W = plan.source.shape[:3]
-        src_len = block_length((1 + (T - 1) // 4, H // 8, W // 8), self.pipe.vocab.spec.subtokens, False, True)
+        src_len = block_length((1 + (T - 1) // tf, H // sf, W // sf), self.pipe.vocab.spec.subtokens, False, True)
         self.pipe.check_fits(self._prompt_len([plan.instruction]) + src_len, shape, self.pipe.sections())
         return req.model_dump() | {"instruction": instruction}
 
