@@ -102,11 +102,9 @@ def test_fsdp_kill9_resume_matches_single_process(reference, tmp_path):
     assert proc.returncode == 0, text[-3000:]
     recs = log_records(out)
     assert [r["engine"] for r in recs if r.get("event") == "start"] == ["fsdp2"]
-    after: dict[int, float] = {}
-    for r in recs:
-        if "loss" in r:
-            after[r["step"]] = r["loss"]  # the last record of a step (its rerun after the resume)
-    assert sorted(after) == list(range(1, STEPS + 1))
+    # one record per step: the resume dropped what the killed run logged after its last checkpoint
+    assert [r["step"] for r in recs if "loss" in r] == list(range(1, STEPS + 1))
+    after = {r["step"]: r["loss"] for r in recs if "loss" in r}
     # steps trained both before the kill and after the resume: the same numbers
     redone = [s for s in before if s > last_ckpt]
     assert redone

@@ -120,3 +120,30 @@ def gather_data_state(accelerator, rows) -> dict:
     from accelerate.utils import gather_object
 
     return RowStream.merge(gather_object([part]))
+
+
+def drop_log_after(log_path, step: int) -> int:
+    """On --resume: drop the log records of steps after `step` (logged by a killed run after its last
+    checkpoint; the resumed run logs them again). Written atomically. Returns how many were dropped."""
+    import json
+    from pathlib import Path
+
+    from ..utils import atomic_write_text
+
+    p = Path(log_path)
+    if not p.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in p.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut short by the kill
+            dropped += 1
+            continue
+        if isinstance(rec.get("step"), int) and rec["step"] > step:
+            dropped += 1
+        else:
+            keep.append(line)
+    if dropped:
+        atomic_write_text(p, "".join(x + "\n" for x in keep))
+    return dropped

@@ -278,7 +278,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from tqdm import tqdm
 
     from ..backbone import save_vidgpt_lm
-    from .distributed import engine_name, gather_data_state, make_accelerator, plain_model_for_save
+    from .distributed import drop_log_after, engine_name, gather_data_state, make_accelerator, plain_model_for_save
 
     t = cfg.train
     if t.save_form not in ("full", "delta"):
@@ -314,6 +314,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         save_config(cfg, out / "config.yaml")
         if not resume and (out / "log.jsonl").exists():
             (out / "log.jsonl").unlink()
+        if resume:  # steps a killed run logged after its last checkpoint are logged again below
+            drop_log_after(out / "log.jsonl", state["step"])
     log = RunLog(out, accelerator.is_main_process)
     if accelerator.is_main_process and state["step"] == 0:
         log.write({"event": "start", "attn": attn, "world_size": world, "engine": engine_name(accelerator), "vocab": lm.vocab.to_dict(),
