@@ -15,7 +15,7 @@ def register(sub) -> None:
         "small seeded noise) and write a vidgpt LM directory that plain transformers loads, with vidgpt.json "
         "and the video tokenizer copied into video_tokenizer/.",
     )
-    p.add_argument("--backbone", default="smollm2-135m", help="smollm2-135m (embedded, default), a HF model dir, a hub id, or tiny-llama")
+    p.add_argument("--backbone", default="smollm2-135m", help="smollm2-135m (embedded, default), a HF causal-LM dir, a hub id, or tiny-<family> (a random tiny model: llama, qwen2, qwen3, mistral, gemma, gemma2, phi3, gpt_neox, gpt2)")
     p.add_argument("--tokenizer", help="video tokenizer directory (K is read from its config.json); default: the shipped tokenizer/")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--codebook-bits", type=int, help="K, overriding the tokenizer's config.json")
