@@ -131,14 +131,14 @@ def test_fsdp_kill9_resume_matches_single_process(reference, tmp_path):
 
 def test_two_simulated_nodes_fsdp_lora_on_qwen3(tmp_path):
     """configs/accelerate/fsdp_multi_node.yaml as written, two "machines" of one rank each on localhost
-    (static rendezvous): LoRA on a tiny Qwen3 extended on the fly; same losses and merged weights as one
-    process, delta form."""
+    (static rendezvous): LoRA on a tiny Qwen3 with a tied head (peft wraps the shared embedding; see
+    distributed.prepare), extended on the fly; same losses and weights as one process, delta form."""
     from vidgpt.backbone import load_vidgpt_lm
     from vidgpt.config import load_config
     from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
 
     sets = ["train.steps=4", "train.seq_len=64", "train.micro_batch_size=2", "train.ckpt_every=0", "train.eval_batches=1",
-            "train.log_every=1", "loss.head=plain", "data.streams=2", "model.backbone=tiny-qwen3", "lora.enabled=true",
+            "train.log_every=1", "loss.head=plain", "data.streams=2", "model.backbone=tiny-qwen3", "model.tiny.tied=true", "lora.enabled=true",
             "lora.r=4", "train.save_form=delta"]
     ref_out = tmp_path / "single"
     train_lm(load_config(LMTrainConfig, TINY_YAML, sets + ["train.grad_accum=2", "train.micro_batch_size=1"]),
@@ -165,6 +165,6 @@ def test_two_simulated_nodes_fsdp_lora_on_qwen3(tmp_path):
     for s in got:
         assert abs(got[s] - ref[s]) < 1e-4 * abs(ref[s]), (s, got[s], ref[s])
     a, b = load_vidgpt_lm(out / "model"), load_vidgpt_lm(ref_out / "model")  # delta form: base + new rows + adapter
-    assert a.meta["form"] == "delta" and a.model.config.model_type == "qwen3"
+    assert a.meta["form"] == "delta" and a.model.config.model_type == "qwen3" and a.model.config.tie_word_embeddings
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert max(float((sa[k] - sb[k]).abs().max()) for k in sb) < 1e-3

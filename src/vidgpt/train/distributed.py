@@ -105,7 +105,7 @@ def _fresh_copy(sharded, state: dict):
             f"gathering the FSDP model for the final save: {len(missing)} missing / {len(unexpected)} unexpected "
             f"weights (first: {(missing or unexpected)[0]})"
         )
-    if hasattr(copy, "tie_weights"):
+    if not is_peft(copy) and hasattr(copy, "tie_weights"):  # peft keeps a tied head tied itself
         copy.tie_weights()
     return copy
 
@@ -147,3 +147,35 @@ def drop_log_after(log_path, step: int) -> int:
     if dropped:
         atomic_write_text(p, "".join(x + "\n" for x in keep))
     return dropped
+
+
+def prepare(accelerator, model, optimizer):
+    """accelerator.prepare(model, optimizer), after the engine-specific adjustments a model needs.
+
+    LoRA on a tied-embedding model under FSDP2: peft wraps the shared embedding and head in
+    TrainableTokensWrapper modules (the new rows train), which hide the tie from accelerate. It would put
+    the embedding and the head in separate FSDP units sharing one weight (refused by FSDP2), and its
+    `tie_weights` call (cpu_ram_efficient_loading) cannot find `embed_tokens.weight`. For the duration of
+    prepare() the model shows accelerate no embedding modules, so both stay in the root unit, and every
+    rank keeps its own copy of the (identical) initial weights instead of receiving rank 0's.
+    """
+    from ..backbone import is_peft
+
+    hidden = False
+    if is_fsdp(accelerator) and is_peft(model):
+        base = model.get_base_model()
+        inner = lambda m: getattr(getattr(m, "token_adapter", None), "base_layer", m)  # noqa: E731
+        emb, out = base.get_input_embeddings(), base.get_output_embeddings()
+        if out is not None and inner(emb).weight is inner(out).weight and (inner(emb) is not emb or inner(out) is not out):
+            hidden = True
+            model.get_input_embeddings = lambda: None
+            model.get_output_embeddings = lambda: None
+            plugin = accelerator.state.fsdp_plugin
+            if getattr(plugin, "cpu_ram_efficient_loading", False):
+                plugin.cpu_ram_efficient_loading = False
+                os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    try:
+        return accelerator.prepare(model, optimizer)
+    finally:
+        if hidden:
+            del model.get_input_embeddings, model.get_output_embeddings

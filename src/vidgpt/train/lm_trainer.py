@@ -278,7 +278,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from tqdm import tqdm
 
     from ..backbone import save_vidgpt_lm
-    from .distributed import drop_log_after, engine_name, gather_data_state, make_accelerator, plain_model_for_save
+    from .distributed import drop_log_after, engine_name, gather_data_state, make_accelerator, plain_model_for_save, prepare
 
     t = cfg.train
     if t.save_form not in ("full", "delta"):
@@ -297,7 +297,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio)
     )
     loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, world)
-    model, optimizer = accelerator.prepare(lm.model, optimizer)
+    model, optimizer = prepare(accelerator, lm.model, optimizer)  # accelerator.prepare + engine fixes (distributed.py)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
 
     state = {"step": 0, "rows": 0, "nonfinite": 0, "stats": {}}
