@@ -318,7 +318,8 @@ class RecordSource:
         self.units = units if self.stride > 1 else units[stream::n_streams]
         self.rng = np.random.default_rng(seed)
         self.epoch = self.pos = self.rec = self.made = 0
-        self._cache: tuple[int, list[dict], np.ndarray] | None = None
+        self._cache: tuple[tuple[int, int], list[dict], np.ndarray] | None = None
+        self._order: tuple[int, np.ndarray] | None = None
 
     def _keep(self, i: int) -> bool:
         held = self.holdout > 0 and i % self.holdout == 0
@@ -328,9 +329,11 @@ class RecordSource:
         return self.stride == 1 or k % self.stride == self.stream
 
     def _unit_order(self) -> np.ndarray:
-        if self.split != "train":
-            return np.arange(len(self.units))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.units))
+        if self._order is None or self._order[0] != self.epoch:  # computed once per epoch
+            n = len(self.units)
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.split == "train" else np.arange(n)
+            self._order = (self.epoch, order)
+        return self._order[1]
 
     def _records(self, unit: Unit) -> tuple[list[dict], np.ndarray]:
         key = (self.epoch, unit.index)
