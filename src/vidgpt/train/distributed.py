@@ -12,8 +12,12 @@ differs between engines lives here:
   takes part in gathering the full state dict (`accelerator.get_state_dict`), and the main process
   loads it into a fresh, unsharded copy of the model (peft LoRA wrapper included) so the usual save
   path (merge, full or delta form) writes a directory plain transformers loads.
-- `is_fsdp`: sharded checkpoints come from `accelerator.save_state` (DCP, one file per rank) when the
-  FSDP plugin's state_dict_type is SHARDED_STATE_DICT (the committed configs).
+- `prepare`: `accelerator.prepare`, keeping peft's wrapped tied embedding/head in one FSDP unit.
+- `gather_data_state`: every rank's data-stream position (vidgpt.train.lm_data.RowStream) for
+  trainer_state.json, so --resume continues each stream where it stopped.
+- `drop_log_after`: on --resume, the log lines a killed run wrote after its last checkpoint go.
+- Sharded checkpoints need nothing here: `accelerator.save_state` writes DCP shards (one file per rank)
+  when the FSDP plugin's state_dict_type is SHARDED_STATE_DICT (the committed configs).
 """
 
 from __future__ import annotations
