@@ -83,3 +83,19 @@ def test_seeds_reproduce_and_greedy_is_argmax():
 def test_bad_sampling_settings(kw):
     with pytest.raises(GenerationError):
         SamplingConfig(**kw)
+
+
+def test_positional_draws_are_exact_and_keyed_by_position():
+    from vidgpt.generate.sampling import PositionalNoise, sample_with_noise
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = probs.clamp_min(1e-30).log().expand(1, -1)
+    noise = PositionalNoise(make_generator(3))
+    draws = torch.cat([sample_with_noise(logits, SamplingConfig(), noise(i, 1)) for i in range(4000)])
+    freq = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert torch.allclose(freq, probs, atol=0.03) and freq[4] == 0  # never a zero-probability id
+    again = PositionalNoise(make_generator(3))
+    assert torch.equal(noise(17, 2), again(17, 2)) and not torch.equal(noise(17, 2), noise(18, 2))
+    top2 = {int(sample_with_noise(logits, SamplingConfig(top_k=2), noise(i, 1))) for i in range(200)}
+    assert top2 == {0, 1}
+    assert int(sample_with_noise(logits, SamplingConfig(temperature=0), noise(0, 1))) == 0

@@ -9,6 +9,10 @@ def _model_args(p) -> None:
     p.add_argument("--model", help="vidgpt model directory (default: $VIDGPT_MODEL or the shipped model/)")
     p.add_argument("--device", default="", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--plain", action="store_true", help="use the plain transformers decode loop instead of the fast one")
+    p.add_argument("--speculative", type=int, default=0, metavar="K",
+                   help="speculative Jacobi decoding with K drafts per pass (same tokens; pays only on a trained model; default 0 = off)")
+    p.add_argument("--bf16-weights", action="store_true",
+                   help="CPU: bfloat16 linear weights (about 1.7x faster steps on CPUs with AVX512-BF16; approximate, logits differ ~1e-2)")
 
 
 def _sampling_args(p) -> None:
@@ -81,7 +85,10 @@ def _load(args):
     from ..generate.pipeline import VidGPT, resolve_model_dir
 
     d = resolve_model_dir(args.model)  # one-line ModelError before anything heavy
-    return VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain)
+    opts = {"speculative": args.speculative}
+    if args.bf16_weights:
+        opts["dtype"] = "bf16"
+    return VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts)
 
 
 def _print_written(paths) -> None:

@@ -99,15 +99,15 @@ def _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, index, vocab_si
             return torch.full((N,), lo, dtype=torch.long, device=device)
         logits = backend.logits(state, lo, hi)
         logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N]
-        eps = noise(index, logits.shape) if noise is not None else None
-        return sample_with_noise(logits, sampling, eps) + lo
+        u = noise(index, N) if noise is not None else None
+        return sample_with_noise(logits, sampling, u) + lo
     V = vocab_size or max(hi)
     logits = backend.logits(state, 0, V)
     logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N].float()
     allowed = range_mask(lo, hi, V, logits.device)
     logits = logits.masked_fill(~allowed, float("-inf"))
-    eps = noise(index, logits.shape) if noise is not None else None
-    return sample_with_noise(logits, sampling, eps)
+    u = noise(index, N) if noise is not None else None
+    return sample_with_noise(logits, sampling, u)
 
 
 def can_speculate(backend) -> bool:

@@ -4,7 +4,7 @@ Decoding on the CPU is bound by reading the weights, and one pass over W drafted
 them once (fast_decode packs them for a few rows), so accepted drafts are nearly free tokens. Each
 iteration feeds the last accepted token and k drafted tokens in one `backend.step_many` call and
 draws, at every fed position, the token the model would draw there (with that position's own
-noise, sampling.PositionalNoise). The draw after the accepted token is always right; a draw after
+uniform, sampling.PositionalNoise). The draw after the accepted token is always right; a draw after
 draft j is right when drafts 1..j equal the draws before them. So the accepted tokens are exactly
 those of the one-token-a-step loop (greedy and seeded sampling alike: same seed, same tokens, up to
 float rounding of the logits); the drafts only decide how many passes it takes. The draws past the
@@ -12,7 +12,7 @@ first mismatch become the next drafts (Jacobi iteration); forced positions (mark
 drafted with their one legal id, so they are always accepted.
 
 This is the lossless variant: a draft is accepted when the model's own draw agrees with it
-(Gumbel-max coupling of the draft and target draws), not with the min(1, p/q) test of speculative
+(the draft and the check invert their CDFs at the same uniform), not with the min(1, p/q) test of speculative
 Jacobi decoding (Teng et al. 2024), which accepts more often but gives different tokens than the
 sequential sampler for the same seed. On a random or untrained model almost nothing is accepted in
 sampling mode; acceptance rates mean something only on a trained model (docs/DECODING.md).
@@ -32,12 +32,12 @@ class _NoiseCache:
         self.noise = noise
         self.store: dict[int, torch.Tensor] = {}
 
-    def __call__(self, index: int, shape) -> torch.Tensor | None:
+    def __call__(self, index: int, n: int) -> torch.Tensor | None:
         if self.noise is None:
             return None
         t = self.store.get(index)
-        if t is None or tuple(t.shape) != tuple(shape):
-            t = self.store[index] = self.noise(index, shape)
+        if t is None or t.shape[0] != n:
+            t = self.store[index] = self.noise(index, n)
         return t
 
     def forget_before(self, index: int) -> None:
@@ -59,10 +59,10 @@ def _draw(backend, h, plan, first, N, use_cfg, sampling, noise, device) -> torch
         logits = backend.logits(h[:, js], lo, hi)  # [R, len(js), V]
         logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N].float()
         V = hi - lo
-        eps = None
+        u = None
         if noise.noise is not None:
-            eps = torch.stack([noise(first + j, (N, V)) for j in js], dim=1).reshape(N * len(js), V)
-        tok = sample_with_noise(logits.reshape(N * len(js), V), sampling, eps).view(N, len(js))
+            u = torch.stack([noise(first + j, N) for j in js], dim=1).reshape(N * len(js))
+        tok = sample_with_noise(logits.reshape(N * len(js), V), sampling, u).view(N, len(js))
         out[:, js] = tok + lo
     return out
 

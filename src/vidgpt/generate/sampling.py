@@ -3,11 +3,11 @@
 Every function works on a batch of logits `[B, V]` (V may be a slice of the vocabulary: the
 constrained decoder samples among the rows of one visual group only and adds the slice's offset).
 
-The decode loop draws with `PositionalNoise`: the token at step i is argmax(p / E_i) with E_i
-i.i.d. Exp(1) noise that depends only on the seed and i (the exponential-race form of the
-Gumbel-max trick, an exact draw from p). So a token is a deterministic function of its logits and
-its position, which is what lets speculative (Jacobi) decoding give exactly the tokens the
-one-token-a-step loop gives for the same seed (jacobi.py).
+The decode loop draws with `PositionalNoise`: the token at step i inverts the CDF of p at a
+uniform u_i that depends only on the seed and i (an exact draw from p, one random number per row
+and position). So a token is a deterministic function of its logits and its position, which is
+what lets speculative (Jacobi) decoding give exactly the tokens the one-token-a-step loop gives for
+the same seed (jacobi.py).
 """
 
 from __future__ import annotations
@@ -89,24 +89,30 @@ def sample(logits: torch.Tensor, config: SamplingConfig, generator: torch.Genera
 
 
 class PositionalNoise:
-    """Exp(1) noise keyed by (seed, position): `noise(i, shape)` is the same whenever asked for position i."""
+    """Uniform draws keyed by (seed, position): `noise(i, n)` is the same n numbers whenever asked for position i."""
 
     def __init__(self, generator: torch.Generator | None, device: torch.device | str = "cpu"):
         g = generator if generator is not None else make_generator(None)
         self.base = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
         self.device = torch.device(device)
+        self._gen = torch.Generator(device="cpu")
 
-    def __call__(self, index: int, shape) -> torch.Tensor:
-        g = torch.Generator(device=self.device)
-        g.manual_seed((self.base + 0x9E3779B97F4A7C15 * (int(index) + 1)) % (2**63 - 1))
-        return torch.empty(shape, device=self.device).exponential_(generator=g)
+    def __call__(self, index: int, n: int) -> torch.Tensor:
+        self._gen.manual_seed((self.base + 0x9E3779B97F4A7C15 * (int(index) + 1)) % (2**63 - 1))
+        return torch.rand(int(n), generator=self._gen, dtype=torch.float64).to(self.device)
 
 
-def sample_with_noise(logits: torch.Tensor, config: SamplingConfig, noise: torch.Tensor | None) -> torch.Tensor:
-    """Draw one index per row of `logits` [B, V] as argmax(p / noise) (greedy when temperature == 0)."""
+def sample_with_noise(logits: torch.Tensor, config: SamplingConfig, uniform: torch.Tensor | None) -> torch.Tensor:
+    """Draw one index per row of `logits` [B, V] by inverting the CDF at `uniform` [B] (greedy when temperature == 0).
+
+    One uniform per row and position makes the draw a deterministic function of the logits and the
+    position (an exact draw from softmax(logits / T) after top-k / top-p), which is what lets
+    speculative decoding reproduce the one-token loop's tokens.
+    """
     logits = logits.float()
-    if config.temperature == 0 or noise is None:
+    if config.temperature == 0 or uniform is None:
         return logits.argmax(-1)
     logits = filter_logits(logits / config.temperature, config.top_k, config.top_p)
-    probs = logits.softmax(-1)
-    return (probs / noise).argmax(-1)
+    cdf = logits.softmax(-1).double().cumsum(-1)
+    x = (uniform.to(cdf.dtype).view(-1, 1) * cdf[:, -1:]).contiguous()
+    return torch.searchsorted(cdf, x, right=True).view(-1).clamp_(max=logits.shape[-1] - 1)
