@@ -113,22 +113,24 @@ class VidGPT:
         decode_options: `speculative` (drafts per pass, jacobi.py) and the fast backend's options
         (fast_decode.FastLlama: weights, dtype, attention).
         """
-        from ..backbone import load_vidgpt_lm
         from ..tokenizer import VideoTokenizer
+        from .ready_cache import load_ready
         from ..utils import pick_device
 
         d = resolve_model_dir(directory)
         device = pick_device(device)
         if dtype is None and device.type == "cuda":
             dtype = torch.bfloat16
-        lm = load_vidgpt_lm(d, dtype=dtype, device=device)
+        lm, how = load_ready(d, dtype=dtype, device=device)  # delta forms through the ready cache
         tok_dir = Path(lm.video_tokenizer_dir)
         if not tok_dir.is_dir():
             raise ModelError(f"{tok_dir}: the model's video tokenizer directory is missing")
         video_tok = VideoTokenizer.from_pretrained(tok_dir, device=device)
         chat = bool((lm.meta.get("layout") or {}).get("chat", True))
-        return cls(lm.model, lm.text_tokenizer, lm.vocab, video_tok, chat=chat, meta=lm.meta, fast=fast,
+        pipe = cls(lm.model, lm.text_tokenizer, lm.vocab, video_tok, chat=chat, meta=lm.meta, fast=fast,
                    decode_options=decode_options)
+        pipe.loaded_from = how
+        return pipe
 
     # --- shapes and limits -----------------------------------------------------------------
     def sections(self, blueprint_only: bool = False) -> tuple[str, ...]:
