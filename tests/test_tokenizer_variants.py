@@ -81,3 +81,29 @@ def test_gradient_loss_sees_edges():
     plain = reconstruction_loss(blurred, x, 1.0, 0.0)
     sharp = reconstruction_loss(blurred, x, 1.0, 0.0, grad_weight=1.0)
     assert sharp > plain > 0
+
+
+def test_world_scenes_in_the_training_mixture():
+    import numpy as np
+
+    from vidgpt.data.judge import judge_clip
+    from vidgpt.data.synthetic import WorldConfig, is_heldout
+    from vidgpt.train.tokenizer_data import ClipSampler, world_scene_and_fps, world_scene_clip
+
+    sampler = ClipSampler([], True, 1.0, [], 8, world_prob=1.0)
+    a = sampler.sample(np.random.default_rng(3), 5, 64, 64)
+    rng = np.random.default_rng(3)
+    rng.random(), rng.random()  # the two mixture draws
+    assert np.array_equal(a, world_scene_clip(rng, 5, 64, 64)) and a.shape == (5, 64, 64, 3) and a.dtype == np.uint8
+    # the clips are scenes of the train split (never a held-out composition) that the judge reads
+    for seed in range(3):
+        scene, fps = world_scene_and_fps(np.random.default_rng(seed))
+        assert not any(is_heldout(o, WorldConfig()) for o in scene.objects)
+        assert judge_clip(world_scene_clip(np.random.default_rng(seed), 9, 64, 64), scene, fps=fps).passed
+    # world_prob 0 keeps the old stream: the same clips as before the option existed
+    plain = ClipSampler([], True, 1.0, [], 8).sample(np.random.default_rng(5), 5, 32, 32)
+    from vidgpt.data.synthetic import random_training_clip
+
+    rng = np.random.default_rng(5)
+    rng.random()
+    assert np.array_equal(plain, random_training_clip(rng, 5, 32, 32, None))

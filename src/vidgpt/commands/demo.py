@@ -55,7 +55,7 @@ def run(args) -> int:
     with torch.inference_mode():
         codes = tok.encode(x)
         recon = tok.decode(codes)
-        bp_codes = tok.encode(blueprint_input(x))
+        bp_codes = tok.encode(blueprint_input(x, tok.space_factor))
         bp = tok.decode(bp_codes)
         bp_up = torch.nn.functional.interpolate(
             bp[0].transpose(0, 1), size=(args.height, args.width), mode="nearest"

@@ -290,7 +290,7 @@ def encode_clips(tokenizer, clips: Sequence[np.ndarray], blueprint: bool = True)
 
     x = torch.stack([frames_to_tensor(c) for c in clips]).to(tokenizer.device)
     codes = tokenizer.encode(x).cpu()
-    bp = tokenizer.encode(blueprint_input(x)).cpu() if blueprint else None
+    bp = tokenizer.encode(blueprint_input(x, getattr(tokenizer, "space_factor", 8))).cpu() if blueprint else None
     return codes, bp
 
 

@@ -224,7 +224,7 @@ def encode_batch(tokenizer, clips: Sequence[np.ndarray], blueprint: bool, batch_
             x = torch.from_numpy(np.stack([clips[i] for i in part])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
             x = x.to(tokenizer.device)
             codes = tokenizer.encode(x).cpu()
-            bp = tokenizer.encode(blueprint_input(x)).cpu() if blueprint else None
+            bp = tokenizer.encode(blueprint_input(x, getattr(tokenizer, "space_factor", 8))).cpu() if blueprint else None
             for j, i in enumerate(part):
                 out[i] = (codes[j], None if bp is None else bp[j])
     return out

@@ -64,10 +64,31 @@ def _load_synthetic():
     return random_training_clip
 
 
+def world_scene_clip(rng: np.random.Generator, frames: int, height: int, width: int) -> np.ndarray:
+    """uint8 [T, H, W, 3]: a captioned scene of the synthetic world's *train* split (the named colours,
+    shapes, sizes, motions and backgrounds that generation is judged on; the held-out compositions
+    never appear), rendered at 6-10 fps."""
+    from ..data.synthetic import render_scene
+
+    scene, fps = world_scene_and_fps(rng)
+    return render_scene(scene, frames=frames, height=height, width=width, fps=fps)
+
+
+def world_scene_and_fps(rng: np.random.Generator):
+    """The (scene, fps) that world_scene_clip draws from the same generator state (for checks)."""
+    from ..data.synthetic import WorldConfig, sample_scene
+
+    scene = sample_scene(rng, WorldConfig(), split="train")
+    return scene, float(rng.uniform(6.0, 10.0))
+
+
 class ClipSampler:
     """Draws uint8 clips of a given (T, H, W) from files and/or the synthetic world."""
 
-    def __init__(self, paths: list[str], synthetic: bool, synthetic_prob: float, photos: list[str], max_frames: int, log=print):
+    def __init__(
+        self, paths: list[str], synthetic: bool, synthetic_prob: float, photos: list[str], max_frames: int, log=print, world_prob: float = 0.0
+    ):
+        self.world_prob = world_prob
         self.files: list[np.ndarray] = []
         for f in list_media(paths):
             try:
@@ -87,6 +108,8 @@ class ClipSampler:
     def sample(self, rng: np.random.Generator, frames: int, height: int, width: int) -> np.ndarray:
         """uint8 [frames, height, width, 3]."""
         if self.synthetic is not None and rng.random() < self.synthetic_prob:
+            if self.world_prob > 0 and rng.random() < self.world_prob:
+                return np.ascontiguousarray(world_scene_clip(rng, frames, height, width))
             return np.ascontiguousarray(self.synthetic(rng, frames, height, width, self.photos))
         for _ in range(100):
             clip = self.files[int(rng.integers(len(self.files)))]

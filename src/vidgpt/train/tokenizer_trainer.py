@@ -33,6 +33,8 @@ class TokenizerDataConfig:
     paths: list[str] = field(default_factory=list)  # video/image files or folders (.npy uint8 [T,H,W,3] too)
     synthetic: bool = True  # draw clips from vidgpt.data.synthetic when it is installed
     synthetic_prob: float = 0.5  # share of synthetic clips when files are given too
+    world_prob: float = 0.0  # of the synthetic clips, the share drawn as captioned world scenes (train split)
+    # instead of the looser random training clips (random colours, photos)
     photos: list[str] = field(default_factory=list)  # images handed to the synthetic world as textures
     height: int = 64
     width: int = 64
@@ -119,7 +121,7 @@ class TokenizerTrainer:
             self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t.disc_lr, betas=(0.5, 0.9), weight_decay=0.0)
         self.step = 0
         self.bad_steps = 0
-        self.sampler = ClipSampler(d.paths, d.synthetic, d.synthetic_prob, d.photos, d.max_frames_per_file, log=log)
+        self.sampler = ClipSampler(d.paths, d.synthetic, d.synthetic_prob, d.photos, d.max_frames_per_file, log=log, world_prob=d.world_prob)
         eval_rng = np.random.default_rng(t.seed + 1)
         self.eval_set = to_tensor([self.sampler.sample(eval_rng, d.frames, d.height, d.width) for _ in range(d.eval_clips)])
         self.out.mkdir(parents=True, exist_ok=True)
