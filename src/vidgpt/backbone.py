@@ -225,7 +225,8 @@ def context_length(config) -> int | None:
 
 
 def check_extension(name, model, text_tokenizer, vocab: UnifiedVocab, *, chat: bool,
-                    clip: tuple[int, int, int] | None = (17, 128, 128), prompt_tokens: int = 64) -> None:
+                    clip: tuple[int, int, int] | None = (17, 128, 128), prompt_tokens: int = 64,
+                    space_factor: int = 8) -> None:
     """ModelError (one line) when the extended backbone cannot serve vidgpt's layout.
 
     chat: the chat layout needs the tokenizer's chat template. clip: frames, height, width of the clip one
@@ -238,7 +239,7 @@ def check_extension(name, model, text_tokenizer, vocab: UnifiedVocab, *, chat: b
         from .geometry import block_length, latent_shape
 
         frames, height, width = clip
-        need = block_length(latent_shape(frames, height, width), vocab.spec.subtokens) + prompt_tokens
+        need = block_length(latent_shape(frames, height, width, space_factor=space_factor), vocab.spec.subtokens) + prompt_tokens
         ctx = context_length(model.config)
         if ctx is not None and ctx < need:
             raise ModelError(
@@ -294,6 +295,14 @@ def codebook_bits_of(tokenizer_dir: str | Path) -> int:
         return int(json.loads(cfg.read_text())["codebook_bits"])
     except (ValueError, KeyError, TypeError) as e:
         raise ModelError(f"{cfg}: no integer `codebook_bits` ({e})") from e
+
+
+def _space_factor_of(tokenizer_dir) -> int:
+    """The video tokenizer's spatial compression (config.json `space_factor`; 8 when absent)."""
+    try:
+        return int(json.loads((Path(tokenizer_dir) / "config.json").read_text()).get("space_factor") or 8)
+    except (TypeError, OSError, ValueError):
+        return 8
 
 
 def default_subtokens(bits: int) -> int:
@@ -404,7 +413,7 @@ def extend(backbone: str, tokenizer_dir: str | Path | None, *, codebook_bits: in
         raise ModelError(str(e)) from e
     model, tok = load_backbone(backbone, tiny=tiny)
     probe = UnifiedVocab(spec, offset=len(tok))
-    check_extension(backbone, model, tok, probe, chat=chat, clip=clip)
+    check_extension(backbone, model, tok, probe, chat=chat, clip=clip, space_factor=_space_factor_of(tokenizer_dir))
     vocab = extend_backbone(model, tok, spec, pad_to_multiple_of=pad_to_multiple_of, seed=seed)
     rows = model.get_input_embeddings().weight.shape[0]
     base = "smollm2-135m" if is_embedded_name(backbone) else str(backbone)
