@@ -83,3 +83,20 @@ def test_bad_config_is_one_line_error(bad, capsys):
     assert main(["tokenizer", "train", "--config", "configs/tokenizer/tiny.yaml", "--set", bad]) == 1
     err = capsys.readouterr().err
     assert err.startswith("vidgpt: error:") and err.count("\n") == 1
+
+
+def test_init_from_warm_starts_a_new_run(tmp_path):
+    from vidgpt.config import load_config
+    from vidgpt.errors import TrainingError
+    from vidgpt.train.tokenizer_trainer import TokenizerTrainConfig, TokenizerTrainer
+
+    cfg = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", ["train.steps=2", "train.log_every=1", "data.eval_clips=1"])
+    first = TokenizerTrainer(cfg, tmp_path / "a", progress=False, log=lambda *a: None)
+    first.run()
+    warm = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", ["train.steps=2", f"train.init_from={tmp_path / 'a'}", "data.eval_clips=1"])
+    second = TokenizerTrainer(warm, tmp_path / "b", progress=False, log=lambda *a: None)
+    src = VideoTokenizer.from_pretrained(tmp_path / "a").state_dict()
+    assert second.step == 0 and all(torch.equal(v, second.model.state_dict()[k]) for k, v in src.items())
+    other = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", [f"train.init_from={tmp_path / 'a'}", "model.codebook_bits=8"])
+    with pytest.raises(TrainingError, match="architecture differs"):
+        TokenizerTrainer(other, tmp_path / "c", progress=False, log=lambda *a: None)

@@ -62,6 +62,7 @@ class TokenizerTrainLoop:
     l2_weight: float = 0.0
     grad_weight: float = 0.0  # sharpness: L1 between the spatial gradients of reconstruction and input
     seed: int = 0
+    init_from: str = ""  # a tokenizer directory whose weights start a new run (same model config); "" = random
     device: str = ""  # "" = cuda when present, else cpu
     bf16: bool = True  # autocast to bf16 on CUDA (ignored on CPU)
     channels_last: bool = False  # channels_last_3d memory format (CUDA)
@@ -128,11 +129,22 @@ class TokenizerTrainer:
         self.log_path = self.out / "log.jsonl"
         if resume and (self.ckpt_dir / "state.pt").is_file():
             self.load_checkpoint()
-        elif resume:
-            log(f"{self.ckpt_dir}: no checkpoint yet, starting from step 0")
+        else:
+            if resume:
+                log(f"{self.ckpt_dir}: no checkpoint yet, starting from step 0")
+            if t.init_from:
+                self.init_weights(t.init_from)
         if self.step == 0 and self.log_path.exists():
             self.log_path.unlink()
         save_config(cfg, self.out / "train_config.yaml")
+
+    def init_weights(self, directory: str) -> None:
+        """Start from a trained tokenizer's weights (a warm start with a fresh optimizer and schedule)."""
+        src = VideoTokenizer.from_pretrained(directory)
+        if src.config_hash() != self.model.config_hash():
+            raise TrainingError(f"train.init_from {directory}: its architecture differs from this config's model (hash {src.config_hash()} vs {self.model.config_hash()})")
+        self.model.load_state_dict(src.state_dict())
+        self.log(f"initialised the weights from {directory}")
 
     # --- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
