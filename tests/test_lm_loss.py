@@ -136,3 +136,47 @@ def test_settings_and_auto_choice():
         LossHead(make_lm(False).vocab, LossSettings(head="full"), "cpu", 2)
     with pytest.raises(ConfigError, match="layers_from=5"):
         upper_layer_targets(make_lm(False).model, ["all-linear"], 5)
+
+
+def test_trainer_fast_path_with_upper_layer_lora_resumes_exactly(tmp_path, monkeypatch):
+    """The trainer on the constrained head + head-only rows + LoRA on layer 1 of 2: kill at step 4, resume."""
+    import json
+    from pathlib import Path
+
+    from vidgpt.config import load_config
+    from vidgpt.train import lm_trainer
+    from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "lm" / "tiny.yaml"
+    sets = ["train.steps=8", "train.seq_len=64", "train.ckpt_every=4", "train.eval_batches=0", "loss.head=auto",
+            "loss.embed_grad=head_only", "lora.enabled=true", "lora.layers_from=1", "lora.r=4", "train.save_form=delta"]
+
+    def losses(out):
+        recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        start = [r for r in recs if r.get("event") == "start"][0]
+        return start, {r["step"]: r["loss"] for r in recs if "loss" in r}
+
+    train_lm(load_config(LMTrainConfig, tiny, sets), tmp_path / "straight", progress=False)
+    start, straight = losses(tmp_path / "straight")
+    assert start["loss_head"] == "constrained" and start["embed_grad"] == "head_only"
+    assert straight[8] < straight[1]
+    real_save = lm_trainer.save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(accelerator, out, step, state, keep):
+        path = real_save(accelerator, out, step, state, keep)
+        if step == 4:
+            raise Killed()
+        return path
+
+    monkeypatch.setattr(lm_trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train_lm(load_config(LMTrainConfig, tiny, sets), tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(lm_trainer, "save_checkpoint", real_save)
+    train_lm(load_config(LMTrainConfig, tiny, sets), tmp_path / "resumed", resume=True, progress=False)
+    _, resumed = losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(1, 9))
+    for step in range(1, 9):
+        assert abs(resumed[step] - straight[step]) < 1e-6, (step, resumed[step], straight[step])
