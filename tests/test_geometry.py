@@ -77,3 +77,23 @@ def test_no_bar_when_stderr_is_not_a_terminal(monkeypatch, capsys):
     bar.update(3)
     bar.close()
     assert bar.bar is None and capsys.readouterr().err == ""
+
+
+def test_a_16x_tokenizer_works_end_to_end(text_tok):
+    import torch
+
+    from vidgpt.generate.pipeline import VidGPT
+    from vidgpt.generate.tiny import tiny_lm
+    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
+
+    torch.manual_seed(0)
+    vt = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4, patch_size=2, space_factor=16)).eval()
+    vocab = UnifiedVocab(VocabSpec(6, 1, 8, 8), offset=len(text_tok))
+    pipe = VidGPT(tiny_lm(vocab.total_size), text_tok, vocab, vt, meta={"layout": {"chat": True}})
+    assert (pipe.space_factor, pipe.time_factor) == (16, 4)
+    out = pipe.generate("a red ball", frames=17, height=128, width=128, seed=0)
+    assert out.blocks[0].fine.shape == (5, 8, 8) and out.blocks[0].blueprint.shape == (5, 4, 4)
+    assert out.videos.shape == (1, 17, 128, 128, 3)
+    assert len(out.token_ids[0]) == pipe.geometry(17, 128, 128).block_length() + len(pipe.tail_ids)
+    with pytest.raises(GenerationError, match="multiple of 32"):
+        pipe.generate("x", frames=5, height=48, width=64)

@@ -254,7 +254,7 @@ class VidGPT:
         if blueprint:
             from ..tokenizer import blueprint_input
 
-            bp = tok.encode(blueprint_input(x).to(tok.device)).cpu()
+            bp = tok.encode(blueprint_input(x, self.space_factor).to(tok.device)).cpu()
         return VisualBlock(tuple(fine.shape), fine=fine, blueprint=bp)
 
     # --- public API --------------------------------------------------------------------------
