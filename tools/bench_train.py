@@ -202,6 +202,35 @@ def matmul_rate(seconds: float = 1.5) -> dict:
     return out
 
 
+def kernel_rates(L: int = 1661) -> dict:
+    """GFLOP/s (CPU time) of the step's kernel kinds at the real shape: dense layer, LoRA pair, causal attention."""
+    import torch.nn.functional as F
+
+    def rate(fn, flops, seconds=1.0):
+        fn()
+        reps, t = 0, CLOCK()
+        while CLOCK() - t < seconds:
+            fn()
+            reps += 1
+        return flops * reps / (CLOCK() - t) / 1e9
+
+    x, W = torch.randn(L, 576), torch.randn(576, 1536)
+    A, B = torch.randn(576, 32), torch.randn(32, 1536)
+    q, k, v = (torch.randn(1, 9, L, 64, requires_grad=True) for _ in range(3))
+    att = 4 * L * (L + 1) / 2 * 64 * 9
+
+    def att_fwd():
+        with torch.no_grad():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def att_fb():
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+
+    return {"dense_576x1536": rate(lambda: x @ W, 2 * L * 576 * 1536),
+            "lora_pair_r32": rate(lambda: (x @ A) @ B, 2 * L * 32 * (576 + 1536)),
+            "sdpa_causal_fwd": rate(att_fwd, att), "sdpa_causal_fwd_bwd": rate(att_fb, 3 * att)}
+
+
 def real_documents(lm, n: int, frames: int, size: int, seed: int = 0):
     """Documents of the default layout: a held-out-style caption -> (frames x size x size) clip, blueprint + fine.
 
@@ -385,6 +414,8 @@ def bench_cpu_real(args) -> int:
               flush=True)
         del model, opt, lm
     rate1 = matmul_rate()
+    kr = kernel_rates(L)
+    print("kernel rates (GFLOP/s, CPU time): " + ", ".join(f"{k} {v:.1f}" for k, v in kr.items()))
     peak = max(rate0["square2048"], rate1["square2048"], rate0["model_shape"], rate1["model_shape"])
     bound = peak * 1e9 / ISSUE_FLOPS_PER_TOKEN
     by = {r["variant"]: r for r in results}
@@ -414,7 +445,7 @@ def bench_cpu_real(args) -> int:
         Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "model": args.model,
                                                "lengths": lengths, "steps": steps, "warmup": args.warmup,
                                                "matmul_gflops": {"start": rate0, "end": rate1, "peak": peak},
-                                               "issue_bound_tokens_per_s": bound, "loss_checks": checks,
+                                               "issue_bound_tokens_per_s": bound, "loss_checks": checks, "kernel_rates": kr,
                                                "results": results}, indent=1))
     return 0
 
