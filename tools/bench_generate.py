@@ -210,6 +210,44 @@ def real_mode(args) -> None:
                       f"({p.last_stats})", flush=True)
 
 
+def kernel_mode(args) -> None:
+    """ms to multiply the 120 layer matrices of SmolLM2-135M (random, 425 MB fp32) by R rows, per kernel."""
+    import torch.nn.functional as F
+
+    global CLOCK
+    torch.set_num_threads(args.threads)
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
+    D, I, L = 576, 1536, 30
+    shapes = [(D, 960), (D, D), (D, 2 * I), (I, D)]  # (in, out): q|k|v, o, gate|up, down
+    nbytes = sum(i * o for i, o in shapes) * L * 4
+    torch.manual_seed(0)
+    oi = [torch.randn(o, i) * 0.02 for _ in range(L) for i, o in shapes]
+    io = [w.t().contiguous() for w in oi]
+    kernels = {"F.linear, W [out,in]": lambda xs: [F.linear(xs[w.shape[1]], w) for w in oi],
+               "x @ W, W [in,out]": lambda xs: [xs[w.shape[0]] @ w for w in io]}
+    if torch.backends.mkldnn.is_available():
+        for name, dt in (("oneDNN-packed fp32", torch.float32), ("oneDNN-packed bf16", torch.bfloat16)):
+            packed = [torch.ops.mkldnn._reorder_linear_weight(w.to(dt), 2) for w in oi]
+            kernels[name] = (lambda packed, dt: lambda xs: [
+                torch.ops.mkldnn._linear_pointwise(xs[w.shape[1]].to(dt), p, None, "none", [], "")
+                for p, w in zip(packed, oi)])(packed, dt)
+    q8 = []
+    for w in oi:
+        sc = w.abs().amax(1) / 127
+        q8.append(((w / sc[:, None]).round().to(torch.int8), sc))
+    kernels["int8 _weight_int8pack_mm"] = lambda xs: [torch._weight_int8pack_mm(xs[w.shape[1]], w, sc) for w, sc in q8]
+    rows = [int(r) for r in args.batches.split(",")]
+    print(f"clock: {'process CPU time' if args.cpu_time else 'wall'}; threads {torch.get_num_threads()}; "
+          f"{nbytes / 1e6:.0f} MB of fp32 weights; streaming read {stream_rate(nbytes) / 1e9:.1f} GB/s")
+    print(f"{'kernel':28s} " + " ".join(f"{'R=' + str(r):>8s}" for r in rows) + "   (ms per pass over all matrices)")
+    for name, fn in kernels.items():
+        cells = []
+        for r in rows:
+            xs = {i: torch.randn(r, i) for i, _ in shapes}
+            cells.append(_best(lambda: fn(xs), 3) * 1e3)
+        print(f"{name:28s} " + " ".join(f"{c:8.1f}" for c in cells), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny random model, small clip (quick CPU run)")
@@ -228,7 +266,12 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="--real: also time whole clips through pipe.generate")
     ap.add_argument("--cpu-time", action="store_true",
                     help="--real: time steps in the process's CPU seconds (a shared core: wall time counts the other jobs)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="matrix-kernel table: the 120 SmolLM2 layer matrices times R rows (--batches = the R values)")
     args = ap.parse_args()
+    if args.kernels:
+        kernel_mode(args)
+        return
     if args.real:
         if not args.model:
             ap.error("--real needs --model DIR (e.g. runs/lm_untrained from `vidgpt lm extend`)")
