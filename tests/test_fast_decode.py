@@ -85,7 +85,8 @@ def _run_both(plain, fast, ids, mask, steps=8, V=300, atol=1e-4):
         assert torch.allclose(a, fast.logits(h, 0, V), atol=atol)
 
 
-@pytest.mark.parametrize("weights,attention", [("mkldnn", "filled"), ("t", "filled"), ("linear", "filled"), ("t", "static")])
+@pytest.mark.parametrize("weights,attention", [("mkldnn", "filled"), ("t", "filled"), ("linear", "filled"), ("t", "static"),
+                                               ("linear", "static")])  # the last: the CUDA path's forward, eager
 def test_every_weight_layout_and_attention_mode_matches_plain(weights, attention):
     if weights == "mkldnn" and not torch.backends.mkldnn.is_available():
         pytest.skip("PyTorch built without oneDNN")
@@ -189,3 +190,7 @@ def test_speculative_is_skipped_behind_a_wrapper_that_watches_steps(text_tok):
 
     pipe = tiny_pipeline(text_tok, bits=6, decode_options={"speculative": 4})
     assert can_speculate(pipe.backend) and not can_speculate(Watch(pipe.backend))
+    static = FastLlama(pipe.model, attention="static")  # the CUDA-graph layout: one position a pass
+    assert not can_speculate(static)
+    pipe.backend = static
+    assert pipe.generate("x", frames=1, height=16, width=16, seed=0, decode=False).token_ids  # falls back to one a step

@@ -113,7 +113,10 @@ def _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, index, vocab_si
 def can_speculate(backend) -> bool:
     """True when the backend's own class feeds several positions per pass (a wrapper that only
     forwards attributes, like the server's progress watch, keeps the one-token loop it observes)."""
-    return callable(getattr(type(backend), "step_many", None)) and callable(getattr(type(backend), "truncate", None))
+    cls = type(backend)
+    if not (callable(getattr(cls, "step_many", None)) and callable(getattr(cls, "truncate", None))):
+        return False
+    return bool(getattr(backend, "supports_step_many", True))
 
 
 @torch.inference_mode()

@@ -419,6 +419,11 @@ class FastLlama:
         self.step_cache_pos.fill_(n)
 
     @property
+    def supports_step_many(self) -> bool:
+        """Several positions per pass need the filled-cache attention (the CUDA-graph path decodes one at a time)."""
+        return self.attention == "filled"
+
+    @property
     def position(self) -> int:
         return self._pos
 
