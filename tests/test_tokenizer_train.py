@@ -100,3 +100,16 @@ def test_init_from_warm_starts_a_new_run(tmp_path):
     other = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", [f"train.init_from={tmp_path / 'a'}", "model.codebook_bits=8"])
     with pytest.raises(TrainingError, match="architecture differs"):
         TokenizerTrainer(other, tmp_path / "c", progress=False, log=lambda *a: None)
+
+
+def test_cpu_bf16_autocast_trains(tmp_path):
+    from vidgpt.config import load_config
+    from vidgpt.train.tokenizer_trainer import TokenizerTrainConfig, TokenizerTrainer
+
+    cfg = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", ["train.steps=3", "train.log_every=1", "train.cpu_bf16=true", "data.eval_clips=1", "train.device=cpu"])
+    tr = TokenizerTrainer(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    assert tr.amp
+    last = tr.run()
+    assert math.isfinite(last["loss"]) and last["psnr"] > 0
+    off = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", ["train.device=cpu", "data.eval_clips=1"])
+    assert not TokenizerTrainer(off, tmp_path / "off", progress=False, log=lambda *a: None).amp

@@ -1,6 +1,7 @@
 """Train the LFQ video tokenizer: `vidgpt tokenizer train --config configs/tokenizer/NAME.yaml`.
 
-One loop in plain PyTorch: AdamW with warmup + cosine, grad clipping, bf16 autocast on CUDA,
+One loop in plain PyTorch: AdamW with warmup + cosine, grad clipping, bf16 autocast on CUDA (and on
+CPUs with native bf16 when train.cpu_bf16 is set),
 image (T=1) then mixed image/video batches, an optional 3D patch discriminator switched on after a
 step, atomic checkpoints in OUT/checkpoint/ (model, optimizers, scheduler, step, RNG) that
 `--resume` continues from, a JSONL log, and OUT/ itself usable as a tokenizer directory.
@@ -64,7 +65,9 @@ class TokenizerTrainLoop:
     seed: int = 0
     init_from: str = ""  # a tokenizer directory whose weights start a new run (same model config); "" = random
     device: str = ""  # "" = cuda when present, else cpu
-    bf16: bool = True  # autocast to bf16 on CUDA (ignored on CPU)
+    bf16: bool = True  # autocast to bf16 on CUDA
+    cpu_bf16: bool = False  # autocast to bf16 on the CPU too: ~2x faster steps where the CPU has AVX512-BF16/AMX
+    # (measured on the dev box: 0.93 s against 1.9-2.2 s of CPU for a 1x9x128x128 cpu_8x step); slow without them
     channels_last: bool = False  # channels_last_3d memory format (CUDA)
     log_every: int = 10
     eval_every: int = 200
@@ -107,7 +110,7 @@ class TokenizerTrainer:
         if self.ckpt_dir.exists() and not resume:
             raise TrainingError(f"{self.out}: holds a checkpoint already; pass --resume to continue or pick another --out")
         self.device = pick_device(t.device or None)
-        self.amp = self.device.type == "cuda" and t.bf16
+        self.amp = (self.device.type == "cuda" and t.bf16) or (self.device.type == "cpu" and t.cpu_bf16)
         self.memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
         random.seed(t.seed)
         torch.manual_seed(t.seed)
