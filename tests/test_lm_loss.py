@@ -126,6 +126,23 @@ def test_trim_batch_keeps_every_trained_token():
     assert (t["weights"][:, -1] > 0).any()
 
 
+
+def test_trim_batch_makes_one_document_rows_single_sequences():
+    lm = make_lm(False)
+    data = LMDataConfig(sources=[SourceConfig(kind="synthetic", shapes=[[2, 4, 4]])], chat=False)
+    gen = packed_rows(data, lm.vocab, lm.text_tokenizer, 64, 0, "train", pad_id=2)  # one ~45-token doc per row
+    batch = collate([next(gen) for _ in range(3)])
+    assert ((batch["position_ids"] == 0).sum(1) == 2).all()  # a document, then padding restarting at 0
+    t = trim_batch(batch)
+    L = t["input_ids"].shape[1]
+    assert torch.equal(t["position_ids"], torch.arange(L).expand(3, L))  # one sequence per row now
+    model = lm.model
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    plain = weighted_lm_loss(out, batch["input_ids"], batch["weights"])[0]
+    fast = LossHead(lm.vocab, LossSettings(head="full"))(model, batch)[0]
+    assert abs(float(plain) - float(fast)) < 1e-4
+
+
 def test_settings_and_auto_choice():
     assert resolve_head(LossSettings(), "cpu", 1) == "constrained"
     assert resolve_head(LossSettings(), "cpu", 2) == "plain"

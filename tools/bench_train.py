@@ -321,13 +321,16 @@ def bench_cpu_real(args) -> int:
     base.model.set_attn_implementation("sdpa")
     docs = real_documents(base, args.docs, args.frames, args.size)
     lengths = [len(d) for d in docs]
-    rows = list(pack(iter(docs), sum(lengths)))  # one row, no padding
+    if args.row_per_doc:  # one document per row, padded to the longest (the trainer's rows at a small seq_len)
+        rows = [r for d in docs for r in pack(iter([d]), max(lengths))]
+    else:
+        rows = list(pack(iter(docs), sum(lengths)))  # one row, no padding
     batch = collate(rows)
-    L = batch["input_ids"].shape[1]
+    L = sum(lengths)  # real tokens per step
     V = base.model.config.vocab_size
     cfg = base.model.config
     print(f"CPU, {torch.get_num_threads()} thread(s); model {args.model}: {cfg.num_hidden_layers} layers, hidden "
-          f"{cfg.hidden_size}, {V} rows; one packed row of {len(docs)} document(s) {lengths} "
+          f"{cfg.hidden_size}, {V} rows; {len(rows)} row(s) of {batch['input_ids'].shape[1]} holding {len(docs)} document(s) {lengths} "
           f"({args.frames}x{args.size}x{args.size} clip + caption, chat layout), {steps} timed step(s) after "
           f"{args.warmup} warm-up; matmul fp32 {rate0['square2048']:.1f} GFLOP/s (2048^3), "
           f"{rate0['model_shape']:.1f} (1648x576x1536)")
@@ -463,6 +466,7 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", type=int, default=1, help="--cpu-real: documents per packed row (default 1)")
     ap.add_argument("--frames", type=int, default=17, help="--cpu-real: clip frames (default 17)")
     ap.add_argument("--size", type=int, default=128, help="--cpu-real: clip height = width (default 128)")
+    ap.add_argument("--row-per-doc", action="store_true", help="--cpu-real: one document per row (padded) instead of one packed row")
     ap.add_argument("--warmup", type=int, default=1, help="--cpu-real: untimed steps per variant")
     ap.add_argument("--json", help="--cpu-real: also write the results here")
     args = ap.parse_args(argv)

@@ -78,15 +78,28 @@ def resolve_head(settings: LossSettings, device, world_size: int = 1) -> str:
 
 
 def trim_batch(batch: dict) -> dict:
-    """Cut the columns after the last trained token of every row (exact for a causal model)."""
+    """Cut the columns after the last trained token of every row; in each row, let the positions after its
+    last trained token continue the row's last document instead of restarting at 0 (padding).
+
+    Both exact for a causal model: no trained prediction reads those columns. The second keeps a row that
+    holds one document plus padding a single sequence, so transformers needs no block-diagonal mask and
+    sdpa runs its causal kernel (on the CPU, the masked path is much slower).
+    """
     w = batch["weights"]
     cols = torch.nonzero(w.sum(0) > 0)
     if cols.numel() == 0:
         return batch
     keep = int(cols[-1]) + 1
-    if keep >= w.shape[1]:
-        return batch
-    return {k: v[:, :keep] for k, v in batch.items()}
+    out = {k: v[:, :keep] for k, v in batch.items()} if keep < w.shape[1] else dict(batch)
+    w, pos = out["weights"], out["position_ids"]
+    ar = torch.arange(w.shape[1], device=w.device)
+    last = torch.where(w > 0, ar, torch.full_like(ar, -1)).amax(1)  # last trained column per row (-1: none)
+    tail = ar.unsqueeze(0) > last.unsqueeze(1)
+    if tail.any() and (last >= 0).all():
+        base = pos.gather(1, last.unsqueeze(1))
+        cont = base + (ar.unsqueeze(0) - last.unsqueeze(1))
+        out["position_ids"] = torch.where(tail, cont, pos)
+    return out
 
 
 # --- where the head's rows live ------------------------------------------------------------------------------
