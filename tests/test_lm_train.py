@@ -98,3 +98,24 @@ def test_record_sources_format_through_the_layout(tmp_path):
             assert set(d.weights) == {0.0}  # text kind not in loss_on
             seen_text += 1
     assert seen_visual and seen_text
+
+
+def test_cpu_bf16_autocast_trains_close_to_fp32(tmp_path, monkeypatch):
+    import torch
+
+    seen = []
+    real = torch.autocast
+
+    def spy(*a, **k):
+        seen.append((k.get("device_type", a[0] if a else None), k.get("dtype"), k.get("enabled", True)))
+        return real(*a, **k)
+
+    overrides = ["train.ckpt_every=0", "train.eval_every=0", "train.steps=8"]
+    fp32 = train_lm(load_config(LMTrainConfig, TINY_YAML, overrides), tmp_path / "fp32", progress=False)
+    monkeypatch.setattr(torch, "autocast", spy)
+    bf16 = train_lm(load_config(LMTrainConfig, TINY_YAML, overrides + ["train.cpu_bf16=true"]), tmp_path / "bf16", progress=False)
+    assert any(d == "cpu" and t == torch.bfloat16 and en for d, t, en in seen)  # the step ran under bf16 autocast
+    a = [r["loss"] for r in log_of(tmp_path / "fp32") if "loss" in r]
+    b = [r["loss"] for r in log_of(tmp_path / "bf16") if "loss" in r]
+    assert len(a) == len(b) == 8 and abs(a[0] - b[0]) < 0.02 * a[0]
+    assert np.mean(b[-3:]) < np.mean(b[:3]) and abs(fp32["eval_loss"] - bf16["eval_loss"]) < 0.1 * fp32["eval_loss"]

@@ -377,6 +377,10 @@ def bench_cpu_real(args) -> int:
         loss_head = LossHead(base.vocab, LossSettings(head=head, embed_grad=eg))
 
         def loss_fn():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                return _loss()
+
+        def _loss():
             if head == "plain":
                 lab = batch["input_ids"].masked_fill(batch["weights"] == 0, -100)
                 return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=lab,
@@ -413,8 +417,8 @@ def bench_cpu_real(args) -> int:
                         "split_s": {k: v / steps for k, v in split.items()}, "gflop_per_token": fl / L / 1e9,
                         "gflops": fl / L * tps / 1e9, "matmul_gflops_around": rate_here,
                         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)})
-        print(f"  {name}: {tps:.1f} tokens/s (warm-up {warm:.1f} s; matmul rate around it {rate_here:.1f} GFLOP/s)",
-              flush=True)
+        print(f"  {name}{' (bf16 autocast)' if args.bf16 else ''}: {tps:.1f} tokens/s (warm-up {warm:.1f} s; matmul rate "
+              f"around it {rate_here:.1f} GFLOP/s; first loss {losses[0]:.6f})", flush=True)
         del model, opt, lm
     rate1 = matmul_rate()
     kr = kernel_rates(L)
@@ -467,6 +471,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=17, help="--cpu-real: clip frames (default 17)")
     ap.add_argument("--size", type=int, default=128, help="--cpu-real: clip height = width (default 128)")
     ap.add_argument("--row-per-doc", action="store_true", help="--cpu-real: one document per row (padded) instead of one packed row")
+    ap.add_argument("--bf16", action="store_true", help="--cpu-real: bf16 autocast for the step (fast on CPUs with AVX512-BF16/AMX; an approximation: compare the losses)")
     ap.add_argument("--warmup", type=int, default=1, help="--cpu-real: untimed steps per variant")
     ap.add_argument("--json", help="--cpu-real: also write the results here")
     args = ap.parse_args(argv)
