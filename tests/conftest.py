@@ -105,3 +105,31 @@ def media_files(tmp_path_factory) -> SimpleNamespace:
     ns.notes.write_text("not media")
     ns.bad = [ns.missing, ns.empty, ns.text, ns.truncated, ns.empty_dir]
     return ns
+
+
+@pytest.fixture
+def killed_lm_run(monkeypatch):
+    """run(cfg, out, kill_step): train_lm that dies right after writing its step-`kill_step` checkpoint
+    (as a kill would), leaving `out` for a `resume=True` run."""
+    from vidgpt.train import lm_trainer
+
+    class Killed(Exception):
+        pass
+
+    real_save = lm_trainer.save_checkpoint
+
+    def run(cfg, out, kill_step: int) -> None:
+        def save_then_die(accelerator, out_dir, step, state, keep):
+            path = real_save(accelerator, out_dir, step, state, keep)
+            if step == kill_step:
+                raise Killed()
+            return path
+
+        monkeypatch.setattr(lm_trainer, "save_checkpoint", save_then_die)
+        try:
+            with pytest.raises(Killed):
+                lm_trainer.train_lm(cfg, out, progress=False)
+        finally:
+            monkeypatch.setattr(lm_trainer, "save_checkpoint", real_save)
+
+    return run

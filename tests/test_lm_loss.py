@@ -155,13 +155,12 @@ def test_settings_and_auto_choice():
         upper_layer_targets(make_lm(False).model, ["all-linear"], 5)
 
 
-def test_trainer_fast_path_with_upper_layer_lora_resumes_exactly(tmp_path, monkeypatch):
+def test_trainer_fast_path_with_upper_layer_lora_resumes_exactly(tmp_path, killed_lm_run):
     """The trainer on the constrained head + head-only rows + LoRA on layer 1 of 2: kill at step 4, resume."""
     import json
     from pathlib import Path
 
     from vidgpt.config import load_config
-    from vidgpt.train import lm_trainer
     from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
 
     tiny = Path(__file__).resolve().parents[1] / "configs" / "lm" / "tiny.yaml"
@@ -177,21 +176,7 @@ def test_trainer_fast_path_with_upper_layer_lora_resumes_exactly(tmp_path, monke
     start, straight = losses(tmp_path / "straight")
     assert start["loss_head"] == "constrained" and start["embed_grad"] == "head_only"
     assert straight[8] < straight[1]
-    real_save = lm_trainer.save_checkpoint
-
-    class Killed(Exception):
-        pass
-
-    def save_then_die(accelerator, out, step, state, keep):
-        path = real_save(accelerator, out, step, state, keep)
-        if step == 4:
-            raise Killed()
-        return path
-
-    monkeypatch.setattr(lm_trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train_lm(load_config(LMTrainConfig, tiny, sets), tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(lm_trainer, "save_checkpoint", real_save)
+    killed_lm_run(load_config(LMTrainConfig, tiny, sets), tmp_path / "resumed", kill_step=4)
     train_lm(load_config(LMTrainConfig, tiny, sets), tmp_path / "resumed", resume=True, progress=False)
     _, resumed = losses(tmp_path / "resumed")
     assert sorted(resumed) == list(range(1, 9))

@@ -3,18 +3,12 @@
 import json
 from pathlib import Path
 
-import pytest
 
 from vidgpt.config import load_config
-from vidgpt.train import lm_trainer
 from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
 
 TINY_YAML = Path(__file__).resolve().parents[1] / "configs" / "lm" / "tiny.yaml"
 SETS = ["train.steps=12", "train.seq_len=64", "train.ckpt_every=6", "train.eval_batches=0", "train.grad_accum=2", "train.micro_batch_size=2"]
-
-
-class Killed(Exception):
-    pass
 
 
 def losses(out):
@@ -22,23 +16,12 @@ def losses(out):
     return {r["step"]: r["loss"] for r in recs if "loss" in r}
 
 
-def test_kill_and_resume_matches_straight_run(tmp_path, monkeypatch):
+def test_kill_and_resume_matches_straight_run(tmp_path, killed_lm_run):
     cfg = load_config(LMTrainConfig, TINY_YAML, SETS)
     train_lm(cfg, tmp_path / "straight", progress=False)
     straight = losses(tmp_path / "straight")
 
-    real_save = lm_trainer.save_checkpoint
-
-    def save_then_die(accelerator, out, step, state, keep):
-        path = real_save(accelerator, out, step, state, keep)
-        if step == 6:
-            raise Killed()
-        return path
-
-    monkeypatch.setattr(lm_trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train_lm(load_config(LMTrainConfig, TINY_YAML, SETS), tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(lm_trainer, "save_checkpoint", real_save)
+    killed_lm_run(load_config(LMTrainConfig, TINY_YAML, SETS), tmp_path / "resumed", kill_step=6)
     assert not (tmp_path / "resumed" / "model").exists()
     train_lm(load_config(LMTrainConfig, TINY_YAML, SETS), tmp_path / "resumed", resume=True, progress=False)
     resumed = losses(tmp_path / "resumed")
