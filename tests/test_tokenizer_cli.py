@@ -60,3 +60,28 @@ def test_missing_tokenizer_dir_is_one_line_error(clips, tmp_path, capsys):
     assert main(["tokenizer", "eval", str(a), "--tokenizer", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("vidgpt: error:") and "missing" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "give VIDEO files, or --synthetic N"),
+    (["--synthetic", "-1"], "must be >= 0"),
+    (["--synthetic", "2", "--size", "120"], "multiple of 16"),
+])
+def test_eval_synthetic_bad_input_is_one_line(argv, message, capsys):
+    from vidgpt.cli import main
+
+    assert main(["tokenizer", "eval", *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("vidgpt: error:") and len(err.splitlines()) == 1
+
+
+def test_eval_synthetic_prints_fine_and_blueprint_reports(capsys):
+    import json
+
+    from vidgpt.cli import main
+
+    assert main(["tokenizer", "eval", "--synthetic", "2", "--seed", "1", "--frames", "9", "--size", "64", "--json"]) == 0
+    fine, bp = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert (fine["mode"], fine["clip"], fine["clips"]) == ("fine", "9x64x64", 2)
+    assert (bp["mode"], bp["clip"]) == ("blueprint", "9x32x32")
+    assert fine["original_pass_rate"] == 1.0 and 0.0 <= fine["object_color"] <= 1.0

@@ -87,6 +87,8 @@ def _eval(args) -> int:
     from ..tokenizer import codebook_usage
     from ..tokenizer.clip_io import load_clip, save_side_by_side
 
+    if args.synthetic < 0:
+        raise VidgptError(f"--synthetic {args.synthetic}: the number of scenes must be >= 0")
     if not args.videos and not args.synthetic:
         raise VidgptError("tokenizer eval: give VIDEO files, or --synthetic N for the round-trip judge on synthetic scenes")
     tok = _load_tokenizer(args)
