@@ -14,11 +14,20 @@ def _object_diffs(a: dict, b: dict) -> list[tuple[int, set]]:
 
 @pytest.mark.parametrize("kind", EDIT_KINDS)
 def test_edit_pairs_differ_exactly_in_the_named_thing(kind):
-    rng = np.random.default_rng(hash(kind) % 1000)
+    # a fixed seed per kind (str hash() changes with every interpreter, which made this test flaky)
+    rng = np.random.default_rng(EDIT_KINDS.index(kind))
     config = WorldConfig()
-    for _ in range(25):
+    checked = 0
+    for _ in range(200):  # bounded: 25 scenes that admit the edit
+        if checked == 25:
+            break
         scene = sample_scene(rng, config)
-        src, tgt, instruction, got = make_edit_pair(rng, scene, kind, config)
+        try:
+            src, tgt, instruction, got = make_edit_pair(rng, scene, kind, config)
+        except DataError as e:  # this scene admits no such edit (e.g. add with the most objects): draw another
+            assert "is possible for this scene" in str(e)
+            continue
+        checked += 1
         a, b = src.to_dict(), tgt.to_dict()
         assert got == kind and isinstance(instruction, str) and instruction
         assert a["camera"] == b["camera"]
@@ -40,6 +49,7 @@ def test_edit_pairs_differ_exactly_in_the_named_thing(kind):
             assert a["objects"] == b["objects"] and a["background"] != b["background"]
         assert len({o["color"] for o in b["objects"]}) == len(b["objects"])  # colours stay distinct
         assert not any(is_heldout(o, config) for o in tgt.objects)
+    assert checked == 25
 
 
 def test_edit_instructions_vary_and_random_kind_works():
