@@ -57,6 +57,9 @@ def test_oracle_generations_score_high(monkeypatch, tmp_path):
         rng = ev._rng(cfg.seed, 1, i)
         scene = sample_scene(rng, world, "heldout")
         scenes[caption(scene, rng, STYLES[i % 4])] = scene
+    free = ev.freeform_items(cfg.resolved(), world)
+    assert len(free) == 3 and [s.to_dict() for s, _, _ in free] == [s.to_dict() for s in list(scenes.values())[:3]]
+    scenes.update({p: s for s, _, p in free})
 
     def oracle(pipe, prompts, c, gen):
         full = np.stack([render_scene(scenes[p], c.frames, c.size, c.size) for p in prompts])
@@ -75,12 +78,90 @@ def test_oracle_generations_score_high(monkeypatch, tmp_path):
     assert all(s["scene"]["objects"] for s in rep["adherence"]["samples"])
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["adherence"]["full"] == rep["adherence"]["full"]
+    f = rep["freeform"]
+    assert f["n"] == 3 and f["full"]["color"] == 1.0 and f["full"]["object"] >= 0.8
+    assert all(s["style"] == "freeform" and s["prompt"] not in captions_of(s) for s in f["samples"])
+    assert f["same_scenes_template"]["clips"] == 3
+    assert f["same_scenes_template"] == ev.attribute_shares(
+        [judge_clip(render_scene(s, 17, 96, 96), s) for s, _, _ in free])  # the first 3 oracle clips, judged again
     md = (tmp_path / "report.md").read_text()
     assert "Prompt adherence on held-out compositions (n = 6)" in md and "| colour |" in md
+    assert "Free-form prompts on the same held-out scenes (n = 3)" in md and "World: built-in world config" in md
     from PIL import Image
 
     sheet = Image.open(tmp_path / "samples.png")
     assert sheet.size[1] >= 3 * 96  # three clips, one row each
+
+
+def captions_of(sample):
+    from vidgpt.data.synthetic import Scene, captions
+
+    scene = Scene.from_dict(sample["scene"])
+    return {c for k in range(20) for c in captions(scene, np.random.default_rng(k))}
+
+
+def test_world_overrides_narrow_every_section(monkeypatch, tmp_path):
+    """--set max_objects=1: held-out prompts, free-form prompts, edit pairs and continuations all have one-object
+    scenes (edit sources may hold the object a `remove` takes away); the overrides are in report.json/md."""
+    cfg = ev.EvalConfig(n=4, freeform=2, edits=4, continuations=2, frames=5, size=32, batch_size=4, language=False,
+                        world_set=["max_objects=1"])
+    world = cfg.world()
+    assert world.max_objects == 1
+
+    def blank(pipe, prompts, c, gen):
+        return None, np.zeros((len(prompts), c.frames, c.size, c.size, 3), np.uint8), None
+
+    def blank_edits(pipe, clips, instructions, task, c, gen):
+        return [(np.zeros_like(x), np.zeros_like(x)) for x in clips]
+
+    monkeypatch.setattr(ev, "generate_batch", blank)
+    monkeypatch.setattr(ev, "edit_batch", blank_edits)
+
+    class Pipe:
+        device = torch.device("cpu")
+
+    rep = ev.evaluate_model(None, cfg, out=tmp_path, progress=False, pipe=Pipe())
+    assert rep["world"]["max_objects"] == 1 and rep["config"]["world_set"] == ["max_objects=1"]
+    scenes = [s["scene"] for s in rep["adherence"]["samples"] + rep["freeform"]["samples"] + rep["continuation"]["samples"]]
+    scenes += [s["target_scene"] for s in rep["editing"]["samples"]]
+    assert len(scenes) == 4 + 2 + 2 + rep["editing"]["n"] and all(len(s["objects"]) == 1 for s in scenes)
+    assert all(len(s["source_scene"]["objects"]) <= 2 for s in rep["editing"]["samples"])
+    assert rep["editing"]["not_made"] == {"add": 1}  # a one-object world admits no add edit
+    assert rep["adherence"]["full"]["clip"] == 0.0  # blank clips fail
+    md = (tmp_path / "report.md").read_text()
+    assert "World: built-in world config, `max_objects=1`" in md and "add (1 asked)" in md
+    # the default world draws several objects somewhere in the same stream
+    wide = ev.heldout_items(ev.EvalConfig(n=8).resolved(), WorldConfig())
+    assert max(len(s.objects) for s, _, _ in wide) > 1
+
+
+def test_eval_cli_passes_world_overrides(monkeypatch, tmp_path, capsys):
+    from vidgpt.cli import main
+    from vidgpt.generate import VidGPT
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "vidgpt.json").write_text("{}")
+    seen = {}
+
+    def fake_eval(model_dir, cfg, out=None, progress=True, pipe=None, world=None):
+        seen.update(cfg=cfg, world=world, out=out)
+        return {"model": str(model_dir), "config": {}, "timing": {}}
+
+    monkeypatch.setattr(VidGPT, "from_pretrained", classmethod(lambda cls, d, device=None: seen.setdefault("loaded", d)))
+    monkeypatch.setattr(ev, "evaluate_model", fake_eval)
+    monkeypatch.setattr(ev, "markdown_report", lambda rep: "report")
+    argv = ["eval", "model", "--model", str(model), "--n", "3", "--freeform", "2", "--set", "max_objects=1",
+            "--set", "camera_prob=0", "--out", str(tmp_path / "ev"), "--no-progress"]
+    assert main(argv) == 0
+    assert seen["cfg"].world_set == ["max_objects=1", "camera_prob=0"] and seen["cfg"].freeform == 2
+    assert seen["world"].max_objects == 1 and seen["world"].camera_prob == 0
+    capsys.readouterr()
+    seen.clear()
+    assert main(["eval", "model", "--model", str(model), "--set", "max_objjects=1", "--no-progress"]) == 1
+    assert not seen  # a bad key: one line, before the model loads
+    err = capsys.readouterr().err.strip()
+    assert "max_objjects" in err and len(err.splitlines()) == 1
 
 
 def test_tiny_random_model_runs_every_section(tmp_path):
@@ -92,6 +173,7 @@ def test_tiny_random_model_runs_every_section(tmp_path):
                         text_prompts=["hi there"])
     rep = ev.evaluate_model(None, cfg, out=tmp_path, progress=False, pipe=pipe)
     assert rep["adherence"]["full"]["clips"] == 2 and rep["adherence"]["preview"]["clips"] == 2
+    assert rep["freeform"]["full"]["clips"] == 1 and rep["freeform"]["preview"]["clips"] == 1
     assert rep["editing"]["n"] == 2 and set(rep["editing"]["by_kind"]) == {"color", "motion", "add", "remove"}
     assert rep["continuation"]["n"] == 1 and rep["continuation"]["seam_psnr"] > 0
     lang = rep["language"]

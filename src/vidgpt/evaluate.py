@@ -8,6 +8,9 @@ was asked for, on scenes no training run draws (eval seeds; prompts from held-ou
 1. adherence: held-out scenes, prompt = one of their captions (styles in turn), generate, judge.
    Share of objects whose colour / shape / motion / all three pass, and of clips that pass whole.
 2. preview: the blueprint section of the same samples decoded at half size, judged at that size.
+   free-form: the first `freeform` of those scenes again, prompted in words a person might type
+   (vidgpt.data.world.freeform: other word orders, synonyms, a background named or not; never the
+   training templates), judged the same way, with the template prompts' shares on the same scenes.
 3. editing: edit pairs (colour, motion, add, remove by default); the source clip + instruction go
    to the model (edit layout), the result is judged against the target scene. `edited` = the
    changed thing matches the target (the object's new colour / motion; the added object is there;
@@ -18,6 +21,9 @@ was asked for, on scenes no training run draws (eval seeds; prompts from held-ou
 5. language: perplexity of a held-out English text (vidgpt/data/heldout_text.txt, never trained
    on) under the base backbone and under the trained model, and their greedy answers to a few
    fixed prompts.
+
+The scenes come from the world config `world_config` + `world_set` (KEY=VALUE overrides, as for `vidgpt data
+build-lm --set`; e.g. max_objects=1 for a model trained on one-object scenes), recorded in the report.
 
 Outputs (OUT/): report.md (the tables, also printed), report.json, samples.png (a contact sheet of
 generated clips with their prompts and verdicts).
@@ -49,6 +55,7 @@ ATTRS = ("color", "shape", "motion")
 @dataclass
 class EvalConfig:
     n: int = 50  # held-out prompts (adherence + preview)
+    freeform: int = -1  # free-form prompts of the first held-out scenes (-1: n // 2; at most n)
     edits: int = -1  # edit pairs (-1: n // 2)
     continuations: int = -1  # continuations (-1: n // 5, at least 1)
     frames: int = 17
@@ -65,6 +72,17 @@ class EvalConfig:
     text_prompts: list[str] = field(default_factory=lambda: list(TEXT_PROMPTS))
     max_new_tokens: int = 48
     sheet_clips: int = 8  # clips on the contact sheet
+    # the world the held-out prompts, edit pairs and continuations come from: a world config YAML (empty: the
+    # built-in one) and KEY=VALUE overrides, exactly as `vidgpt data build-lm --config/--set` (e.g. max_objects=1
+    # for a model trained on one-object scenes)
+    world_config: str = ""
+    world_set: list[str] = field(default_factory=list)
+
+    def world(self):
+        """The WorldConfig these settings name."""
+        from .data.synthetic import load_world_config
+
+        return load_world_config(self.world_config or None, list(self.world_set))
 
     def resolved(self) -> "EvalConfig":
         c = EvalConfig(**asdict(self))
@@ -72,6 +90,9 @@ class EvalConfig:
             c.edits = c.n // 2
         if c.continuations < 0:
             c.continuations = max(1, c.n // 5)
+        if c.freeform < 0:
+            c.freeform = c.n // 2
+        c.freeform = min(c.freeform, c.n)  # the same scenes as template prompts: a paired comparison
         if c.n < 0 or c.batch_size < 1:
             raise GenerationError(f"eval: --n must be >= 0 and --batch-size >= 1 (got {c.n}, {c.batch_size})")
         if c.edit_split not in ("train", "heldout"):
@@ -168,19 +189,37 @@ def edit_batch(pipe, clips: list[np.ndarray], instructions: list[str], task: str
 # --- 1 + 2: adherence on held-out compositions ----------------------------------------------------
 
 
-def eval_adherence(pipe, cfg: EvalConfig, world, bar=None) -> tuple[dict, list[dict]]:
-    """Returns (report section, sheet entries [{frames, label}])."""
-    from .data.judge import judge_clip
+def heldout_items(cfg: EvalConfig, world, n: int | None = None) -> list[tuple]:
+    """(scene, style, prompt) of the first n (default cfg.n) held-out prompts: caption styles in turn."""
     from .data.synthetic import STYLES, caption, sample_scene
-    from .generate.sampling import make_generator
 
     items = []
-    for i in range(cfg.n):
+    for i in range(cfg.n if n is None else n):
         rng = _rng(cfg.seed, 1, i)
         scene = sample_scene(rng, world, "heldout")
         style = STYLES[i % len(STYLES)]
         items.append((scene, style, caption(scene, rng, style)))
-    gen = make_generator(cfg.seed, pipe.device)
+    return items
+
+
+def freeform_items(cfg: EvalConfig, world) -> list[tuple]:
+    """(scene, "freeform", prompt) for the first cfg.freeform held-out scenes (the same scenes as the first
+    cfg.freeform template prompts), worded by vidgpt.data.world.freeform, never as the training captions."""
+    from .data.world.freeform import freeform_prompt
+
+    return [(scene, "freeform", freeform_prompt(scene, _rng(cfg.seed, 4, i)))
+            for i, (scene, _, _) in enumerate(heldout_items(cfg, world, cfg.freeform))]
+
+
+def eval_adherence(pipe, cfg: EvalConfig, world, bar=None, items: list[tuple] | None = None,
+                   gen_seed: int | None = None) -> tuple[dict, list[dict]]:
+    """Returns (report section, sheet entries [{frames, label}]). items: (scene, style, prompt) to judge
+    (default: the cfg.n held-out template prompts)."""
+    from .data.judge import judge_clip
+    from .generate.sampling import make_generator
+
+    items = heldout_items(cfg, world) if items is None else items
+    gen = make_generator(cfg.seed if gen_seed is None else gen_seed, pipe.device)
     full_res, prev_res, samples, sheet = [], [], [], []
     for batch in _batches(items, cfg.batch_size):
         _, full, preview = generate_batch(pipe, [p for _, _, p in batch], cfg, gen)
@@ -191,7 +230,8 @@ def eval_adherence(pipe, cfg: EvalConfig, world, bar=None) -> tuple[dict, list[d
             if rp is not None:
                 prev_res.append(rp)
             samples.append({"prompt": prompt, "style": style, "scene": scene.to_dict(), "pass": r.passed,
-                            "preview_pass": None if rp is None else rp.passed, "verdict": r.summary()})
+                            "preview_pass": None if rp is None else rp.passed, "verdict": r.summary(),
+                            "objects": [{a: getattr(v, a).passed for a in ATTRS} for v in r.objects]})
             if len(sheet) < cfg.sheet_clips:
                 sheet.append({"frames": full[k], "label": f"[{'PASS' if r.passed else 'fail'}] {prompt}"})
         if bar is not None:
@@ -199,6 +239,27 @@ def eval_adherence(pipe, cfg: EvalConfig, world, bar=None) -> tuple[dict, list[d
     section = {"n": len(items), "full": attribute_shares(full_res),
                "preview": attribute_shares(prev_res) if prev_res else None, "samples": samples}
     return section, sheet
+
+
+def eval_freeform(pipe, cfg: EvalConfig, world, bar=None, template: dict | None = None) -> dict:
+    """Adherence on free-form prompts of the first cfg.freeform held-out scenes, judged as `eval_adherence`;
+    `template` (the adherence section) gives the template prompts' shares on the same scenes beside it."""
+    section, _ = eval_adherence(pipe, cfg, world, bar, items=freeform_items(cfg, world), gen_seed=cfg.seed + 3)
+    section["same_scenes_template"] = None
+    if template is not None:
+        section["same_scenes_template"] = sample_shares(template["samples"][: cfg.freeform])
+    return section
+
+
+def sample_shares(samples: list[dict]) -> dict:
+    """`attribute_shares` of full clips from the per-object verdicts that adherence samples record."""
+    objs = [o for s in samples for o in s["objects"]]
+    out = {a: _mean(o[a] for o in objs) for a in ATTRS}
+    out["object"] = _mean(all(o[a] for a in ATTRS) for o in objs)
+    out["clip"] = _mean(s["pass"] for s in samples)
+    out["objects"] = len(objs)
+    out["clips"] = len(samples)
+    return out
 
 
 # --- 3: editing -----------------------------------------------------------------------------------
@@ -259,6 +320,17 @@ def sample_edit_pairs(cfg: EvalConfig, world) -> list[tuple]:
     return pairs
 
 
+def missing_edit_kinds(cfg: EvalConfig, pairs: list[tuple]) -> dict[str, int]:
+    """Kinds the world admits no pair of (e.g. `add` with max_objects=1): kind -> pairs asked for but not made."""
+    asked: dict[str, int] = {}
+    for i in range(cfg.edits):
+        k = cfg.edit_kinds[i % len(cfg.edit_kinds)]
+        asked[k] = asked.get(k, 0) + 1
+    for p in pairs:
+        asked[p[3]] -= 1
+    return {k: v for k, v in asked.items() if v > 0}
+
+
 def eval_editing(pipe, cfg: EvalConfig, world, bar=None) -> dict:
     from .data.judge import judge_clip
     from .data.synthetic import render_scene
@@ -283,7 +355,8 @@ def eval_editing(pipe, cfg: EvalConfig, world, bar=None) -> dict:
         return {"n": len(vs), **{k: _mean(v[k] for v in vs) for k in ("edited", "rest", "pass")}}
 
     by_kind = {k: shares([v for v in verdicts if v["kind"] == k]) for k in cfg.edit_kinds}
-    return {"n": len(verdicts), "split": cfg.edit_split, "overall": shares(verdicts), "by_kind": by_kind, "samples": samples}
+    return {"n": len(verdicts), "split": cfg.edit_split, "overall": shares(verdicts), "by_kind": by_kind,
+            "not_made": missing_edit_kinds(cfg, pairs), "samples": samples}
 
 
 # --- 4: continuation ------------------------------------------------------------------------------
@@ -411,10 +484,18 @@ def _cell(text: str | None, limit: int = 120) -> str:
     return t if len(t) <= limit else t[: limit - 1] + "…"
 
 
+def world_line(c: dict) -> str:
+    """The world the scenes came from, as the report config records it."""
+    parts = [f"`{c['world_config']}`" if c.get("world_config") else "built-in world config"]
+    parts += [f"`{o}`" for o in c.get("world_set") or []]
+    return ", ".join(parts)
+
+
 def markdown_report(rep: dict) -> str:
     c = rep["config"]
     lines = [f"# vidgpt evaluation: {rep['model']}", "",
-             f"{c['frames']}x{c['size']}x{c['size']} clips, cfg {c['cfg']}, temperature {c['temperature']}, seed {c['seed']}", ""]
+             f"{c['frames']}x{c['size']}x{c['size']} clips, cfg {c['cfg']}, temperature {c['temperature']}, seed {c['seed']}", "",
+             f"World: {world_line(c)}", ""]
     a = rep.get("adherence")
     if a:
         lines += [f"## Prompt adherence on held-out compositions (n = {a['n']})", "",
@@ -424,6 +505,19 @@ def markdown_report(rep: dict) -> str:
                           ("clip", "whole clip")):
             lines.append(f"| {name} | {_pct(a['full'][key])} | {_pct(prev.get(key))} |")
         lines.append("")
+    f = rep.get("freeform")
+    if f:
+        same = f.get("same_scenes_template") or {}
+        prev = f["preview"] or {}
+        lines += [f"## Free-form prompts on the same held-out scenes (n = {f['n']})", "",
+                  "Other word orders, synonyms, a background named or not (vidgpt.data.world.freeform); never the "
+                  "caption templates of the training data. Beside them: the template prompts of the same scenes.", "",
+                  "| share passing | free-form, full clip | free-form, preview | template prompts, full clip |",
+                  "|---|---|---|---|"]
+        for key, name in (("color", "colour"), ("shape", "shape"), ("motion", "motion"), ("object", "all three (per object)"),
+                          ("clip", "whole clip")):
+            lines.append(f"| {name} | {_pct(f['full'][key])} | {_pct(prev.get(key))} | {_pct(same.get(key))} |")
+        lines.append("")
     e = rep.get("editing")
     if e:
         lines += [f"## Editing (n = {e['n']}, {e['split']} compositions)", "",
@@ -431,6 +525,9 @@ def markdown_report(rep: dict) -> str:
         for k, v in list(e["by_kind"].items()) + [("all", e["overall"])]:
             lines.append(f"| {k} | {v['n']} | {_pct(v['edited'])} | {_pct(v['rest'])} | {_pct(v['pass'])} |")
         lines.append("")
+        if e.get("not_made"):
+            lines += ["Edits this world admits none of (not measured): "
+                      + ", ".join(f"{k} ({v} asked)" for k, v in e["not_made"].items()), ""]
     co = rep.get("continuation")
     if co:
         j = co["judge"]
@@ -494,11 +591,10 @@ def evaluate_model(model_dir=None, cfg: EvalConfig | None = None, out=None, prog
     """Run every measurement on a vidgpt model directory (or a loaded VidGPT `pipe`); write OUT/report.*."""
     from tqdm.auto import tqdm
 
-    from .data.synthetic import WorldConfig
     from .utils import atomic_write_text
 
     cfg = (cfg or EvalConfig()).resolved()
-    world = world or WorldConfig()
+    world = world or cfg.world()
     timing: dict[str, float] = {}
     t0 = time.time()
     if pipe is None:
@@ -507,18 +603,22 @@ def evaluate_model(model_dir=None, cfg: EvalConfig | None = None, out=None, prog
         pipe = VidGPT.from_pretrained(model_dir)
     timing["load"] = time.time() - t0
     rep: dict = {"format": "vidgpt-eval", "version": 1, "model": str(model_dir) if model_dir else "(in memory)",
-                 "config": asdict(cfg), "device": str(pipe.device)}
-    total = cfg.n + cfg.edits + cfg.continuations
+                 "config": asdict(cfg), "world": asdict(world), "device": str(pipe.device)}
+    total = cfg.n + cfg.freeform + cfg.edits + cfg.continuations
     bar = tqdm(total=total, desc="eval", unit="clip", disable=not progress, dynamic_ncols=True)
     sheet: list[dict] = []
-    for name, fn in (("adherence", eval_adherence), ("editing", eval_editing), ("continuation", eval_continuation)):
-        count = {"adherence": cfg.n, "editing": cfg.edits, "continuation": cfg.continuations}[name]
+    sections = (("adherence", eval_adherence, cfg.n), ("freeform", eval_freeform, cfg.freeform),
+                ("editing", eval_editing, cfg.edits), ("continuation", eval_continuation, cfg.continuations))
+    for name, fn, count in sections:
         if count <= 0:
             rep[name] = None
             continue
         bar.set_description(f"eval {name}")
         t = time.time()
-        res = fn(pipe, cfg, world, bar)
+        if name == "freeform":
+            res = fn(pipe, cfg, world, bar, template=rep.get("adherence"))
+        else:
+            res = fn(pipe, cfg, world, bar)
         if name == "adherence":
             res, sheet = res
         rep[name] = res

@@ -6,9 +6,11 @@ from ..cli import add_group
 
 MODEL_HELP = (
     "Measure a vidgpt model with the rule-based judge: prompt adherence on held-out compositions (colour, shape, "
-    "motion, all three; full clip and blueprint preview at half size), instruction edits (colour, motion, add, "
+    "motion, all three; full clip and blueprint preview at half size), the same on free-form prompts (other word "
+    "orders, synonyms, a background named or not) of the same scenes, instruction edits (colour, motion, add, "
     "remove: edited thing right, rest kept), continuation (judge + seam PSNR) and language kept (perplexity of a "
-    "held-out English text under the base backbone and the trained model, greedy answers before/after). Prints a "
+    "held-out English text under the base backbone and the trained model, greedy answers before/after). Scenes "
+    "come from the world config (--world-config, --set KEY=VALUE as for `vidgpt data build-lm`). Prints a "
     "markdown table; writes OUT/report.md, OUT/report.json and OUT/samples.png (generated clips with prompts)."
 )
 
@@ -18,6 +20,8 @@ def register(sub) -> None:
     p = g.add_parser("model", help="judge generations, edits, continuations and language of a model", description=MODEL_HELP)
     p.add_argument("--model", help="vidgpt model directory (default: $VIDGPT_MODEL or the shipped model/)")
     p.add_argument("--n", type=int, default=50, help="held-out prompts (default 50)")
+    p.add_argument("--freeform", type=int, default=-1,
+                   help="free-form prompts (other word orders, synonyms) of the first held-out scenes (default n/2; 0 = skip)")
     p.add_argument("--edits", type=int, default=-1, help="edit pairs (default n/2; 0 = skip)")
     p.add_argument("--continuations", type=int, default=-1, help="continuations (default n/5; 0 = skip)")
     p.add_argument("--edit-split", choices=["train", "heldout"], default="train",
@@ -30,6 +34,11 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, help="top-k sampling")
     p.add_argument("--batch-size", type=int, default=8, help="samples per decode call (default 8)")
     p.add_argument("--no-language", action="store_true", help="skip the perplexity and text answers")
+    p.add_argument("--world-config", default="", metavar="YAML",
+                   help="world config the scenes come from (default: built-in, as for `vidgpt data build-lm --config`)")
+    p.add_argument("--set", dest="world_set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a world config value, as for `vidgpt data build-lm --set` (repeatable), e.g. "
+                        "max_objects=1 to draw held-out prompts, edit pairs and continuations from one-object scenes")
     p.add_argument("--device", default="", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--out", help="output directory (default runs/eval/<model folder name>)")
     p.add_argument("--json", action="store_true", help="print report.json instead of the markdown table")
@@ -46,12 +55,14 @@ def _model(args) -> int:
     from ..generate.pipeline import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
-    cfg = EvalConfig(n=args.n, edits=args.edits, continuations=args.continuations, frames=args.frames, size=args.size,
+    cfg = EvalConfig(n=args.n, freeform=args.freeform, edits=args.edits, continuations=args.continuations, frames=args.frames, size=args.size,
                      cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-                     batch_size=args.batch_size, edit_split=args.edit_split, language=not args.no_language)
+                     batch_size=args.batch_size, edit_split=args.edit_split, language=not args.no_language,
+                     world_config=args.world_config, world_set=list(args.world_set))
+    world = cfg.world()  # a bad --set fails here, before the model loads
     pipe = VidGPT.from_pretrained(model_dir, device=args.device or None)
     out = Path(args.out) if args.out else Path("runs/eval") / model_dir.resolve().name
-    rep = evaluate_model(model_dir, cfg, out=out, progress=not args.no_progress, pipe=pipe)
+    rep = evaluate_model(model_dir, cfg, out=out, progress=not args.no_progress, pipe=pipe, world=world)
     if args.json:
         print(json.dumps({k: v for k, v in rep.items()}, default=str))
     else:
