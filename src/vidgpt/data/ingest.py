@@ -345,8 +345,24 @@ class IngestResult:
 
 
 def tokenizer_info(tokenizer) -> dict:
-    return {"fingerprint": tokenizer.weights_fingerprint(), "config_hash": tokenizer.config_hash(),
-            "codebook_bits": tokenizer.codebook_bits}
+    return {"fingerprint": tokenizer.weights_fingerprint(), "encoder_fingerprint": tokenizer.encoder_fingerprint(),
+            "config_hash": tokenizer.config_hash(), "codebook_bits": tokenizer.codebook_bits}
+
+
+def shard_tokenizer_key(out: str | os.PathLike, slice_index: int, tokenizer) -> str:
+    """The tokenizer's entry in a slice's progress info: its encoder fingerprint, so that a slice can
+    be resumed with a decoder-only fine-tune of its tokenizer (same codes). A slice started before
+    that existed recorded the weights fingerprint; it is kept where the tokenizer accepts it."""
+    from .shards import progress_name
+
+    enc = tokenizer.encoder_fingerprint()
+    try:
+        old = json.loads((Path(out) / progress_name(slice_index)).read_text()).get("info", {}).get("tokenizer")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if isinstance(old, str) and old != enc and tokenizer.accepts_codes_of(weights_fingerprint=old):
+        return old
+    return enc
 
 
 def ingest(
@@ -377,7 +393,7 @@ def ingest(
     out = Path(out_dir)
     tok_info = tokenizer_info(tokenizer)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "records_per_chunk")}
-    info = {"tokenizer": tok_info["fingerprint"], "num_shards": num_shards, **settings}
+    info = {"tokenizer": shard_tokenizer_key(out, shard_index, tokenizer), "num_shards": num_shards, **settings}
     mine = slice_items(items, num_shards, shard_index)
     result = IngestResult(out)
     with ShardWriter(out, shard_index, cfg.records_per_chunk, info=info, on_chunk=on_chunk) as writer:

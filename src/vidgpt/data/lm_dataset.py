@@ -285,7 +285,7 @@ def build_lm_shards(
     """Render, tokenize and write every planned unit not done yet; then manifest.json and report.json."""
     from tqdm.auto import tqdm
 
-    from .ingest import tokenizer_info, write_report_and_manifest
+    from .ingest import shard_tokenizer_key, tokenizer_info, write_report_and_manifest
     from .shards import ShardWriter
     from .synthetic import WorldConfig
 
@@ -295,7 +295,7 @@ def build_lm_shards(
     tok_info = tokenizer_info(tokenizer)
     settings = {k: v for k, v in dataclasses.asdict(cfg).items()
                 if k not in ("num", "images", "edits", "continuations", "batch_size", "records_per_chunk")}
-    info = {"format": "vidgpt-synthetic-lm", "tokenizer": tok_info["fingerprint"], "world": _world_hash(world),
+    info = {"format": "vidgpt-synthetic-lm", "tokenizer": shard_tokenizer_key(out, 0, tokenizer), "world": _world_hash(world),
             "recaptions": _file_hash(recaptions_path), **settings}
     result = BuildResult(out)
     with ShardWriter(out, 0, cfg.records_per_chunk, info=info, on_chunk=on_chunk) as writer:

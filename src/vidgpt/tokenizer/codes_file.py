@@ -1,7 +1,10 @@
 """Codes files: a codes tensor [t,h,w] (or [B,t,h,w]) plus the K and config hash of its tokenizer.
 
 .safetensors keeps them as the tensor "codes" with string metadata; .npz as arrays "codes",
-"codebook_bits", "config_hash", "weights_fingerprint". Decoding with another tokenizer fails clearly.
+"codebook_bits", "config_hash", "weights_fingerprint", "encoder_fingerprint". Decoding with another
+tokenizer fails clearly; one whose encoder differs warns. Codes stay valid across a decoder-only
+fine-tune (same encoder fingerprint); files written before the encoder fingerprint existed are checked
+by their weights fingerprint (`VideoTokenizer.accepts_codes_of`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ def save_codes(path: str | Path, codes: torch.Tensor, tokenizer, source: str = "
         "codebook_bits": str(tokenizer.codebook_bits),
         "config_hash": tokenizer.config_hash(),
         "weights_fingerprint": tokenizer.weights_fingerprint(),
+        "encoder_fingerprint": tokenizer.encoder_fingerprint(),
         "source": source,
     }
     codes = codes.detach().cpu().to(torch.int64).contiguous()
@@ -73,9 +77,10 @@ def load_codes(path: str | Path, tokenizer) -> torch.Tensor:
         raise TokenizerError(f"{path}: codes have K={meta['codebook_bits']} bits but the tokenizer has K={tokenizer.codebook_bits}")
     if meta["config_hash"] != tokenizer.config_hash():
         raise TokenizerError(f"{path}: codes come from a tokenizer with config hash {meta['config_hash']}, this one is {tokenizer.config_hash()}")
-    fp = meta.get("weights_fingerprint")
-    if fp and fp != tokenizer.weights_fingerprint():
+    enc, fp = meta.get("encoder_fingerprint"), meta.get("weights_fingerprint")
+    if (enc or fp) and not tokenizer.accepts_codes_of(enc, fp):
         import sys
 
-        print(f"vidgpt: warning: {path}: codes were made by tokenizer weights {fp}, decoding with {tokenizer.weights_fingerprint()}", file=sys.stderr)
+        made, now = (f"encoder {enc}", tokenizer.encoder_fingerprint()) if enc else (f"weights {fp}", tokenizer.weights_fingerprint())
+        print(f"vidgpt: warning: {path}: codes were made by tokenizer {made}, decoding with {now}", file=sys.stderr)
     return codes

@@ -121,6 +121,9 @@ class VideoTokenizer(nn.Module):
         self.encoder = Encoder(c)
         self.quantizer = LFQ(c.codebook_bits, c.inv_temperature, c.entropy_group_bits, c.entropy_max_positions)
         self.decoder = Decoder(c)
+        # weights fingerprints of earlier tokenizers with this one's encoder (it is their decoder-only
+        # fine-tune): codes files and shards that name only those stay valid (accepts_codes_of)
+        self.code_compatible: list[str] = []
 
     # --- shapes -------------------------------------------------------------------------------
     @property
@@ -222,13 +225,37 @@ class VideoTokenizer(nn.Module):
         """Hash of the architecture fields (codes from tokenizers with different hashes don't mix)."""
         return self.config.architecture_hash()
 
-    def weights_fingerprint(self) -> str:
-        """Short hash over the architecture and all weights (identifies one trained tokenizer)."""
+    def _fingerprint(self, prefixes: tuple[str, ...] | None = None) -> str:
         h = hashlib.sha256(self.config_hash().encode())
         for name, t in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+            if prefixes is None or name.startswith(prefixes):
+                h.update(name.encode())
+                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def weights_fingerprint(self) -> str:
+        """Short hash over the architecture and all weights (identifies one trained tokenizer)."""
+        return self._fingerprint()
+
+    def encoder_fingerprint(self) -> str:
+        """Short hash over the architecture and the encoder + quantizer weights only: what fixes the codes.
+
+        Two tokenizers with the same encoder fingerprint give the same codes for every input (e.g. one
+        and its decoder-only fine-tune, `train.train_parts: decoder`), so codes made by one are valid
+        for the other."""
+        return self._fingerprint(("encoder.", "quantizer."))
+
+    def accepts_codes_of(self, encoder_fingerprint: str | None = None, weights_fingerprint: str | None = None) -> bool:
+        """Whether codes made by the tokenizer with these fingerprints are this tokenizer's codes.
+
+        The encoder fingerprint decides when given. Metadata written before it existed has only the
+        weights fingerprint: accepted when it is this tokenizer's own or one of `code_compatible`
+        (the weights fingerprints of the tokenizers it was decoder-fine-tuned from)."""
+        if encoder_fingerprint:
+            return encoder_fingerprint == self.encoder_fingerprint()
+        if weights_fingerprint:
+            return weights_fingerprint == self.weights_fingerprint() or weights_fingerprint in self.code_compatible
+        return False
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json and model.safetensors into `directory` (each file atomically)."""
@@ -239,8 +266,11 @@ class VideoTokenizer(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        meta = {"format": "pt", "config_hash": self.config_hash(), "encoder_fingerprint": self.encoder_fingerprint()}
+        if self.code_compatible:
+            meta["code_compatible"] = ",".join(self.code_compatible)
         with atomic_path(d / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt", "config_hash": self.config_hash()})
+            save_file(state, str(tmp), metadata=meta)
         cfg = {"model_type": "vidgpt-lfq-video-tokenizer", **to_dict(self.config)}
         atomic_write_text(d / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
         return d
@@ -248,7 +278,7 @@ class VideoTokenizer(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None) -> "VideoTokenizer":
         """Load a tokenizer directory written by save_pretrained; TokenizerError names the path if bad."""
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         d = Path(directory)
@@ -269,6 +299,8 @@ class VideoTokenizer(nn.Module):
         model = cls(config)
         try:
             state = load_file(str(w_path))
+            with safe_open(str(w_path), framework="pt") as f:
+                meta = f.metadata() or {}
         except (SafetensorError, OSError, ValueError) as e:
             raise TokenizerError(f"{w_path}: cannot read weights ({e})") from e
         try:
@@ -276,6 +308,7 @@ class VideoTokenizer(nn.Module):
         except RuntimeError as e:
             first = str(e).splitlines()[0]
             raise TokenizerError(f"{w_path}: weights do not match {cfg_path.name} ({first})") from e
+        model.code_compatible = [fp for fp in meta.get("code_compatible", "").split(",") if fp]
         model.eval()
         if device is not None:
             model.to(device)

@@ -3,12 +3,14 @@
 One loop in plain PyTorch: AdamW with warmup + cosine, grad clipping, bf16 autocast on CUDA (and on
 CPUs with native bf16 when train.cpu_bf16 is set),
 image (T=1) then mixed image/video batches, an optional 3D patch discriminator switched on after a
-step, atomic checkpoints in OUT/checkpoint/ (model, optimizers, scheduler, step, RNG) that
+step, `train.train_parts: decoder` for a decoder-only fine-tune (encoder and quantizer frozen, so the
+codes of every input stay bit for bit the same and LM data made with them stays valid), atomic checkpoints in OUT/checkpoint/ (model, optimizers, scheduler, step, RNG) that
 `--resume` continues from, a JSONL log, and OUT/ itself usable as a tokenizer directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -23,10 +25,14 @@ from ..errors import TrainingError
 from ..metrics import psnr
 from ..tokenizer import TokenizerConfig, VideoTokenizer, codebook_usage
 from ..tokenizer.discriminator import PatchDiscriminator3D
-from ..tokenizer.losses import LeCam, hinge_d_loss, hinge_g_loss, tokenizer_loss
+from ..tokenizer.losses import LeCam, hinge_d_loss, hinge_g_loss, reconstruction_loss, tokenizer_loss
+from ..tokenizer.model import TokenizerOutput
 from ..utils import atomic_dir, pick_device
 from .schedule import warmup_cosine
 from .tokenizer_data import ClipSampler, to_tensor
+
+
+TRAIN_PARTS = ("all", "decoder")
 
 
 @dataclass
@@ -64,6 +70,11 @@ class TokenizerTrainLoop:
     grad_weight: float = 0.0  # sharpness: L1 between the spatial gradients of reconstruction and input
     seed: int = 0
     init_from: str = ""  # a tokenizer directory whose weights start a new run (same model config); "" = random
+    train_parts: str = "all"  # "all", or "decoder": encoder + quantizer frozen (run under no_grad, eval mode),
+    # only the decoder (and the discriminator) learn, on the reconstruction (+ GAN) loss alone; with
+    # init_from the codes stay those of the init tokenizer, bit for bit (a decoder fine-tune)
+    frozen_encoder_fp32: bool = True  # decoder-only: the frozen encoder runs in fp32 even under bf16 autocast,
+    # so the decoder learns from exactly the codes encode() gives
     device: str = ""  # "" = cuda when present, else cpu
     bf16: bool = True  # autocast to bf16 on CUDA
     cpu_bf16: bool = False  # autocast to bf16 on the CPU too: ~2x faster steps where the CPU has AVX512-BF16/AMX
@@ -97,6 +108,17 @@ def image_prob_at(cfg: TokenizerDataConfig, step: int) -> float:
     return 1.0 if step < cfg.image_only_steps else cfg.image_prob
 
 
+def decoder_only_forward(model: VideoTokenizer, x: torch.Tensor, encoder_fp32: bool = True) -> TokenizerOutput:
+    """Frozen encoder + quantizer under no_grad, then the decoder on the exact +-1 bits that decode() reads.
+
+    encoder_fp32: run the frozen encoder outside any autocast, so the decoder trains on the very codes
+    that `encode()` gives (under bf16 autocast a few codes would differ)."""
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False) if encoder_fp32 else contextlib.nullcontext():
+        lfq = model.quantizer(model.encoder(x.float() if encoder_fp32 else x), with_losses=False)
+        bits = torch.where(lfq.quantized > 0, 1.0, -1.0).to(x.dtype)
+    return TokenizerOutput(model.decoder(bits), lfq)
+
+
 class TokenizerTrainer:
     """Holds model, optimizers, data and state; `run()` trains to cfg.train.steps."""
 
@@ -115,8 +137,15 @@ class TokenizerTrainer:
         random.seed(t.seed)
         torch.manual_seed(t.seed)
         self.rng = np.random.default_rng(t.seed)
+        if t.train_parts not in TRAIN_PARTS:
+            raise TrainingError(f"train.train_parts must be one of {', '.join(TRAIN_PARTS)}, got {t.train_parts!r}")
+        self.decoder_only = t.train_parts == "decoder"
         self.model = VideoTokenizer(cfg.model).to(self.device, memory_format=self.memory_format)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        if self.decoder_only:
+            for p in (*self.model.encoder.parameters(), *self.model.quantizer.parameters()):
+                p.requires_grad_(False)
+        self.trained_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.trained_params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(t))
         self.disc = self.opt_d = None
         if t.disc_start_step >= 0:
@@ -137,6 +166,8 @@ class TokenizerTrainer:
                 log(f"{self.ckpt_dir}: no checkpoint yet, starting from step 0")
             if t.init_from:
                 self.init_weights(t.init_from)
+            elif self.decoder_only:
+                log("train.train_parts=decoder without train.init_from: the frozen encoder is a random one")
         if self.step == 0 and self.log_path.exists():
             self.log_path.unlink()
         save_config(cfg, self.out / "train_config.yaml")
@@ -147,6 +178,8 @@ class TokenizerTrainer:
         if src.config_hash() != self.model.config_hash():
             raise TrainingError(f"train.init_from {directory}: its architecture differs from this config's model (hash {src.config_hash()} vs {self.model.config_hash()})")
         self.model.load_state_dict(src.state_dict())
+        if self.decoder_only:  # same encoder: codes named by the source's weights fingerprint stay valid
+            self.model.code_compatible = list(dict.fromkeys([src.weights_fingerprint(), *src.code_compatible]))
         self.log(f"initialised the weights from {directory}")
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -166,6 +199,8 @@ class TokenizerTrainer:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
             "model_config": to_dict(self.cfg.model),
+            "train_parts": self.cfg.train.train_parts,
+            "code_compatible": list(self.model.code_compatible),
         }
         with atomic_dir(self.ckpt_dir) as tmp:
             torch.save(state, tmp / "state.pt")
@@ -180,7 +215,11 @@ class TokenizerTrainer:
             raise TrainingError(f"{path}: cannot read checkpoint ({' '.join(str(e).split())})") from e
         if state.get("model_config") != to_dict(self.cfg.model):
             raise TrainingError(f"{path}: checkpoint was trained with another model config; use the same --config/--set")
+        if state.get("train_parts", "all") != self.cfg.train.train_parts:
+            raise TrainingError(f"{path}: checkpoint was trained with train.train_parts={state.get('train_parts', 'all')}, "
+                                f"not {self.cfg.train.train_parts}; use the same or start a new run with train.init_from")
         self.model.load_state_dict(state["model"])
+        self.model.code_compatible = list(state.get("code_compatible", []))
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         if self.disc is not None and state.get("disc") is not None:
@@ -214,10 +253,18 @@ class TokenizerTrainer:
     def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
         t = self.cfg.train
         self.model.train()
+        if self.decoder_only:
+            self.model.encoder.eval()
+            self.model.quantizer.eval()
         use_disc = self.disc is not None and self.step >= t.disc_start_step
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.model(x)
-            loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight, t.grad_weight)
+            if self.decoder_only:
+                out = decoder_only_forward(self.model, x, t.frozen_encoder_fp32)
+                loss = reconstruction_loss(out.recon, x, t.l1_weight, t.l2_weight, t.grad_weight)
+                logs = {"rec": loss.item()}
+            else:
+                out = self.model(x)
+                loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight, t.grad_weight)
             if use_disc:
                 g = hinge_g_loss(self.disc(out.recon))
                 loss = loss + t.disc_weight * g
@@ -231,7 +278,7 @@ class TokenizerTrainer:
         self.bad_steps = 0
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip))
+        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trained_params, t.grad_clip))
         self.opt.step()
         self.sched.step()
         if use_disc:
