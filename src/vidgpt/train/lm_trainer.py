@@ -81,6 +81,9 @@ class LMTrainLoop:
     keep_checkpoints: int = 2
     max_nonfinite: int = 10  # non-finite losses (skipped steps) before giving up
     save_form: str = "full"  # full | delta (delta needs LoRA or an untouched base)
+    # start from trained weights (a vidgpt model dir, delta form with LoRA; a run checkpoint or run dir) with a fresh
+    # optimizer, schedule and step 0; the layout must match this config (vidgpt.train.lm_init). Ignored by --resume.
+    init_from: str = ""
 
 
 @dataclass
@@ -297,6 +300,11 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(t.seed)
     lm, attn = build_lm(cfg, accelerator.device, torch.bfloat16 if use_bf16 else None)
+    init_info = None
+    if t.init_from and not resume:
+        from .lm_init import init_from
+
+        init_info = init_from(lm, t.init_from, cfg)
     optimizer = make_optimizer(lm.model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio)
@@ -325,7 +333,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if accelerator.is_main_process and state["step"] == 0:
         log.write({"event": "start", "attn": attn, "world_size": world, "engine": engine_name(accelerator), "vocab": lm.vocab.to_dict(),
                    "loss_head": loss_head.head, "embed_grad": cfg.loss.embed_grad,
-                   "trainable_params": sum(p.numel() for p in lm.model.parameters() if p.requires_grad)})
+                   "trainable_params": sum(p.numel() for p in lm.model.parameters() if p.requires_grad),
+                   **({"init_from": init_info} if init_info else {})})
 
     pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
     rows_per_step = t.micro_batch_size * t.grad_accum * world
@@ -336,6 +345,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.eval_batches > 0:
         gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "eval", pad_id, rank, world)
         eval_rows = [next(gen) for _ in range(t.eval_batches * t.micro_batch_size)]
+    if init_info and eval_rows and state["step"] == 0:  # the loss the new piece starts from (= the source's)
+        log.write({"step": 0, "event": "init_from", "eval_loss": evaluate(accelerator, model, eval_rows, t.micro_batch_size,
+                                                                          amp, loss_head)})
 
     last: dict = {}
     bar = tqdm(total=t.steps, initial=state["step"], disable=not (progress and accelerator.is_main_process),

@@ -1,0 +1,214 @@
+"""Start a new LM training piece from trained weights: `train.init_from: DIR` (vidgpt.train.lm_trainer).
+
+The new run builds its model from its own config as usual (backbone + new rows + LoRA), then takes the
+weights of DIR; the optimizer, the schedule and the step start fresh (a resumed run, `--resume`, keeps them).
+DIR may be:
+
+- a vidgpt model directory in delta form (`train.save_form: delta`: new_rows.safetensors + adapter/ on the
+  embedded base): the new rows go into the base's embedding rows and the adapter's tensors (LoRA matrices
+  and the trained new rows) into the run's LoRA, so the new run saves a valid delta on the same base again;
+- a vidgpt model directory in full form, for a run without LoRA (full finetuning);
+- a run checkpoint (`OUT/checkpoints/step-N/`, from `vidgpt lm train`), or a run directory (its newest
+  checkpoint, else its model/).
+
+The source must match the config: same vocabulary, same base, and for LoRA the same layout (r, alpha,
+target modules, layers). Anything else is a ConfigError naming DIR and the difference.
+
+    info = init_from(lm, "runs/lm9/fast/model", cfg)   # lm from lm_trainer.build_lm(cfg, ...)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+
+LORA_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
+WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
+
+
+def resolve_source(path: str | Path) -> tuple[str, Path]:
+    """("model" | "checkpoint", directory) of what `path` names."""
+    d = Path(path)
+    where = f"train.init_from={d}"
+    if not d.is_dir():
+        raise ConfigError(f"{where}: no such directory")
+    if (d / "vidgpt.json").is_file():
+        return "model", d
+    if (d / "trainer_state.json").is_file():
+        return "checkpoint", d
+    root = d / "checkpoints"
+    ckpts = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")) if root.is_dir() else []
+    if ckpts:
+        return "checkpoint", ckpts[-1]
+    if (d / "model" / "vidgpt.json").is_file():
+        return "model", d / "model"
+    raise ConfigError(f"{where}: neither a vidgpt model directory (vidgpt.json), a run checkpoint "
+                      "(trainer_state.json) nor a run directory (checkpoints/step-* or model/)")
+
+
+def checkpoint_state(ckpt: Path) -> dict:
+    """The model state dict an accelerate checkpoint of `vidgpt lm train` holds (read only, on the CPU)."""
+    import torch
+
+    for name in WEIGHT_FILES:
+        f = ckpt / name
+        if f.is_file():
+            if name.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(str(f))
+            try:
+                return torch.load(f, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise ConfigError(f"{f}: cannot read the checkpoint weights ({str(e).splitlines()[0]})") from e
+    if any(p.name.startswith("pytorch_model_fsdp") for p in ckpt.iterdir()):
+        raise ConfigError(f"{ckpt}: a sharded FSDP checkpoint; start from the run's model/ directory instead")
+    raise ConfigError(f"{ckpt}: no model weights ({' or '.join(WEIGHT_FILES)})")
+
+
+def load_checkpoint_weights(model, ckpt: Path, where: str) -> None:
+    """Copy a checkpoint's model state into `model` (built from the same config); ConfigError on any mismatch."""
+    state = checkpoint_state(ckpt)
+    own = model.state_dict()
+    _check_tensors(where, state, {k: tuple(v.shape) for k, v in own.items()})
+    model.load_state_dict(state, strict=True)
+
+
+def _check_tensors(where: str, given: dict, expected: dict[str, tuple]) -> None:
+    missing = sorted(set(expected) - set(given))
+    extra = sorted(set(given) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensors the config has are missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} tensors the config lacks (e.g. {extra[0]})")
+        raise ConfigError(f"{where}: the weights do not match this config's layout (LoRA on/off, r, target modules, "
+                          f"layers_from?): {'; '.join(parts)}")
+    for k, shape in expected.items():
+        if tuple(given[k].shape) != shape:
+            raise ConfigError(f"{where}: {k} has shape {tuple(given[k].shape)}, this config makes {shape} "
+                              "(another LoRA r, vocabulary or backbone?)")
+
+
+def _check_run_config(where: str, ckpt: Path, cfg) -> None:
+    """A checkpoint's run config (OUT/config.yaml) against this one: the LoRA settings that change no shape."""
+    import yaml
+
+    f = ckpt.parent.parent / "config.yaml"
+    if not f.is_file():
+        return
+    src = (yaml.safe_load(f.read_text()) or {}).get("lora") or {}
+    ours = {"enabled": cfg.lora.enabled, "alpha": cfg.lora.alpha}
+    for k, v in ours.items():
+        if k in src and src[k] != v:
+            raise ConfigError(f"{where}: the source run has lora.{k}={src[k]!r}, this config {v!r}")
+
+
+def _lora_config(model) -> dict:
+    c = model.peft_config["default"]
+    d = {k: getattr(c, k, None) for k in LORA_KEYS}
+    d["target_modules"] = sorted(c.target_modules) if not isinstance(c.target_modules, str) else c.target_modules
+    return d
+
+
+def _load_delta(lm, d: Path, where: str) -> dict:
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from ..backbone import ADAPTER_DIR, NEW_ROWS_NAME, is_peft
+
+    rows = load_file(str(d / NEW_ROWS_NAME))
+    base = lm.model.get_base_model() if is_peft(lm.model) else lm.model
+    info = {"new_rows": int(rows["embed_tokens"].shape[0]), "adapter": False}
+    targets = [("embed_tokens", base.get_input_embeddings())]
+    out = base.get_output_embeddings()
+    if "lm_head" in rows and out is not None:
+        targets.append(("lm_head", out))
+    with torch.no_grad():
+        for key, module in targets:
+            w = getattr(getattr(module, "token_adapter", None), "base_layer", module).weight
+            src = rows[key]
+            if tuple(src.shape) != (w.shape[0] - lm.vocab.offset, w.shape[1]):
+                raise ConfigError(f"{where}: {NEW_ROWS_NAME} {key} has shape {tuple(src.shape)}, this config makes "
+                                  f"{(w.shape[0] - lm.vocab.offset, w.shape[1])}")
+            w[lm.vocab.offset :] = src.to(w.dtype)
+    adapter = d / ADAPTER_DIR
+    if not adapter.is_dir():
+        return info  # an untrained extension: a fresh adapter (B = 0) on it computes the same function
+    if not is_peft(lm.model):
+        raise ConfigError(f"{where}: the source holds a LoRA adapter but this config has lora.enabled=false")
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    src_cfg = json.loads((adapter / "adapter_config.json").read_text())
+    ours = _lora_config(lm.model)
+    for k in (*LORA_KEYS, "target_modules"):
+        theirs = src_cfg.get(k)
+        theirs = sorted(theirs) if isinstance(theirs, list) else theirs
+        if theirs != ours[k]:
+            what = (f"{len(theirs or [])} target modules vs {len(ours[k] or [])}" if k == "target_modules"
+                    else f"{theirs!r} vs {ours[k]!r} here")
+            raise ConfigError(f"{where}: the adapter's LoRA layout differs from this config ({k}: {what}); "
+                              "set lora.r / lora.alpha / lora.target_modules / lora.layers_from as the source run had them")
+    files = sorted(adapter.glob("adapter_model.*"))
+    if not files:
+        raise ConfigError(f"{where}: {adapter} has no adapter_model.safetensors")
+    if files[0].suffix == ".safetensors":
+        state = load_file(str(files[0]))
+    else:
+        state = torch.load(files[0], map_location="cpu", weights_only=True)
+    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(lm.model).items()}
+    _check_tensors(where, state, expected)
+    res = set_peft_model_state_dict(lm.model, state)
+    bad = [k for k in getattr(res, "unexpected_keys", []) if "lora_" in k or "trainable_tokens" in k]
+    if bad:
+        raise ConfigError(f"{where}: adapter tensors not taken by the model (e.g. {bad[0]})")
+    info.update(adapter=True, adapter_tensors=len(state))
+    return info
+
+
+def init_from(lm, path: str | Path, cfg) -> dict:
+    """Put the weights of `path` into `lm` (built from `cfg` by lm_trainer.build_lm, before the optimizer)."""
+    from ..backbone import is_peft, read_meta
+    from ..vocab import UnifiedVocab
+
+    kind, d = resolve_source(path)
+    where = f"train.init_from={d}"
+    info = {"source": str(d), "kind": kind}
+    if kind == "checkpoint":
+        _check_run_config(where, d, cfg)
+        load_checkpoint_weights(lm.model, d, where)
+        info["step"] = _checkpoint_step(d)
+        return info
+    meta = read_meta(d)
+    if UnifiedVocab.from_dict(meta["vocab"]).to_dict() != lm.vocab.to_dict():
+        raise ConfigError(f"{where}: its visual vocabulary (vidgpt.json vocab) differs from this config's "
+                          "(another video tokenizer, K or sub-token split?)")
+    if meta.get("form") == "delta" or "base" in meta:
+        ours = lm.meta.get("base")
+        if meta.get("base") != ours or (meta.get("tiny") or None) != (lm.extra.get("tiny") or lm.meta.get("tiny") or None):
+            raise ConfigError(f"{where}: a delta on base {meta.get('base')!r}, this run's base is {ours!r}")
+        info.update(_load_delta(lm, d, where))
+        return info
+    if is_peft(lm.model):
+        raise ConfigError(f"{where}: a full-form model; with LoRA, start from its delta form, or set model.path "
+                          "to it to put a fresh adapter on it")
+    from ..backbone import load_vidgpt_lm
+
+    src = load_vidgpt_lm(d)
+    state = src.model.state_dict()
+    _check_tensors(where, state, {k: tuple(v.shape) for k, v in lm.model.state_dict().items()})
+    lm.model.load_state_dict(state, strict=True)
+    return info
+
+
+def _checkpoint_step(ckpt: Path) -> int | None:
+    import json
+
+    try:
+        return int(json.loads((ckpt / "trainer_state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return None
