@@ -214,7 +214,7 @@ class RunLog:
             f.write(json.dumps(record) + "\n")
         if self.tb is not None:
             for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
+                if isinstance(v, (int, float)) and k not in ("step", "time"):
                     self.tb.add_scalar(k, v, record.get("step", 0))
 
     def close(self) -> None:
@@ -331,11 +331,13 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             drop_log_after(out / "log.jsonl", state["step"])
     log = RunLog(out, accelerator.is_main_process)
     if accelerator.is_main_process and state["step"] == 0:
-        log.write({"event": "start", "attn": attn, "world_size": world, "engine": engine_name(accelerator), "vocab": lm.vocab.to_dict(),
+        log.write({"event": "start", "time": round(time.time(), 3), "attn": attn, "world_size": world, "engine": engine_name(accelerator), "vocab": lm.vocab.to_dict(),
                    "loss_head": loss_head.head, "embed_grad": cfg.loss.embed_grad,
                    "trainable_params": sum(p.numel() for p in lm.model.parameters() if p.requires_grad),
                    **({"init_from": init_info} if init_info else {})})
 
+    if accelerator.is_main_process and resume:  # wall time per piece (tools/eval_checkpoints.py): start/resume..last step
+        log.write({"event": "resume", "step": state["step"], "time": round(time.time(), 3)})
     pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
     rows_per_step = t.micro_batch_size * t.grad_accum * world
     stats = PackStats()
@@ -387,7 +389,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             optimizer.zero_grad(set_to_none=True)
         state["step"] = step + 1
         bar.update(1)
-        rec = {"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0]}
+        rec = {"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "time": round(time.time(), 3)}
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
         if state["step"] % max(1, t.log_every) == 0 or state["step"] == t.steps:
