@@ -178,13 +178,17 @@ def test_decoder_only_with_the_discriminator_and_resume_rules(tmp_path):
     start = VideoTokenizer(tiny_cfg(tmp_path).model).save_pretrained(tmp_path / "start")
     common = ["train.train_parts=decoder", f"train.init_from={start}", "train.disc_start_step=0", "train.disc_channels=8",
               "train.ckpt_every=2", "train.log_every=1"]
-    tr = TokenizerTrainer(tiny_cfg(tmp_path, *common, "train.steps=2"), tmp_path / "run", **QUIET)
+    tr = TokenizerTrainer(tiny_cfg(tmp_path, *common, "train.steps=12", "train.stop_at=2", "train.warmup_steps=1"), tmp_path / "run", **QUIET)
     enc0 = {k: v.clone() for k, v in tr.model.encoder.state_dict().items()}
     last = tr.run()
-    assert np.isfinite(last["d"]) and np.isfinite(last["g"])
+    assert tr.step == 2 and np.isfinite(last["d"]) and np.isfinite(last["g"])
     assert all(torch.equal(v, tr.model.encoder.state_dict()[k]) for k, v in enc0.items())
-    resumed = TokenizerTrainer(tiny_cfg(tmp_path, *common, "train.steps=3"), tmp_path / "run", resume=True, **QUIET)
+    # stop_at ends the piece; the schedule is still the 12-step one, so a resume continues it unchanged
+    resumed = TokenizerTrainer(tiny_cfg(tmp_path, *common, "train.steps=12", "train.stop_at=3", "train.warmup_steps=1"), tmp_path / "run", resume=True, **QUIET)
     assert resumed.step == 2 and resumed.model.code_compatible == tr.model.code_compatible
+    assert resumed.sched.get_last_lr()[0] == pytest.approx(tr.sched.get_last_lr()[0]) and tr.sched.get_last_lr()[0] > 0.9 * tr.cfg.train.lr
+    resumed.run()
+    assert resumed.step == 3 and torch.load(tmp_path / "run" / "checkpoint" / "state.pt", weights_only=False)["step"] == 3
     with pytest.raises(TrainingError, match="train_parts"):
         TokenizerTrainer(tiny_cfg(tmp_path, "train.disc_start_step=0", "train.disc_channels=8"), tmp_path / "run", resume=True, **QUIET)
     with pytest.raises(TrainingError, match="train_parts must be"):

@@ -58,6 +58,8 @@ class TokenizerDataConfig:
 @dataclass
 class TokenizerTrainLoop:
     steps: int = 1000
+    stop_at: int = 0  # end this invocation after this step (0: at `steps`); the schedule still runs to `steps`,
+    # so `--resume` with a later stop_at continues it unchanged (short recipe runs, then the winner goes on)
     batch_size: int = 4  # video clips per batch
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
@@ -318,11 +320,12 @@ class TokenizerTrainer:
         from tqdm import tqdm
 
         t = self.cfg.train
+        end = min(t.stop_at, t.steps) if t.stop_at > 0 else t.steps
         last: dict[str, float] = {}
-        bar = tqdm(total=t.steps, initial=self.step, desc="tokenizer", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=end, initial=self.step, desc="tokenizer", disable=not self.progress, dynamic_ncols=True)
         tick = time.perf_counter()
         with self.log_path.open("a") as logf:
-            while self.step < t.steps:
+            while self.step < end:
                 logs = self.train_step(self.next_batch())
                 self.step += 1
                 bar.update(1)
@@ -330,16 +333,16 @@ class TokenizerTrainer:
                     continue
                 last = logs
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", psnr=f"{logs['psnr']:.1f}", usage=f"{logs['usage']:.3f}")
-                if self.step % t.log_every == 0 or self.step == t.steps:
+                if self.step % t.log_every == 0 or self.step == end:
                     now = time.perf_counter()
                     rec = {"step": self.step, **{k: round(v, 5) for k, v in logs.items()}, "sec_per_step": round((now - tick) / t.log_every, 4)}
                     tick = now
-                    if self.step % t.eval_every == 0 or self.step == t.steps:
+                    if self.step % t.eval_every == 0 or self.step == end:
                         rec.update({k: round(v, 4) for k, v in self.evaluate().items()})
                         last.update(rec)
                     logf.write(json.dumps(rec) + "\n")
                     logf.flush()
-                if self.step % t.ckpt_every == 0 or self.step == t.steps:
+                if self.step % t.ckpt_every == 0 or self.step == end:
                     self.save_checkpoint()
                     plot_curves(self.log_path, self.out / "curves.png")
         bar.close()
