@@ -213,3 +213,18 @@ def test_eval_tool_judges_one_object_scenes_alone(tmp_path):
     j = res["roundtrip_judge"][0]
     assert j["mode"] == "fine" and j["clip"] == "9x64x64" and j["clips"] == 3 and j["objects"] == 3  # one object each
     assert j["original_pass_rate"] == 1.0 and "at most 1 object" in (out / "table.md").read_text()
+
+
+V1_ENCODER = "697731af0e93934c"  # encoder fingerprint of the shipped tokenizer v1 (and of its decoder fine-tunes)
+V1_WEIGHTS = "d65a07297ae908ab"  # v1's weights fingerprint, what codes files and shards made with v1 name
+
+
+def test_shipped_tokenizer_gives_v1_codes():
+    """A guard: the default LM's data was tokenized with v1, so the shipped tokenizer must keep v1's encoder
+    (a decoder-only fine-tune may replace the decoder). A new encoder means rebuilding the LM's data; then
+    update these constants with it."""
+    from pathlib import Path
+
+    tok = VideoTokenizer.from_pretrained(Path(__file__).resolve().parents[1] / "tokenizer")
+    assert tok.encoder_fingerprint() == V1_ENCODER
+    assert tok.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
