@@ -204,8 +204,9 @@ def train_budget(args, data: Path, run: Path, steps: int) -> dict:
 # --- evaluation -----------------------------------------------------------------------------------------------
 
 
-def heldout_visual_loss(model_dir: Path, heldout: Path, chat: bool) -> dict:
-    """Constrained CE over the visual tokens of the held-out clips (mean per token)."""
+def heldout_visual_loss(model_dir: Path | None, heldout: Path, chat: bool, lm=None) -> dict:
+    """Constrained CE over the visual tokens of the held-out clips (mean per token); `lm`: a loaded VidgptLM
+    (in eval mode) in place of model_dir (tools/eval_checkpoints.py)."""
     import torch
 
     from vidgpt.backbone import load_vidgpt_lm
@@ -213,7 +214,7 @@ def heldout_visual_loss(model_dir: Path, heldout: Path, chat: bool) -> dict:
     from vidgpt.train.lm_loss import LossHead, LossSettings
     from vidgpt.train.packing import collate, pack
 
-    lm = load_vidgpt_lm(model_dir)
+    lm = lm if lm is not None else load_vidgpt_lm(model_dir)
     fmt = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=chat, loss_on=["visual"]))
     head = LossHead(lm.vocab, LossSettings(head="constrained"))
     rng = np.random.default_rng(0)

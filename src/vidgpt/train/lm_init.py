@@ -59,7 +59,7 @@ def checkpoint_state(ckpt: Path) -> dict:
 
                 return load_file(str(f))
             try:
-                return torch.load(f, map_location="cpu", weights_only=True)
+                return torch.load(f, map_location="cpu", weights_only=True, mmap=True)  # read lazily, no copy
             except Exception as e:
                 raise ConfigError(f"{f}: cannot read the checkpoint weights ({str(e).splitlines()[0]})") from e
     if any(p.name.startswith("pytorch_model_fsdp") for p in ckpt.iterdir()):
