@@ -154,7 +154,7 @@ def chat(
 
     mode: "clip", "text" or None (decide: a clip when `wants_clip(message)`, else the model's choice).
     The size of a new clip: the referred clip's shape when the message refers to one, else
-    frames/height/width (default 17x128x128, limited by the model's vocabulary).
+    frames/height/width (default: the model's default clip, `pipe.default_clip`; limited by its vocabulary).
     """
     if not pipe.layout.chat:
         raise GenerationError("this model uses the plain layout; chat needs a model with \"layout\": {\"chat\": true}")
@@ -187,7 +187,8 @@ def chat(
     elif frames is None and height is None and width is None and referred is not None:
         shape = referred.block.shape
     else:
-        shape = pipe.latent_shape(frames or 17, height or 128, width or 128)
+        d_frames, d_height, d_width = getattr(pipe, "default_clip", (17, 128, 128))
+        shape = pipe.latent_shape(frames or d_frames, height or d_height, width or d_width)
     sections = pipe.sections()
     S = pipe.vocab.spec.subtokens
     reply_len = max(

@@ -87,6 +87,9 @@ class VidGPT:
         self.blueprint = bool(layout_meta.get("blueprint", True))
         self.prompt_expansion = bool(self.meta.get("prompt_expansion", False))
         self.fps = float(self.meta.get("fps", 8))
+        clip = self.meta.get("default_clip") or {}
+        # the clip size the model was trained on (vidgpt.json "default_clip"); 17x128x128 when not recorded
+        self.default_clip = (int(clip.get("frames", 17)), int(clip.get("height", 128)), int(clip.get("width", 128)))
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         self.device = next(model.parameters()).device
         self.time_factor, self.space_factor = factors_of(self.video_tokenizer, self.meta)
@@ -261,9 +264,9 @@ class VidGPT:
     def generate(
         self,
         prompt: str,
-        frames: int = 17,
-        height: int = 128,
-        width: int = 128,
+        frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
         num: int = 1,
         seed: int | None = None,
         cfg: float = 3.0,
@@ -280,6 +283,8 @@ class VidGPT:
     ) -> GenerationResult:
         """Text -> `num` clips of `frames` x `height` x `width` (images: frames=1).
 
+        frames, height, width: None = the model's default clip (`default_clip`, what it was trained on).
+
         clip_frames: when set and smaller than `frames`, draw `clip_frames`-frame clips one after
         another, each a continuation of the last `context_frames` latent frames of the one before,
         and stitch the decoded frames (then cut to `frames`).
@@ -288,6 +293,7 @@ class VidGPT:
             raise GenerationError("the prompt is empty; describe the clip to generate")
         if num < 1:
             raise GenerationError(f"num={num}: must be >= 1")
+        frames, height, width = (d if v is None else v for v, d in zip((frames, height, width), self.default_clip))
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg)
         sections = self.sections(blueprint_only)
         long = clip_frames is not None and frames > clip_frames

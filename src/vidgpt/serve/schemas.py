@@ -20,9 +20,9 @@ class Sampling(BaseModel):
 
 class GenerationRequest(Sampling):
     prompt: str = Field(..., description="what the clip shows")
-    frames: int = Field(17, description="1 + 4n (1 = an image)")
-    height: int = Field(128, description="pixels, a multiple of 16")
-    width: int = Field(128, description="pixels, a multiple of 16")
+    frames: Optional[int] = Field(None, ge=1, description="1 + 4n (1 = an image); default: the model's clip size")
+    height: Optional[int] = Field(None, ge=1, description="pixels, a multiple of 16; default: the model's")
+    width: Optional[int] = Field(None, ge=1, description="pixels, a multiple of 16; default: the model's")
     num: int = Field(1, ge=1, description="samples of the prompt")
     blueprint_only: bool = Field(False, description="stop after the blueprint: a fast half-size preview")
 

@@ -63,6 +63,7 @@ class Work:
             "max_positions": self.pipe.max_positions, "max_num": s.max_num, "max_prompt_chars": s.max_prompt_chars,
             "max_upload_bytes": s.max_upload_bytes, "queue_limit": s.queue_limit, "max_batch": s.max_batch,
             "chat": bool(self.pipe.layout.chat), "blueprint": bool(self.pipe.blueprint),
+            "default_clip": list(getattr(self.pipe, "default_clip", (17, 128, 128))),
         }
 
     def check_size(self, frames: int, height: int, width: int, blueprint: bool | None = None):
@@ -83,14 +84,16 @@ class Work:
         if req.num > self.settings.max_num:
             raise BadRequest(f"num={req.num}: at most {self.settings.max_num} samples per request (max_num)")
         sections = self.pipe.sections(req.blueprint_only)
-        shape = self.check_size(req.frames, req.height, req.width, "blueprint" in sections)
+        d_frames, d_height, d_width = getattr(self.pipe, "default_clip", (17, 128, 128))
+        frames, height, width = req.frames or d_frames, req.height or d_height, req.width or d_width
+        shape = self.check_size(frames, height, width, "blueprint" in sections)
         sampling_of(req)
         self.pipe.check_fits(self._prompt_len([prompt]), shape, sections)
         params = req.model_dump()
-        params["prompt"] = prompt
+        params.update(prompt=prompt, frames=frames, height=height, width=width)
         key = None
         if req.seed is None and req.num == 1 and not self.pipe.prompt_expansion:
-            key = ("generate", req.frames, req.height, req.width, req.blueprint_only, req.cfg, req.temperature, req.top_k, req.top_p)
+            key = ("generate", frames, height, width, req.blueprint_only, req.cfg, req.temperature, req.top_k, req.top_p)
         return params, key
 
     def check_edit(self, req) -> dict:

@@ -138,6 +138,29 @@ RECORD_EXTS = (".parquet", ".jsonl", ".json")
 TEXT_EXTS = (".txt", ".md")
 
 
+def clip_size_of_sources(cfg: LMDataConfig) -> dict | None:
+    """{"frames", "height", "width"} of the video clips the shard sources were built at (their manifest.json
+    `settings`), when every shard folder agrees; None when any differs or says nothing (the model then keeps
+    the 17x128x128 default). Recorded as vidgpt.json `default_clip`: what `generate` draws unless told."""
+    sizes = set()
+    for src in cfg.sources:
+        if src.kind != "shards":
+            continue
+        for p in src.paths:
+            manifest = Path(p) / "manifest.json"
+            if not manifest.is_file():
+                return None
+            try:
+                settings = json.loads(manifest.read_text()).get("settings") or {}
+                sizes.add((int(settings["frames"]), int(settings["height"]), int(settings["width"])))
+            except (ValueError, KeyError, TypeError):
+                return None
+    if len(sizes) != 1:
+        return None
+    frames, height, width = sizes.pop()
+    return {"frames": frames, "height": height, "width": width}
+
+
 def list_files(paths: list[str], exts: tuple[str, ...]) -> list[Path]:
     files: list[Path] = []
     for p in paths:

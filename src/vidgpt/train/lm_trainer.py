@@ -29,7 +29,7 @@ import torch
 
 from ..config import save_config
 from ..errors import ConfigError, TrainingError
-from .lm_data import LMDataConfig, packed_rows
+from .lm_data import LMDataConfig, clip_size_of_sources, packed_rows
 from .lm_loss import LossHead, LossSettings, weighted_lm_loss  # noqa: F401  (weighted_lm_loss: the plain loss)
 from .packing import PackStats, collate
 from .schedule import warmup_cosine
@@ -117,6 +117,9 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         raise ConfigError("model: set `path` (a vidgpt LM dir) or `backbone` (+ `tokenizer` or `codebook_bits`)")
     attn = set_attention(lm.model, attn) or attn  # a family without that kernel (Gemma2: sdpa) keeps eager
     lm.meta.setdefault("layout", {})["chat"] = cfg.data.chat
+    clip = clip_size_of_sources(cfg.data)
+    if clip is not None:  # the clip size generate draws by default
+        lm.meta["default_clip"] = clip
     if m.gradient_checkpointing:
         lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora.enabled:

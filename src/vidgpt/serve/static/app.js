@@ -237,7 +237,8 @@ async function start() {
   $("model-status").textContent = "model: " + (h.model || "loaded");
   const frames = []; for (let f = 1; f <= limits.max_frames; f += limits.frame_step) frames.push(f);
   const sides = []; for (let s = limits.side_multiple; s <= limits.max_side; s += limits.side_multiple) sides.push(s);
-  fillSelect($("frames"), frames, 17); fillSelect($("width"), sides, 128); fillSelect($("height"), sides, 128);
+  const d = limits.default_clip || [17, 128, 128];
+  fillSelect($("frames"), frames, d[0]); fillSelect($("height"), sides, d[1]); fillSelect($("width"), sides, d[2]);
   $("limits").textContent = `up to ${limits.max_frames} frames, ${limits.max_side}px a side; context ${limits.max_positions} tokens`;
   try { sessionId = (await api("POST", "/api/sessions")).id; } catch (e) { showError(e.message); return; }
   document.body.dataset.ready = "1";

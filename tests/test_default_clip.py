@@ -1,0 +1,37 @@
+"""A model's default clip size (vidgpt.json `default_clip`): recorded from the training shards, used by generate."""
+
+import json
+
+from vidgpt.generate.tiny import tiny_pipeline
+from vidgpt.train.lm_data import LMDataConfig, SourceConfig, clip_size_of_sources
+
+
+def _shards(tmp_path, name, frames, size):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"settings": {"frames": frames, "height": size, "width": size}}))
+    return str(d)
+
+
+def test_clip_size_of_sources_agrees_or_none(tmp_path):
+    a, b = _shards(tmp_path, "a", 9, 64), _shards(tmp_path, "b", 9, 64)
+    c = _shards(tmp_path, "c", 17, 64)
+    text = SourceConfig(kind="text", paths=[str(tmp_path)])
+    same = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[a, b]), text])
+    assert clip_size_of_sources(same) == {"frames": 9, "height": 64, "width": 64}
+    mixed = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[a]), SourceConfig(kind="shards", paths=[c])])
+    assert clip_size_of_sources(mixed) is None
+    no_manifest = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[str(tmp_path)])])
+    assert clip_size_of_sources(no_manifest) is None
+    assert clip_size_of_sources(LMDataConfig()) is None  # synthetic only
+
+
+def test_generate_draws_the_models_default_clip(text_tok):
+    pipe = tiny_pipeline(text_tok, bits=6, max_positions=1024, meta={"default_clip": {"frames": 5, "height": 16, "width": 32}})
+    assert pipe.default_clip == (5, 16, 32)
+    out = pipe.generate("a red circle", seed=0, cfg=1.0, decode=False)
+    assert out.blocks[0].shape == (2, 2, 4)  # 5x16x32 at 4x time, 8x space
+    told = pipe.generate("a red circle", frames=1, seed=0, cfg=1.0, decode=False)
+    assert told.blocks[0].shape == (1, 2, 4)  # an explicit size wins; the rest stays the model's
+    plain = tiny_pipeline(text_tok, bits=6, max_positions=2048)
+    assert plain.default_clip == (17, 128, 128)
