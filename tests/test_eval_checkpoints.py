@@ -81,6 +81,10 @@ def test_curve_of_a_run_that_keeps_training(ec, tmp_path):
     ref = ec.lc.heldout_visual_loss(run / "model", heldout, False)
     assert abs(ref["heldout_visual_loss"] - p6["heldout_visual_loss"]) < 1e-4
 
+    # --watch on a finished run (model/ present) with nothing new: one look, no re-measuring, done
+    assert ec.main(argv + ["--watch", "0.001"]) == 0
+    assert json.loads((run / "curve.json").read_text())["points"] == again["points"]
+
     with pytest.raises(SystemExit, match="other settings"):
         ec.main(argv[:2] + ["4"] + argv[3:])
 
