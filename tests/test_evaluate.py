@@ -148,7 +148,10 @@ def test_eval_cli_passes_world_overrides(monkeypatch, tmp_path, capsys):
         seen.update(cfg=cfg, world=world, out=out)
         return {"model": str(model_dir), "config": {}, "timing": {}}
 
-    monkeypatch.setattr(VidGPT, "from_pretrained", classmethod(lambda cls, d, device=None: seen.setdefault("loaded", d)))
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(default_clip=(9, 64, 64))  # the clip size the model was trained on
+    monkeypatch.setattr(VidGPT, "from_pretrained", classmethod(lambda cls, d, device=None: seen.setdefault("loaded", fake)))
     monkeypatch.setattr(ev, "evaluate_model", fake_eval)
     monkeypatch.setattr(ev, "markdown_report", lambda rep: "report")
     argv = ["eval", "model", "--model", str(model), "--n", "3", "--freeform", "2", "--set", "max_objects=1",
@@ -156,6 +159,10 @@ def test_eval_cli_passes_world_overrides(monkeypatch, tmp_path, capsys):
     assert main(argv) == 0
     assert seen["cfg"].world_set == ["max_objects=1", "camera_prob=0"] and seen["cfg"].freeform == 2
     assert seen["world"].max_objects == 1 and seen["world"].camera_prob == 0
+    assert (seen["cfg"].frames, seen["cfg"].size) == (9, 64)  # the model's default clip unless told
+    seen.clear()
+    assert main(argv + ["--frames", "5", "--size", "32"]) == 0
+    assert (seen["cfg"].frames, seen["cfg"].size) == (5, 32)
     capsys.readouterr()
     seen.clear()
     assert main(["eval", "model", "--model", str(model), "--set", "max_objjects=1", "--no-progress"]) == 1

@@ -13,8 +13,8 @@ measures, with tools/learning_curve.py's functions:
 then writes OUT/curve.md (table + extrapolation to 80% colour+motion) and OUT/curve.png (adherence against
 tokens and wall hours, loss against tokens). Safe on a run that keeps training: the checkpoints are read,
 memory-mapped, never written or copied; one that vanishes (keep_checkpoints) is skipped. The model is built
-once from the run's config.yaml and each checkpoint's weights are loaded into it. Clip size: from the data
-manifest of the run's first shards source, or --frames/--size.
+once from the run's config.yaml and each checkpoint's weights are loaded into it. Clip size: the run's shards
+manifests (vidgpt.train.lm_data.clip_size_of_sources), or --frames/--size.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 19 taskset -c 1 python tools/eval_checkpoints.py runs/lm9/fast \\
         --n 30 --set max_objects=1 [--heldout 8] [--watch 10]
@@ -91,21 +91,6 @@ def checkpoint_tokens(state: dict) -> tuple[int | None, bool]:
     if stats["rows"] == rows:
         return int(stats["tokens"]), False
     return int(round(rows * stats["tokens"] / stats["rows"])), True  # stats restart with each resumed piece
-
-
-def clip_size(cfg) -> tuple[int | None, int | None]:
-    """(frames, size) of the run's first shards source (its manifest.json), or (None, None)."""
-    for src in cfg.data.sources:
-        if src.kind != "shards":
-            continue
-        for p in src.paths:
-            m = Path(p) / "manifest.json"
-            if m.is_file():
-                s = json.loads(m.read_text()).get("settings") or {}
-                if s.get("height") != s.get("width"):
-                    return s.get("frames"), None
-                return s.get("frames"), s.get("height")
-    return None, None
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------
@@ -309,6 +294,7 @@ def main(argv=None) -> int:
     import torch
 
     from vidgpt.config import load_config
+    from vidgpt.train.lm_data import clip_size_of_sources
     from vidgpt.train.lm_trainer import LMTrainConfig
 
     torch.set_num_threads(args.threads)
@@ -316,8 +302,9 @@ def main(argv=None) -> int:
     if not (run / "config.yaml").is_file():
         raise SystemExit(f"{run}: not a training run (no config.yaml)")
     cfg = load_config(LMTrainConfig, run / "config.yaml")
-    frames, size = clip_size(cfg)
-    args.frames, args.size = args.frames or frames, args.size or size
+    clip = clip_size_of_sources(cfg.data) or {}
+    square = clip.get("height") if clip.get("height") == clip.get("width") else None
+    args.frames, args.size = args.frames or clip.get("frames"), args.size or square
     if not args.frames or not args.size:
         raise SystemExit(f"{run}: no data manifest gives the clip size; pass --frames and --size")
     args.out = Path(args.out) if args.out else run

@@ -27,8 +27,9 @@ def register(sub) -> None:
     p.add_argument("--edit-split", choices=["train", "heldout"], default="train",
                    help="edits that make training-like compositions (default) or held-out ones")
     p.add_argument("--seed", type=int, default=0, help="seed of scenes and sampling (default 0)")
-    p.add_argument("--frames", type=int, default=17, help="frames per clip (default 17)")
-    p.add_argument("--size", type=int, default=128, help="height = width, a multiple of 16 (default 128)")
+    p.add_argument("--frames", type=int, help="frames per clip (default: the model's default clip, else 17)")
+    p.add_argument("--size", type=int,
+                   help="height = width, a multiple of 16 (default: the model's default clip when square, else 128)")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3.0; 1 = off)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--top-k", type=int, help="top-k sampling")
@@ -55,12 +56,16 @@ def _model(args) -> int:
     from ..generate.pipeline import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
-    cfg = EvalConfig(n=args.n, freeform=args.freeform, edits=args.edits, continuations=args.continuations, frames=args.frames, size=args.size,
-                     cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+    cfg = EvalConfig(n=args.n, freeform=args.freeform, edits=args.edits, continuations=args.continuations,
+                     frames=args.frames or 17, size=args.size or 128, cfg=args.cfg, temperature=args.temperature,
+                     top_k=args.top_k, seed=args.seed,
                      batch_size=args.batch_size, edit_split=args.edit_split, language=not args.no_language,
                      world_config=args.world_config, world_set=list(args.world_set))
     world = cfg.world()  # a bad --set fails here, before the model loads
     pipe = VidGPT.from_pretrained(model_dir, device=args.device or None)
+    frames, height, width = getattr(pipe, "default_clip", (17, 128, 128))  # what the model was trained on
+    cfg.frames = args.frames or frames
+    cfg.size = args.size or (height if height == width else 128)
     out = Path(args.out) if args.out else Path("runs/eval") / model_dir.resolve().name
     rep = evaluate_model(model_dir, cfg, out=out, progress=not args.no_progress, pipe=pipe, world=world)
     if args.json:
