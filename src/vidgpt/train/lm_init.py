@@ -160,7 +160,18 @@ def _load_delta(lm, d: Path, where: str) -> dict:
         state = load_file(str(files[0]))
     else:
         state = torch.load(files[0], map_location="cpu", weights_only=True)
-    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(lm.model).items()}
+    current = get_peft_model_state_dict(lm.model)
+    expected = {k: tuple(v.shape) for k, v in current.items()}
+    for k, v in current.items():
+        # the shipped form (tools/ship_model.py) keeps the trained rows in new_rows.safetensors only: the run's
+        # trainable-token values start from those rows (peft's values replace the base rows they index)
+        if k.endswith("trainable_tokens_delta") and k not in state:
+            idx = torch.tensor((src_cfg.get("trainable_token_indices") or {}).get("embed_tokens") or
+                               range(lm.vocab.offset, lm.vocab.offset + rows["embed_tokens"].shape[0]))
+            key = "lm_head" if ".lm_head." in k and "lm_head" in rows else "embed_tokens"
+            if v.shape[0] == len(idx):
+                state[k] = rows[key][idx - lm.vocab.offset].to(v.dtype)
+                info["rows_from_new_rows"] = True
     _check_tensors(where, state, expected)
     res = set_peft_model_state_dict(lm.model, state)
     bad = [k for k in getattr(res, "unexpected_keys", []) if "lora_" in k or "trainable_tokens" in k]
