@@ -228,3 +228,19 @@ def test_shipped_tokenizer_gives_v1_codes():
     tok = VideoTokenizer.from_pretrained(Path(__file__).resolve().parents[1] / "tokenizer")
     assert tok.encoder_fingerprint() == V1_ENCODER
     assert tok.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
+
+
+def test_object_weight_weighs_pixels_off_the_background():
+    from vidgpt.tokenizer.losses import foreground_mask, reconstruction_loss
+
+    x = torch.full((1, 3, 1, 32, 32), -0.8)
+    x[..., 12:20, 12:20] = 0.9  # a bright square on a dark background
+    m = foreground_mask(x)
+    assert m.sum() == 64 and m[..., 12:20, 12:20].all()
+    on_object, on_background = x.clone(), x.clone()
+    on_object[..., 12:20, 12:20] -= 0.2
+    on_background[..., 0:8, 0:8] += 0.2  # the same error on as many background pixels
+    plain = [reconstruction_loss(y, x, 1.0, 1.0, 0.5) for y in (on_object, on_background)]
+    weighted = [reconstruction_loss(y, x, 1.0, 1.0, 0.5, object_weight=4.0) for y in (on_object, on_background)]
+    assert weighted[0] > plain[0] and weighted[1] < plain[1] and weighted[0] > 2 * weighted[1]
+    assert reconstruction_loss(x, x, 1.0, 1.0, 0.5, object_weight=4.0) == 0

@@ -23,21 +23,49 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
+BACKGROUND_RADIUS = 45.0 / 127.5  # the judge's (vidgpt.data.judge): this close to the border median is background
+
+
+def foreground_mask(target: torch.Tensor, radius: float = BACKGROUND_RADIUS) -> torch.Tensor:
+    """float [B, 1, T, H, W]: 1 where a pixel of [B, 3, T, H, W] (in [-1, 1]) is farther than `radius`
+    from its frame's background colour, the median of the two-pixel border (the judge's own rule)."""
+    x = target.float()
+    border = torch.cat([x[..., :2, :].flatten(-2), x[..., -2:, :].flatten(-2), x[..., :, :2].flatten(-2), x[..., :, -2:].flatten(-2)], -1)
+    bg = border.median(-1).values[..., None, None]  # [B, 3, T, 1, 1]
+    return ((x - bg).pow(2).sum(1, keepdim=True) > radius**2).float()
+
+
 def reconstruction_loss(
-    recon: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float, grad_weight: float = 0.0
+    recon: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float, grad_weight: float = 0.0,
+    object_weight: float = 0.0,
 ) -> torch.Tensor:
     """l1_weight * |x - y| + l2_weight * (x - y)^2 + grad_weight * |grad x - grad y|, means over all
     elements (fp32). The gradient term is a sharpness loss: it weighs edges, which a plain pixel
-    loss averages away next to large flat areas."""
+    loss averages away next to large flat areas. object_weight > 0 weighs the pixels that stand out
+    from their frame's background (`foreground_mask`: objects, and textures) 1 + object_weight times
+    as much (a weighted mean, so the loss keeps its scale): small objects are a few percent of a frame."""
     diff = recon.float() - target.float()
     loss = diff.new_zeros(())
+    if object_weight:
+        w = 1.0 + object_weight * foreground_mask(target)
+
+        def mean(v: torch.Tensor, wv: torch.Tensor) -> torch.Tensor:
+            return (v * wv).mean() / wv.mean()
+    else:
+        w = None
+
+        def mean(v: torch.Tensor, wv) -> torch.Tensor:
+            return v.mean()
     if l1_weight:
-        loss = loss + l1_weight * diff.abs().mean()
+        loss = loss + l1_weight * mean(diff.abs(), w)
     if l2_weight:
-        loss = loss + l2_weight * diff.pow(2).mean()
+        loss = loss + l2_weight * mean(diff.pow(2), w)
     if grad_weight:
         gx, gy = image_gradients(diff)
-        loss = loss + grad_weight * 0.5 * (gx.abs().mean() + gy.abs().mean())
+        wx = wy = None
+        if w is not None:  # a difference counts as foreground where either of its two pixels is
+            wx, wy = torch.maximum(w[..., :, 1:], w[..., :, :-1]), torch.maximum(w[..., 1:, :], w[..., :-1, :])
+        loss = loss + grad_weight * 0.5 * (mean(gx.abs(), wx) + mean(gy.abs(), wy))
     return loss
 
 
@@ -49,9 +77,10 @@ def tokenizer_loss(
     l1_weight: float = 1.0,
     l2_weight: float = 0.0,
     grad_weight: float = 0.0,
+    object_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Reconstruction + commitment + (scheduled) entropy. Returns (loss, logs)."""
-    rec = reconstruction_loss(out.recon, target, l1_weight, l2_weight, grad_weight)
+    rec = reconstruction_loss(out.recon, target, l1_weight, l2_weight, grad_weight, object_weight)
     ew = entropy_weight_at(cfg, step)
     loss = rec + cfg.commitment_weight * out.lfq.commitment_loss + ew * out.lfq.entropy_loss
     logs = {

@@ -70,6 +70,7 @@ class TokenizerTrainLoop:
     l1_weight: float = 1.0
     l2_weight: float = 0.0
     grad_weight: float = 0.0  # sharpness: L1 between the spatial gradients of reconstruction and input
+    object_weight: float = 0.0  # pixels off their frame's background (objects, textures) weigh 1 + this much
     seed: int = 0
     init_from: str = ""  # a tokenizer directory whose weights start a new run (same model config); "" = random
     train_parts: str = "all"  # "all", or "decoder": encoder + quantizer frozen (run under no_grad, eval mode),
@@ -262,11 +263,11 @@ class TokenizerTrainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if self.decoder_only:
                 out = decoder_only_forward(self.model, x, t.frozen_encoder_fp32)
-                loss = reconstruction_loss(out.recon, x, t.l1_weight, t.l2_weight, t.grad_weight)
+                loss = reconstruction_loss(out.recon, x, t.l1_weight, t.l2_weight, t.grad_weight, t.object_weight)
                 logs = {"rec": loss.item()}
             else:
                 out = self.model(x)
-                loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight, t.grad_weight)
+                loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight, t.grad_weight, t.object_weight)
             if use_disc:
                 g = hinge_g_loss(self.disc(out.recon))
                 loss = loss + t.disc_weight * g
