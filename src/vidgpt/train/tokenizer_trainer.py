@@ -93,6 +93,7 @@ class TokenizerTrainLoop:
     disc_lr: float = 1e-4
     disc_channels: int = 32
     lecam_weight: float = 0.001
+    disc_fp32: bool = True  # the discriminator outside bf16 autocast (a bf16 one went non-finite in a decoder fine-tune)
 
 
 @dataclass
@@ -269,7 +270,8 @@ class TokenizerTrainer:
                 out = self.model(x)
                 loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight, t.grad_weight, t.object_weight)
             if use_disc:
-                g = hinge_g_loss(self.disc(out.recon))
+                with torch.autocast(self.device.type, enabled=False) if t.disc_fp32 else contextlib.nullcontext():
+                    g = hinge_g_loss(self.disc(out.recon.float() if t.disc_fp32 else out.recon))
                 loss = loss + t.disc_weight * g
                 logs["g"] = g.item()
         if not torch.isfinite(loss):
@@ -278,20 +280,27 @@ class TokenizerTrainer:
                 raise TrainingError(f"{self.bad_steps} non-finite losses in a row at step {self.step}; lower train.lr")
             self.opt.zero_grad(set_to_none=True)
             return None
-        self.bad_steps = 0
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trained_params, t.grad_clip))
+        if not np.isfinite(logs["grad_norm"]):  # an overflowing backward: clipping would write NaN weights
+            self.bad_steps += 1
+            if self.bad_steps > t.max_bad_steps:
+                raise TrainingError(f"{self.bad_steps} non-finite gradients in a row at step {self.step}; lower train.lr")
+            self.opt.zero_grad(set_to_none=True)
+            return None
+        self.bad_steps = 0
         self.opt.step()
         self.sched.step()
         if use_disc:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                real, fake = self.disc(x), self.disc(out.recon.detach())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and not t.disc_fp32):
+                real, fake = self.disc(x), self.disc(out.recon.detach().float() if t.disc_fp32 else out.recon.detach())
                 d_loss = hinge_d_loss(real, fake) + t.lecam_weight * self.lecam(real, fake)
             self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), t.grad_clip)
-            self.opt_d.step()
+            if torch.isfinite(d_loss):  # a non-finite step would leave NaN weights in D, then in every G loss
+                d_loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.disc.parameters(), t.grad_clip)
+                self.opt_d.step()
             logs["d"] = d_loss.item()
         logs["loss"] = loss.item()
         logs["psnr"] = psnr(out.recon.detach().float().clamp(-1, 1), x)
