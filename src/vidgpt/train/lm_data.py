@@ -65,6 +65,10 @@ class LMDataConfig:
     long_docs: str = "split"  # split | drop: documents longer than seq_len
     holdout_every: int = 50  # record i is held out for eval when i % holdout_every == 0
     streams: int = 0  # independent data streams (0 = one per process); a multiple of the process count
+    # text-to-video documents only (never edits, continuations or images); 0 = off, and the stream is unchanged
+    prompt_dropout: float = 0.0  # share of documents whose prompt is empty: trains the unconditional branch of CFG
+    blueprint_only: float = 0.0  # share of documents cut to their blueprint section (~1/5 of the tokens): the part
+    #                              the prompt decides, at 5x the documents per token (the fine section follows it)
 
 
 def kind_weights(cfg: LMDataConfig) -> dict[int, float]:
@@ -252,6 +256,11 @@ class RecordFormatter:
             elif target.shape[0] == 1:
                 sample = L.image(caption, target)
             else:
+                cfg = self.cfg
+                if cfg.prompt_dropout > 0 and rng.random() < cfg.prompt_dropout:
+                    caption = ""
+                if cfg.blueprint_only > 0 and target.blueprint is not None and rng.random() < cfg.blueprint_only:
+                    target = VisualBlock(target.shape, fine=None, blueprint=target.blueprint)
                 sample = L.text_to_video(caption, target)
             f = self.layout.format(sample)
             return to_document(f.input_ids, f.kinds, self.wk)

@@ -1,0 +1,49 @@
+"""data.prompt_dropout and data.blueprint_only: text-to-video documents with an empty prompt (CFG's
+unconditional branch) or cut to their blueprint section; off (0) leaves the document stream unchanged."""
+
+import numpy as np
+
+from vidgpt.backbone import extend
+from vidgpt.layout import Layout
+from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
+
+
+def _record(rng, t=2, h=4, w=4, bits=6):
+    return {"codes": rng.integers(0, 2**bits, t * h * w).tolist(), "shape": [t, h, w],
+            "blueprint_codes": rng.integers(0, 2**bits, t * 2 * 2).tolist(), "blueprint_shape": [t, 2, 2],
+            "caption": "red circle, moving right", "captions": ["red circle, moving right", "A red circle moves right"],
+            "kind": "video", "edit": None}
+
+
+def test_prompt_dropout_and_blueprint_only():
+    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+    layout = Layout(lm.vocab, lm.text_tokenizer, chat=False)
+    recs = [_record(np.random.default_rng(i)) for i in range(200)]
+
+    def docs(**opts):
+        fmt = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, **opts))
+        rng = np.random.default_rng(0)
+        return [fmt(r, rng) for r in recs]
+
+    plain = docs()
+    assert [d.input_ids for d in plain] == [d.input_ids for d in docs(prompt_dropout=0.0, blueprint_only=0.0)]
+    for opts, key in (({"prompt_dropout": 0.25}, "empty"), ({"blueprint_only": 0.5}, "cut")):
+        got = docs(**opts)
+        empty = cut = 0
+        for r, d in zip(recs, got):
+            user, assistant = layout.parse(d.input_ids).turns
+            block = assistant.blocks()[0]
+            assert block.blueprint.flatten().tolist() == r["blueprint_codes"]  # the blueprint is always there
+            if block.fine is None:
+                cut += 1
+                assert len(d) < len(plain[0])
+            else:
+                assert block.fine.flatten().tolist() == r["codes"]
+            if user.text() == "":
+                empty += 1
+            else:
+                assert user.text() in r["captions"]
+        share = (empty if key == "empty" else cut) / len(recs)
+        want = opts.get("prompt_dropout", opts.get("blueprint_only"))
+        assert abs(share - want) < 0.1, (key, share)
+        assert (cut if key == "empty" else empty) == 0  # each option changes only what it says
