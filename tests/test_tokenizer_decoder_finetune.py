@@ -228,6 +228,9 @@ def test_shipped_tokenizer_gives_v1_codes():
     tok = VideoTokenizer.from_pretrained(Path(__file__).resolve().parents[1] / "tokenizer")
     assert tok.encoder_fingerprint() == V1_ENCODER
     assert tok.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
+    # the fine-tune config starts from these weights (init_from checks the architecture hash)
+    ft = load_config(TokenizerTrainConfig, "configs/tokenizer/cpu_8x_decoder_ft.yaml")
+    assert ft.train.train_parts == "decoder" and ft.model.architecture_hash() == tok.config_hash()
 
 
 def test_object_weight_weighs_pixels_off_the_background():
