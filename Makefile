@@ -7,6 +7,7 @@ install:
 	bash tools/install.sh
 
 demo: install
+	vidgpt generate "a red circle moving right" --seed 0 --grid -o outputs/demo/a_red_circle_moving_right.mp4
 	vidgpt demo
 
 test: install

@@ -20,9 +20,9 @@ class Sampling(BaseModel):
 
 class GenerationRequest(Sampling):
     prompt: str = Field(..., description="what the clip shows")
-    frames: Optional[int] = Field(None, ge=1, description="1 + 4n (1 = an image); default: the model's clip size")
-    height: Optional[int] = Field(None, ge=1, description="pixels, a multiple of 16; default: the model's")
-    width: Optional[int] = Field(None, ge=1, description="pixels, a multiple of 16; default: the model's")
+    frames: Optional[int] = Field(None, description="1 + 4n (1 = an image); default: the model's clip size")
+    height: Optional[int] = Field(None, description="pixels, a multiple of 16; default: the model's")
+    width: Optional[int] = Field(None, description="pixels, a multiple of 16; default: the model's")
     num: int = Field(1, ge=1, description="samples of the prompt")
     blueprint_only: bool = Field(False, description="stop after the blueprint: a fast half-size preview")
 

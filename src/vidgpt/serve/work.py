@@ -85,7 +85,7 @@ class Work:
             raise BadRequest(f"num={req.num}: at most {self.settings.max_num} samples per request (max_num)")
         sections = self.pipe.sections(req.blueprint_only)
         d_frames, d_height, d_width = getattr(self.pipe, "default_clip", (17, 128, 128))
-        frames, height, width = req.frames or d_frames, req.height or d_height, req.width or d_width
+        frames, height, width = (d if v is None else v for v, d in zip((req.frames, req.height, req.width), (d_frames, d_height, d_width)))
         shape = self.check_size(frames, height, width, "blueprint" in sections)
         sampling_of(req)
         self.pipe.check_fits(self._prompt_len([prompt]), shape, sections)
