@@ -98,7 +98,8 @@ def _state(source: Path) -> dict:
     return {}
 
 
-def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | None, note: str = "") -> dict:
+def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | None, note: str = "",
+         status: str = "") -> dict:
     import torch
 
     from vidgpt.backbone import save_vidgpt_lm
@@ -117,6 +118,10 @@ def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | No
 
     meta = lm.meta
     meta["scope"] = {"world_set": list(world_set)}
+    if status:
+        meta["status"] = status  # printed by `vidgpt generate` / `chat` at load (e.g. a model still in training)
+    else:
+        meta.pop("status", None)
     meta["trained"] = {"run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run), "from": kind,
                        "step": info.get("step") or state.get("step"), "note": note}
     # the video tokenizer: reference the repo's own when it makes the same codes, else copy it
@@ -184,9 +189,11 @@ def main(argv=None) -> int:
                     help="the world overrides the training data was built with (recorded as vidgpt.json scope)")
     ap.add_argument("--tokenizer", default=None, help="the repo's video tokenizer dir to reference (default tokenizer/)")
     ap.add_argument("--note", default="", help="a line recorded in vidgpt.json trained.note")
+    ap.add_argument("--status", default="", help="a line users see when they load the model (vidgpt.json status), "
+                    "e.g. that it does not follow prompts yet")
     args = ap.parse_args(argv)
     res = ship(Path(args.source), Path(args.out), args.world_set, Path(args.tokenizer) if args.tokenizer else None,
-               args.note)
+               args.note, args.status)
     rep = check(Path(args.out), res.pop("fp32_model"))
     print(json.dumps({**res, **rep}, indent=1, default=str))
     if rep["bytes"] > 50 * 2**20:

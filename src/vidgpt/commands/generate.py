@@ -88,7 +88,11 @@ def _load(args):
     opts = {"speculative": args.speculative}
     if args.bf16_weights:
         opts["dtype"] = "bf16"
-    return VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts)
+    pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts)
+    status = pipe.meta.get("status")
+    if status:  # e.g. a default model still in training (tools/ship_model.py --status)
+        print(f"vidgpt: note: {d}: {status}", file=sys.stderr)
+    return pipe
 
 
 def _print_written(paths) -> None:
