@@ -187,8 +187,7 @@ def chat(
     elif frames is None and height is None and width is None and referred is not None:
         shape = referred.block.shape
     else:
-        d_frames, d_height, d_width = getattr(pipe, "default_clip", (17, 128, 128))
-        shape = pipe.latent_shape(frames or d_frames, height or d_height, width or d_width)
+        shape = pipe.latent_shape(*pipe.resolve_clip(frames or None, height or None, width or None))
     sections = pipe.sections()
     S = pipe.vocab.spec.subtokens
     reply_len = max(

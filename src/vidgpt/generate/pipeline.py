@@ -151,6 +151,10 @@ class VidGPT:
         """What clip sides must be multiples of (2x the space factor when a blueprint is drawn)."""
         return self.geometry(1, 1, 1).multiple
 
+    def resolve_clip(self, frames: int | None, height: int | None, width: int | None) -> tuple[int, int, int]:
+        """(frames, height, width) with each None replaced by the model's default clip."""
+        return tuple(d if v is None else v for v, d in zip((frames, height, width), self.default_clip))
+
     def latent_shape(self, frames: int, height: int, width: int, blueprint: bool | None = None) -> tuple[int, int, int]:
         """Validate a requested video size and return its latent (t, h, w); GenerationError if impossible."""
         s = self.vocab.spec
@@ -293,7 +297,7 @@ class VidGPT:
             raise GenerationError("the prompt is empty; describe the clip to generate")
         if num < 1:
             raise GenerationError(f"num={num}: must be >= 1")
-        frames, height, width = (d if v is None else v for v, d in zip((frames, height, width), self.default_clip))
+        frames, height, width = self.resolve_clip(frames, height, width)
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg)
         sections = self.sections(blueprint_only)
         long = clip_frames is not None and frames > clip_frames

@@ -63,7 +63,7 @@ class Work:
             "max_positions": self.pipe.max_positions, "max_num": s.max_num, "max_prompt_chars": s.max_prompt_chars,
             "max_upload_bytes": s.max_upload_bytes, "queue_limit": s.queue_limit, "max_batch": s.max_batch,
             "chat": bool(self.pipe.layout.chat), "blueprint": bool(self.pipe.blueprint),
-            "default_clip": list(getattr(self.pipe, "default_clip", (17, 128, 128))),
+            "default_clip": list(self.pipe.default_clip),
         }
 
     def check_size(self, frames: int, height: int, width: int, blueprint: bool | None = None):
@@ -84,8 +84,7 @@ class Work:
         if req.num > self.settings.max_num:
             raise BadRequest(f"num={req.num}: at most {self.settings.max_num} samples per request (max_num)")
         sections = self.pipe.sections(req.blueprint_only)
-        d_frames, d_height, d_width = getattr(self.pipe, "default_clip", (17, 128, 128))
-        frames, height, width = (d if v is None else v for v, d in zip((req.frames, req.height, req.width), (d_frames, d_height, d_width)))
+        frames, height, width = self.pipe.resolve_clip(req.frames, req.height, req.width)
         shape = self.check_size(frames, height, width, "blueprint" in sections)
         sampling_of(req)
         self.pipe.check_fits(self._prompt_len([prompt]), shape, sections)
