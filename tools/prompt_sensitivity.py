@@ -16,6 +16,7 @@ import argparse
 import glob
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -85,4 +86,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vidgpt.errors import VidgptError
+
+    try:
+        sys.exit(main())
+    except VidgptError as e:  # one line, like the vidgpt CLI
+        sys.exit(f"{Path(__file__).name}: error: {e}")

@@ -194,4 +194,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vidgpt.errors import VidgptError
+
+    try:
+        sys.exit(main())
+    except VidgptError as e:  # one line, like the vidgpt CLI
+        sys.exit(f"{Path(__file__).name}: error: {e}")
