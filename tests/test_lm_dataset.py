@@ -81,6 +81,14 @@ def test_build_writes_records_the_trainer_formats(tok, tmp_path):
                 assert e["source_shape"][0] in (1, 2)  # full first part (2 latent frames) or its last 2
             else:
                 assert e["instruction"]
+        # scene records carry which codes show an object; general edits (no scene) carry none
+        general = r["edit"] and r["edit"]["edit_kind"] in ("inpaint", "outpaint", "interpolate", "reverse", "mirror",
+                                                          "greyscale")
+        if general:
+            assert r["object_mask"] is None
+        else:
+            assert len(r["object_mask"]) == len(r["codes"]) and len(r["blueprint_object_mask"]) == len(r["blueprint_codes"])
+            assert 0 < sum(r["object_mask"]) < len(r["codes"])  # objects are there, and not everywhere
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["tokenizer"]["codebook_bits"] == 6 and manifest["counts"]["records"] == res.records
 

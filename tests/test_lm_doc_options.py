@@ -47,3 +47,33 @@ def test_prompt_dropout_and_blueprint_only():
         want = opts.get("prompt_dropout", opts.get("blueprint_only"))
         assert abs(share - want) < 0.1, (key, share)
         assert (cut if key == "empty" else empty) == 0  # each option changes only what it says
+
+
+def test_object_loss_weight_scales_only_the_object_codes():
+    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+    rng = np.random.default_rng(3)
+    rec = _record(rng)
+    rec["object_mask"] = (rng.random(2 * 4 * 4) < 0.3).astype(np.uint8).tolist()
+    rec["blueprint_object_mask"] = [1, 0, 0, 0, 0, 1, 1, 0]
+    base = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False))(rec, np.random.default_rng(0))
+    heavy = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, object_loss_weight=4.0))(
+        rec, np.random.default_rng(0))
+    assert heavy.input_ids == base.input_ids
+    want = np.array(rec["blueprint_object_mask"] + rec["object_mask"], dtype=bool)
+    from vidgpt.layout import VISUAL
+    vis = np.array([k == VISUAL for k in base.kinds])
+    ratio = np.array(heavy.weights) / np.maximum(np.array(base.weights), 1e-9)
+    assert np.allclose(ratio[vis][want], 4.0) and np.allclose(ratio[vis][~want], 1.0)
+    assert np.allclose(np.array(heavy.weights)[~vis], np.array(base.weights)[~vis])  # text, structure untouched
+    # cut to the blueprint: only the blueprint's mask applies
+    cut = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, object_loss_weight=4.0,
+                                                                   blueprint_only=1.0))(rec, np.random.default_rng(0))
+    cv = [w for w, k in zip(cut.weights, cut.kinds) if k == VISUAL]
+    assert [w > 1 for w in cv] == [bool(x) for x in rec["blueprint_object_mask"]]
+    # a mask that does not match the codes is an error, not a silent misweighting
+    bad = dict(rec, object_mask=rec["object_mask"][:-1])
+    import pytest
+    from vidgpt.errors import DataError
+    with pytest.raises(DataError, match="object mask"):
+        RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, object_loss_weight=4.0))(
+            bad, np.random.default_rng(0))

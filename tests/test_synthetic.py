@@ -14,8 +14,10 @@ from vidgpt.data.synthetic import (
     SceneError,
     WorldConfig,
     captions,
+    code_object_mask,
     is_heldout,
     random_training_clip,
+    render_object_cover,
     render_scene,
     sample_scene,
 )
@@ -144,3 +146,22 @@ def test_synth_cli_writes_clips_and_manifest(tmp_path):
     clip = read_video(out / records[0]["path"])
     assert clip.shape == (17, 128, 128, 3)
     assert judge_clip(clip, records[0]["scene"]).passed  # survives mp4 compression at 128x128
+
+
+def test_object_cover_is_where_render_paints_and_pools_to_the_code_grid():
+    scene = Scene(objects=[ObjectSpec(shape="square", color="red", x=0.3, y=0.4, size="large", motion="right", speed=0.2)])
+    clip = render_scene(scene, 9, 64, 64).astype(np.float32)
+    cover = render_object_cover(scene, 9, 64, 64)
+    assert cover.shape == (9, 64, 64) and 0.0 <= cover.min() and cover.max() <= 1.0
+    red = (clip[..., 0] - clip[..., 1:].max(-1)) > 100  # the red object's pixels, from the video itself
+    assert (cover[red] > 0.5).mean() > 0.99 and (red[cover > 0.99]).mean() > 0.99
+    m = code_object_mask(cover, (3, 8, 8))  # causal 4x time, 8x space
+    assert m.shape == (3, 8, 8) and 0 < m.sum() < m.size
+    want0 = cover[0].reshape(8, 8, 8, 8).max(axis=(1, 3)) > 0.05
+    want2 = cover[5:9].reshape(4, 8, 8, 8, 8).max(axis=(0, 2, 4)) > 0.05
+    assert np.array_equal(m[0], want0) and np.array_equal(m[2], want2)
+    cols = np.arange(8)
+    assert (m[2].sum(0) * cols).sum() / m[2].sum() > (m[0].sum(0) * cols).sum() / m[0].sum()  # moving right
+    assert np.array_equal(code_object_mask(cover, (3, 4, 4)), m.reshape(3, 4, 2, 4, 2).any(axis=(2, 4)))  # coarser cells
+    with pytest.raises(SceneError):
+        code_object_mask(cover, (4, 8, 8))  # 8 frames after the first do not split into 3 slices

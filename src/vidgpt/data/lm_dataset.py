@@ -104,6 +104,7 @@ class Unit:
     instruction: str | None = None
     edit_kind: str | None = None
     source_slice: int | None = None  # keep only the last k latent frames of the source codes
+    cover: np.ndarray | None = None  # float [T,H,W]: object coverage of the target clip (None: not a scene)
 
 
 @dataclass
@@ -154,24 +155,27 @@ def unit_captions(rng: np.random.Generator, scene, image: bool, recaptions: dict
 def make_unit(kind: str, index: int, cfg: BuildLMConfig, world, recaptions=None) -> Unit:
     """Render unit `index` of `kind` (scenes from the train split only). DataError if impossible."""
     from . import edits as general
-    from .synthetic import make_edit_pair, render_scene, sample_scene
+    from .synthetic import make_edit_pair, render_object_cover, render_scene, sample_scene
 
     rng = unit_rng(cfg.seed, kind, index)
     T, H, W, fps = cfg.frames, cfg.height, cfg.width, cfg.fps
     key = f"{kind}/{index:07d}"
     if kind == "video":
         scene = sample_scene(rng, world, "train")
-        return Unit(key, kind, [render_scene(scene, T, H, W, fps)], unit_captions(rng, scene, False, recaptions))
+        return Unit(key, kind, [render_scene(scene, T, H, W, fps)], unit_captions(rng, scene, False, recaptions),
+                    cover=render_object_cover(scene, T, H, W, fps))
     if kind == "image":
         scene = sample_scene(rng, world, "train")
-        return Unit(key, kind, [render_scene(scene, 1, H, W, fps)], unit_captions(rng, scene, True, recaptions))
+        return Unit(key, kind, [render_scene(scene, 1, H, W, fps)], unit_captions(rng, scene, True, recaptions),
+                    cover=render_object_cover(scene, 1, H, W, fps))
     if kind == "continuation":
         scene = sample_scene(rng, long_world(world, T, fps), "train")
         full = render_scene(scene, 2 * T, H, W, fps)
         caps = unit_captions(rng, scene, False, recaptions)
         words = None if rng.random() < 0.5 else CONTINUE_WORDINGS[int(rng.integers(len(CONTINUE_WORDINGS)))]
         k = 2 if rng.random() < cfg.short_context else None
-        return Unit(key, "edit", [full[T:], full[:T]], caps, words, "continue", k)
+        return Unit(key, "edit", [full[T:], full[:T]], caps, words, "continue", k,
+                    cover=render_object_cover(scene, 2 * T, H, W, fps)[T:])
     if kind == "edit":
         if rng.random() < cfg.general_edits:
             scene = sample_scene(rng, world, "train")
@@ -189,7 +193,7 @@ def make_unit(kind: str, index: int, cfg: BuildLMConfig, world, recaptions=None)
             raise DataError(f"{key}: none of the edit kinds {cfg.edit_kinds} fits this scene")
         caps = unit_captions(rng, target, False, recaptions)
         return Unit(key, "edit", [render_scene(target, T, H, W, fps), render_scene(source, T, H, W, fps)], caps,
-                    instruction, what)
+                    instruction, what, cover=render_object_cover(target, T, H, W, fps))
     raise DataError(f"unknown unit kind {kind!r} (known: {', '.join(UNIT_KINDS)})")
 
 
@@ -236,6 +240,14 @@ def _flat(t) -> tuple[list[int] | None, list[int] | None]:
     return t.reshape(-1).tolist(), list(t.shape)
 
 
+def _object_mask(cover: np.ndarray | None, codes) -> list[int] | None:
+    from .synthetic import code_object_mask
+
+    if cover is None or codes is None:
+        return None
+    return code_object_mask(cover, tuple(codes.shape)).reshape(-1).astype(np.uint8).tolist()
+
+
 def unit_records(unit: Unit, coded: list) -> list[dict]:
     """One shard record for a unit from the (codes, blueprint) of its clips (target first)."""
     codes, bp = coded[0]
@@ -253,7 +265,8 @@ def unit_records(unit: Unit, coded: list) -> list[dict]:
     kind = unit.kind
     return [{"codes": flat, "shape": shape, "blueprint_codes": bflat, "blueprint_shape": bshape,
              "caption": unit.captions[0] if unit.captions else "", "captions": list(unit.captions),
-             "source": f"synthetic:{unit.key}", "kind": kind, "edit": edit}]
+             "source": f"synthetic:{unit.key}", "kind": kind, "edit": edit,
+             "object_mask": _object_mask(unit.cover, codes), "blueprint_object_mask": _object_mask(unit.cover, bp)}]
 
 
 # --- the run ------------------------------------------------------------------------------------

@@ -63,6 +63,10 @@ def record_schema():
             ("source", pa.string()),
             ("kind", pa.string()),
             ("edit", edit),
+            # synthetic records: 1 where a code of `codes` / `blueprint_codes` shows an object (same order), else
+            # null. The LM trainer's data.object_loss_weight reads them.
+            ("object_mask", pa.list_(pa.uint8())),
+            ("blueprint_object_mask", pa.list_(pa.uint8())),
         ]
     )
 

@@ -11,7 +11,7 @@
 from .world.captions import MOTION_WORDS, STYLES, caption, captions
 from .world.edit_pairs import EDIT_KINDS, make_edit_pair
 from .world.palette import BACKGROUND_COLORS, OBJECT_COLORS
-from .world.render import render_scene
+from .world.render import code_object_mask, render_object_cover, render_scene
 from .world.scene import (
     BACKGROUNDS,
     CAMERA_MOVES,
@@ -35,5 +35,5 @@ __all__ = [
     "BACKGROUNDS", "BACKGROUND_COLORS", "CAMERA_MOVES", "DIRECTIONS", "EDIT_KINDS", "MOTIONS", "MOTION_WORDS",
     "OBJECT_COLORS", "SHAPES", "SIZES", "STYLES", "Background", "Camera", "ObjectSpec", "Scene", "SceneError",
     "WorldConfig", "caption", "captions", "is_heldout", "load_world_config", "make_edit_pair", "random_training_clip",
-    "render_scene", "sample_scene",
+    "code_object_mask", "render_object_cover", "render_scene", "sample_scene",
 ]

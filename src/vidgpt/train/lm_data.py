@@ -28,6 +28,7 @@ being consumed, instead of replaying the stream from the start.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,8 @@ class LMDataConfig:
     prompt_dropout: float = 0.0  # share of documents whose prompt is empty: trains the unconditional branch of CFG
     blueprint_only: float = 0.0  # share of documents cut to their blueprint section (~1/5 of the tokens): the part
     #                              the prompt decides, at 5x the documents per token (the fine section follows it)
+    object_loss_weight: float = 1.0  # loss weight of the target's video codes that show an object (records with an
+    #                                  object mask: synthetic shards from build-lm); the background keeps weight 1
 
 
 def kind_weights(cfg: LMDataConfig) -> dict[int, float]:
@@ -223,6 +226,9 @@ class RecordFormatter:
         self.wk = kind_weights(cfg)
         self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat) if text_tokenizer is not None else None
         self.eos = getattr(text_tokenizer, "eos_token_id", None)
+        self._warned_no_mask = False
+        if cfg.object_loss_weight <= 0:
+            raise DataError(f"data.object_loss_weight must be > 0, got {cfg.object_loss_weight}")
 
     def _block(self, codes, shape, bp_codes=None, where="record") -> VisualBlock:
         if shape is None or codes is None:
@@ -233,6 +239,27 @@ class RecordFormatter:
         if self.cfg.blueprint and bp_codes is not None:
             bp = np.asarray(bp_codes, dtype=np.int64).reshape(blueprint_shape(shape))
         return VisualBlock(shape, fine=fine, blueprint=bp)
+
+    def _weight_objects(self, doc: Document, rec: dict, target: VisualBlock, where: str) -> None:
+        """Multiply the weights of the target's object codes by object_loss_weight (in place)."""
+        parts = []
+        if target.blueprint is not None:
+            parts.append(rec.get("blueprint_object_mask"))
+        if target.fine is not None:
+            parts.append(rec.get("object_mask"))
+        if any(p is None for p in parts):
+            if not self._warned_no_mask:
+                self._warned_no_mask = True
+                warnings.warn(f"data.object_loss_weight: {where} has no object mask (shards built before masks, or "
+                              "real clips); its codes keep weight 1", stacklevel=2)
+            return
+        mask = np.concatenate([np.asarray(p, dtype=bool) for p in parts])
+        visual = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
+        if len(visual) != len(mask):
+            raise DataError(f"{where}: object mask has {len(mask)} entries for {len(visual)} video codes")
+        w = self.cfg.object_loss_weight
+        for i in np.asarray(visual)[mask].tolist():
+            doc.weights[i] *= w
 
     def __call__(self, rec: dict, rng: np.random.Generator, where: str = "record") -> Document | None:
         from .. import layout as L
@@ -263,7 +290,10 @@ class RecordFormatter:
                     target = VisualBlock(target.shape, fine=None, blueprint=target.blueprint)
                 sample = L.text_to_video(caption, target)
             f = self.layout.format(sample)
-            return to_document(f.input_ids, f.kinds, self.wk)
+            doc = to_document(f.input_ids, f.kinds, self.wk)
+            if self.cfg.object_loss_weight != 1.0:
+                self._weight_objects(doc, rec, target, where)
+            return doc
         if rec.get("text"):
             ids = list(self.tok(rec["text"], add_special_tokens=False)["input_ids"])
             if self.eos is not None:

@@ -180,3 +180,38 @@ def render_scene(
         for obj in scene.objects:
             paint_object(out[i], obj, t, supersample=supersample)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_object_cover(scene: Scene, frames: int = 17, height: int = 128, width: int = 128, fps: float = 8.0,
+                        supersample: int = 2) -> np.ndarray:
+    """float32 [T, H, W] in [0, 1]: how much of each pixel the scene's objects cover (any object), frame by frame.
+
+    The same geometry as `render_scene` (same times, same antialiasing), without the background: the
+    LM's training data uses it to know which video codes show an object (`code_object_mask`).
+    """
+    if frames < 1 or height < 1 or width < 1 or fps <= 0:
+        raise SceneError(f"render_object_cover: bad size frames={frames} height={height} width={width} fps={fps}")
+    out = np.zeros((frames, height, width, 1), np.float32)
+    one = np.ones(1, np.float32)
+    for i in range(frames):
+        for obj in scene.objects:
+            paint_object(out[i], obj, i / fps, color=one, supersample=supersample)
+    return out[..., 0]
+
+
+def code_object_mask(cover: np.ndarray, code_shape, threshold: float = 0.05) -> np.ndarray:
+    """bool [t, h, w]: which codes of a causal video tokenizer's grid see an object.
+
+    cover: float [T, H, W] (`render_object_cover`). The grid is causal in time: code slice 0 holds frame 0 and
+    slice k >= 1 frames (k-1)*r+1 .. k*r with r = (T-1)/(t-1); in space a code covers an (H/h) x (W/w) cell.
+    Works for the fine grid and for the blueprint's (half-size clip: cells twice as large). A code counts as
+    object when some pixel of its cell, in one of its frames, is covered more than `threshold`.
+    """
+    t, h, w = (int(x) for x in code_shape)
+    T, H, W = cover.shape
+    if H % h or W % w or (t > 1 and (T - 1) % (t - 1)) or (t == 1 and T != 1):
+        raise SceneError(f"code_object_mask: grid {t}x{h}x{w} does not divide the clip {T}x{H}x{W}")
+    cells = cover.reshape(T, h, H // h, w, W // w).max(axis=(2, 4))  # [T, h, w]
+    r = (T - 1) // (t - 1) if t > 1 else 1
+    slices = [cells[:1]] + [cells[(k - 1) * r + 1 : k * r + 1] for k in range(1, t)]
+    return np.stack([s.max(axis=0) for s in slices]) > threshold
