@@ -50,10 +50,11 @@ def test_buffers_are_reused_between_calls():
     assert torch.allclose(fast.logits(fast.step(torch.tensor([4])), 0, 200), first[0])
 
 
-def test_non_llama_model_falls_back_with_a_warning():
-    from transformers import GPT2Config, GPT2LMHeadModel
+def test_unsupported_model_falls_back_with_a_warning():
+    from transformers import OPTConfig, OPTForCausalLM  # (gpt2 runs fast now: tests/test_fast_decode_families.py)
 
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2, n_positions=64)).eval()
+    model = OPTForCausalLM(OPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, ffn_dim=64,
+                                     num_attention_heads=2, word_embed_proj_dim=32)).eval()
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         backend = make_backend(model)
@@ -141,14 +142,17 @@ def test_other_families_match_plain(kind):
     _run_both(HFBackend(model), fast, ids, mask, steps=6)
 
 
-def test_short_sliding_window_falls_back_and_says_why():
+def test_short_sliding_window_runs_fast_and_matches_plain():
     import transformers as tr
 
-    cfg = tr.MistralConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, sliding_window=16)
-    with pytest.warns(UserWarning, match="sliding-window"):
-        backend = make_backend(tr.MistralForCausalLM(cfg).eval())
-    assert backend.name == "plain"
+    cfg = tr.MistralConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, sliding_window=4)
+    torch.manual_seed(0)
+    model = tr.MistralForCausalLM(cfg).eval()
+    backend = make_backend(model)
+    assert backend.name == "fast"
+    ids, mask = left_pad([[5, 6, 7, 8, 9, 10], [11, 12, 13]], 0)
+    _run_both(HFBackend(model), backend, ids, mask, steps=8)
 
 
 def test_step_many_and_truncate_equal_single_steps():

@@ -1,4 +1,4 @@
-"""Fast decoding: a small Llama-family forward over the HF model's weights with a preallocated KV cache.
+"""Fast decoding: one small forward over the HF model's weights (every supported family) with a preallocated KV cache.
 
 Decoding a 135M model is bound by reading the weights once per step, so what matters is how fast the
 matrix-vector kernels stream them. The weights are repacked once, at the first prefill, into
@@ -23,12 +23,16 @@ model dtype. The lm_head is applied outside the step, to the rows the constraine
 `step_many(tokens [R, L])` feeds several positions in one pass and `truncate(n)` drops cache entries
 past n: what speculative (Jacobi) decoding needs (jacobi.py).
 
-What is reused from the HF model: the embedding, the rotary embedding module (so the config's rope
-settings -- theta, llama3 / yarn scaling -- are honoured), the RMSNorm epsilons. Supported:
-llama, qwen2 (q/k/v biases), qwen3 (per-head q/k norms), mistral (without a sliding window shorter
-than the context): RMSNorm, RoPE, GQA, SwiGLU MLP, tied or separate head. Anything else falls back
-to the plain HF path with a warning that names the reason (`make_backend`); the backend's `name`
-says which path ran.
+What is reused from the HF model: the embedding (so Gemma's sqrt(hidden) scaling and GPT-2's learned
+positions come with it), the rotary embedding module (so the config's rope settings -- theta,
+llama3 / yarn scaling, partial rotary -- are honoured), the norms' weights and epsilons, the MLP's
+activation. One forward covers every family; what differs (norm kind and placement, q/k norms,
+biases, fused or interleaved projections, partial or no rotary, parallel residual, sliding windows,
+attention and final-logit soft-capping) is read off the model by an adapter in fast_families.py:
+llama, qwen2, qwen3, mistral, gemma, gemma2, phi3, gpt_neox, gpt2, tied or separate head. Anything
+else (another family, a rope type whose frequencies change with the length, unmerged LoRA) falls
+back to the plain HF path with a warning that names the reason (`make_backend`); the backend's
+`name` says which path ran and `fallback_reason` why.
 """
 
 from __future__ import annotations
@@ -39,38 +43,15 @@ import torch
 import torch.nn.functional as F
 
 from .decoding import HFBackend, position_ids
+from .fast_families import FAMILIES, LayerSpec, model_spec, unsupported
 
-SUPPORTED_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+SUPPORTED_TYPES = FAMILIES
 WEIGHT_KINDS = ("auto", "mkldnn", "t", "linear")
 
 
 def is_llama_shaped(model) -> str | None:
-    """None when the fast path can run `model`, else the reason it cannot."""
-    cfg = getattr(model, "config", None)
-    mtype = getattr(cfg, "model_type", None)
-    if mtype not in SUPPORTED_TYPES:
-        return f"model type {mtype!r} is not one of the fast path's families {SUPPORTED_TYPES}"
-    if getattr(cfg, "hidden_act", "silu") != "silu":
-        return f"hidden_act={cfg.hidden_act!r}"
-    window = getattr(cfg, "sliding_window", None)
-    if window and getattr(cfg, "use_sliding_window", mtype == "mistral") and mtype != "llama":
-        if window < getattr(cfg, "max_position_embeddings", 0):
-            return f"sliding-window attention (window {window})"
-    if getattr(cfg, "layer_types", None) and any(t != "full_attention" for t in cfg.layer_types):
-        return "layers with sliding-window attention"
-    inner = getattr(model, "model", None)
-    if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "rotary_emb"):
-        return "no .model.layers / .model.rotary_emb"
-    layer = inner.layers[0]
-    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-        if not hasattr(layer.self_attn, name):
-            return f"attention without {name}"
-    for name in ("gate_proj", "up_proj", "down_proj"):
-        if not hasattr(layer.mlp, name):
-            return f"MLP without {name}"
-    if "lora" in type(layer.self_attn.q_proj).__name__.lower():
-        return "unmerged LoRA adapters (merge them first)"
-    return None
+    """None when the fast path can run `model`, else the reason it cannot (fast_families.unsupported; the old name)."""
+    return unsupported(model)
 
 
 def default_weight_kind(device: torch.device) -> str:
@@ -119,45 +100,22 @@ class PackedLinear:
         return y
 
 
-def _cat_bias(*mods) -> torch.Tensor | None:
-    biases = [getattr(m, "bias", None) for m in mods]
-    if all(b is None for b in biases):
-        return None
-    return torch.cat([b.detach() if b is not None else m.weight.new_zeros(m.weight.shape[0]) for b, m in zip(biases, mods)])
-
-
 class _Layer:
-    """One decoder layer's weights, fused and packed."""
+    """One decoder layer's weights (a fast_families.LayerSpec), fused and packed."""
 
-    def __init__(self, layer, kind: str, rows: int, dtype):
-        a, m = layer.self_attn, layer.mlp
-        qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach()
-        self.qkv = PackedLinear(qkv_w, _cat_bias(a.q_proj, a.k_proj, a.v_proj), kind, rows, dtype)
-        self.o = PackedLinear(a.o_proj.weight, a.o_proj.bias, kind, rows, dtype)
-        gu = torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach()
-        self.gate_up = PackedLinear(gu, _cat_bias(m.gate_proj, m.up_proj), kind, rows, dtype)
-        self.down = PackedLinear(m.down_proj.weight, m.down_proj.bias, kind, rows, dtype)
-        self.ln1 = layer.input_layernorm.weight.detach()
-        self.eps1 = _eps(layer.input_layernorm)
-        self.ln2 = layer.post_attention_layernorm.weight.detach()
-        self.eps2 = _eps(layer.post_attention_layernorm)
-        qn, kn = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
-        self.q_norm = None if qn is None else (qn.weight.detach(), _eps(qn))
-        self.k_norm = None if kn is None else (kn.weight.detach(), _eps(kn))
-        self.scale = float(getattr(a, "scaling", 0.0) or 0.0)
-
-
-def _eps(norm) -> float:
-    return float(getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6))
-
-
-def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm as HF Llama computes it: statistics in fp32, scaled in the model dtype."""
-    if x.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype) if weight.dtype != x.dtype else weight, eps)
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+    def __init__(self, spec: LayerSpec, kind: str, rows: int, dtype):
+        self.qkv = PackedLinear(*spec.qkv, kind, rows, dtype)
+        self.o = PackedLinear(*spec.o, kind, rows, dtype)
+        self.gate_up = PackedLinear(*spec.up, kind, rows, dtype)
+        self.down = PackedLinear(*spec.down, kind, rows, dtype)
+        self.gated, self.act = spec.gated, spec.act
+        self.norm1, self.norm2 = spec.norm_attn, spec.norm_mlp
+        self.post_attn, self.post_mlp = spec.post_attn, spec.post_mlp
+        self.q_norm, self.k_norm = spec.q_norm, spec.k_norm
+        self.scale = spec.scale
+        self.softcap = spec.softcap
+        self.window = spec.window
+        self.parallel = spec.parallel
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -165,8 +123,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-b, a), dim=-1)
 
 
-class FastLlama:
-    """Prefill + cached decode over a Llama-family HF causal LM, with repacked fused weights.
+class FastDecoder:
+    """Prefill + cached decode over an HF causal LM of a supported family, with repacked fused weights.
 
     weights: "auto" (CUDA: "linear"; CPU: "mkldnn" where oneDNN is built, else "t"), or one of them.
     dtype: "fp32"/None keeps the model dtype (exact up to float rounding); "bf16" packs the linear
@@ -179,21 +137,21 @@ class FastLlama:
 
     def __init__(self, model, use_cuda_graph: bool | None = None, weights: str = "auto", dtype: str | None = None,
                  attention: str | None = None):
-        why = is_llama_shaped(model)
-        if why:
-            raise ValueError(why)
+        spec = model_spec(model)  # ValueError with the reason when the family or its options are not supported
         if weights not in WEIGHT_KINDS:
             raise ValueError(f"weights={weights!r}: expected one of {WEIGHT_KINDS}")
         self.model = model
         cfg = model.config
         self.cfg = cfg
-        self.inner = model.model
-        self.hf_layers = list(self.inner.layers)
-        self.n_heads = cfg.num_attention_heads
-        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
-        self.head_weight = model.get_output_embeddings().weight  # [V, D] (tied or not)
-        self.head_bias = getattr(model.get_output_embeddings(), "bias", None)
+        self.spec = spec
+        self.family = spec.family
+        self.n_heads, self.n_kv, self.head_dim = spec.n_heads, spec.n_kv, spec.head_dim
+        self.embed = spec.embed
+        self.final_norm = spec.final_norm
+        self.head_weight = spec.head.weight  # [V, D] (tied or not)
+        self.head_bias = getattr(spec.head, "bias", None)
+        self.logit_softcap = spec.logit_softcap
+        self.windows = sorted({w for w in spec.windows if w})  # the distinct sliding windows
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.weight_kind = default_weight_kind(self.device) if weights == "auto" else weights
@@ -230,97 +188,145 @@ class FastLlama:
         want = self.pack_rows(rows) if self.weight_kind == "mkldnn" else 0
         if self.layers is not None and self._packed_rows == want:
             return
-        self.layers = [_Layer(layer, self.weight_kind, want or rows, self.mm_dtype) for layer in self.hf_layers]
+        self.layers = [_Layer(layer, self.weight_kind, want or rows, self.mm_dtype) for layer in self.spec.layers()]
         self._packed_rows = want
         self._heads.clear()
-        self.eps = _eps(self.inner.norm)
 
     # --- rotary tables --------------------------------------------------------------------
-    def _rope_tables(self, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope_tables(self, max_len: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """cos, sin [max_len, rot_dim] (rot_dim < head_dim: partial rotary); None, None without rotary (gpt2)."""
+        if self.spec.rotary is None:
+            self.rot_dim = 0
+            return None, None
         pos = torch.arange(max_len, device=self.device)[None]
         dummy = torch.zeros(1, device=self.device, dtype=self.dtype)
-        cos, sin = self.inner.rotary_emb(dummy, pos)
-        return cos[0].to(self.dtype), sin[0].to(self.dtype)  # [max_len, head_dim]
+        cos, sin = self.spec.rotary(dummy, pos)
+        self.rot_dim = cos.shape[-1]
+        return cos[0].to(self.dtype), sin[0].to(self.dtype)
 
     # --- the forward ----------------------------------------------------------------------
     def _qkv(self, lay: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Normed input -> rotated q [R, H, L, hd], k [R, KV, L, hd], v [R, KV, L, hd]."""
         R, L, _ = x.shape
         H, KV, hd = self.n_heads, self.n_kv, self.head_dim
-        h = _rms(x, lay.ln1, lay.eps1)
+        h = lay.norm1(x)
         qkv = lay.qkv(h).view(R, L, H + 2 * KV, hd)
         if lay.q_norm is not None:  # qwen3: RMSNorm per head before the rotation
-            q = _rms(qkv[:, :, :H], *lay.q_norm)
-            k = _rms(qkv[:, :, H : H + KV], *lay.k_norm)
+            q = lay.q_norm(qkv[:, :, :H])
+            k = lay.k_norm(qkv[:, :, H : H + KV])
             qk = torch.cat([q, k], dim=2)
         else:
             qk = qkv[:, :, : H + KV]
-        qk = qk * cos + _rotate_half(qk) * sin  # one rotation for q and k together
+        if cos is None:  # gpt2: positions were added to the embedding
+            pass
+        elif self.rot_dim == hd:
+            qk = qk * cos + _rotate_half(qk) * sin  # one rotation for q and k together
+        else:  # partial rotary (phi3, gpt_neox): the first rot_dim dims of each head turn
+            r = qk[..., : self.rot_dim]
+            qk = torch.cat([r * cos + _rotate_half(r) * sin, qk[..., self.rot_dim :]], dim=-1)
         q = qk[:, :, :H].transpose(1, 2)
         k = qk[:, :, H:].transpose(1, 2)
         v = qkv[:, :, H + KV :].transpose(1, 2)
         return q, k, v
 
     def _mlp_and_out(self, lay: _Layer, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        x = x + lay.o(o)
-        h = _rms(x, lay.ln2, lay.eps2)
-        gu = lay.gate_up(h)
-        g, u = gu.chunk(2, dim=-1)
-        return x + lay.down(F.silu(g) * u)
+        """x (the layer's input) + attention output o (before o_proj) -> the layer's output."""
+        a = lay.o(o)
+        if lay.post_attn is not None:  # gemma2: a norm on the attention output
+            a = lay.post_attn(a)
+        if lay.parallel:  # gpt_neox: both branches read the layer input (HF's order of the sum)
+            return self._mlp(lay, lay.norm2(x)) + a + x
+        x = x + a
+        m = self._mlp(lay, lay.norm2(x))
+        if lay.post_mlp is not None:
+            m = lay.post_mlp(m)
+        return x + m
 
-    def _forward_filled(self, ids: torch.Tensor, pos: torch.Tensor, start: int, bias: torch.Tensor | None) -> torch.Tensor:
+    @staticmethod
+    def _mlp(lay: _Layer, h: torch.Tensor) -> torch.Tensor:
+        if lay.gated:
+            g, u = lay.gate_up(h).chunk(2, dim=-1)
+            return lay.down(lay.act(g) * u)
+        return lay.down(lay.act(lay.gate_up(h)))
+
+    def _forward_filled(self, ids: torch.Tensor, pos: torch.Tensor, start: int) -> torch.Tensor:
         """ids [R, L] at cache slots [start, start + L); attends over slots [0, start + L).
 
-        pos [R, L] rope positions; bias None or additive [R, 1, 1, L, start + L] (0 / -inf).
-        Returns final-normed hidden states [R, L, D].
+        pos [R, L] positions (rope or learned). A sliding-window layer attends over the last
+        `window` slots only (a single position reads only those keys). Returns final-normed hidden
+        states [R, L, D].
         """
         R, L = ids.shape
         n = start + L
         KV, G, hd = self.n_kv, self.n_heads // self.n_kv, self.head_dim
-        x = self.inner.embed_tokens(ids)
-        cos = self.cos[pos].unsqueeze(2)  # [R, L, 1, hd]
-        sin = self.sin[pos].unsqueeze(2)
+        biases = {None: self._bias(start, L)}  # additive [R, 1, 1, L, n - lo] per window (None: full)
+        for w in self.windows:
+            biases[w] = self._bias(start, L, w)
+        x = self.embed(ids, pos)
+        cos = sin = None
+        if self.cos is not None:
+            cos = self.cos[pos].unsqueeze(2)  # [R, L, 1, rot_dim]
+            sin = self.sin[pos].unsqueeze(2)
         for i, lay in enumerate(self.layers):
             q, k, v = self._qkv(lay, x, cos, sin)
             kc, vc = self.cache[i, 0], self.cache[i, 1]
             kc[:, :, start:n] = k
             vc[:, :, start:n] = v
-            keys, vals = kc[:, :, :n], vc[:, :, :n]
+            lo = max(0, n - lay.window) if (lay.window and L == 1) else 0
+            keys, vals = kc[:, :, lo:n], vc[:, :, lo:n]
             # GQA without repeating keys: query heads grouped by their kv head, [R, KV, G*L, hd]
             s = (q.reshape(R, KV, G * L, hd) @ keys.transpose(-1, -2)) * (lay.scale or hd**-0.5)
+            if lay.softcap:  # gemma2
+                s = torch.tanh(s / lay.softcap) * lay.softcap
+            bias = biases[lay.window]
             if bias is not None:
-                s = (s.view(R, KV, G, L, n) + bias).view(R, KV, G * L, n)
+                s = (s.view(R, KV, G, L, n - lo) + bias).view(R, KV, G * L, n - lo)
             o = s.softmax(-1) @ vals  # [R, KV, G*L, hd]
             o = o.view(R, self.n_heads, L, hd).transpose(1, 2).reshape(R, L, self.n_heads * hd)
             x = self._mlp_and_out(lay, x, o)
-        return _rms(x, self.inner.norm.weight, self.eps)
+        return self.final_norm(x)
 
     def _forward_static(self, ids: torch.Tensor, pos: torch.Tensor, cache_pos: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         """Fixed-shape forward for CUDA graphs: cache slots from a tensor, mask [R, 1, L, max_len] bool."""
         R, L = ids.shape
-        x = self.inner.embed_tokens(ids)
-        cos = self.cos[pos].unsqueeze(2)
-        sin = self.sin[pos].unsqueeze(2)
+        x = self.embed(ids, pos)
+        cos = sin = None
+        if self.cos is not None:
+            cos = self.cos[pos].unsqueeze(2)
+            sin = self.sin[pos].unsqueeze(2)
+        masks = {None: attn_mask}
+        for w in self.windows:  # keys j > i - window (i: the query's slot)
+            masks[w] = attn_mask & (self.arange[None, :] > cache_pos[:, None] - w)
         for i, lay in enumerate(self.layers):
             q, k, v = self._qkv(lay, x, cos, sin)
             kc, vc = self.cache[i, 0], self.cache[i, 1]
             kc.index_copy_(2, cache_pos, k.to(kc.dtype))
             vc.index_copy_(2, cache_pos, v.to(vc.dtype))
-            o = F.scaled_dot_product_attention(
-                q, kc, vc, attn_mask=attn_mask, scale=lay.scale or self.head_dim**-0.5,
-                enable_gqa=self.n_kv != self.n_heads,
-            )
+            o = self._attend_static(lay, q, kc, vc, masks[lay.window])
             x = self._mlp_and_out(lay, x, o.transpose(1, 2).reshape(R, L, self.n_heads * self.head_dim))
-        return _rms(x, self.inner.norm.weight, self.eps)
+        return self.final_norm(x)
 
-    def _bias(self, start: int, L: int) -> torch.Tensor | None:
-        """Additive attention bias for queries at slots [start, start+L) over keys [0, start+L)."""
+    def _attend_static(self, lay: _Layer, q, kc, vc, mask) -> torch.Tensor:
+        scale = lay.scale or self.head_dim**-0.5
+        if not lay.softcap:
+            return F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=scale, enable_gqa=self.n_kv != self.n_heads)
+        G = self.n_heads // self.n_kv  # soft-capped scores: SDPA has no hook for them
+        kc, vc = kc.repeat_interleave(G, dim=1), vc.repeat_interleave(G, dim=1)
+        s = torch.tanh((q @ kc.transpose(-1, -2)) * scale / lay.softcap) * lay.softcap
+        return s.masked_fill(~mask, float("-inf")).softmax(-1) @ vc
+
+    def _bias(self, start: int, L: int, window: int | None = None) -> torch.Tensor | None:
+        """Additive attention bias for queries at slots [start, start+L) over keys [0, start+L)
+        (one query with a window: over the keys [start + 1 - window, start + 1) it reads)."""
         n = start + L
         if L == 1:
-            return None if self.no_pad else self.pad_bias[:, None, None, None, :n]
+            lo = max(0, n - window) if window else 0
+            return None if self.no_pad else self.pad_bias[:, None, None, None, lo:n]
         j = torch.arange(n, device=self.device)
         qpos = torch.arange(start, n, device=self.device)[:, None]
         ok = (j[None] <= qpos) & (self.key_valid[:, None, :n] | (j[None] == qpos))  # pad queries see themselves
+        if window:
+            ok &= j[None] > qpos - window
         return torch.zeros(ok.shape, dtype=self.dtype, device=self.device).masked_fill_(~ok, float("-inf"))[:, None, None]
 
     # --- backend API ------------------------------------------------------------------------
@@ -361,7 +367,7 @@ class FastLlama:
             attn |= torch.eye(L, max_len, dtype=torch.bool, device=self.device)[None]  # pad queries see themselves
             h = self._forward_static(ids, position_ids(mask), torch.arange(L, device=self.device), attn[:, None])
         else:
-            h = self._forward_filled(ids, position_ids(mask), 0, self._bias(0, L))
+            h = self._forward_filled(ids, position_ids(mask), 0)
         # decode-step state lives in tensors so a captured graph replays it
         self.step_cache_pos.fill_(L)
         self._pos = L
@@ -405,7 +411,7 @@ class FastLlama:
             raise RuntimeError(f"KV cache of {self.max_len} positions is full")
         slots = torch.arange(start, start + L, device=self.device)[None]
         pos = (slots - self.pos_shift).clamp(min=0)
-        h = self._forward_filled(tokens, pos, start, self._bias(start, L))
+        h = self._forward_filled(tokens, pos, start)
         self._pos = start + L
         self.step_cache_pos.fill_(self._pos)
         return h
@@ -447,12 +453,18 @@ class FastLlama:
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """Logits of vocabulary rows [lo, hi) only: hidden [R, D] (or [R, L, D]) -> [..., hi - lo] (float32)."""
+        out = self._head(hidden, lo, hi)
+        if self.logit_softcap:  # gemma2: final logits soft-capped, as HF does after the head
+            out = torch.tanh(out / self.logit_softcap) * self.logit_softcap
+        return out.float()
+
+    def _head(self, hidden: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         if self.weight_kind == "linear" or hi - lo < 256:
             w = self.head_weight[lo:hi]
             out = hidden @ w.T
             if self.head_bias is not None:
                 out = out + self.head_bias[lo:hi]
-            return out.float()
+            return out
         head = self._heads.get((lo, hi))
         if head is None:  # a visual group: packed once, reused every step
             if len(self._heads) >= 8:
@@ -460,14 +472,21 @@ class FastLlama:
             b = None if self.head_bias is None else self.head_bias[lo:hi]
             head = self._heads[(lo, hi)] = PackedLinear(self.head_weight[lo:hi], b, self.weight_kind,
                                                         self._packed_rows or 2, self.dtype)
-        return head(hidden).float()
+        return head(hidden)
+
+
+FastLlama = FastDecoder  # the historical name (it began as a Llama-only decoder)
 
 
 def make_backend(model, fast: bool = True, **options):
-    """The fast backend when the model is Llama-shaped (and `fast`), else the plain HF one (with a warning)."""
+    """The fast backend when the model's family and options are supported (and `fast`), else the plain
+    HF one; a fallback warns with the reason, which the backend keeps as `fallback_reason`."""
+    why = None
     if fast:
-        why = is_llama_shaped(model)
+        why = unsupported(model)
         if why is None:
-            return FastLlama(model, **options)
+            return FastDecoder(model, **options)
         warnings.warn(f"fast decoding unavailable ({why}); using the plain transformers path", stacklevel=2)
-    return HFBackend(model)
+    backend = HFBackend(model)
+    backend.fallback_reason = why or "fast decoding turned off"
+    return backend
