@@ -7,7 +7,8 @@ Sources (`SourceConfig.kind`):
 - `shards`: Parquet (or JSONL) files / folders of records (docs/CONTRACTS.md): code records
   (`codes`, `shape`, `blueprint_codes`, `captions`, `edit`) are formatted through vidgpt.layout
   (text-to-video / image; an `edit` record is an edit, or a continuation without an instruction),
-  `input_ids` records are used as they are (`loss_mask` optional), `text` records are plain text.
+  `input_ids` records are used as they are (`loss_mask` optional), `text` records are plain text,
+  `messages` records are chat turns of text (user/assistant; loss on the answers; vidgpt.data.chat_text).
 - `text`: .txt (documents separated by blank lines), .jsonl / .parquet with a `text` field.
 
 Every source is an endless, deterministic stream (reshuffled each epoch from the seed). Records whose
@@ -294,6 +295,13 @@ class RecordFormatter:
             if self.cfg.object_loss_weight != 1.0:
                 self._weight_objects(doc, rec, target, where)
             return doc
+        if rec.get("messages"):  # chat turns of text (vidgpt.data.chat_text): loss on the assistant's answers
+            from ..data.chat_text import chat_sample
+
+            if not self.cfg.chat:
+                raise DataError(f"{where}: chat records (`messages`) need data.chat: true")
+            f = self.layout.format(chat_sample(rec["messages"], where))
+            return to_document(f.input_ids, f.kinds, self.wk)
         if rec.get("text"):
             ids = list(self.tok(rec["text"], add_special_tokens=False)["input_ids"])
             if self.eos is not None:
