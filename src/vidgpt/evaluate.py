@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import GenerationError, ModelError, VidgptError
+from .utils import progress_wanted
 
 EDIT_EVAL_KINDS = ["color", "motion", "add", "remove"]
 TEXT_PROMPTS = [
@@ -605,7 +606,7 @@ def evaluate_model(model_dir=None, cfg: EvalConfig | None = None, out=None, prog
     rep: dict = {"format": "vidgpt-eval", "version": 1, "model": str(model_dir) if model_dir else "(in memory)",
                  "config": asdict(cfg), "world": asdict(world), "device": str(pipe.device)}
     total = cfg.n + cfg.freeform + cfg.edits + cfg.continuations
-    bar = tqdm(total=total, desc="eval", unit="clip", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, desc="eval", unit="clip", disable=not progress_wanted(progress), dynamic_ncols=True)
     sheet: list[dict] = []
     sections = (("adherence", eval_adherence, cfg.n), ("freeform", eval_freeform, cfg.freeform),
                 ("editing", eval_editing, cfg.edits), ("continuation", eval_continuation, cfg.continuations))

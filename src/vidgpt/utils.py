@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,3 +82,16 @@ def pick_device(device: str | None = None):
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def progress_wanted(enabled: bool = True) -> bool:
+    """Whether to draw a progress bar: asked for and stderr is a terminal; VIDGPT_PROGRESS=1/0 forces it."""
+    env = os.environ.get("VIDGPT_PROGRESS")
+    if env is not None:
+        return env.strip() not in ("", "0", "false", "no")
+    if not enabled:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

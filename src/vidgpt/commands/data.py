@@ -8,6 +8,7 @@ append it there.
 from __future__ import annotations
 
 from ..cli import add_group
+from ..utils import progress_wanted
 
 JUDGED_FAIL = 3  # exit status of `vidgpt data check` when the clip does not match its scene
 
@@ -82,7 +83,7 @@ def _synth(args) -> int:
         return render_scene(scene, args.frames, args.height, args.width, args.fps)
 
     records, first = [], None
-    bar = tqdm(total=args.num + args.edits, desc="synth", unit="clip", disable=args.no_progress)
+    bar = tqdm(total=args.num + args.edits, desc="synth", unit="clip", disable=not progress_wanted(not args.no_progress))
     for i in range(args.num):
         rng = np.random.default_rng([args.seed, 0, i])
         scene = sample_scene(rng, config, args.split)

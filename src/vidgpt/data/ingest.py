@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import DataError, VidgptError
 from .captions import MediaItem, caption_index, is_caption_file, read_captions, sidecar_caption
+from ..utils import progress_wanted
 
 
 class Bucket(NamedTuple):
@@ -418,7 +419,7 @@ def ingest(
                     result.records += len(recs)
                     del outstanding[key]
 
-        bar = tqdm(todo, desc=f"ingest slice {shard_index}/{num_shards}", unit="file", disable=not progress)
+        bar = tqdm(todo, desc=f"ingest slice {shard_index}/{num_shards}", unit="file", disable=not progress_wanted(progress))
         for item in bar:
             try:
                 clips = item_clips(item, cfg, buckets)

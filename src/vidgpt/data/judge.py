@@ -34,6 +34,7 @@ import numpy as np
 from .world.palette import object_palette
 from .world.scene import DIRECTIONS, Scene, SceneError
 from .world.shapes import ROUND_SHAPES, SHAPES, SYMMETRY_DEG, inside, rotate_to_local, unit_area
+from ..utils import progress_wanted
 
 COLOR_RADIUS = 95.0  # max RGB distance from a named colour for a pixel to count as that colour
 BACKGROUND_RADIUS = 45.0  # pixels this close to the border median are background
@@ -359,7 +360,7 @@ def judge_accuracy(
     clip_ok, failures = [], []
     accepts = {"color": [], "shape": [], "motion": []}
     it = range(n)
-    if progress:
+    if progress_wanted(progress):
         from tqdm import tqdm
 
         it = tqdm(it, desc="judging", unit="clip")

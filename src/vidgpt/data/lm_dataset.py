@@ -43,6 +43,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..utils import progress_wanted
 
 UNIT_KINDS = ("video", "image", "edit", "continuation")
 SCENE_EDIT_KINDS = ("color", "shape", "motion", "add", "remove", "background")
@@ -316,7 +317,7 @@ def build_lm_shards(
         plan = planned_units(cfg)
         todo = [(k, i) for k, i in plan if f"{k}/{i:07d}" not in done]
         result.units_already_done = len(plan) - len(todo)
-        bar = tqdm(total=len(todo), desc="build-lm", unit="unit", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), desc="build-lm", unit="unit", disable=not progress_wanted(progress), dynamic_ncols=True)
         pending: list[Unit] = []
 
         def flush_pending() -> None:

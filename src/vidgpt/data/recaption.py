@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import DataError, ModelError
+from ..utils import progress_wanted
 
 INSTRUCTIONS = {
     # `expand`: a short user prompt -> the kind of detailed caption the training data has.
@@ -267,7 +268,7 @@ def rewrite_texts(
         else:
             todo.setdefault(k, []).append(i)
     order = list(todo)
-    bar = tqdm(total=len(order), desc=f"recaption ({s.mode})", unit="text", disable=not progress)
+    bar = tqdm(total=len(order), desc=f"recaption ({s.mode})", unit="text", disable=not progress_wanted(progress))
     for b in range(0, len(order), batch_size):
         batch_keys = order[b : b + batch_size]
         batch_texts = [texts[todo[k][0]] for k in batch_keys]

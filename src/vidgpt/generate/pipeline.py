@@ -33,6 +33,7 @@ from .fast_decode import make_backend
 from .progress import clip_progress
 from .result import GenerationResult
 from .sampling import SamplingConfig, make_generator
+from ..utils import progress_wanted
 
 __all__ = ["GenerationResult", "VidGPT", "default_model_dir", "resolve_model_dir"]
 
@@ -237,7 +238,7 @@ class VidGPT:
         if self.video_tokenizer is None:
             raise GenerationError("this pipeline has no video tokenizer to decode with")
         vids = []
-        for b in tqdm(blocks, desc="decoding", unit="clip", disable=not progress, leave=False):
+        for b in tqdm(blocks, desc="decoding", unit="clip", disable=not progress_wanted(progress), leave=False):
             if preview or b.fine is None:
                 v = self.video_tokenizer.decode(b.blueprint.unsqueeze(0).to(self.video_tokenizer.device))
                 v = F.interpolate(v, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False).clamp(-1, 1)

@@ -15,18 +15,7 @@ import sys
 from typing import Sequence
 
 from ..geometry import section_lengths
-
-
-def progress_wanted(enabled: bool) -> bool:
-    env = os.environ.get("VIDGPT_PROGRESS")
-    if env is not None:
-        return env.strip() not in ("", "0", "false", "no")
-    if not enabled:
-        return False
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+from ..utils import progress_wanted  # the one rule for every bar in vidgpt (imported from here too)
 
 
 class ClipProgress:

@@ -33,6 +33,7 @@ from .lm_data import LMDataConfig, clip_size_of_sources, packed_rows
 from .lm_loss import LossHead, LossSettings, weighted_lm_loss  # noqa: F401  (weighted_lm_loss: the plain loss)
 from .packing import PackStats, collate
 from .schedule import warmup_cosine
+from ..utils import progress_wanted
 
 
 @dataclass
@@ -355,7 +356,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                                                                           amp, loss_head)})
 
     last: dict = {}
-    bar = tqdm(total=t.steps, initial=state["step"], disable=not (progress and accelerator.is_main_process),
+    bar = tqdm(total=t.steps, initial=state["step"], disable=not (progress_wanted(progress) and accelerator.is_main_process),
                desc="lm train", dynamic_ncols=True)
     t0, tokens_since = time.time(), 0
     model.train()

@@ -27,7 +27,7 @@ from ..tokenizer import TokenizerConfig, VideoTokenizer, codebook_usage
 from ..tokenizer.discriminator import PatchDiscriminator3D
 from ..tokenizer.losses import LeCam, hinge_d_loss, hinge_g_loss, reconstruction_loss, tokenizer_loss
 from ..tokenizer.model import TokenizerOutput
-from ..utils import atomic_dir, pick_device
+from ..utils import atomic_dir, pick_device, progress_wanted
 from .schedule import warmup_cosine
 from .tokenizer_data import ClipSampler, to_tensor
 
@@ -332,7 +332,7 @@ class TokenizerTrainer:
         t = self.cfg.train
         end = min(t.stop_at, t.steps) if t.stop_at > 0 else t.steps
         last: dict[str, float] = {}
-        bar = tqdm(total=end, initial=self.step, desc="tokenizer", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=end, initial=self.step, desc="tokenizer", disable=not progress_wanted(self.progress), dynamic_ncols=True)
         tick = time.perf_counter()
         with self.log_path.open("a") as logf:
             while self.step < end:
