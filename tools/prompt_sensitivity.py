@@ -1,11 +1,14 @@
 """Does a model use its prompt? Visual-token loss of clips under their true caption vs. one word swapped.
 
-For --n text-to-video records of a token shard folder (the last ones: `holdout_every` keeps the first of each
-hundred out of training, these are simply unseen when the run has not reached them), the constrained
+For --n text-to-video records of a token shard folder (those the trainer holds out: global record index
+i % --holdout-every == 0, for the folder listed first in the run's `shards` source; --holdout-every 0 takes the
+last records of the folder instead), the constrained
 visual-token CE of the clip (blueprint + fine, as the trainer computes it) with its own short caption, and with
 the colour word (or --swap motion: the motion word) replaced by another. A model that draws what it is told
 has a clearly lower loss under the true caption; a model that ignores the prompt has the same loss for both.
 This is the cheapest test of text conditioning (no sampling), and it moves long before the judge's pass rates do.
+Records with object masks (build-lm) also get the gap over the object's codes only: the codes the colour word
+decides, where the whole-clip average dilutes it ~10x.
 
     python tools/prompt_sensitivity.py model/ --shards data/lm9/t2v_s2 --n 12
 """
@@ -34,6 +37,22 @@ def swapped(caption: str, what: str) -> str | None:
     return None
 
 
+def object_only(doc, rec):
+    """The document with loss weight only on the video codes that show an object (blueprint, then fine)."""
+    from vidgpt.layout import VISUAL
+    from vidgpt.train.packing import Document
+
+    mask = list(rec["blueprint_object_mask"]) + list(rec["object_mask"])
+    vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
+    if len(vis) != len(mask):
+        raise SystemExit(f"object mask has {len(mask)} entries for {len(vis)} video codes")
+    w = [0.0] * len(doc.weights)
+    for i, m in zip(vis, mask):
+        if m:
+            w[i] = doc.weights[i]
+    return Document(list(doc.input_ids), w, list(doc.kinds))
+
+
 def main(argv=None) -> int:
     import pyarrow.parquet as pq
     import torch
@@ -48,6 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shards", required=True, help="a token shard folder (vidgpt data build-lm)")
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--swap", choices=["color", "motion"], default="color")
+    ap.add_argument("--holdout-every", type=int, default=100, help="the run's data.holdout_every (0: last records)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -57,24 +77,45 @@ def main(argv=None) -> int:
     fmt = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=chat, loss_on=["visual"]))
     head = LossHead(lm.vocab, LossSettings(head="constrained"))
     files = sorted(glob.glob(f"{args.shards}/**/*.parquet", recursive=True))
-    recs = [r for r in pq.read_table(files[-1]).to_pylist() if r.get("codes") is not None and not r.get("edit")]
+    if args.holdout_every > 0:
+        recs, i = [], 0
+        for f in files:
+            for r in pq.read_table(f).to_pylist():
+                if i % args.holdout_every == 0:
+                    recs.append(r)
+                i += 1
+    else:
+        recs = pq.read_table(files[-1]).to_pylist()
+    recs = [r for r in recs if r.get("codes") is not None and not r.get("edit")]
     rows = []
-    for r in recs[-args.n:]:
+
+    def loss_of(doc) -> float:
+        batch = collate(list(pack(iter([doc]), len(doc))))
+        with torch.no_grad():
+            loss, _ = head(lm.model, batch)
+        return float(loss)
+
+    for r in recs[: args.n] if args.holdout_every > 0 else recs[-args.n:]:
         other = swapped(r["caption"], args.swap)
         if other is None:
             continue
-        losses = []
+        losses, obj = [], []
         for cap in (r["caption"], other):
             doc = fmt({**r, "caption": cap, "captions": [cap]}, np.random.default_rng(0))
-            batch = collate(list(pack(iter([doc]), len(doc))))
-            with torch.no_grad():
-                loss, _ = head(lm.model, batch)
-            losses.append(float(loss))
-        rows.append({"caption": r["caption"], "swapped": other, "true": losses[0], "swapped_loss": losses[1]})
+            losses.append(loss_of(doc))
+            if r.get("object_mask") is not None and r.get("blueprint_object_mask") is not None:
+                obj.append(loss_of(object_only(doc, r)))
+        row = {"caption": r["caption"], "swapped": other, "true": losses[0], "swapped_loss": losses[1]}
+        if obj:
+            row.update(object_true=obj[0], object_swapped=obj[1])
+        rows.append(row)
     gap = float(np.mean([x["swapped_loss"] - x["true"] for x in rows])) if rows else float("nan")
     res = {"model": args.model, "swap": args.swap, "n": len(rows), "mean_true": float(np.mean([x["true"] for x in rows])),
            "mean_swapped": float(np.mean([x["swapped_loss"] for x in rows])), "gap": gap,
            "true_lower": float(np.mean([x["true"] < x["swapped_loss"] for x in rows])), "rows": rows}
+    if rows and all("object_true" in x for x in rows):
+        res["object_gap"] = float(np.mean([x["object_swapped"] - x["object_true"] for x in rows]))
+        res["object_true_lower"] = float(np.mean([x["object_true"] < x["object_swapped"] for x in rows]))
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -82,6 +123,9 @@ def main(argv=None) -> int:
             print(f"{x['caption']:40s} {x['true']:.4f} | {x['swapped']:40s} {x['swapped_loss']:.4f}")
         print(f"{args.swap} swap, {len(rows)} clips: loss {res['mean_true']:.4f} true vs {res['mean_swapped']:.4f} swapped "
               f"(gap {gap:+.4f} nats/token; true caption lower in {res['true_lower']:.0%})")
+        if "object_gap" in res:
+            print(f"object codes only: gap {res['object_gap']:+.4f} nats/token; true caption lower in "
+                  f"{res['object_true_lower']:.0%}")
     return 0
 
 

@@ -1,0 +1,42 @@
+"""tools/prompt_sensitivity.py: true vs swapped caption losses on held-out shard records, whole clip and object codes."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import prompt_sensitivity  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_swap_changes_exactly_the_named_word():
+    assert prompt_sensitivity.swapped("red circle, moving right", "color") == "purple circle, moving right"
+    assert prompt_sensitivity.swapped("red circle, moving right", "motion") == "red circle, moving down"
+    assert prompt_sensitivity.swapped("a circle", "color") is None
+
+
+def test_losses_on_held_out_records_with_object_codes(tmp_path, capsys):
+    from vidgpt.backbone import extend, save_vidgpt_lm
+    from vidgpt.data.lm_dataset import BuildLMConfig, build_lm_shards
+    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
+    build_lm_shards(tmp_path / "s", tok, BuildLMConfig(num=6, frames=5, height=32, width=32, batch_size=8,
+                                                       records_per_chunk=4), progress=False)
+    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+    save_vidgpt_lm(lm, tmp_path / "m")
+    assert prompt_sensitivity.main([str(tmp_path / "m"), "--shards", str(tmp_path / "s"), "--n", "4",
+                                    "--holdout-every", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 2  # records 0 and 3 of the folder: the ones the trainer holds out
+    for row in res["rows"]:
+        assert np.isfinite([row["true"], row["swapped_loss"], row["object_true"], row["object_swapped"]]).all()
+        assert row["swapped"] != row["caption"]
+    assert res["object_gap"] == pytest.approx(np.mean([r["object_swapped"] - r["object_true"] for r in res["rows"]]))
