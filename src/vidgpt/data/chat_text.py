@@ -336,8 +336,6 @@ def make_chat_text(out: str | Path, model, tokenizer, cfg: ChatTextConfig | None
     recs = read_records(rec_path)
     if rec_path.is_file():  # drop a torn tail line before appending
         _write_atomic(rec_path, "".join(json.dumps(r) + "\n" for r in recs))
-    elif recs:
-        raise DataError(f"{rec_path}: missing")
     pool = question_pool(cfg.seed)
     for r in recs:
         i = int(r["index"])
@@ -391,6 +389,6 @@ def make_chat_text(out: str | Path, model, tokenizer, cfg: ChatTextConfig | None
             log(f"{kept}/{cfg.num} pairs, questions up to {lo + len(batch)}, {dropped} dropped, {truncated} truncated, "
                 f"{el:.0f} s")
     summary = {"out": str(rec_path), "pairs": kept, "dropped": dropped, "truncated": truncated,
-               "seconds": round(time.time() - started, 1), "answer_tokens": new_tokens}
+               "seconds": round(time.time() - started, 1), "answer_tokens": new_tokens}  # this run's; tokens before trimming
     _write_atomic(state_path, json.dumps({"settings": settings, **asdict(cfg), "last_run": summary}, indent=1) + "\n")
     return summary
