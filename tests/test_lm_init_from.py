@@ -107,3 +107,20 @@ def test_cli_prints_one_line(source, tmp_path, capsys):
                *[a for s in LORA + ["lora.r=2", f"train.init_from={source / 'model'}"] for a in ("--set", s)]])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1 and "train.init_from=" in err and "r: 4 vs 2" in err
+
+
+@pytest.mark.parametrize("what", ["model", "checkpoint"])
+def test_the_next_piece_may_widen_the_adapter_to_more_layers(tmp_path, what):
+    """A piece with LoRA on the upper layer only, then one with LoRA on every layer: the source's tensors go where
+    they were, the new layers' LoRA starts at B = 0, so the first eval loss is the source's."""
+    src_run = tmp_path / "upper"
+    train_lm(cfg_of("train.steps=3", "train.eval_every=3", "train.ckpt_every=3", "lora.layers_from=1"), src_run,
+             progress=False)
+    src = src_run / "model" if what == "model" else src_run / "checkpoints" / "step-0000003"
+    out = tmp_path / "wide"
+    train_lm(cfg_of("train.steps=2", "train.eval_every=2", "train.ckpt_every=0", "lora.layers_from=0",
+                    f"train.init_from={src}"), out, progress=False)
+    start = [r for r in log(out) if r.get("event") == "start"][0]
+    assert start["init_from"]["widened"] > 0
+    first = eval_losses(out)
+    assert abs(first[0] - eval_losses(src_run)[3]) < 1e-5

@@ -11,8 +11,11 @@ DIR may be:
 - a run checkpoint (`OUT/checkpoints/step-N/`, from `vidgpt lm train`), or a run directory (its newest
   checkpoint, else its model/).
 
-The source must match the config: same vocabulary, same base, and for LoRA the same layout (r, alpha,
-target modules, layers). Anything else is a ConfigError naming DIR and the difference.
+The source must match the config: same vocabulary, same base, and for LoRA the same r and alpha. The config's
+adapter may cover more modules than the source's (e.g. `lora.layers_from: 0` after a piece on layers 20-29):
+the source's LoRA tensors go where they were, the others start fresh (B = 0, so the function is the source's)
+and `info["widened"]` counts them. Anything else (another r, fewer modules) is a ConfigError naming DIR and
+the difference.
 
     info = init_from(lm, "runs/lm9/fast/model", cfg)   # lm from lm_trainer.build_lm(cfg, ...)
 """
@@ -67,16 +70,36 @@ def checkpoint_state(ckpt: Path) -> dict:
     raise ConfigError(f"{ckpt}: no model weights ({' or '.join(WEIGHT_FILES)})")
 
 
-def load_checkpoint_weights(model, ckpt: Path, where: str) -> None:
-    """Copy a checkpoint's model state into `model` (built from the same config); ConfigError on any mismatch."""
+def load_checkpoint_weights(model, ckpt: Path, where: str) -> int:
+    """Copy a checkpoint's model state into `model` (built from the same config); ConfigError on any mismatch.
+
+    Returns how many LoRA tensors of `model` the checkpoint did not have (a widened adapter; they keep their init).
+    """
     state = checkpoint_state(ckpt)
     own = model.state_dict()
-    _check_tensors(where, state, {k: tuple(v.shape) for k, v in own.items()})
-    model.load_state_dict(state, strict=True)
+    for k in own:  # a module the source had no LoRA on holds its weight as `X.weight`, here `X.base_layer.weight`
+        plain = k.replace(".base_layer.", ".")
+        if ".base_layer." in k and k not in state and plain in state and plain not in own:
+            state[k] = state.pop(plain)
+    fresh = _check_tensors(where, state, {k: tuple(v.shape) for k, v in own.items()})
+    model.load_state_dict(state, strict=not fresh)
+    return len(fresh)
 
 
-def _check_tensors(where: str, given: dict, expected: dict[str, tuple]) -> None:
+def _is_fresh_lora(key: str) -> bool:
+    """A LoRA tensor that may start fresh when the source adapter covered fewer modules (B = 0: same function)."""
+    return ".lora_A." in key or ".lora_B." in key or key.endswith((".lora_A.weight", ".lora_B.weight"))
+
+
+def _check_tensors(where: str, given: dict, expected: dict[str, tuple]) -> list[str]:
+    """The expected tensors `given` lacks that may start fresh (LoRA of modules the source had none on, when the
+    source's own LoRA tensors are all there); ConfigError on anything else."""
     missing = sorted(set(expected) - set(given))
+    fresh = [k for k in missing if _is_fresh_lora(k)] if any(_is_fresh_lora(k) for k in given) else []
+    # a module is widened only when the source has no LoRA tensor on it at all
+    modules_given = {k.split(".lora_")[0] for k in given if _is_fresh_lora(k)}
+    fresh = [k for k in fresh if k.split(".lora_")[0] not in modules_given]
+    missing = [k for k in missing if k not in set(fresh)]
     extra = sorted(set(given) - set(expected))
     if missing or extra:
         parts = []
@@ -87,9 +110,10 @@ def _check_tensors(where: str, given: dict, expected: dict[str, tuple]) -> None:
         raise ConfigError(f"{where}: the weights do not match this config's layout (LoRA on/off, r, target modules, "
                           f"layers_from?): {'; '.join(parts)}")
     for k, shape in expected.items():
-        if tuple(given[k].shape) != shape:
+        if k in given and tuple(given[k].shape) != shape:
             raise ConfigError(f"{where}: {k} has shape {tuple(given[k].shape)}, this config makes {shape} "
                               "(another LoRA r, vocabulary or backbone?)")
+    return fresh
 
 
 def _check_run_config(where: str, ckpt: Path, cfg) -> None:
@@ -145,7 +169,7 @@ def _load_delta(lm, d: Path, where: str) -> dict:
 
     src_cfg = json.loads((adapter / "adapter_config.json").read_text())
     ours = _lora_config(lm.model)
-    for k in (*LORA_KEYS, "target_modules"):
+    for k in LORA_KEYS:
         theirs = src_cfg.get(k)
         theirs = sorted(theirs) if isinstance(theirs, list) else theirs
         if theirs != ours[k]:
@@ -172,12 +196,18 @@ def _load_delta(lm, d: Path, where: str) -> dict:
             if v.shape[0] == len(idx):
                 state[k] = rows[key][idx - lm.vocab.offset].to(v.dtype)
                 info["rows_from_new_rows"] = True
-    _check_tensors(where, state, expected)
+    try:
+        fresh = _check_tensors(where, state, expected)
+    except ConfigError as e:
+        raise ConfigError(f"{e}; the adapter's LoRA layout differs from this config (target_modules: "
+                          f"{len(src_cfg.get('target_modules') or [])} target modules vs {len(ours['target_modules'] or [])})") from None
     res = set_peft_model_state_dict(lm.model, state)
     bad = [k for k in getattr(res, "unexpected_keys", []) if "lora_" in k or "trainable_tokens" in k]
     if bad:
         raise ConfigError(f"{where}: adapter tensors not taken by the model (e.g. {bad[0]})")
     info.update(adapter=True, adapter_tensors=len(state))
+    if fresh:
+        info["widened"] = len(fresh)
     return info
 
 
@@ -191,7 +221,9 @@ def init_from(lm, path: str | Path, cfg) -> dict:
     info = {"source": str(d), "kind": kind}
     if kind == "checkpoint":
         _check_run_config(where, d, cfg)
-        load_checkpoint_weights(lm.model, d, where)
+        fresh = load_checkpoint_weights(lm.model, d, where)
+        if fresh:
+            info["widened"] = fresh
         info["step"] = _checkpoint_step(d)
         return info
     meta = read_meta(d)
