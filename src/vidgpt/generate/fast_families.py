@@ -141,7 +141,7 @@ def _lin(m) -> tuple:
 
 def _conv1d(m) -> tuple:
     """transformers' Conv1D (y = x @ W + b, W [in, out]) as (W.T [out, in], b)."""
-    return m.weight.detach().t(), _bias(m)
+    return m.weight.detach().t().contiguous(), _bias(m)
 
 
 # --- checks -----------------------------------------------------------------------------------------
