@@ -24,6 +24,15 @@ def test_clip_size_of_sources_agrees_or_none(tmp_path):
     no_manifest = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[str(tmp_path)])])
     assert clip_size_of_sources(no_manifest) is None
     assert clip_size_of_sources(LMDataConfig()) is None  # synthetic only
+    chat = tmp_path / "chat"  # JSONL chat answers as a `shards` source: no clips, no say in the size
+    chat.mkdir()
+    (chat / "chat-00000.jsonl").write_text('{"messages": []}\n')
+    with_chat = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[a]), SourceConfig(kind="shards", paths=[str(chat)])])
+    assert clip_size_of_sources(with_chat) == {"frames": 9, "height": 64, "width": 64}
+    bare = tmp_path / "bare"  # Parquet clips without a manifest: the size is unknown
+    bare.mkdir()
+    (bare / "part-0.parquet").write_bytes(b"")
+    assert clip_size_of_sources(LMDataConfig(sources=[SourceConfig(kind="shards", paths=[a, str(bare)])])) is None
 
 
 def test_generate_draws_the_models_default_clip(text_tok):

@@ -6,7 +6,8 @@
     out.save("clip.mp4")
 
 Modules: constraints (legal-token state machine), sampling (CFG, temperature/top-k/top-p),
-decoding (the decode loop, plain HF backend), fast_decode (static KV cache + CUDA graphs),
+decoding (the decode loop, plain HF backend), fast_decode (static KV cache + CUDA graphs; every family that
+fast_families describes, the rest falls back to the plain backend with the reason),
 pipeline (VidGPT), editing, chat, prompt_expansion, tiny (random stand-ins for tests).
 """
 

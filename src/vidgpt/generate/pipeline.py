@@ -115,7 +115,7 @@ class VidGPT:
         """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it.
 
         decode_options: `speculative` (drafts per pass, jacobi.py) and the fast backend's options
-        (fast_decode.FastLlama: weights, dtype, attention).
+        (fast_decode.FastDecoder: weights, dtype, attention).
         """
         from ..tokenizer import VideoTokenizer
         from .ready_cache import load_ready

@@ -148,8 +148,8 @@ TEXT_EXTS = (".txt", ".md")
 
 def clip_size_of_sources(cfg: LMDataConfig) -> dict | None:
     """{"frames", "height", "width"} of the video clips the shard sources were built at (their manifest.json
-    `settings`), when every shard folder agrees; None when any differs or says nothing (the model then keeps
-    the 17x128x128 default). Recorded as vidgpt.json `default_clip`: what `generate` draws unless told."""
+    `settings`), when every shard folder of clips agrees; None when any differs or says nothing (the model then
+    keeps the 17x128x128 default). Folders of JSONL records only (text, chat answers) are not asked. Recorded as vidgpt.json `default_clip`: what `generate` draws unless told."""
     sizes = set()
     for src in cfg.sources:
         if src.kind != "shards":
@@ -157,6 +157,8 @@ def clip_size_of_sources(cfg: LMDataConfig) -> dict | None:
         for p in src.paths:
             manifest = Path(p) / "manifest.json"
             if not manifest.is_file():
+                if Path(p).is_dir() and not any(Path(p).rglob("*.parquet")):
+                    continue  # a folder of text / chat records (JSONL): no clips, no say in the clip size
                 return None
             try:
                 settings = json.loads(manifest.read_text()).get("settings") or {}
