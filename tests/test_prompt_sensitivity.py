@@ -19,6 +19,9 @@ def test_swap_changes_exactly_the_named_word():
     assert prompt_sensitivity.swapped("red circle, moving right", "color") == "purple circle, moving right"
     assert prompt_sensitivity.swapped("red circle, moving right", "motion") == "red circle, moving down"
     assert prompt_sensitivity.swapped("a circle", "color") is None
+    assert (prompt_sensitivity.swapped_background("A red circle moves right on a dark grey background")
+            == "A red circle moves right on a dark teal background")
+    assert prompt_sensitivity.swapped_background("red circle, moving right") is None
 
 
 def test_losses_on_held_out_records_with_object_codes(tmp_path, capsys):
@@ -40,3 +43,11 @@ def test_losses_on_held_out_records_with_object_codes(tmp_path, capsys):
         assert np.isfinite([row["true"], row["swapped_loss"], row["object_true"], row["object_swapped"]]).all()
         assert row["swapped"] != row["caption"]
     assert res["object_gap"] == pytest.approx(np.mean([r["object_swapped"] - r["object_true"] for r in res["rows"]]))
+    assert res["first_code"] == "first object code" and np.isfinite(res["first_gap"])
+    assert all(r["first_true"] >= 0 for r in res["rows"])
+    # the background swap: the second caption style names one; its gap is on the clip's first code
+    assert prompt_sensitivity.main([str(tmp_path / "m"), "--shards", str(tmp_path / "s"), "--n", "4",
+                                    "--holdout-every", "3", "--swap", "background", "--json"]) == 0
+    bg = json.loads(capsys.readouterr().out)
+    assert bg["n"] >= 1 and bg["first_code"] == "first code"
+    assert all(" background" in r["caption"] and r["swapped"] != r["caption"] for r in bg["rows"])

@@ -7,8 +7,10 @@ visual-token CE of the clip (blueprint + fine, as the trainer computes it) with 
 the colour word (or --swap motion: the motion word) replaced by another. A model that draws what it is told
 has a clearly lower loss under the true caption; a model that ignores the prompt has the same loss for both.
 This is the cheapest test of text conditioning (no sampling), and it moves long before the judge's pass rates do.
-Records with object masks (build-lm) also get the gap over the object's codes only: the codes the colour word
-decides, where the whole-clip average dilutes it ~10x.
+Records with object masks (build-lm) also get the gap over the object's codes only, and on the first code that
+shows the object (teacher-forced, the later object codes can copy the colour from the earlier ones, so the
+first one is where the prompt has to act). --swap background changes the background colour named in the
+record's second caption style instead, and reports the gap on the clip's first code (the background's).
 
     python tools/prompt_sensitivity.py model/ --shards data/lm9/t2v_s2 --n 12
 """
@@ -25,6 +27,16 @@ import numpy as np
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "cyan", "pink"]
 MOTIONS = ["left", "right", "up", "down"]
+BACKGROUNDS = ["black", "dark grey", "dark blue", "navy", "dark green", "dark teal", "brown", "maroon", "dark purple"]
+
+
+def swapped_background(caption: str) -> str | None:
+    """The caption with its named background colour replaced (None when it names none)."""
+    named = [b for b in BACKGROUNDS if f" {b} background" in caption]
+    if not named:
+        return None
+    b = max(named, key=len)
+    return caption.replace(f" {b} background", f" {BACKGROUNDS[(BACKGROUNDS.index(b) + 4) % len(BACKGROUNDS)]} background")
 
 
 def swapped(caption: str, what: str) -> str | None:
@@ -35,6 +47,25 @@ def swapped(caption: str, what: str) -> str | None:
             words[i] = pool[(pool.index(w) + len(pool) // 2) % len(pool)]
             return " ".join(words).replace(" ,", ",")
     return None
+
+
+def only_at(doc, which: str, rec=None):
+    """The document with loss weight on one video code only: the first ("first") or the first that shows the
+    object ("first_object", from the blueprint's mask when the document has a blueprint); None if there is none."""
+    from vidgpt.layout import VISUAL
+    from vidgpt.train.packing import Document
+
+    vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
+    if which == "first":
+        at = vis[0] if vis else None
+    else:
+        mask = list(rec["blueprint_object_mask"]) + list(rec["object_mask"])
+        at = next((i for i, m in zip(vis, mask) if m), None)
+    if at is None:
+        return None
+    w = [0.0] * len(doc.weights)
+    w[at] = 1.0
+    return Document(list(doc.input_ids), w, list(doc.kinds))
 
 
 def object_only(doc, rec):
@@ -66,7 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("model", help="a vidgpt model directory")
     ap.add_argument("--shards", required=True, help="a token shard folder (vidgpt data build-lm)")
     ap.add_argument("--n", type=int, default=12)
-    ap.add_argument("--swap", choices=["color", "motion"], default="color")
+    ap.add_argument("--swap", choices=["color", "motion", "background"], default="color")
     ap.add_argument("--holdout-every", type=int, default=100, help="the run's data.holdout_every (0: last records)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -96,23 +127,38 @@ def main(argv=None) -> int:
         return float(loss)
 
     for r in recs[: args.n] if args.holdout_every > 0 else recs[-args.n:]:
-        other = swapped(r["caption"], args.swap)
+        caps = r.get("captions") or []
+        if args.swap == "background":  # the short caption names no background; the second style does
+            true_cap = caps[1] if len(caps) > 1 else ""
+        else:
+            true_cap = r["caption"]
+        other = swapped_background(true_cap) if args.swap == "background" else swapped(true_cap, args.swap)
         if other is None:
             continue
-        losses, obj = [], []
-        for cap in (r["caption"], other):
+        losses, obj, first = [], [], []
+        masks = r.get("object_mask") is not None and r.get("blueprint_object_mask") is not None
+        for cap in (true_cap, other):
             doc = fmt({**r, "caption": cap, "captions": [cap]}, np.random.default_rng(0))
             losses.append(loss_of(doc))
-            if r.get("object_mask") is not None and r.get("blueprint_object_mask") is not None:
+            if masks and args.swap != "background":
                 obj.append(loss_of(object_only(doc, r)))
-        row = {"caption": r["caption"], "swapped": other, "true": losses[0], "swapped_loss": losses[1]}
+            one = only_at(doc, "first" if args.swap == "background" else "first_object", r) if (
+                masks or args.swap == "background") else None
+            if one is not None:
+                first.append(loss_of(one))
+        row = {"caption": true_cap, "swapped": other, "true": losses[0], "swapped_loss": losses[1]}
         if obj:
             row.update(object_true=obj[0], object_swapped=obj[1])
+        if len(first) == 2:
+            row.update(first_true=first[0], first_swapped=first[1])
         rows.append(row)
     gap = float(np.mean([x["swapped_loss"] - x["true"] for x in rows])) if rows else float("nan")
     res = {"model": args.model, "swap": args.swap, "n": len(rows), "mean_true": float(np.mean([x["true"] for x in rows])),
            "mean_swapped": float(np.mean([x["swapped_loss"] for x in rows])), "gap": gap,
            "true_lower": float(np.mean([x["true"] < x["swapped_loss"] for x in rows])), "rows": rows}
+    if rows and all("first_true" in x for x in rows):
+        res["first_code"] = "first code" if args.swap == "background" else "first object code"
+        res["first_gap"] = float(np.mean([x["first_swapped"] - x["first_true"] for x in rows]))
     if rows and all("object_true" in x for x in rows):
         res["object_gap"] = float(np.mean([x["object_swapped"] - x["object_true"] for x in rows]))
         res["object_true_lower"] = float(np.mean([x["object_true"] < x["object_swapped"] for x in rows]))
@@ -123,6 +169,8 @@ def main(argv=None) -> int:
             print(f"{x['caption']:40s} {x['true']:.4f} | {x['swapped']:40s} {x['swapped_loss']:.4f}")
         print(f"{args.swap} swap, {len(rows)} clips: loss {res['mean_true']:.4f} true vs {res['mean_swapped']:.4f} swapped "
               f"(gap {gap:+.4f} nats/token; true caption lower in {res['true_lower']:.0%})")
+        if "first_gap" in res:
+            print(f"{res['first_code']} only: gap {res['first_gap']:+.4f} nats")
         if "object_gap" in res:
             print(f"object codes only: gap {res['object_gap']:+.4f} nats/token; true caption lower in "
                   f"{res['object_true_lower']:.0%}")
