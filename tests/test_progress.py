@@ -33,3 +33,4 @@ def test_training_bar_writes_nothing_to_a_log(monkeypatch, capsys):
     with tempfile.TemporaryDirectory() as d:
         assert main(["data", "synth", "--out", d, "--num", "2", "--frames", "1", "--height", "32", "--width", "32"]) == 0
     assert "synth:" not in capsys.readouterr().err
+

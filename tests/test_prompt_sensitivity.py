@@ -51,3 +51,14 @@ def test_losses_on_held_out_records_with_object_codes(tmp_path, capsys):
     bg = json.loads(capsys.readouterr().out)
     assert bg["n"] >= 1 and bg["first_code"] == "first code"
     assert all(" background" in r["caption"] and r["swapped"] != r["caption"] for r in bg["rows"])
+
+
+def test_a_tools_vidgpt_error_is_one_line_and_exit_1(tmp_path):
+    """tools/ scripts end a VidgptError like `vidgpt` does: one line on stderr, exit code 1, no traceback."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "prompt_sensitivity.py"), str(tmp_path / "none"),
+                          "--shards", str(tmp_path)], capture_output=True, text=True)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(err) == 1
+    assert err[0].startswith("prompt_sensitivity.py: error: ") and "Traceback" not in res.stderr

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +177,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from vidgpt.errors import VidgptError
+    from vidgpt.errors import run_tool
 
-    try:
-        sys.exit(main())
-    except VidgptError as e:  # one line, like the vidgpt CLI
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run_tool(main, Path(__file__).name)

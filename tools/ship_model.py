@@ -194,9 +194,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from vidgpt.errors import VidgptError
+    from vidgpt.errors import run_tool
 
-    try:
-        sys.exit(main())
-    except VidgptError as e:  # one line, like the vidgpt CLI
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run_tool(main, Path(__file__).name)

@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import VidgptError
+from .errors import VidgptError, one_line
 
 # Order is the order of `vidgpt --help`.
 COMMAND_MODULES = ["demo", "tokenizer", "data", "estimate", "lm", "generate", "evaluate", "serve"]
@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except VidgptError as e:
         if debug:
             raise
-        msg = " ".join(str(e).split())  # one line, always
-        print(f"vidgpt: error: {msg}", file=sys.stderr)
+        print(f"vidgpt: error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vidgpt: interrupted", file=sys.stderr)

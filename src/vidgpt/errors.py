@@ -1,5 +1,7 @@
 """Every error vidgpt raises on purpose is a VidgptError; the CLI prints it as one line."""
 
+import sys
+
 
 class VidgptError(Exception):
     """Base class: a problem the user can act on, described in one line."""
@@ -43,3 +45,17 @@ class DataError(VidgptError):
 
 class GenerationError(VidgptError):
     """A generation request that cannot be served (empty prompt, bad size, context overflow)."""
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (what `vidgpt` and the tools print)."""
+    return " ".join(str(err).split())
+
+
+def run_tool(main, prog: str) -> None:
+    """Run a tools/ script's main() and exit with its code; a VidgptError ends it with one line, like `vidgpt`."""
+    try:
+        code = main()
+    except VidgptError as e:
+        sys.exit(f"{prog}: error: {one_line(e)}")
+    sys.exit(code)

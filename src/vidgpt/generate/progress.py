@@ -10,12 +10,11 @@ VIDGPT_PROGRESS=1 forces it on, VIDGPT_PROGRESS=0 off.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Sequence
 
 from ..geometry import section_lengths
-from ..utils import progress_wanted  # the one rule for every bar in vidgpt (imported from here too)
+from ..utils import progress_wanted
 
 
 class ClipProgress:

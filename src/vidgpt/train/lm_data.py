@@ -149,7 +149,8 @@ TEXT_EXTS = (".txt", ".md")
 def clip_size_of_sources(cfg: LMDataConfig) -> dict | None:
     """{"frames", "height", "width"} of the video clips the shard sources were built at (their manifest.json
     `settings`), when every shard folder of clips agrees; None when any differs or says nothing (the model then
-    keeps the 17x128x128 default). Folders of JSONL records only (text, chat answers) are not asked. Recorded as vidgpt.json `default_clip`: what `generate` draws unless told."""
+    keeps the 17x128x128 default). Folders of JSONL records only (text, chat answers) are not asked.
+    Recorded as vidgpt.json `default_clip`: what `generate` draws unless told."""
     sizes = set()
     for src in cfg.sources:
         if src.kind != "shards":

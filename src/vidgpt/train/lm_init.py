@@ -88,18 +88,17 @@ def load_checkpoint_weights(model, ckpt: Path, where: str) -> int:
 
 def _is_fresh_lora(key: str) -> bool:
     """A LoRA tensor that may start fresh when the source adapter covered fewer modules (B = 0: same function)."""
-    return ".lora_A." in key or ".lora_B." in key or key.endswith((".lora_A.weight", ".lora_B.weight"))
+    return ".lora_A." in key or ".lora_B." in key
 
 
 def _check_tensors(where: str, given: dict, expected: dict[str, tuple]) -> list[str]:
     """The expected tensors `given` lacks that may start fresh (LoRA of modules the source had none on, when the
     source's own LoRA tensors are all there); ConfigError on anything else."""
     missing = sorted(set(expected) - set(given))
-    fresh = [k for k in missing if _is_fresh_lora(k)] if any(_is_fresh_lora(k) for k in given) else []
-    # a module is widened only when the source has no LoRA tensor on it at all
+    # a module is widened only when the source has LoRA elsewhere but no LoRA tensor on this module at all
     modules_given = {k.split(".lora_")[0] for k in given if _is_fresh_lora(k)}
-    fresh = [k for k in fresh if k.split(".lora_")[0] not in modules_given]
-    missing = [k for k in missing if k not in set(fresh)]
+    fresh = [k for k in missing if _is_fresh_lora(k) and modules_given and k.split(".lora_")[0] not in modules_given]
+    missing = [k for k in missing if k not in fresh]
     extra = sorted(set(given) - set(expected))
     if missing or extra:
         parts = []
