@@ -102,6 +102,24 @@ def test_heldout_combinations_only_in_heldout_split():
     assert any(o.color == "purple" for o in train) and any(o.shape == "star" for o in train)
 
 
+def test_huge_size_is_opt_in_and_fits_every_motion_it_draws():
+    rng = np.random.default_rng(3)
+    default = [o.size for _ in range(200) for o in sample_scene(rng, WorldConfig()).objects]
+    assert "huge" not in default and {"small", "medium", "large"} <= set(default)
+    config = WorldConfig(max_objects=1, sizes=["huge"], backgrounds=["solid"])
+    scenes = [sample_scene(rng, config) for _ in range(150)]
+    assert all(s.objects[0].size == "huge" for s in scenes)
+    assert len({s.objects[0].motion for s in scenes}) >= 10  # linear moves still fit half-frame-wide objects
+    t = np.linspace(0.0, config.duration, 9)
+    for s in scenes:
+        x, y, r, _ = s.objects[0].state(t)
+        assert np.all(x - r >= 0) and np.all(x + r <= 1) and np.all(y - r >= 0) and np.all(y + r <= 1)
+    disc = Scene(objects=[ObjectSpec(shape="circle", color="red", size="huge")])
+    frame = render_scene(disc, frames=1, height=64, width=64)[0]
+    covered = (np.abs(frame.astype(int) - frame[0, 0].astype(int)).sum(-1) > 30).mean()
+    assert 0.17 < covered < 0.22  # pi * 0.25^2 of the frame
+
+
 def test_world_yaml_matches_defaults_and_bad_config_fails(tmp_path):
     assert load_config(WorldConfig, "configs/data/world.yaml") == WorldConfig()
     bad = tmp_path / "w.yaml"

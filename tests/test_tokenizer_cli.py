@@ -85,3 +85,17 @@ def test_eval_synthetic_prints_fine_and_blueprint_reports(capsys):
     assert (fine["mode"], fine["clip"], fine["clips"]) == ("fine", "9x64x64", 2)
     assert (bp["mode"], bp["clip"]) == ("blueprint", "9x32x32")
     assert fine["original_pass_rate"] == 1.0 and 0.0 <= fine["object_color"] <= 1.0
+
+
+def test_eval_synthetic_draws_the_scenes_a_world_set_names(capsys):
+    """--set narrows the scenes to a model's scope (one huge object here): the ceiling on what that model is asked."""
+    import json
+
+    from vidgpt.cli import main
+
+    argv = ["tokenizer", "eval", "--synthetic", "3", "--seed", "2", "--frames", "5", "--size", "64", "--json"]
+    assert main([*argv, "--set", "max_objects=1", "--set", "sizes=[huge]"]) == 0
+    fine, bp = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert fine["objects"] == bp["objects"] == 3 and fine["original_pass_rate"] == 1.0
+    assert main([*argv, "--set", "sizes=[gigantic]"]) == 1
+    assert "gigantic" in capsys.readouterr().err

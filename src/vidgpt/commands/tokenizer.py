@@ -38,6 +38,11 @@ def register(sub) -> None:
     tok_args(p)
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="round-trip judge on N held-out synthetic scenes (fixed by --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scenes (default 0)")
+    p.add_argument("--world-config", default="", metavar="YAML",
+                   help="world config the synthetic scenes come from (default: built-in, as for `vidgpt data build-lm --config`)")
+    p.add_argument("--set", dest="world_set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a world config value for --synthetic (repeatable), e.g. max_objects=1 or 'sizes=[huge]': "
+                   "the ceiling on the scenes a model's scope covers")
     p.add_argument("--json", action="store_true", help="one JSON object per file on stdout (file, psnr, ssim, tokens, codebook_usage)")
     p.add_argument("--save-recon", metavar="DIR", help="write original|reconstruction side-by-side mp4s here")
     p.set_defaults(func=_eval)
@@ -135,11 +140,13 @@ def _eval_synthetic(tok, args) -> None:
 
     from tqdm import tqdm
 
+    from ..data.synthetic import load_world_config
     from ..tokenizer_ceiling import heldout_scenes, roundtrip_judge
 
     if args.size % (2 * tok.space_factor):
         raise VidgptError(f"--size {args.size}: the round-trip judge needs a multiple of {2 * tok.space_factor} (blueprint at half size)")
-    scenes = heldout_scenes(args.synthetic, seed=args.seed)
+    world = load_world_config(args.world_config or None, args.world_set)
+    scenes = heldout_scenes(args.synthetic, seed=args.seed, config=world)
     for blueprint in (False, True):
         bar = tqdm(total=len(scenes), desc="blueprint" if blueprint else "fine", disable=not sys.stderr.isatty() or args.json, leave=False)
         rep = roundtrip_judge(tok, scenes, frames=args.frames, size=args.size, blueprint=blueprint, progress=bar.update)

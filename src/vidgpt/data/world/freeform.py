@@ -37,7 +37,7 @@ SHAPE_WORDS = {
     "cross": ["cross", "plus sign"],
     "ring": ["ring", "hoop", "donut shape"],
 }
-SIZE_WORDS = {"small": ["small", "little", "tiny"], "medium": ["medium-sized", "mid-sized", ""], "large": ["large", "big"]}
+SIZE_WORDS = {"small": ["small", "little", "tiny"], "medium": ["medium-sized", "mid-sized", ""], "large": ["large", "big"], "huge": ["huge", "giant", "very large"]}
 # motion -> third-person clauses ("... a red disc {clause}")
 MOTION_PHRASES = {
     "left": ["heads left", "makes its way to the left", "goes leftward", "slips off toward the left"],

@@ -27,7 +27,10 @@ class SceneError(DataError):
     """A scene description that is malformed or names unknown attributes."""
 
 
-SIZES = {"small": 0.10, "medium": 0.135, "large": 0.17}  # radius, fraction of the shorter side
+SIZES = {"small": 0.10, "medium": 0.135, "large": 0.17, "huge": 0.25}  # radius, fraction of the shorter side
+# The sizes a world draws unless its config names others. "huge" (half the frame across) is opt-in: it exists for
+# narrow scopes where an object must cover whole tokenizer cells (the CPU-trained default model, issue 11).
+DEFAULT_SIZES = ("small", "medium", "large")
 DIRECTIONS = {  # unit vectors in screen space (y points down)
     "left": (-1.0, 0.0),
     "right": (1.0, 0.0),
@@ -170,7 +173,7 @@ class WorldConfig:
 
     shapes: list[str] = field(default_factory=lambda: list(SHAPES))
     colors: list[str] = field(default_factory=lambda: list(OBJECT_COLORS))
-    sizes: list[str] = field(default_factory=lambda: list(SIZES))
+    sizes: list[str] = field(default_factory=lambda: list(DEFAULT_SIZES))
     motions: list[str] = field(default_factory=lambda: list(MOTIONS))
     backgrounds: list[str] = field(default_factory=lambda: [b for b in BACKGROUNDS if b != "photo"])
     background_colors: list[str] = field(default_factory=lambda: list(BACKGROUND_COLORS))

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from .render import background_texture, camera_transform, paint_object, sample_photo, screen_grid
-from .scene import BACKGROUNDS, CAMERA_MOVES, DIRECTIONS, MOTIONS, SIZES, Background, Camera, ObjectSpec
+from .scene import BACKGROUNDS, CAMERA_MOVES, DIRECTIONS, MOTIONS, DEFAULT_SIZES, Background, Camera, ObjectSpec
 from .shapes import SHAPES
 
 
@@ -23,7 +23,7 @@ def _random_object(rng: np.random.Generator) -> tuple[ObjectSpec, np.ndarray]:
     obj = ObjectSpec(
         shape=str(rng.choice(SHAPES)),
         color="red",
-        size=str(rng.choice(list(SIZES))),
+        size=str(rng.choice(list(DEFAULT_SIZES))),
         motion=str(rng.choice(MOTIONS)),
         x=float(rng.uniform(0.0, 1.0)),
         y=float(rng.uniform(0.0, 1.0)),
