@@ -14,6 +14,11 @@ streaming read of the bytes that step must read gives on this machine (weights +
 + KV cache), the clip time those steps make (17x128x128: 1,607 ids), and the same for plain
 transformers `model.generate`. `--full` also times whole `pipe.generate` clips end to end.
 
+    # speculative decoding on a trained model: per clip passes / kept drafts / wall / CPU for each K (and
+    # mode) against the one-token loop (K=0) in the same run; greedy and default sampling
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 1 python tools/bench_generate.py --spec-table --model model \
+        --ks 0,2,4,8 --modes exact,sjd --temperatures 1,0 --seeds 0
+
 Prints visual tokens/s for batch 1 (no CFG) and batch B with CFG (2B rows). On CUDA it checks the
 targets: >= 2,000 tok/s at batch 1, >= 50x `model.generate`, >= 20,000 tok/s at batch 32 with CFG.
 """
@@ -210,6 +215,83 @@ def real_mode(args) -> None:
                       f"({p.last_stats})", flush=True)
 
 
+# --- speculative decoding on a trained model ------------------------------------------------------
+
+DEFAULT_PROMPTS = "a red circle moving right|a blue square moving left on a yellow background|a green triangle bouncing"
+
+
+def spec_table(args) -> None:
+    """One clip per (prompt, seed, temperature, mode, K) through pipe.generate (tokens only, no mp4):
+    wall and process-CPU seconds, passes, tokens, kept drafts, and whether the tokens equal the
+    one-token loop's (K=0, same prompt/seed/temperature). K=0 runs first in each group."""
+    from vidgpt.generate.pipeline import VidGPT
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    pipe = VidGPT.from_pretrained(args.model, device="cpu")
+    load_s = time.perf_counter() - t0
+    frames, height, width = pipe.resolve_clip(args.frames, args.size, args.size)
+    prompts = [x.strip() for x in args.prompts.split("|") if x.strip()]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    temps = [float(x) for x in args.temperatures.split(",")]
+    ks = [int(x) for x in args.ks.split(",")]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    cfg = args.cfg_scale
+    n_ids = pipe.geometry(frames, height, width).block_length(pipe.vocab.spec.subtokens)
+    print(f"model {args.model} ({pipe.backend.name} backend) loaded in {load_s:.1f} s; threads {torch.get_num_threads()}; "
+          f"clip {frames}x{height}x{width}, {n_ids} ids; CFG {cfg}; tokens only (no video decode)", flush=True)
+
+    def clip(prompt, seed, temp, k, mode):
+        pipe.speculative = k
+        pipe.backend.speculative_mode = mode
+        w, c = time.perf_counter(), time.process_time()
+        out = pipe.generate(prompt, frames=frames, height=height, width=width, seed=seed, cfg=cfg,
+                            temperature=temp, decode=False)
+        return out.token_ids, time.perf_counter() - w, time.process_time() - c, dict(pipe.last_stats)
+
+    clip(prompts[0], 0, 1.0, max(ks), "exact")  # warm-up: packing of the weights and heads, the allocator
+    head = (f"{'prompt':34s} {'seed':>4s} {'T':>3s} {'mode':>5s} {'K':>2s} {'wall s':>7s} {'CPU s':>6s} {'passes':>6s} "
+            f"{'tokens':>6s} {'kept':>5s} {'tok/pass':>8s} {'CPU vs K=0':>10s} {'same ids (no@first diff)':>8s}")
+    print(head)
+    rows = []
+    for prompt in prompts:
+        for seed in seeds:
+            for temp in temps:
+                ref = None
+                for mode in modes:
+                    if mode != "exact" and temp == 0:
+                        continue  # greedy: the sjd test is the exact one
+                    for k in ks:
+                        if k == 0 and (mode != modes[0] or ref is not None):
+                            continue  # one K=0 reference per group
+                        ids, wall, cpu, st = clip(prompt, seed, temp, k, mode)
+                        m = "off" if k == 0 else st.get("mode", mode)
+                        if k == 0:
+                            ref = (ids, cpu)
+                        same = "ref" if k == 0 else ("yes" if ids == ref[0] else "no@" + str(next(
+                            (i for i, (x, y) in enumerate(zip(ids[0], ref[0][0])) if x != y), -1)))  # first differing id
+                        rows.append(dict(prompt=prompt, seed=seed, T=temp, mode=m, K=k, wall=wall, cpu=cpu,
+                                         ratio=ref[1] / cpu, ref_cpu=ref[1], same=same, **{x: st.get(x, 0) for x in ("passes", "tokens", "accepted")}))
+                        r = rows[-1]
+                        print(f"{prompt[:34]:34s} {seed:4d} {temp:3g} {m:>5s} {k:2d} {wall:7.1f} {cpu:6.1f} {r['passes']:6d} "
+                              f"{r['tokens']:6d} {r['accepted']:5d} {r['tokens'] / max(1, r['passes']):8.2f} "
+                              f"{r['ratio']:9.2f}x {same:>8s}", flush=True)
+    print("\nmeans over prompts and seeds (CPU vs K=0 > 1 means faster than the one-token loop)")
+    print(f"{'T':>3s} {'mode':>5s} {'K':>2s} {'clips':>5s} {'wall s':>7s} {'CPU s':>6s} {'passes':>7s} {'tok/pass':>8s} "
+          f"{'kept/draft pos':>14s} {'CPU vs K=0':>10s}")
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["T"], r["mode"], r["K"]), []).append(r)
+    for (temp, m, k), rs in groups.items():
+        n = len(rs)
+        mean = lambda key: sum(x[key] for x in rs) / n  # noqa: E731
+        drafted = sum(x["passes"] - 1 for x in rs) * k  # draft positions fed (upper bound: the last windows are shorter)
+        kept = sum(x["accepted"] for x in rs) / drafted if k and drafted else 0.0
+        print(f"{temp:3g} {m:>5s} {k:2d} {n:5d} {mean('wall'):7.1f} {mean('cpu'):6.1f} {mean('passes'):7.0f} "
+              f"{sum(x['tokens'] for x in rs) / sum(x['passes'] for x in rs):8.2f} {kept:14.3f} "
+              f"{sum(x['ref_cpu'] for x in rs) / sum(x['cpu'] for x in rs):9.2f}x", flush=True)
+
+
 def kernel_mode(args) -> None:
     """ms to multiply the 120 layer matrices of SmolLM2-135M (random, 425 MB fp32) by R rows, per kernel."""
     import torch.nn.functional as F
@@ -257,8 +339,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="--real: torch threads (default 1)")
     ap.add_argument("--batches", default="1,2,4", help="--real: batches to time (default 1,2,4)")
     ap.add_argument("--cfg", default="off,on", help="--real: off,on")
-    ap.add_argument("--frames", type=int, default=17)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--frames", type=int, default=None, help="clip frames (default 17; --spec-table: the model's clip)")
+    ap.add_argument("--size", type=int, default=None, help="clip side (default 128; --spec-table: the model's clip)")
     ap.add_argument("--steps", type=int, default=12, help="--real: decode steps per timing")
     ap.add_argument("--variants", default="", help="--real: comma-separated substrings of the variant names to run")
     ap.add_argument("--speculative", default="4", help="--real: draft window sizes to time as one pass (default 4)")
@@ -266,12 +348,30 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="--real: also time whole clips through pipe.generate")
     ap.add_argument("--cpu-time", action="store_true",
                     help="--real: time steps in the process's CPU seconds (a shared core: wall time counts the other jobs)")
+    ap.add_argument("--spec-table", action="store_true",
+                    help="speculative decoding on a trained model (--model): per clip passes, kept drafts, wall and CPU s "
+                         "for each of --ks / --modes / --temperatures against the one-token loop in the same run")
+    ap.add_argument("--prompts", default=DEFAULT_PROMPTS, help="--spec-table: prompts separated by |")
+    ap.add_argument("--seeds", default="0", help="--spec-table: seeds (comma-separated)")
+    ap.add_argument("--temperatures", default="1,0", help="--spec-table: sampling temperatures (0 = greedy)")
+    ap.add_argument("--ks", default="0,2,4,8", help="--spec-table: drafts per pass (0 = the one-token loop)")
+    ap.add_argument("--modes", default="exact", help="--spec-table: exact,sjd (jacobi.py)")
+    ap.add_argument("--cfg-scale", type=float, default=3.0, help="--spec-table: guidance scale (default 3, the CLI's)")
     ap.add_argument("--kernels", action="store_true",
                     help="matrix-kernel table: the 120 SmolLM2 layer matrices times R rows (--batches = the R values)")
     args = ap.parse_args()
     if args.kernels:
         kernel_mode(args)
         return
+    if args.spec_table:
+        if not args.model:
+            ap.error("--spec-table needs --model DIR (a trained model, e.g. model)")
+        spec_table(args)
+        return
+    if args.frames is None:
+        args.frames = 17
+    if args.size is None:
+        args.size = 128
     if args.real:
         if not args.model:
             ap.error("--real needs --model DIR (e.g. runs/lm_untrained from `vidgpt lm extend`)")
@@ -311,4 +411,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from vidgpt.errors import run_tool
+
+    run_tool(main, "bench_generate.py")

@@ -73,6 +73,8 @@ class LMDataConfig:
     #                              the prompt decides, at 5x the documents per token (the fine section follows it)
     object_loss_weight: float = 1.0  # loss weight of the target's video codes that show an object (records with an
     #                                  object mask: synthetic shards from build-lm); the background keeps weight 1
+    input_noise: float = 0.0  # share of the trained video codes the model READS as random codes (the targets stay
+    #                           true; vidgpt.train.input_noise): the prompt has to decide every code, not only the first
 
 
 def kind_weights(cfg: LMDataConfig) -> dict[int, float]:

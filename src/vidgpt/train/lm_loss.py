@@ -246,7 +246,8 @@ class LossHead:
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int]:
         if self.head == "plain":
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+            logits = model(input_ids=batch.get("model_input_ids", batch["input_ids"]), position_ids=batch["position_ids"],
+                           use_cache=False).logits
             return (self._plain_loss or weighted_lm_loss)(logits, batch["input_ids"], batch["weights"])
         import time
 
@@ -267,7 +268,7 @@ class LossHead:
         kw = {"position_ids": batch["position_ids"], "use_cache": False}
         rows = TokenRows(base.get_input_embeddings())
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.embed_grad == "input"):
-            emb = rows.lookup(batch["input_ids"])
+            emb = rows.lookup(batch.get("model_input_ids", batch["input_ids"]))  # noisy inputs (input_noise.py)
         return body(inputs_embeds=emb, **kw).last_hidden_state
 
     def loss_from_hidden(self, model, h: torch.Tensor, input_ids: torch.Tensor,
