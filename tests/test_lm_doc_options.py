@@ -77,3 +77,30 @@ def test_object_loss_weight_scales_only_the_object_codes():
     with pytest.raises(DataError, match="object mask"):
         RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, object_loss_weight=4.0))(
             bad, np.random.default_rng(0))
+
+
+def test_first_object_codes_get_their_extra_weight_in_raster_order():
+    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+    from vidgpt.layout import VISUAL
+
+    rng = np.random.default_rng(5)
+    rec = _record(rng)
+    rec["object_mask"] = (rng.random(2 * 4 * 4) < 0.3).astype(np.uint8).tolist()
+    rec["blueprint_object_mask"] = [0, 1, 0, 0, 0, 1, 1, 0]
+
+    def weights(**opts):
+        d = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, **opts))(rec, np.random.default_rng(0))
+        return np.array([w for w, k in zip(d.weights, d.kinds) if k == VISUAL])
+
+    base, obj = weights(), weights(object_loss_weight=2.0)
+    first = weights(object_loss_weight=2.0, first_object_codes=4, first_object_weight=5.0)
+    mask = np.array(rec["blueprint_object_mask"] + rec["object_mask"], dtype=bool)
+    firsts = np.flatnonzero(mask)[:4]  # blueprint cells 1, 5, 6, then the first fine object code
+    assert firsts.tolist()[:3] == [1, 5, 6] and firsts[3] >= 8
+    ratio = first / obj
+    assert np.allclose(ratio[firsts], 5.0) and np.allclose(np.delete(ratio, firsts), 1.0)
+    assert np.allclose(obj[mask] / base[mask], 2.0)
+    # without object weighting the first codes alone are weighted; a factor of 1 leaves the weights as they were
+    alone = weights(first_object_codes=2, first_object_weight=3.0)
+    assert np.allclose((alone / base)[firsts[:2]], 3.0) and np.allclose(np.delete(alone / base, firsts[:2]), 1.0)
+    assert np.allclose(weights(first_object_codes=4), base)

@@ -45,6 +45,11 @@ def test_losses_on_held_out_records_with_object_codes(tmp_path, capsys):
     assert res["object_gap"] == pytest.approx(np.mean([r["object_swapped"] - r["object_true"] for r in res["rows"]]))
     assert res["first_code"] == "first object code" and np.isfinite(res["first_gap"])
     assert all(r["first_true"] >= 0 for r in res["rows"])
+    assert prompt_sensitivity.main([str(tmp_path / "m"), "--shards", str(tmp_path / "s"), "--n", "4",
+                                    "--holdout-every", "3", "--first-objects", "3", "--json"]) == 0
+    three = json.loads(capsys.readouterr().out)
+    assert three["first_code"] == "first 3 object codes" and np.isfinite(three["first_gap"])
+    assert [r["first_true"] for r in three["rows"]] != [r["first_true"] for r in res["rows"]]  # other codes scored
     # the background swap: the second caption style names one; its gap is on the clip's first code
     assert prompt_sensitivity.main([str(tmp_path / "m"), "--shards", str(tmp_path / "s"), "--n", "4",
                                     "--holdout-every", "3", "--swap", "background", "--json"]) == 0

@@ -73,6 +73,9 @@ class LMDataConfig:
     #                              the prompt decides, at 5x the documents per token (the fine section follows it)
     object_loss_weight: float = 1.0  # loss weight of the target's video codes that show an object (records with an
     #                                  object mask: synthetic shards from build-lm); the background keeps weight 1
+    first_object_codes: int = 0  # the first N object codes of the target (raster order, blueprint first: where the
+    first_object_weight: float = 1.0  # context does not show the object yet, so the prompt has to decide its colour)
+    #                                   get this extra factor on top of object_loss_weight (0 codes = off)
     input_noise: float = 0.0  # share of the trained video codes the model READS as random codes (the targets stay
     #                           true; vidgpt.train.input_noise): the prompt has to decide every code, not only the first
 
@@ -233,8 +236,9 @@ class RecordFormatter:
         self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat) if text_tokenizer is not None else None
         self.eos = getattr(text_tokenizer, "eos_token_id", None)
         self._warned_no_mask = False
-        if cfg.object_loss_weight <= 0:
-            raise DataError(f"data.object_loss_weight must be > 0, got {cfg.object_loss_weight}")
+        if cfg.object_loss_weight <= 0 or cfg.first_object_weight <= 0:
+            raise DataError(f"data.object_loss_weight and data.first_object_weight must be > 0, got "
+                            f"{cfg.object_loss_weight}, {cfg.first_object_weight}")
 
     def _block(self, codes, shape, bp_codes=None, where="record") -> VisualBlock:
         if shape is None or codes is None:
@@ -264,8 +268,11 @@ class RecordFormatter:
         if len(visual) != len(mask):
             raise DataError(f"{where}: object mask has {len(mask)} entries for {len(visual)} video codes")
         w = self.cfg.object_loss_weight
-        for i in np.asarray(visual)[mask].tolist():
+        where_objects = np.asarray(visual)[mask].tolist()
+        for i in where_objects:
             doc.weights[i] *= w
+        for i in where_objects[: max(0, self.cfg.first_object_codes)]:
+            doc.weights[i] *= self.cfg.first_object_weight
 
     def __call__(self, rec: dict, rng: np.random.Generator, where: str = "record") -> Document | None:
         from .. import layout as L
@@ -297,7 +304,7 @@ class RecordFormatter:
                 sample = L.text_to_video(caption, target)
             f = self.layout.format(sample)
             doc = to_document(f.input_ids, f.kinds, self.wk)
-            if self.cfg.object_loss_weight != 1.0:
+            if self.cfg.object_loss_weight != 1.0 or (self.cfg.first_object_codes and self.cfg.first_object_weight != 1.0):
                 self._weight_objects(doc, rec, target, where)
             return doc
         if rec.get("messages"):  # chat turns of text (vidgpt.data.chat_text): loss on the assistant's answers
