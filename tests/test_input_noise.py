@@ -39,6 +39,17 @@ def test_only_trained_video_codes_change_and_stay_in_their_group(subtokens):
     assert not torch.equal(other["model_input_ids"], noisy)
 
 
+def test_uniform_mode_gives_each_row_its_own_rate():
+    lm = make_lm(False)
+    batch = make_batch(lm, rows=8, seq_len=128)
+    out = corrupt_video_inputs(batch, lm.vocab, 0.9, noise_generator(2, 0, 0), mode="uniform")
+    video = lm.vocab.is_visual(batch["input_ids"]) & (batch["weights"] > 0)
+    share = ((out["model_input_ids"] != batch["input_ids"]) & video).sum(1) / video.sum(1).clamp(min=1)
+    assert float(share.max() - share.min()) > 0.3 and float(share.max()) < 0.95
+    with pytest.raises(ValueError, match="mode"):
+        corrupt_video_inputs(batch, lm.vocab, 0.5, noise_generator(0, 0, 0), mode="gaussian")
+
+
 @pytest.mark.parametrize("head", ["plain", "constrained"])
 def test_loss_heads_read_the_noisy_inputs_and_score_the_true_targets(head):
     lm = make_lm(True)

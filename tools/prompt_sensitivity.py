@@ -85,17 +85,38 @@ def object_only(doc, rec):
     return Document(list(doc.input_ids), w, list(doc.kinds))
 
 
+def load_model_or_checkpoint(path: Path):
+    """A vidgpt model directory as it is; a run's checkpoint (RUN/checkpoints/step-N) through the run's config.yaml,
+    its weights loaded and LoRA merged (so a run can be probed while it trains, without shipping each step)."""
+    from vidgpt.backbone import load_vidgpt_lm, merge_lora
+
+    if (path / "vidgpt.json").is_file() or not (path / "trainer_state.json").is_file():
+        return load_vidgpt_lm(path)
+    import torch
+
+    from vidgpt.config import load_config
+    from vidgpt.errors import ConfigError
+    from vidgpt.train.lm_init import load_checkpoint_weights
+    from vidgpt.train.lm_trainer import LMTrainConfig, build_lm
+
+    config = path.parent.parent / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{path}: a checkpoint, but its run has no config.yaml at {config}")
+    lm, _ = build_lm(load_config(LMTrainConfig, config), torch.device("cpu"), None)
+    load_checkpoint_weights(lm.model, path, str(path))
+    return merge_lora(lm)
+
+
 def main(argv=None) -> int:
     import pyarrow.parquet as pq
     import torch
 
-    from vidgpt.backbone import load_vidgpt_lm
     from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
     from vidgpt.train.lm_loss import LossHead, LossSettings
     from vidgpt.train.packing import collate, pack
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", help="a vidgpt model directory")
+    ap.add_argument("model", help="a vidgpt model directory, or a training checkpoint (RUN/checkpoints/step-N)")
     ap.add_argument("--shards", required=True, help="a token shard folder (vidgpt data build-lm)")
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--swap", choices=["color", "motion", "background"], default="color")
@@ -106,7 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    lm = load_vidgpt_lm(args.model)
+    lm = load_model_or_checkpoint(Path(args.model))
     lm.model.eval()
     chat = bool((lm.meta.get("layout") or {}).get("chat", True))
     fmt = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=chat, loss_on=["visual"]))

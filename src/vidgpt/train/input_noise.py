@@ -22,15 +22,27 @@ import torch
 from ..vocab import UnifiedVocab
 
 
-def corrupt_video_inputs(batch: dict, vocab: UnifiedVocab, rate: float, generator: torch.Generator) -> dict:
+NOISE_MODES = ("fixed", "uniform")
+
+
+def corrupt_video_inputs(batch: dict, vocab: UnifiedVocab, rate: float, generator: torch.Generator,
+                         mode: str = "fixed") -> dict:
     """A copy of `batch` with `model_input_ids`: `input_ids` with about `rate` of the trained video codes
-    replaced by uniformly random codes of the same sub-token group. rate 0 returns the batch unchanged."""
+    replaced by uniformly random codes of the same sub-token group. rate 0 returns the batch unchanged.
+
+    mode "uniform": each row draws its own rate from U(0, rate), so some documents keep a nearly clean context
+    (the model learns to continue it) and some lose most of it (only the prompt says what the codes show)."""
     if rate <= 0:
         return batch
+    if mode not in NOISE_MODES:
+        raise ValueError(f"input noise mode {mode!r}: expected one of {NOISE_MODES}")
     ids = batch["input_ids"]
     noisy = ids.clone()
     trained = batch["weights"] > 0
-    draw = torch.rand(ids.shape, generator=generator, device="cpu").to(ids.device) < rate
+    rates = torch.full((ids.shape[0], 1), float(rate))
+    if mode == "uniform":
+        rates = torch.rand((ids.shape[0], 1), generator=generator) * rate
+    draw = (torch.rand(ids.shape, generator=generator, device="cpu") < rates).to(ids.device)
     for g in range(vocab.spec.subtokens):
         lo, hi = vocab.group_range(g)
         where = draw & trained & (ids >= lo) & (ids < hi)

@@ -78,6 +78,7 @@ class LMDataConfig:
     #                                   get this extra factor on top of object_loss_weight (0 codes = off)
     input_noise: float = 0.0  # share of the trained video codes the model READS as random codes (the targets stay
     #                           true; vidgpt.train.input_noise): the prompt has to decide every code, not only the first
+    input_noise_mode: str = "fixed"  # fixed: every row at input_noise; uniform: each row at U(0, input_noise)
 
 
 def kind_weights(cfg: LMDataConfig) -> dict[int, float]:
