@@ -113,9 +113,16 @@ def test_cpu_bf16_autocast_trains_close_to_fp32(tmp_path, monkeypatch):
     overrides = ["train.ckpt_every=0", "train.eval_every=0", "train.steps=8"]
     fp32 = train_lm(load_config(LMTrainConfig, TINY_YAML, overrides), tmp_path / "fp32", progress=False)
     monkeypatch.setattr(torch, "autocast", spy)
+    monkeypatch.setenv("VIDGPT_CPU_BF16", "1")  # autocast even where this CPU would fall back (no native bf16)
     bf16 = train_lm(load_config(LMTrainConfig, TINY_YAML, overrides + ["train.cpu_bf16=true"]), tmp_path / "bf16", progress=False)
     assert any(d == "cpu" and t == torch.bfloat16 and en for d, t, en in seen)  # the step ran under bf16 autocast
     a = [r["loss"] for r in log_of(tmp_path / "fp32") if "loss" in r]
     b = [r["loss"] for r in log_of(tmp_path / "bf16") if "loss" in r]
     assert len(a) == len(b) == 8 and abs(a[0] - b[0]) < 0.02 * a[0]
     assert np.mean(b[-3:]) < np.mean(b[:3]) and abs(fp32["eval_loss"] - bf16["eval_loss"]) < 0.1 * fp32["eval_loss"]
+    # a CPU without native bf16: the setting falls back to fp32, with a note (emulated bf16 is ~4x slower)
+    seen.clear()
+    monkeypatch.setenv("VIDGPT_CPU_BF16", "0")
+    train_lm(load_config(LMTrainConfig, TINY_YAML, overrides + ["train.cpu_bf16=true"]), tmp_path / "fallback", progress=False)
+    assert not any(d == "cpu" and t == torch.bfloat16 and en for d, t, en in seen)
+    assert [r["loss"] for r in log_of(tmp_path / "fallback") if "loss" in r] == a  # exactly the fp32 run

@@ -196,13 +196,40 @@ def test_exact_mode_on_the_toy_backend_gives_the_one_token_tokens():
 # --- through the pipeline, on a tiny random model ------------------------------------------------
 
 
-def _sjd(pipe):
-    pipe.backend.speculative_mode = "sjd"
-    return pipe
+def _sjd(text_tok, bits, k):
+    """A tiny pipeline in SJD mode through its public decode_options (what `--speculative-mode sjd` passes)."""
+    return tiny_pipeline(text_tok, bits=bits, decode_options={"speculative": k, "speculative_mode": "sjd"})
+
+
+def test_generate_cli_passes_the_speculative_mode(monkeypatch):
+    import argparse
+
+    from vidgpt.commands import generate as cmd
+    from vidgpt.generate import pipeline
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(cls, d, device=None, fast=True, decode_options=None):
+        seen.update(decode_options)
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "resolve_model_dir", lambda m: m)
+    monkeypatch.setattr(pipeline.VidGPT, "from_pretrained", classmethod(fake))
+    p = argparse.ArgumentParser()
+    cmd._model_args(p)
+    for argv, mode in ((["--speculative", "3", "--speculative-mode", "sjd"], "sjd"), (["--speculative", "3"], "exact")):
+        with pytest.raises(Stop):
+            cmd._load(p.parse_args(["--model", "m", *argv]))
+        assert seen == {"speculative": 3, "speculative_mode": mode}
+    with pytest.raises(SystemExit):
+        p.parse_args(["--speculative-mode", "fast"])
 
 
 def test_sjd_in_the_pipeline_is_seeded_and_greedy_is_exact(text_tok):
-    pipe = _sjd(tiny_pipeline(text_tok, bits=6, decode_options={"speculative": 4}))
+    pipe = _sjd(text_tok, bits=6, k=4)
     kw = dict(frames=5, height=32, width=32, decode=False)
     a = pipe.generate("a red ball", seed=3, cfg=2.0, **kw)
     assert pipe.last_stats["mode"] == "sjd"
@@ -220,7 +247,7 @@ def test_sjd_in_the_pipeline_matches_the_one_token_samplers_marginals(text_tok):
     """Tiny random model, a 1x2x2 fine grid + 1x1x1 blueprint: per-position histograms of SJD and of the
     one-token loop over 600 samples each agree (two-sample chi-square), and a keep-every-draft decoder does not."""
     one = tiny_pipeline(text_tok, bits=3)
-    spec = _sjd(tiny_pipeline(text_tok, bits=3, decode_options={"speculative": 3}))
+    spec = _sjd(text_tok, bits=3, k=3)
     kw = dict(frames=1, height=16, width=16, decode=False, cfg=2.0, num=30)
 
     def hist(pipe, seeds):

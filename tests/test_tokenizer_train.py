@@ -102,11 +102,16 @@ def test_init_from_warm_starts_a_new_run(tmp_path):
         TokenizerTrainer(other, tmp_path / "c", progress=False, log=lambda *a: None)
 
 
-def test_cpu_bf16_autocast_trains(tmp_path):
+def test_cpu_bf16_autocast_trains(tmp_path, monkeypatch):
     from vidgpt.config import load_config
     from vidgpt.train.tokenizer_trainer import TokenizerTrainConfig, TokenizerTrainer
 
     cfg = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", ["train.steps=3", "train.log_every=1", "train.cpu_bf16=true", "data.eval_clips=1", "train.device=cpu"])
+    monkeypatch.setenv("VIDGPT_CPU_BF16", "0")  # no native bf16: the setting falls back to fp32, with a note
+    notes = []
+    assert not TokenizerTrainer(cfg, tmp_path / "emulated", progress=False, log=notes.append).amp
+    assert any("cpu_bf16 ignored" in n for n in notes)
+    monkeypatch.setenv("VIDGPT_CPU_BF16", "1")
     tr = TokenizerTrainer(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
     assert tr.amp
     last = tr.run()

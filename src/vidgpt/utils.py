@@ -95,3 +95,33 @@ def progress_wanted(enabled: bool = True) -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX-BF16).
+
+    Without it (e.g. AVX2-only machines) bf16 is emulated and runs several times SLOWER than fp32, so the
+    trainers' `cpu_bf16` settings fall back to fp32 there. VIDGPT_CPU_BF16=1 / 0 forces the answer.
+    `cpuinfo`: the text of /proc/cpuinfo (read when None).
+    """
+    forced = os.environ.get("VIDGPT_CPU_BF16", "").strip().lower()
+    if forced in ("1", "true", "yes"):
+        return True
+    if forced in ("0", "false", "no"):
+        return False
+    text = cpuinfo
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    try:  # no /proc/cpuinfo (macOS, Windows): trust torch's capability probe
+        import torch
+
+        return "AVX512" in str(torch.backends.cpu.get_cpu_capability()).upper()
+    except Exception:
+        return False

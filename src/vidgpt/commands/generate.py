@@ -11,6 +11,9 @@ def _model_args(p) -> None:
     p.add_argument("--plain", action="store_true", help="use the plain transformers decode loop instead of the fast one")
     p.add_argument("--speculative", type=int, default=0, metavar="K",
                    help="speculative Jacobi decoding with K drafts per pass (same tokens; pays only on a trained model; default 0 = off)")
+    p.add_argument("--speculative-mode", choices=("exact", "sjd"), default="exact",
+                   help="with --speculative: exact (the same tokens as one a pass) or sjd (approximate acceptance: "
+                        "more drafts kept, another clip for a seed; docs/DECODING.md)")
     p.add_argument("--bf16-weights", action="store_true",
                    help="CPU: bfloat16 linear weights (about 1.7x faster steps on CPUs with AVX512-BF16; approximate, logits differ ~1e-2)")
 
@@ -85,8 +88,13 @@ def _load(args):
     from ..generate.pipeline import VidGPT, resolve_model_dir
 
     d = resolve_model_dir(args.model)  # one-line ModelError before anything heavy
-    opts = {"speculative": args.speculative}
+    opts = {"speculative": args.speculative, "speculative_mode": args.speculative_mode}
     if args.bf16_weights:
+        from ..utils import cpu_has_native_bf16
+
+        if (args.device or "cpu") == "cpu" and not cpu_has_native_bf16():
+            print("vidgpt: note: --bf16-weights: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 "
+                  "is slower than the default fp32", file=sys.stderr)
         opts["dtype"] = "bf16"
     pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts)
     status = pipe.meta.get("status")

@@ -133,6 +133,7 @@ def constrained_decode(
     max_steps: int | None = None,
     speculative: int = 0,
     stats: dict | None = None,
+    speculative_mode: str | None = None,
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
@@ -141,7 +142,9 @@ def constrained_decode(
     Token i is drawn with the noise of position i (sampling.PositionalNoise), so the result does
     not depend on how many tokens a forward pass decides. speculative=k > 0 decodes the lockstep
     (fixed-shape) part with speculative Jacobi decoding over windows of k drafted tokens
-    (jacobi.py): the same tokens, fewer passes when drafts are accepted. `stats` (a dict) gets
+    (jacobi.py): the same tokens, fewer passes when drafts are accepted; speculative_mode="sjd"
+    takes the approximate min(1, p/q) acceptance test instead (more accepted, another clip for a
+    seed; None = the backend's `speculative_mode`, else "exact"). `stats` (a dict) gets
     passes / tokens / accepted counts.
     """
     N = len(prompts)
@@ -155,7 +158,7 @@ def constrained_decode(
         from .jacobi import jacobi_decode
 
         return jacobi_decode(backend, state, constraint, sampling, noise, N, use_cfg, int(speculative),
-                             progress=progress, max_steps=max_steps, stats=stats)
+                             progress=progress, max_steps=max_steps, stats=stats, mode=speculative_mode)
     out: list[torch.Tensor] = []
     step = 0
     while not constraint.done:

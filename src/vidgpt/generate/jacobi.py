@@ -16,8 +16,8 @@ This is the lossless ("exact") variant: a draft is accepted when the model's own
 min(1, p/q) test of speculative Jacobi decoding (Teng et al. 2024): every token is still an exact
 draw from the sampler's distribution, and a draft is kept with the largest probability any test
 can give (1 - TV(p, q)), but the tokens are not the one-token loop's for the same seed. It is
-opt-in: `mode="sjd"`, or `backend.speculative_mode = "sjd"` on a pipeline's backend (the
-pipeline's decode_options do not carry the mode yet). Greedy decoding always takes the exact path
+opt-in: `mode="sjd"`, `decode_options={"speculative_mode": "sjd"}` on a pipeline, or
+`vidgpt generate --speculative K --speculative-mode sjd`. Greedy decoding always takes the exact path
 (the two tests agree there). On a random or untrained model almost nothing is accepted in
 sampling mode; acceptance rates mean something only on a trained model (docs/DECODING.md).
 """

@@ -98,6 +98,8 @@ class VidGPT:
         opts = dict(self.decode_options)
         # drafted tokens per pass for speculative Jacobi decoding (0 = one token a pass); see jacobi.py
         self.speculative = int(opts.pop("speculative", 0) or 0)
+        # "exact" (the one-token loop's tokens) or "sjd" (approximate acceptance, more drafts kept); jacobi.py
+        self.speculative_mode = opts.pop("speculative_mode", None) or None
         self.backend = make_backend(model, fast, **opts)
         self.last_stats: dict = {}
         eos = getattr(text_tokenizer, "eos_token_id", None)
@@ -114,7 +116,8 @@ class VidGPT:
                         decode_options: dict | None = None) -> "VidGPT":
         """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it.
 
-        decode_options: `speculative` (drafts per pass, jacobi.py) and the fast backend's options
+        decode_options: `speculative` (drafts per pass, jacobi.py), `speculative_mode` ("exact" or
+        "sjd") and the fast backend's options
         (fast_decode.FastDecoder: weights, dtype, attention).
         """
         from ..tokenizer import VideoTokenizer
@@ -195,7 +198,7 @@ class VidGPT:
             out = constrained_decode(
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
                 pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
-                speculative=self.speculative, stats=self.last_stats,
+                speculative=self.speculative, stats=self.last_stats, speculative_mode=self.speculative_mode,
             )
         blocks, rows = [], []
         for i in range(n):
