@@ -15,8 +15,21 @@ def _record(rng, t=2, h=4, w=4, bits=6):
             "kind": "video", "edit": None}
 
 
+def _tiny_lm():
+    return extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+
+
+def _masked_record(seed, blueprint_mask):
+    """A 2x4x4 record with a random ~30% fine object mask and the given 2x2x2 blueprint object mask."""
+    rng = np.random.default_rng(seed)
+    rec = _record(rng)
+    rec["object_mask"] = (rng.random(2 * 4 * 4) < 0.3).astype(np.uint8).tolist()
+    rec["blueprint_object_mask"] = list(blueprint_mask)
+    return rec
+
+
 def test_prompt_dropout_and_blueprint_only():
-    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+    lm = _tiny_lm()
     layout = Layout(lm.vocab, lm.text_tokenizer, chat=False)
     recs = [_record(np.random.default_rng(i)) for i in range(200)]
 
@@ -50,11 +63,8 @@ def test_prompt_dropout_and_blueprint_only():
 
 
 def test_object_loss_weight_scales_only_the_object_codes():
-    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
-    rng = np.random.default_rng(3)
-    rec = _record(rng)
-    rec["object_mask"] = (rng.random(2 * 4 * 4) < 0.3).astype(np.uint8).tolist()
-    rec["blueprint_object_mask"] = [1, 0, 0, 0, 0, 1, 1, 0]
+    lm = _tiny_lm()
+    rec = _masked_record(3, [1, 0, 0, 0, 0, 1, 1, 0])
     base = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False))(rec, np.random.default_rng(0))
     heavy = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, object_loss_weight=4.0))(
         rec, np.random.default_rng(0))
@@ -80,13 +90,10 @@ def test_object_loss_weight_scales_only_the_object_codes():
 
 
 def test_first_object_codes_get_their_extra_weight_in_raster_order():
-    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+    lm = _tiny_lm()
     from vidgpt.layout import VISUAL
 
-    rng = np.random.default_rng(5)
-    rec = _record(rng)
-    rec["object_mask"] = (rng.random(2 * 4 * 4) < 0.3).astype(np.uint8).tolist()
-    rec["blueprint_object_mask"] = [0, 1, 0, 0, 0, 1, 1, 0]
+    rec = _masked_record(5, [0, 1, 0, 0, 0, 1, 1, 0])
 
     def weights(**opts):
         d = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, **opts))(rec, np.random.default_rng(0))

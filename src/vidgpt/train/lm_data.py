@@ -252,7 +252,11 @@ class RecordFormatter:
         return VisualBlock(shape, fine=fine, blueprint=bp)
 
     def _weight_objects(self, doc: Document, rec: dict, target: VisualBlock, where: str) -> None:
-        """Multiply the weights of the target's object codes by object_loss_weight (in place)."""
+        """Multiply the weights of the target's object codes by object_loss_weight, and the first
+        first_object_codes of them by first_object_weight too (in place); nothing when both are off."""
+        c = self.cfg
+        if c.object_loss_weight == 1.0 and not (c.first_object_codes and c.first_object_weight != 1.0):
+            return
         parts = []
         if target.blueprint is not None:
             parts.append(rec.get("blueprint_object_mask"))
@@ -305,8 +309,7 @@ class RecordFormatter:
                 sample = L.text_to_video(caption, target)
             f = self.layout.format(sample)
             doc = to_document(f.input_ids, f.kinds, self.wk)
-            if self.cfg.object_loss_weight != 1.0 or (self.cfg.first_object_codes and self.cfg.first_object_weight != 1.0):
-                self._weight_objects(doc, rec, target, where)
+            self._weight_objects(doc, rec, target, where)
             return doc
         if rec.get("messages"):  # chat turns of text (vidgpt.data.chat_text): loss on the assistant's answers
             from ..data.chat_text import chat_sample
