@@ -43,3 +43,13 @@ def test_colour_word_and_missing_masks():
 
     with pytest.raises(DataError):
         object_code_stats.summarize([{"caption": "a red circle", "codes": [1, 2], "object_mask": [0, 0]}], "codes", "object_mask")
+
+
+def test_bit_gain_finds_the_bit_the_colour_sets():
+    # bit 0 is the colour's parity, bits 1-4 are random: only bit 0 is explained (ln 2 nats), the shuffle explains nothing
+    s = object_code_stats.summarize(rows(lambda c, rng: COLOURS.index(c) % 2 + 2 * int(rng.integers(16))), "codes", "object_mask")
+    b = s["all_bits"]
+    assert b["per_bit"][0] == pytest.approx(np.log(2), abs=0.02) and max(b["per_bit"][1:5]) < 0.01
+    assert b["gain"] == pytest.approx(np.log(2), abs=0.05) and b["shuffled"] < 0.01
+    noise = object_code_stats.summarize(rows(lambda c, rng: int(rng.integers(32))), "codes", "object_mask")
+    assert noise["all_bits"]["gain"] < 0.02

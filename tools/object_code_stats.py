@@ -10,6 +10,9 @@ little about them. This prints, for the blueprint and the fine codes of single-o
           distinct values, plug-in entropy H and H given the colour word (nats), the gain H - H|colour, and the
           same gain with the colour words shuffled across clips (the estimator's bias on rare codes);
   all     the same over every object code.
+  bits    the same gain summed over the code's K bits, each bit on its own (binary entropies; the bias is tiny):
+          what a head that predicts each LFQ bit could learn from the colour word, with 2 outcomes a bit
+          instead of 2^K a code.
 
 A larger gain means the colour word pins the codes down; it is the ceiling of the probe that
 `tools/prompt_sensitivity.py` measures on a model.
@@ -85,16 +88,42 @@ def summarize(rows, codes_key: str, mask_key: str) -> dict:
         return {"n": len(pairs), "distinct": len({c for _, c in pairs}), "H": h, "H|colour": hc, "gain": h - hc,
                 "shuffled": shuffled}
 
-    return {"clips": len(first), "cells": float(np.mean(cells)), "first": block(first), "all": block(every)}
+    K = max(1, int(max(c for _, c in every)).bit_length())
+    return {"clips": len(first), "cells": float(np.mean(cells)), "first": block(first), "all": block(every),
+            "bits": K, "first_bits": bit_gain(first, K), "all_bits": bit_gain(every, K)}
+
+
+def bit_gain(pairs: list[tuple[str, int]], K: int) -> dict:
+    """Per-bit colour gain summed over the K bits of the codes, and the same with shuffled colour words."""
+    codes = np.array([c for _, c in pairs], dtype=np.int64)
+    bits = (codes[:, None] >> np.arange(K)) & 1
+    labels = np.array([c for c, _ in pairs])
+
+    def h2(p):
+        p = np.clip(p, 1e-12, 1 - 1e-12)
+        return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+    def gain(lab):
+        g = h2(bits.mean(0))
+        for v in set(lab.tolist()):
+            sel = lab == v
+            g = g - sel.mean() * h2(bits[sel].mean(0))
+        return g
+
+    g = gain(labels)
+    rng = np.random.default_rng(0)
+    return {"gain": float(g.sum()), "per_bit": g.round(3).tolist(), "shuffled": float(gain(rng.permutation(labels)).sum())}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("shards", nargs="+", help="shard directories (build-lm output)")
     ap.add_argument("--max-clips", type=int, default=0, help="read at most this many clips (0 = all)")
+    ap.add_argument("--kinds", default="video,image", help="record kinds to read (default video,image)")
     args = ap.parse_args(argv)
     import pyarrow.parquet as pq
 
+    kinds = set(args.kinds.split(","))
     rows = []
     for d in args.shards:
         files = sorted(glob.glob(os.path.join(d, "*.parquet")))
@@ -103,18 +132,20 @@ def main(argv=None) -> int:
         for f in files:
             t = pq.read_table(f, columns=["caption", "kind", "codes", "blueprint_codes", "object_mask",
                                           "blueprint_object_mask"])
-            rows.extend(r for r in t.to_pylist() if r["kind"] == "video")
+            rows.extend(r for r in t.to_pylist() if r["kind"] in kinds)
     if args.max_clips:
         rows = rows[: args.max_clips]
     print(f"{len(rows)} clips from {', '.join(args.shards)}")
-    print("| codes | clips | object cells / clip | which | n | distinct | H (nats) | H given colour | gain | gain, colours shuffled |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| codes | clips | object cells / clip | which | n | distinct | H (nats) | H given colour | gain | gain, colours shuffled | bit gain (shuffled) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, ck, mk in (("blueprint", "blueprint_codes", "blueprint_object_mask"), ("fine", "codes", "object_mask")):
         s = summarize(rows, ck, mk)
         for which in ("first", "all"):
             b = s[which]
             print(f"| {name} | {s['clips']} | {s['cells']:.1f} | {which} | {b['n']} | {b['distinct']} | {b['H']:.2f} | "
-                  f"{b['H|colour']:.2f} | {b['gain']:.2f} | {b['shuffled']:.2f} |")
+                  f"{b['H|colour']:.2f} | {b['gain']:.2f} | {b['shuffled']:.2f} | "
+                  f"{s[which + '_bits']['gain']:.2f} ({s[which + '_bits']['shuffled']:.2f}) |")
+        print(f"  {name}, per-bit gain over all object codes (nats, bit 0 first): {s['all_bits']['per_bit']}")
     return 0
 
 
