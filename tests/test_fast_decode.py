@@ -108,6 +108,12 @@ def test_bf16_weights_are_close_but_flagged_approximate():
     a, b = exact.logits(exact.prefill(ids, mask, 20), 0, 300), approx.logits(approx.prefill(ids, mask, 20), 0, 300)
     err = (a - b).abs().max().item()
     assert 0 < err < 0.1 * a.abs().max().item()
+    from vidgpt.generate.fast_decode import mkldnn_bf16_supported
+
+    if not mkldnn_bf16_supported():  # AVX2-only CPUs: oneDNN cannot pack bf16, the plain layout serves it
+        assert approx.weight_kind == "t"
+        with pytest.raises(ValueError, match="AVX512"):
+            FastLlama(model, dtype="bf16", weights="mkldnn")
 
 
 def _family_model(kind):

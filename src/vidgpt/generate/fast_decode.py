@@ -54,6 +54,14 @@ def is_llama_shaped(model) -> str | None:
     return unsupported(model)
 
 
+def mkldnn_bf16_supported() -> bool:
+    """Whether oneDNN can pack bf16 weights on this CPU (it needs AVX512 bw/vl/dq or AVX-NE-CONVERT)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def default_weight_kind(device: torch.device) -> str:
     if device.type != "cpu":
         return "linear"
@@ -161,6 +169,11 @@ class FastDecoder:
             self.mm_dtype = self.dtype
         elif dtype in ("bf16", "bfloat16"):
             self.mm_dtype = torch.bfloat16
+            if self.weight_kind == "mkldnn" and not mkldnn_bf16_supported():
+                if weights != "auto":
+                    raise ValueError("weights='mkldnn' with dtype='bf16' needs a CPU with AVX512 (bw/vl/dq) or "
+                                     "AVX-NE-CONVERT; use weights='t'")
+                self.weight_kind = "t"  # oneDNN's bf16 reorder needs AVX512 here; plain bf16 matmuls still run
         else:
             raise ValueError(f"dtype={dtype!r}: expected 'fp32' or 'bf16'")
         if use_cuda_graph is None:
