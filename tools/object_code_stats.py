@@ -90,7 +90,7 @@ def summarize(rows, codes_key: str, mask_key: str) -> dict:
 
     K = max(1, int(max(c for _, c in every)).bit_length())
     return {"clips": len(first), "cells": float(np.mean(cells)), "first": block(first), "all": block(every),
-            "bits": K, "first_bits": bit_gain(first, K), "all_bits": bit_gain(every, K)}
+            "first_bits": bit_gain(first, K), "all_bits": bit_gain(every, K)}
 
 
 def bit_gain(pairs: list[tuple[str, int]], K: int) -> dict:

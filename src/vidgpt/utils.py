@@ -125,3 +125,12 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
         return "AVX512" in str(torch.backends.cpu.get_cpu_capability()).upper()
     except Exception:
         return False
+
+
+def cpu_bf16_if_native(requested: bool, note) -> bool:
+    """A trainer's `train.cpu_bf16` as it runs here: `requested` where the CPU has native bf16, else False
+    with `note(message)` (emulated bf16 is several times slower than fp32)."""
+    if requested and not cpu_has_native_bf16():
+        note("train.cpu_bf16 ignored: this CPU has no native bf16 (AVX512-BF16/AMX), emulated bf16 is slower; fp32")
+        return False
+    return requested

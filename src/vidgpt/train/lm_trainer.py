@@ -35,7 +35,7 @@ from .lm_data import LMDataConfig, clip_size_of_sources, packed_rows
 from .lm_loss import LossHead, LossSettings, weighted_lm_loss  # noqa: F401  (weighted_lm_loss: the plain loss)
 from .packing import PackStats, collate
 from .schedule import warmup_cosine
-from ..utils import cpu_has_native_bf16, progress_wanted
+from ..utils import cpu_bf16_if_native, progress_wanted
 
 
 @dataclass
@@ -302,12 +302,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         raise ConfigError("train.save_form=delta needs lora.enabled (full finetuning changes the base weights)")
     out = Path(out)
     use_bf16 = t.bf16 and torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true")
-    cpu_amp = t.cpu_bf16 and not use_bf16 and not torch.cuda.is_available()
-    if cpu_amp and not cpu_has_native_bf16():
-        # emulated bf16 (AVX2-only CPUs) runs ~4x slower than fp32: the setting means "where it pays"
-        print("vidgpt: note: train.cpu_bf16 ignored: this CPU has no native bf16 (AVX512-BF16/AMX); training in fp32",
-              file=sys.stderr)
-        cpu_amp = False
+    cpu_amp = cpu_bf16_if_native(t.cpu_bf16 and not use_bf16 and not torch.cuda.is_available(),
+                                 lambda m: print(f"vidgpt: note: {m}", file=sys.stderr))
     accelerator = make_accelerator(mixed_precision="bf16" if use_bf16 else "no")  # 1 process, DDP or FSDP
     # on the CPU, bf16 is autocast only (weights, gradients and optimizer state stay fp32); plain torch.autocast,
     # since accelerate's mixed-precision state is fixed once per process

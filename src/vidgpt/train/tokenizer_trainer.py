@@ -27,7 +27,7 @@ from ..tokenizer import TokenizerConfig, VideoTokenizer, codebook_usage
 from ..tokenizer.discriminator import PatchDiscriminator3D
 from ..tokenizer.losses import LeCam, hinge_d_loss, hinge_g_loss, reconstruction_loss, tokenizer_loss
 from ..tokenizer.model import TokenizerOutput
-from ..utils import atomic_dir, cpu_has_native_bf16, pick_device, progress_wanted
+from ..utils import atomic_dir, cpu_bf16_if_native, pick_device, progress_wanted
 from .schedule import warmup_cosine
 from .tokenizer_data import ClipSampler, to_tensor
 
@@ -136,10 +136,7 @@ class TokenizerTrainer:
         if self.ckpt_dir.exists() and not resume:
             raise TrainingError(f"{self.out}: holds a checkpoint already; pass --resume to continue or pick another --out")
         self.device = pick_device(t.device or None)
-        cpu_amp = self.device.type == "cpu" and t.cpu_bf16
-        if cpu_amp and not cpu_has_native_bf16():
-            log("train.cpu_bf16 ignored: this CPU has no native bf16 (AVX512-BF16/AMX), emulated bf16 is slower; fp32")
-            cpu_amp = False
+        cpu_amp = cpu_bf16_if_native(self.device.type == "cpu" and t.cpu_bf16, log)
         self.amp = (self.device.type == "cuda" and t.bf16) or cpu_amp
         self.memory_format = torch.channels_last_3d if t.channels_last else torch.contiguous_format
         random.seed(t.seed)
