@@ -75,8 +75,9 @@ def load_checkpoint_weights(model, ckpt: Path, where: str) -> int:
 
     Returns how many LoRA tensors of `model` the checkpoint did not have (a widened adapter; they keep their init).
     """
-    state = checkpoint_state(ckpt)
+    state = dict(checkpoint_state(ckpt))
     own = model.state_dict()
+    _match_bit_rows(state, own, where)
     for k in own:  # a module the source had no LoRA on holds its weight as `X.weight`, here `X.base_layer.weight`
         plain = k.replace(".base_layer.", ".")
         if ".base_layer." in k and k not in state and plain in state and plain not in own:
@@ -84,6 +85,19 @@ def load_checkpoint_weights(model, ckpt: Path, where: str) -> int:
     fresh = _check_tensors(where, state, {k: tuple(v.shape) for k, v in own.items()})
     model.load_state_dict(state, strict=not fresh)
     return len(fresh)
+
+
+def _match_bit_rows(state: dict, own: dict, where: str) -> None:
+    """Checkpoints hold their bit rows folded (vidgpt.train.bit_rows: A = 0), so a run with `model.bit_rows`
+    may start from one without, and the other way round: a missing A starts at zero, a zero A is dropped."""
+    from .bit_rows import ATTR
+
+    for k in [k for k in state if f"{ATTR}." in k and k not in own]:
+        if bool(state[k].any()):
+            raise ConfigError(f"{where}: {k} is not folded into the rows (non-zero); set model.bit_rows: true")
+        del state[k]
+    for k in [k for k in own if f"{ATTR}." in k and k not in state]:
+        state[k] = own[k].detach().clone().zero_()
 
 
 def _is_fresh_lora(key: str) -> bool:

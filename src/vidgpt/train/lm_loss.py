@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..vocab import UnifiedVocab
+from .bit_rows import bit_rows_of
 
 HEADS = ("auto", "plain", "full", "constrained")
 EMBED_GRADS = ("input", "head_only")
@@ -118,8 +119,9 @@ class TokenRows:
     merged 65.8k-row copy that peft's wrapper makes on every call (when the trainable ids are one range).
     """
 
-    def __init__(self, head):
+    def __init__(self, head, bits=None):
         self.module = head
+        self.bits = bits  # vidgpt.train.bit_rows.BitRows: a bitwise part added to the visual rows (or None)
         self.plain = None
         self.base = None
         ta = getattr(head, "token_adapter", None)
@@ -144,6 +146,10 @@ class TokenRows:
                 self.span = None  # lookup() then goes through peft's own forward
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        emb = self._lookup(ids)
+        return emb if self.bits is None else self.bits.add_to_lookup(emb, ids)
+
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         if self.plain is not None or self.span is None or not isinstance(self.ta.base_layer, torch.nn.Embedding):
             return self.module(ids)
         c0, c1 = self.span
@@ -157,6 +163,10 @@ class TokenRows:
         return (self.plain if self.plain is not None else self.base).shape[0]
 
     def rows(self, lo: int, hi: int) -> torch.Tensor:
+        W = self._rows(lo, hi)
+        return W if self.bits is None else self.bits.add_to_rows(W, lo, hi)
+
+    def _rows(self, lo: int, hi: int) -> torch.Tensor:
         if self.plain is not None:
             return self.plain[lo:hi]
         if self.span is None:  # general case: merge every delta into a full copy, then slice
@@ -176,7 +186,7 @@ def HeadRows(model) -> TokenRows:
     head = _base(model).get_output_embeddings()
     if head is None:
         raise ConfigError("the model has no output embeddings (lm_head); use loss.head=plain")
-    return TokenRows(head)
+    return TokenRows(head, bit_rows_of(model))
 
 
 # --- target groups ------------------------------------------------------------------------------------------
@@ -266,7 +276,7 @@ class LossHead:
         base = _base(model)
         body = base.get_decoder() if hasattr(base, "get_decoder") else base.model
         kw = {"position_ids": batch["position_ids"], "use_cache": False}
-        rows = TokenRows(base.get_input_embeddings())
+        rows = TokenRows(base.get_input_embeddings(), bit_rows_of(base))
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.embed_grad == "input"):
             emb = rows.lookup(batch.get("model_input_ids", batch["input_ids"]))  # noisy inputs (input_noise.py)
         return body(inputs_embeds=emb, **kw).last_hidden_state

@@ -48,6 +48,7 @@ class LMModelConfig:
     tiny: dict = field(default_factory=dict)  # tiny-llama shape: hidden_size, layers, heads, kv_heads, text_vocab
     attn_implementation: str = "auto"  # auto | flash_attention_4 | flash_attention_2 | sdpa | eager
     gradient_checkpointing: bool = False
+    bit_rows: bool = False  # visual rows = free part + bits(code) @ A, A trained (vidgpt.train.bit_rows)
 
 
 @dataclass
@@ -138,6 +139,10 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
             lm.model.enable_input_require_grads()
     else:
         lm.base_intact = False
+    if m.bit_rows:
+        from .bit_rows import attach_bit_rows
+
+        attach_bit_rows(lm.model, lm.vocab)
     lm.model.train()
     return lm, attn
 
@@ -289,6 +294,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from tqdm import tqdm
 
     from ..backbone import save_vidgpt_lm
+    from .bit_rows import detach_bit_rows, fold_bit_rows
     from .distributed import drop_log_after, engine_name, gather_data_state, make_accelerator, plain_model_for_save, prepare
 
     t = cfg.train
@@ -321,6 +327,10 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio)
     )
     loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, world)
+    if cfg.model.bit_rows and loss_head.head == "plain":
+        raise ConfigError("model.bit_rows needs loss.head full or constrained (the plain head goes through the "
+                          "model's own forward, which does not add the bitwise part); on several processes "
+                          "or a GPU, auto picks plain")
     model, optimizer = prepare(accelerator, lm.model, optimizer)  # accelerator.prepare + engine fixes (distributed.py)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
 
@@ -418,6 +428,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         if (t.ckpt_every and state["step"] % t.ckpt_every == 0) or state["step"] == t.steps:
             state["stats"] = stats.as_dict()
             state["data"] = gather_data_state(accelerator, rows)  # every rank: each stream's position
+            fold_bit_rows(accelerator.unwrap_model(model))  # checkpoints hold plain rows (A = 0); the run continues unchanged
             save_checkpoint(accelerator, out, state["step"], state, t.keep_checkpoints)
     bar.close()
 
@@ -425,6 +436,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     plain = plain_model_for_save(accelerator, model)  # every rank: FSDP gathers the full state here
     if accelerator.is_main_process:
         lm.model = plain
+        detach_bit_rows(lm.model)  # what ships has plain rows
         lm.model.eval()
         save_vidgpt_lm(lm, out / "model", form=t.save_form)
         png = plot_loss_curve(log.path, out / "loss_curve.png") if log.path.exists() else None
