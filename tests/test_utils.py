@@ -14,3 +14,12 @@ def test_cpu_native_bf16_reads_the_flags_and_the_override(monkeypatch):
     assert cpu_has_native_bf16(avx2)
     monkeypatch.setenv("VIDGPT_CPU_BF16", "0")
     assert not cpu_has_native_bf16(avx2.replace("avx2", "avx512_bf16"))
+
+
+def test_best_time_is_the_fastest_of_the_runs():
+    from vidgpt.utils import best_time
+
+    ticks = iter([0.0, 5.0, 10.0, 12.0, 20.0, 24.0])  # runs of 5, 2 and 4 seconds on a fake clock
+    calls = []
+    assert best_time(lambda: calls.append(1), reps=3, clock=lambda: next(ticks)) == 2.0
+    assert len(calls) == 3

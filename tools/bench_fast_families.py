@@ -18,16 +18,13 @@ import time
 
 import torch
 
+from vidgpt.utils import best_time
+
 CLOCK = time.perf_counter
 
 
-def _best(fn, reps=2):
-    best = float("inf")
-    for _ in range(reps):
-        t = CLOCK()
-        fn()
-        best = min(best, CLOCK() - t)
-    return best
+def _best(fn, reps: int = 2) -> float:
+    return best_time(fn, reps, CLOCK)  # CLOCK: wall or, with --cpu-time, the process's CPU seconds
 
 
 def build(family, args):

@@ -33,6 +33,8 @@ import time
 
 import torch
 
+from vidgpt.utils import best_time
+
 
 def build(args):
     from vidgpt.embedded import load_embedded_tokenizer
@@ -73,13 +75,7 @@ CLOCK = time.perf_counter  # --cpu-time switches to the process's own CPU second
 
 
 def _best(fn, reps: int = 3) -> float:
-    """Best time of `reps` runs of fn (other jobs share the machine: the best is the cleanest)."""
-    best = float("inf")
-    for _ in range(reps):
-        t = CLOCK()
-        fn()
-        best = min(best, CLOCK() - t)
-    return best
+    return best_time(fn, reps, CLOCK)  # CLOCK: wall or, with --cpu-time, the process's CPU seconds
 
 
 def stream_rate(nbytes: int) -> float:

@@ -134,3 +134,17 @@ def cpu_bf16_if_native(requested: bool, note) -> bool:
         note("train.cpu_bf16 ignored: this CPU has no native bf16 (AVX512-BF16/AMX), emulated bf16 is slower; fp32")
         return False
     return requested
+
+
+def best_time(fn, reps: int = 3, clock=None) -> float:
+    """Best time of `reps` calls of fn (seconds of `clock`, default time.perf_counter): on a machine other jobs
+    share, the fastest run is the cleanest measurement. The benchmarks under tools/ time with it."""
+    import time
+
+    clock = clock or time.perf_counter
+    best = float("inf")
+    for _ in range(max(1, reps)):
+        t = clock()
+        fn()
+        best = min(best, clock() - t)
+    return best
