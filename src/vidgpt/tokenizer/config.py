@@ -20,7 +20,10 @@ ARCHITECTURE_FIELDS = (
 )
 # Architecture fields added later: they enter the hash only when not at their default, so the
 # codes of tokenizers trained before them keep their hash.
-LATER_ARCHITECTURE_FIELDS = {"patch_size": 1, "space_factor": 8, "res_time_kernel": 3}
+LATER_ARCHITECTURE_FIELDS = {"patch_size": 1, "space_factor": 8, "res_time_kernel": 3, "space_pad_mode": "zeros"}
+# Architecture fields that change what the codes mean but not the weights' shapes: a run may start from a
+# tokenizer that differs from its config only in these (train.init_from, a warm start that re-learns the codes).
+WEIGHT_COMPATIBLE_FIELDS = ("space_pad_mode",)
 
 
 @dataclass
@@ -47,6 +50,10 @@ class TokenizerConfig:
     patch_size: int = 1  # pixels folded into channels before the first conv (1, 2, 4 or 8)
     space_factor: int = 8  # spatial compression: 8 (17x128x128 -> 5x16x16) or 16 (-> 5x8x8)
     res_time_kernel: int = 3  # residual blocks' conv kernel in time: 3 (3D) or 1 (per frame; cheaper)
+    # spatial padding of the 3x3 convs: "zeros" (v1) lets the frame's border reach every latent cell of a small
+    # grid, so one flat colour codes to ~35 different codes over a 64 px image; "replicate" makes a flat region
+    # code to one code wherever it is (a constant input stays constant through every layer)
+    space_pad_mode: str = "zeros"
 
     # LFQ losses (see lfq.py)
     commitment_weight: float = 0.25
@@ -74,6 +81,8 @@ class TokenizerConfig:
             )
         if self.pad_mode not in ("replicate", "zeros"):
             raise ValueError(f"pad_mode must be 'replicate' or 'zeros', got {self.pad_mode!r}")
+        if self.space_pad_mode not in ("replicate", "zeros"):
+            raise ValueError(f"space_pad_mode must be 'replicate' or 'zeros', got {self.space_pad_mode!r}")
         for m in self.channel_mults:
             if (self.channels * m) % self.norm_groups:
                 raise ValueError(f"channels*{m} = {self.channels * m} is not divisible by norm_groups={self.norm_groups}")

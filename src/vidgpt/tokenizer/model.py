@@ -111,6 +111,20 @@ class TokenizerOutput:
     lfq: LFQOutput
 
 
+def set_space_padding(module: nn.Module, mode: str) -> int:
+    """Pad every spatially padded conv of `module` with `mode` (replicate) instead of zeros; returns how many.
+
+    The convs are built with zero padding (layers.CausalConv3d pads time itself, space through nn.Conv3d);
+    nn.Conv3d applies another `padding_mode` with the same padding sizes, so the weights' shapes do not change.
+    """
+    n = 0
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d) and any(p > 0 for p in m.padding[1:]):
+            m.padding_mode = mode
+            n += 1
+    return n
+
+
 class VideoTokenizer(nn.Module):
     """Encode videos/images to LFQ codes and decode them back. See the module docstring for shapes."""
 
@@ -121,6 +135,8 @@ class VideoTokenizer(nn.Module):
         self.encoder = Encoder(c)
         self.quantizer = LFQ(c.codebook_bits, c.inv_temperature, c.entropy_group_bits, c.entropy_max_positions)
         self.decoder = Decoder(c)
+        if c.space_pad_mode != "zeros":
+            set_space_padding(self, c.space_pad_mode)
         # weights fingerprints of earlier tokenizers with this one's encoder (it is their decoder-only
         # fine-tune): codes files and shards that name only those stay valid (accepts_codes_of)
         self.code_compatible: list[str] = []

@@ -11,6 +11,7 @@ codes of every input stay bit for bit the same and LM data made with them stays 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import time
@@ -26,6 +27,7 @@ from ..metrics import psnr
 from ..tokenizer import TokenizerConfig, VideoTokenizer, codebook_usage
 from ..tokenizer.discriminator import PatchDiscriminator3D
 from ..tokenizer.losses import LeCam, hinge_d_loss, hinge_g_loss, reconstruction_loss, tokenizer_loss
+from ..tokenizer.config import WEIGHT_COMPATIBLE_FIELDS
 from ..tokenizer.model import TokenizerOutput
 from ..utils import atomic_dir, cpu_bf16_if_native, pick_device, progress_wanted
 from .schedule import warmup_cosine
@@ -180,6 +182,17 @@ class TokenizerTrainer:
     def init_weights(self, directory: str) -> None:
         """Start from a trained tokenizer's weights (a warm start with a fresh optimizer and schedule)."""
         src = VideoTokenizer.from_pretrained(directory)
+        ours = self.model.config
+        same = dataclasses.replace(src.config, **{k: getattr(ours, k) for k in WEIGHT_COMPATIBLE_FIELDS})
+        if same.architecture_hash() == ours.architecture_hash() and src.config_hash() != self.model.config_hash():
+            changed = ", ".join(f"{k}: {getattr(src.config, k)} -> {getattr(ours, k)}" for k in WEIGHT_COMPATIBLE_FIELDS
+                                if getattr(src.config, k) != getattr(ours, k))
+            if self.decoder_only:
+                raise TrainingError(f"train.init_from {directory}: train.train_parts=decoder keeps the source's encoder, "
+                                    f"but this config changes what its codes mean ({changed})")
+            self.model.load_state_dict(src.state_dict())  # the same tensors; the codes are re-learned from here
+            self.log(f"initialised the weights from {directory} ({changed})")
+            return
         if src.config_hash() != self.model.config_hash():
             raise TrainingError(f"train.init_from {directory}: its architecture differs from this config's model (hash {src.config_hash()} vs {self.model.config_hash()})")
         self.model.load_state_dict(src.state_dict())
