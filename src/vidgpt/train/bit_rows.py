@@ -78,10 +78,7 @@ def _base(model):
 def attach_bit_rows(model, vocab: UnifiedVocab) -> BitRows:
     """Give `model` (plain or peft, after LoRA is applied) a trainable BitRows; returns it."""
     base = _base(model)
-    hidden = base.get_input_embeddings().weight.shape[1] if hasattr(base.get_input_embeddings(), "weight") else \
-        base.config.hidden_size
-    bits = BitRows(vocab, int(hidden)).to(base.get_input_embeddings().weight.device
-                                         if hasattr(base.get_input_embeddings(), "weight") else "cpu")
+    bits = BitRows(vocab, int(base.config.hidden_size)).to(next(base.parameters()).device)
     base.add_module(ATTR, bits)
     return bits
 
