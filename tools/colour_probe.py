@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "cyan", "pink"]
+from prompt_sensitivity import COLORS, load_model_or_checkpoint  # tools/ is on sys.path (the script's own folder)
 
 
 def colour_of(caption: str) -> int | None:
@@ -63,8 +63,6 @@ def main(argv=None) -> int:
 
     from vidgpt.layout import VISUAL
     from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
-
-    from prompt_sensitivity import load_model_or_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="a vidgpt model directory, or a training checkpoint (RUN/checkpoints/step-N)")
@@ -123,9 +121,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from vidgpt.errors import run_tool
 
     run_tool(main, Path(__file__).name)

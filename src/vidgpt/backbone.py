@@ -463,6 +463,11 @@ def is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
+def base_model(model):
+    """The transformers model under a peft wrapper (the model itself when it has none)."""
+    return model.get_base_model() if is_peft(model) else model
+
+
 def merge_lora(lm: VidgptLM) -> VidgptLM:
     """Merge a peft adapter into the weights (in place); the model is plain transformers afterwards."""
     if is_peft(lm.model):
@@ -484,7 +489,7 @@ def _new_rows(model, vocab: UnifiedVocab) -> dict:
     """Rows [offset:] of the input embedding (and of the untied head) of a plain or peft model."""
     import torch
 
-    base = model.get_base_model() if is_peft(model) else model
+    base = base_model(model)
     emb = base.get_input_embeddings()
     w_in = getattr(getattr(emb, "token_adapter", None), "base_layer", emb).weight
     rows = {"embed_tokens": w_in[vocab.offset :].detach().to(torch.float32).cpu().contiguous()}

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..backbone import base_model
 from ..tokenizer.lfq import codes_to_bits
 from ..vocab import UnifiedVocab
 
@@ -69,22 +70,16 @@ class BitRows(nn.Module):
         return emb + extra * inside.unsqueeze(-1).to(emb.dtype)
 
 
-def _base(model):
-    from ..backbone import is_peft
-
-    return model.get_base_model() if is_peft(model) else model
-
-
 def attach_bit_rows(model, vocab: UnifiedVocab) -> BitRows:
     """Give `model` (plain or peft, after LoRA is applied) a trainable BitRows; returns it."""
-    base = _base(model)
+    base = base_model(model)
     bits = BitRows(vocab, int(base.config.hidden_size)).to(next(base.parameters()).device)
     base.add_module(ATTR, bits)
     return bits
 
 
 def bit_rows_of(model) -> BitRows | None:
-    return getattr(_base(model), ATTR, None) if model is not None else None
+    return getattr(base_model(model), ATTR, None) if model is not None else None
 
 
 def _row_tensors(module, v0: int, v1: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -109,7 +104,7 @@ def fold_bit_rows(model) -> bool:
     bits = bit_rows_of(model)
     if bits is None:
         return False
-    base = _base(model)
+    base = base_model(model)
     part = bits.part()
     seen = set()
     for module in (base.get_input_embeddings(), base.get_output_embeddings()):
@@ -127,4 +122,4 @@ def fold_bit_rows(model) -> bool:
 def detach_bit_rows(model) -> None:
     """Fold, then remove the module (before saving a model: what ships has plain rows and no extra tensor)."""
     if fold_bit_rows(model):
-        delattr(_base(model), ATTR)
+        delattr(base_model(model), ATTR)

@@ -156,10 +156,10 @@ def _load_delta(lm, d: Path, where: str) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from ..backbone import ADAPTER_DIR, NEW_ROWS_NAME, is_peft
+    from ..backbone import ADAPTER_DIR, NEW_ROWS_NAME, base_model, is_peft
 
     rows = load_file(str(d / NEW_ROWS_NAME))
-    base = lm.model.get_base_model() if is_peft(lm.model) else lm.model
+    base = base_model(lm.model)
     info = {"new_rows": int(rows["embed_tokens"].shape[0]), "adapter": False}
     targets = [("embed_tokens", base.get_input_embeddings())]
     out = base.get_output_embeddings()

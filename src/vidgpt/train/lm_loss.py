@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..backbone import base_model
 from ..errors import ConfigError
 from ..vocab import UnifiedVocab
 from .bit_rows import bit_rows_of
@@ -106,12 +107,6 @@ def trim_batch(batch: dict) -> dict:
 # --- where the head's rows live ------------------------------------------------------------------------------
 
 
-def _base(model):
-    from ..backbone import is_peft
-
-    return model.get_base_model() if is_peft(model) else model
-
-
 class TokenRows:
     """The effective weight of an embedding or tied head module (peft trainable-token deltas applied).
 
@@ -183,7 +178,7 @@ class TokenRows:
 
 
 def HeadRows(model) -> TokenRows:
-    head = _base(model).get_output_embeddings()
+    head = base_model(model).get_output_embeddings()
     if head is None:
         raise ConfigError("the model has no output embeddings (lm_head); use loss.head=plain")
     return TokenRows(head, bit_rows_of(model))
@@ -273,7 +268,7 @@ class LossHead:
 
     def hidden_states(self, model, batch: dict) -> torch.Tensor:
         """The decoder's last hidden states [B, L, H] (after the final norm)."""
-        base = _base(model)
+        base = base_model(model)
         body = base.get_decoder() if hasattr(base, "get_decoder") else base.model
         kw = {"position_ids": batch["position_ids"], "use_cache": False}
         rows = TokenRows(base.get_input_embeddings(), bit_rows_of(base))
