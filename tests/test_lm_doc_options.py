@@ -1,5 +1,5 @@
-"""data.prompt_dropout and data.blueprint_only: text-to-video documents with an empty prompt (CFG's
-unconditional branch) or cut to their blueprint section; off (0) leaves the document stream unchanged."""
+"""data.prompt_dropout and data.blueprint_only: text-to-video and text-to-image documents with an empty prompt
+(CFG's unconditional branch) or cut to their blueprint section; off (0) leaves the document stream unchanged."""
 
 import numpy as np
 
@@ -60,6 +60,24 @@ def test_prompt_dropout_and_blueprint_only():
         want = opts.get("prompt_dropout", opts.get("blueprint_only"))
         assert abs(share - want) < 0.1, (key, share)
         assert (cut if key == "empty" else empty) == 0  # each option changes only what it says
+
+
+def test_image_documents_take_both_options():
+    """An image is a 1-frame video: cut to its blueprint and prompt-dropped like one (piece 5 of the default model
+    ran with blueprint_only 1.0 on images, and its documents kept their 256 fine codes before this)."""
+    lm = _tiny_lm()
+    layout = Layout(lm.vocab, lm.text_tokenizer, chat=False)
+    rec = dict(_record(np.random.default_rng(0), t=1), kind="image")
+    rec["blueprint_codes"] = rec["blueprint_codes"][:4]
+    rec["blueprint_shape"] = [1, 2, 2]
+    cut = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, blueprint_only=1.0))(
+        rec, np.random.default_rng(0))
+    block = layout.parse(cut.input_ids).turns[1].blocks()[0]
+    assert block.fine is None and block.blueprint.flatten().tolist() == rec["blueprint_codes"]
+    dropped = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, prompt_dropout=1.0))(
+        rec, np.random.default_rng(0))
+    user, assistant = layout.parse(dropped.input_ids).turns
+    assert user.text() == "" and assistant.blocks()[0].fine is not None
 
 
 def test_object_loss_weight_scales_only_the_object_codes():

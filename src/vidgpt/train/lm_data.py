@@ -67,7 +67,7 @@ class LMDataConfig:
     long_docs: str = "split"  # split | drop: documents longer than seq_len
     holdout_every: int = 50  # record i is held out for eval when i % holdout_every == 0
     streams: int = 0  # independent data streams (0 = one per process); a multiple of the process count
-    # text-to-video documents only (never edits, continuations or images); 0 = off, and the stream is unchanged
+    # text-to-video and text-to-image documents only (never edits or continuations); 0 = off, and the stream is unchanged
     prompt_dropout: float = 0.0  # share of documents whose prompt is empty: trains the unconditional branch of CFG
     blueprint_only: float = 0.0  # share of documents cut to their blueprint section (~1/5 of the tokens): the part
     #                              the prompt decides, at 5x the documents per token (the fine section follows it)
@@ -298,15 +298,13 @@ class RecordFormatter:
                 source = self._block(edit.get("source_codes"), edit.get("source_shape"), None, where)
                 instr = edit.get("instruction")
                 sample = L.edit(source, instr, target) if instr else L.continuation(source, target)
-            elif target.shape[0] == 1:
-                sample = L.image(caption, target)
-            else:
+            else:  # text to video, or to an image (a 1-frame video: the same options apply)
                 cfg = self.cfg
                 if cfg.prompt_dropout > 0 and rng.random() < cfg.prompt_dropout:
                     caption = ""
                 if cfg.blueprint_only > 0 and target.blueprint is not None and rng.random() < cfg.blueprint_only:
                     target = VisualBlock(target.shape, fine=None, blueprint=target.blueprint)
-                sample = L.text_to_video(caption, target)
+                sample = L.image(caption, target) if target.shape[0] == 1 else L.text_to_video(caption, target)
             f = self.layout.format(sample)
             doc = to_document(f.input_ids, f.kinds, self.wk)
             self._weight_objects(doc, rec, target, where)
