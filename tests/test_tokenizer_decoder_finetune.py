@@ -219,18 +219,29 @@ V1_ENCODER = "697731af0e93934c"  # encoder fingerprint of the shipped tokenizer 
 V1_WEIGHTS = "d65a07297ae908ab"  # v1's weights fingerprint, what codes files and shards made with v1 name
 
 
-def test_shipped_tokenizer_gives_v1_codes():
-    """A guard: the default LM's data was tokenized with v1, so the shipped tokenizer must keep v1's encoder
-    (a decoder-only fine-tune may replace the decoder). A new encoder means rebuilding the LM's data; then
-    update these constants with it."""
+V2_ENCODER = "cadaee765d8579bd"  # encoder fingerprint of the shipped tokenizer v2 (bf16 weights as committed)
+
+
+def test_the_lm_tokenizers_keep_their_codes():
+    """A guard: the shipped default LM (model/) was trained on v1's codes, so the tokenizer its vidgpt.json names
+    (checkpoints/tokenizer_v1) must keep v1's encoder; the shipped tokenizer/ is v2, whose codes the next LM pieces
+    are built from. A decoder-only fine-tune may replace either decoder; a new encoder means rebuilding an LM's
+    data: then update these constants with it."""
+    import json
     from pathlib import Path
 
-    tok = VideoTokenizer.from_pretrained(Path(__file__).resolve().parents[1] / "tokenizer")
-    assert tok.encoder_fingerprint() == V1_ENCODER
-    assert tok.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
-    # the fine-tune config starts from these weights (init_from checks the architecture hash)
+    root = Path(__file__).resolve().parents[1]
+    v1 = VideoTokenizer.from_pretrained(root / "checkpoints" / "tokenizer_v1")
+    assert v1.encoder_fingerprint() == V1_ENCODER
+    assert v1.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
+    meta = json.loads((root / "model" / "vidgpt.json").read_text())
+    assert (root / "model" / meta["video_tokenizer"]).resolve() == (root / "checkpoints" / "tokenizer_v1").resolve()
+    v2 = VideoTokenizer.from_pretrained(root / "tokenizer")
+    assert v2.encoder_fingerprint() == V2_ENCODER
+    assert not v2.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
+    # the decoder fine-tune config starts from the shipped weights (init_from checks the architecture hash)
     ft = load_config(TokenizerTrainConfig, "configs/tokenizer/cpu_8x_decoder_ft.yaml")
-    assert ft.train.train_parts == "decoder" and ft.model.architecture_hash() == tok.config_hash()
+    assert ft.train.train_parts == "decoder" and ft.model.architecture_hash() == v2.config_hash()
 
 
 def test_object_weight_weighs_pixels_off_the_background():

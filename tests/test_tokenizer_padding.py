@@ -31,17 +31,21 @@ def test_replicate_padding_codes_a_flat_image_to_one_code():
     assert torch.allclose(out, out[:, :, :1, :1].expand_as(out), atol=1e-5)  # and decodes to a flat image
 
 
-def test_the_shipped_tokenizer_keeps_its_hash_and_codes():
-    tok = VideoTokenizer.from_pretrained(ROOT / "tokenizer")
-    assert tok.config.space_pad_mode == "zeros"
+def test_v1_keeps_its_hash_and_v2_ships_with_replicate_padding():
+    """v1 (checkpoints/tokenizer_v1, what model/ was trained on) keeps its zero padding and its config hash; the
+    shipped tokenizer/ is v2, replicate padding, another hash (codes of one never mix with the other's)."""
     from safetensors import safe_open
 
-    with safe_open(str(ROOT / "tokenizer" / "model.safetensors"), "pt") as f:
-        assert f.metadata()["config_hash"] == tok.config_hash()
+    v1 = VideoTokenizer.from_pretrained(ROOT / "checkpoints" / "tokenizer_v1")
+    v2 = VideoTokenizer.from_pretrained(ROOT / "tokenizer")
+    assert v1.config.space_pad_mode == "zeros" and v2.config.space_pad_mode == "replicate"
+    for tok, d in ((v1, ROOT / "checkpoints" / "tokenizer_v1"), (v2, ROOT / "tokenizer")):
+        with safe_open(str(d / "model.safetensors"), "pt") as f:
+            assert f.metadata()["config_hash"] == tok.config_hash()
     import dataclasses
 
-    other = dataclasses.replace(tok.config, space_pad_mode="replicate")
-    assert other.architecture_hash() != tok.config_hash()
+    assert dataclasses.replace(v1.config, space_pad_mode="replicate").architecture_hash() == v2.config_hash()
+    assert v1.config_hash() != v2.config_hash()
     with pytest.raises(ValueError, match="space_pad_mode"):
         TokenizerConfig(space_pad_mode="reflect")
 
