@@ -31,8 +31,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.dirname(__file__))
 
-COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "cyan", "pink"]
+from prompt_sensitivity import COLORS, swapped  # noqa: E402  (the LM probe's colour swap, so the two read alike)
+from vidgpt.errors import DataError, run_tool  # noqa: E402
 
 
 def load_records(dirs: list[str]) -> list[dict]:
@@ -42,7 +44,7 @@ def load_records(dirs: list[str]) -> list[dict]:
     for d in dirs:
         files = sorted(glob.glob(os.path.join(d, "*.parquet")))
         if not files:
-            raise SystemExit(f"{d}: no parquet shards")
+            raise DataError(f"{d}: no parquet shards")
         for f in files:
             t = pq.read_table(f, columns=["caption", "blueprint_codes", "blueprint_object_mask", "blueprint_shape"])
             rows.extend(r for r in t.to_pylist() if r["blueprint_codes"] and r["blueprint_object_mask"])
@@ -68,12 +70,7 @@ class WordVocab:
 
 
 def swap_colour(caption: str) -> str | None:
-    words = caption.split()
-    for i, w in enumerate(words):
-        if w.lower() in COLORS:
-            words[i] = COLORS[(COLORS.index(w.lower()) + len(COLORS) // 2) % len(COLORS)]
-            return " ".join(words)
-    return None
+    return swapped(caption, "color")
 
 
 def build_model(n_words: int, n_codes: int, bits: int, length: int, d: int, layers: int, heads: int):
@@ -238,4 +235,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main, os.path.basename(__file__))
