@@ -142,6 +142,16 @@ def test_init_from_a_run_without_bit_rows_and_back(tmp_path):
     train_lm(back, tmp_path / "back", progress=False)
 
 
+def test_a_full_form_model_of_a_bit_rows_run_starts_the_next_piece(tmp_path):
+    # the saved model holds its rows folded and no bit-row tensor; a full fine-tune with bit rows starts from it
+    full = ["lora.enabled=false", "train.save_form=full", "train.ckpt_every=0"]
+    first = train_lm(_tiny(full + ["train.steps=3"]), tmp_path / "first", progress=False)
+    nxt = train_lm(_tiny(full + ["train.steps=2", f"train.init_from={tmp_path / 'first' / 'model'}"]),
+                   tmp_path / "next", progress=False)
+    assert _losses(tmp_path / "next")[0] < _losses(tmp_path / "first")[0]
+    assert first["loss"] > 0 and nxt["loss"] > 0
+
+
 def test_plain_head_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="bit_rows"):
         train_lm(_tiny(["loss.head=plain", "train.steps=1"]), tmp_path / "x", progress=False)

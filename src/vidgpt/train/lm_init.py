@@ -255,8 +255,10 @@ def init_from(lm, path: str | Path, cfg) -> dict:
     from ..backbone import load_vidgpt_lm
 
     src = load_vidgpt_lm(d)
-    state = src.model.state_dict()
-    _check_tensors(where, state, {k: tuple(v.shape) for k, v in lm.model.state_dict().items()})
+    state = dict(src.model.state_dict())
+    own = lm.model.state_dict()
+    _match_bit_rows(state, own, where)  # a saved model holds its bit rows folded (A = 0)
+    _check_tensors(where, state, {k: tuple(v.shape) for k, v in own.items()})
     lm.model.load_state_dict(state, strict=True)
     return info
 
