@@ -148,3 +148,4 @@ def test_extend_cli_reads_k_from_tokenizer_config(tmp_path):
     lm = load_vidgpt_lm(tmp_path / "lm")
     assert lm.video_tokenizer_dir == tmp_path / "lm" / "video_tokenizer"
     assert lm.vocab.num_new_tokens == 4 + 3 * 64 + 2 * 512
+

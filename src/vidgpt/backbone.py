@@ -363,10 +363,19 @@ def resize_with_mean_init(model, vocab: UnifiedVocab, pad_to_multiple_of: int = 
 
 
 def extend_backbone(model, text_tokenizer, spec: VocabSpec, pad_to_multiple_of: int = 64, seed: int = 0,
-                    noise: float = 0.02) -> UnifiedVocab:
-    """Add the vocab's tokens to the tokenizer and the model (in place); returns the vocabulary."""
+                    noise: float = 0.02, row_init: str = "mean", row_init_scale: float = 1.0,
+                    tokenizer_dir=None) -> UnifiedVocab:
+    """Add the vocab's tokens to the tokenizer and the model (in place); returns the vocabulary.
+
+    New rows start at the mean of the old ones plus `noise`; `row_init` other than "mean" adds structure on top
+    (vidgpt.row_init: the code's bits, the text embedding of its colour)."""
+    from .row_init import ROW_INITS, apply_row_init
+
+    if row_init not in ROW_INITS:
+        raise ModelError(f"row_init={row_init!r}: expected one of {', '.join(ROW_INITS)}")
     vocab = add_vocab_tokens(text_tokenizer, spec)
     resize_with_mean_init(model, vocab, pad_to_multiple_of=pad_to_multiple_of, noise=noise, seed=seed)
+    apply_row_init(model, vocab, text_tokenizer, row_init, scale=row_init_scale, seed=seed, tokenizer_dir=tokenizer_dir)
     return vocab
 
 
@@ -391,7 +400,8 @@ def make_meta(vocab: UnifiedVocab, backbone: str, *, chat: bool = True, base: st
 def extend(backbone: str, tokenizer_dir: str | Path | None, *, codebook_bits: int | None = None,
            subtokens: int | None = None, seed: int = 0, pad_to_multiple_of: int = 64, chat: bool = True,
            tiny: dict | None = None, max_latent_t: int = 64, max_latent_hw: int = 64,
-           clip: tuple[int, int, int] | None = (17, 128, 128)) -> VidgptLM:
+           clip: tuple[int, int, int] | None = (17, 128, 128), row_init: str = "mean",
+           row_init_scale: float = 1.0) -> VidgptLM:
     """Load `backbone`, extend it for the video tokenizer in `tokenizer_dir` (K from its config.json).
 
     Refuses (ModelError) what it cannot extend: not a decoder-only causal LM, no chat template when
@@ -414,7 +424,8 @@ def extend(backbone: str, tokenizer_dir: str | Path | None, *, codebook_bits: in
     model, tok = load_backbone(backbone, tiny=tiny)
     probe = UnifiedVocab(spec, offset=len(tok))
     check_extension(backbone, model, tok, probe, chat=chat, clip=clip, space_factor=_space_factor_of(tokenizer_dir))
-    vocab = extend_backbone(model, tok, spec, pad_to_multiple_of=pad_to_multiple_of, seed=seed)
+    vocab = extend_backbone(model, tok, spec, pad_to_multiple_of=pad_to_multiple_of, seed=seed, row_init=row_init,
+                            row_init_scale=row_init_scale, tokenizer_dir=tokenizer_dir)
     rows = model.get_input_embeddings().weight.shape[0]
     base = "smollm2-135m" if is_embedded_name(backbone) else str(backbone)
     meta = make_meta(vocab, base, chat=chat, base=base, embedding_rows=rows)

@@ -23,6 +23,10 @@ def register(sub) -> None:
     p.add_argument("--form", choices=["full", "delta"], default="full", help="full HF directory (default) or delta (new rows only, on top of the base)")
     p.add_argument("--pad-to-multiple-of", type=int, default=64, help="round the embedding rows up to this (default 64; 1 = exact)")
     p.add_argument("--plain-layout", action="store_true", help="record the plain (no chat template) layout in vidgpt.json")
+    p.add_argument("--row-init", choices=["mean", "bits", "colour", "colour+bits"], default="mean",
+                   help="new visual rows: the text rows' mean + noise (default); bits: + the code's LFQ bits @ a random matrix; "
+                   "colour: + the text embedding of the colour the code decodes to; colour+bits: both (vidgpt.row_init)")
+    p.add_argument("--row-init-scale", type=float, default=1.0, help="the structure's size (bits: std over the text rows'; colour: share of the colour word)")
     p.add_argument("--seed", type=int, default=0, help="seed of the new rows' noise")
     p.add_argument("--clip", default="17x128x128", metavar="TxHxW",
                    help="the clip one context must hold, with its blueprint and a prompt (default 17x128x128; 'none' skips the check)")
@@ -77,7 +81,8 @@ def _extend(args) -> int:
     if tok_dir is not None and not Path(tok_dir).is_dir():
         raise ModelError(f"{tok_dir}: video tokenizer directory not found")
     lm = extend(args.backbone, tok_dir, codebook_bits=args.codebook_bits, subtokens=args.subtokens, seed=args.seed,
-                pad_to_multiple_of=args.pad_to_multiple_of, chat=not args.plain_layout, clip=_parse_clip(args.clip))
+                pad_to_multiple_of=args.pad_to_multiple_of, chat=not args.plain_layout, clip=_parse_clip(args.clip),
+                row_init=args.row_init, row_init_scale=args.row_init_scale)
     save_vidgpt_lm(lm, args.out, form=args.form)
     print(f"extended {args.backbone}: {lm.vocab} -> {args.out} ({args.form} form)")
     return 0

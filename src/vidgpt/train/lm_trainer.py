@@ -49,6 +49,8 @@ class LMModelConfig:
     attn_implementation: str = "auto"  # auto | flash_attention_4 | flash_attention_2 | sdpa | eager
     gradient_checkpointing: bool = False
     bit_rows: bool = False  # visual rows = free part + bits(code) @ A, A trained (vidgpt.train.bit_rows)
+    row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
+    row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
 
 @dataclass
@@ -116,7 +118,8 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
             lm.base_intact = True
     elif m.backbone:
         lm = extend(m.backbone, m.tokenizer or None, codebook_bits=m.codebook_bits or None,
-                    subtokens=m.subtokens or None, seed=cfg.train.seed, tiny=m.tiny or None, chat=cfg.data.chat)
+                    subtokens=m.subtokens or None, seed=cfg.train.seed, tiny=m.tiny or None, chat=cfg.data.chat,
+                    row_init=m.row_init, row_init_scale=m.row_init_scale)
     else:
         raise ConfigError("model: set `path` (a vidgpt LM dir) or `backbone` (+ `tokenizer` or `codebook_bits`)")
     attn = set_attention(lm.model, attn) or attn  # a family without that kernel (Gemma2: sdpa) keeps eager
