@@ -33,6 +33,15 @@ def test_clip_size_of_sources_agrees_or_none(tmp_path):
     bare.mkdir()
     (bare / "part-0.parquet").write_bytes(b"")
     assert clip_size_of_sources(LMDataConfig(sources=[SourceConfig(kind="shards", paths=[a, str(bare)])])) is None
+    # images (1 frame) at the clips' size are 1-frame clips: the clips decide; at another size they do not agree
+    img = _shards(tmp_path, "img", 1, 64)
+    img_other = _shards(tmp_path, "img128", 1, 128)
+    with_images = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[a]), SourceConfig(kind="shards", paths=[img])])
+    assert clip_size_of_sources(with_images) == {"frames": 9, "height": 64, "width": 64}
+    odd = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[a]), SourceConfig(kind="shards", paths=[img_other])])
+    assert clip_size_of_sources(odd) is None
+    only_images = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[img])])
+    assert clip_size_of_sources(only_images) == {"frames": 1, "height": 64, "width": 64}
 
 
 def test_generate_draws_the_models_default_clip(text_tok):

@@ -155,7 +155,8 @@ TEXT_EXTS = (".txt", ".md")
 def clip_size_of_sources(cfg: LMDataConfig) -> dict | None:
     """{"frames", "height", "width"} of the video clips the shard sources were built at (their manifest.json
     `settings`), when every shard folder of clips agrees; None when any differs or says nothing (the model then
-    keeps the 17x128x128 default). Folders of JSONL records only (text, chat answers) are not asked.
+    keeps the 17x128x128 default). Folders of JSONL records only (text, chat answers) are not asked, and image
+    folders (1 frame) at the clips' height and width do not outvote the clips.
     Recorded as vidgpt.json `default_clip`: what `generate` draws unless told."""
     sizes = set()
     for src in cfg.sources:
@@ -172,6 +173,9 @@ def clip_size_of_sources(cfg: LMDataConfig) -> dict | None:
                 sizes.add((int(settings["frames"]), int(settings["height"]), int(settings["width"])))
             except (ValueError, KeyError, TypeError):
                 return None
+    videos = {sz for sz in sizes if sz[0] > 1}
+    if videos and all(sz[1:] in {v[1:] for v in videos} for sz in sizes - videos):
+        sizes = videos  # images at the clips' height and width are 1-frame clips of the same model: the clips decide
     if len(sizes) != 1:
         return None
     frames, height, width = sizes.pop()
