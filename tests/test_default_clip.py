@@ -42,6 +42,13 @@ def test_clip_size_of_sources_agrees_or_none(tmp_path):
     assert clip_size_of_sources(odd) is None
     only_images = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[img])])
     assert clip_size_of_sources(only_images) == {"frames": 1, "height": 64, "width": 64}
+    # build-lm --num 0 --images N records its default --frames (17) in settings: such a folder holds images only
+    built = tmp_path / "built_images"
+    built.mkdir()
+    (built / "manifest.json").write_text(json.dumps({"settings": {"num": 0, "images": 40, "edits": 0, "continuations": 0,
+                                                                  "frames": 17, "height": 64, "width": 64}}))
+    with_built = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[a]), SourceConfig(kind="shards", paths=[str(built)])])
+    assert clip_size_of_sources(with_built) == {"frames": 9, "height": 64, "width": 64}
 
 
 def test_generate_draws_the_models_default_clip(text_tok):

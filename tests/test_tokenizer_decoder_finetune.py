@@ -223,10 +223,10 @@ V2_ENCODER = "cadaee765d8579bd"  # encoder fingerprint of the shipped tokenizer 
 
 
 def test_the_lm_tokenizers_keep_their_codes():
-    """A guard: the shipped default LM (model/) was trained on v1's codes, so the tokenizer its vidgpt.json names
-    (checkpoints/tokenizer_v1) must keep v1's encoder; the shipped tokenizer/ is v2, whose codes the next LM pieces
-    are built from. A decoder-only fine-tune may replace either decoder; a new encoder means rebuilding an LM's
-    data: then update these constants with it."""
+    """A guard: the shipped default LM (model/, piece 8 on) was trained on v2's codes, so the tokenizer its
+    vidgpt.json names (the repo's tokenizer/) must keep v2's encoder; checkpoints/tokenizer_v1 keeps v1's (pieces
+    1-7 were trained on it). A decoder-only fine-tune may replace either decoder; a new encoder means rebuilding an
+    LM's data: then update these constants with it."""
     import json
     from pathlib import Path
 
@@ -235,7 +235,7 @@ def test_the_lm_tokenizers_keep_their_codes():
     assert v1.encoder_fingerprint() == V1_ENCODER
     assert v1.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
     meta = json.loads((root / "model" / "vidgpt.json").read_text())
-    assert (root / "model" / meta["video_tokenizer"]).resolve() == (root / "checkpoints" / "tokenizer_v1").resolve()
+    assert (root / "model" / meta["video_tokenizer"]).resolve() == (root / "tokenizer").resolve()
     v2 = VideoTokenizer.from_pretrained(root / "tokenizer")
     assert v2.encoder_fingerprint() == V2_ENCODER
     assert not v2.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)

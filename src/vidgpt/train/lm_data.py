@@ -170,7 +170,10 @@ def clip_size_of_sources(cfg: LMDataConfig) -> dict | None:
                 return None
             try:
                 settings = json.loads(manifest.read_text()).get("settings") or {}
-                sizes.add((int(settings["frames"]), int(settings["height"]), int(settings["width"])))
+                frames = int(settings["frames"])
+                if settings.get("images") and not any(settings.get(k) for k in ("num", "edits", "continuations")):
+                    frames = 1  # images only: `frames` is build-lm's default, no clip of that length is in there
+                sizes.add((frames, int(settings["height"]), int(settings["width"])))
             except (ValueError, KeyError, TypeError):
                 return None
     videos = {sz for sz in sizes if sz[0] > 1}
