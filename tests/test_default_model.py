@@ -1,10 +1,11 @@
 """The shipped default model (model/): it loads on the CPU and the README's main job runs on it.
 
-Skipped while no model ships. The model is mid-training (issue 11): its clips do not follow the prompt yet, and
+Skipped while no model ships. The model is mid-training (issue 11): since piece 8 its clips follow the colour a prompt
+names (asserted below), not yet the motion or shape, and
 vidgpt.json says so (`status`, printed at load). So this guards what holds today: the shipped form (delta,
 bf16, <= 50 MB, the repo's tokenizer referenced), the model's default clip, and one full clip of the main
-command on the fast path (the right shape, not blank). When a piece makes it follow prompts, add the judge's
-colour and motion verdicts for fixed prompts and seeds here.
+command on the fast path (the right shape, not blank). When a piece makes it follow motion, add the judge's
+motion verdicts for fixed prompts and seeds here.
 """
 
 import json
@@ -39,3 +40,22 @@ def test_the_main_job_draws_a_clip_of_the_default_size():
     assert video.std() > 5  # not a blank frame
     block = out.blocks[0]
     assert block.shape == (3, 16, 16) and block.blueprint.shape == (3, 8, 8)
+
+
+def test_the_shipped_model_draws_the_colour_it_is_asked_for():
+    """Prompt adherence that pieces 1-7 never had (piece 8, colour-word rows): blueprint previews of three prompts,
+    four seeds each; the largest named colour region must be the asked colour in at least 8 of 12 (chance ~1.3;
+    measured 11 of 12 when shipped). Motion and shape are not asserted: the model does not follow them yet."""
+    from vidgpt.data.judge import segment
+    from vidgpt.generate import VidGPT
+
+    pipe = VidGPT.from_pretrained(device="cpu")
+    hits = []
+    for prompt, colour in (("a red circle moving right", "red"), ("a blue square moving left", "blue"),
+                           ("a yellow triangle moving up", "yellow")):
+        out = pipe.generate(prompt, seed=0, num=4, blueprint_only=True, progress=False)
+        for video in out.videos:
+            names, label = segment(np.asarray(video))
+            counts = np.bincount(label[label >= 0].ravel(), minlength=len(names))
+            hits.append(bool(counts.sum()) and names[int(counts.argmax())] == colour)
+    assert sum(hits) >= 8, f"asked colours drawn in {sum(hits)} of 12 previews"
