@@ -347,12 +347,10 @@ def resize_with_mean_init(model, vocab: UnifiedVocab, pad_to_multiple_of: int = 
     rows = max(rows, old_rows)
     model.resize_token_embeddings(rows, mean_resizing=False)
     gen = torch.Generator().manual_seed(seed)
+    from .row_init import embedding_weights
+
     with torch.no_grad():
-        weights = [model.get_input_embeddings().weight]
-        out = model.get_output_embeddings()
-        if out is not None and out.weight.data_ptr() != weights[0].data_ptr():
-            weights.append(out.weight)
-        for w in weights:
+        for w in embedding_weights(model):
             old = w[: vocab.offset].float()
             mean, std = old.mean(0), old.std()
             n = rows - vocab.offset
@@ -369,10 +367,8 @@ def extend_backbone(model, text_tokenizer, spec: VocabSpec, pad_to_multiple_of: 
 
     New rows start at the mean of the old ones plus `noise`; `row_init` other than "mean" adds structure on top
     (vidgpt.row_init: the code's bits, the text embedding of its colour)."""
-    from .row_init import ROW_INITS, apply_row_init
+    from .row_init import apply_row_init
 
-    if row_init not in ROW_INITS:
-        raise ModelError(f"row_init={row_init!r}: expected one of {', '.join(ROW_INITS)}")
     vocab = add_vocab_tokens(text_tokenizer, spec)
     resize_with_mean_init(model, vocab, pad_to_multiple_of=pad_to_multiple_of, noise=noise, seed=seed)
     apply_row_init(model, vocab, text_tokenizer, row_init, scale=row_init_scale, seed=seed, tokenizer_dir=tokenizer_dir)

@@ -13,8 +13,8 @@
   "red" already lifts the red codes, and a blueprint reads to the LLM like a row of colour words.
 - `colour+bits`: both.
 
-Text rows and the layout tokens' rows never move. The code colours are cached beside nothing: computing them
-decodes 2**(K/S) flat patches (~45 s for K=14 on one CPU thread).
+Text rows and the layout tokens' rows never move. The code colours are not cached: computing them decodes
+2**K flat patches (~45 s for K=14 on one CPU thread) at every extension.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .vocab import UnifiedVocab
 ROW_INITS = ("mean", "bits", "colour", "colour+bits")
 
 
-def _weights(model) -> list:
+def embedding_weights(model) -> list:
     """The embedding tensors the new rows live in (one when the head is tied)."""
     weights = [model.get_input_embeddings().weight]
     out = model.get_output_embeddings()
@@ -50,7 +50,7 @@ def add_bit_structure(model, vocab: UnifiedVocab, scale: float = 1.0, seed: int 
     signs = codes_to_bits(torch.arange(s.rows_per_group), k)
     v0, v1 = vocab.visual_offset, vocab.visual_offset + s.num_visual_rows
     with torch.no_grad():
-        for w in _weights(model):
+        for w in embedding_weights(model):
             std = float(w[: vocab.offset].float().std())
             R = torch.randn(s.subtokens, k, w.shape[1], generator=gen) * (scale * std / k**0.5)
             part = torch.cat([signs @ R[g] for g in range(s.subtokens)], 0)
@@ -124,7 +124,7 @@ def add_colour_words(model, vocab: UnifiedVocab, text_tokenizer, rgb: np.ndarray
     v0 = vocab.visual_offset
     with torch.no_grad():
         words = word_embeddings(model, text_tokenizer, names)  # from the input rows (tied or not, the text's meaning)
-        for w in _weights(model):
+        for w in embedding_weights(model):
             mean = w[: vocab.offset].float().mean(0)
             part = (p @ (words - mean)) * scale  # [rows, H]
             for g in range(s.subtokens):
@@ -143,7 +143,7 @@ def apply_row_init(model, vocab: UnifiedVocab, text_tokenizer, row_init: str, *,
         from .tokenizer import VideoTokenizer
 
         tok = VideoTokenizer.from_pretrained(str(tokenizer_dir))
-        if tok.config.codebook_bits != vocab.spec.bits_per_subtoken * vocab.spec.subtokens or vocab.spec.subtokens != 1:
+        if vocab.spec.subtokens != 1 or tok.config.codebook_bits != vocab.spec.codebook_bits:
             raise ModelError("row_init=colour needs one sub-token per code (S=1) with the tokenizer's K")
         rgb = code_colours(tok, vocab.spec.bits_per_subtoken)
         add_colour_words(model, vocab, text_tokenizer, rgb, scale)

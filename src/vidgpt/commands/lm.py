@@ -6,6 +6,8 @@ from ..cli import add_group
 
 
 def register(sub) -> None:
+    from ..row_init import ROW_INITS
+
     g = add_group(sub, "lm", "extend an LLM with visual tokens, train it, merge LoRA adapters")
 
     p = g.add_parser(
@@ -23,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--form", choices=["full", "delta"], default="full", help="full HF directory (default) or delta (new rows only, on top of the base)")
     p.add_argument("--pad-to-multiple-of", type=int, default=64, help="round the embedding rows up to this (default 64; 1 = exact)")
     p.add_argument("--plain-layout", action="store_true", help="record the plain (no chat template) layout in vidgpt.json")
-    p.add_argument("--row-init", choices=["mean", "bits", "colour", "colour+bits"], default="mean",
+    p.add_argument("--row-init", choices=ROW_INITS, default="mean",
                    help="new visual rows: the text rows' mean + noise (default); bits: + the code's LFQ bits @ a random matrix; "
                    "colour: + the text embedding of the colour the code decodes to; colour+bits: both (vidgpt.row_init)")
     p.add_argument("--row-init-scale", type=float, default=1.0, help="the structure's size (bits: std over the text rows'; colour: share of the colour word)")
