@@ -129,3 +129,32 @@ def test_first_object_codes_get_their_extra_weight_in_raster_order():
     alone = weights(first_object_codes=2, first_object_weight=3.0)
     assert np.allclose((alone / base)[firsts[:2]], 3.0) and np.allclose(np.delete(alone / base, firsts[:2]), 1.0)
     assert np.allclose(weights(first_object_codes=4), base)
+
+
+def test_motion_loss_weight_scales_the_cells_that_changed_since_the_previous_latent_frame():
+    lm = _tiny_lm()
+    from vidgpt.layout import VISUAL
+
+    # blueprint 2x2x2: the object sits in cell 0 of frame 0 and moves to cell 1 in frame 1
+    rec = _masked_record(7, [1, 0, 0, 0, 0, 1, 0, 0])
+
+    def weights(**opts):
+        d = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, **opts))(rec, np.random.default_rng(0))
+        return np.array([w for w, k in zip(d.weights, d.kinds) if k == VISUAL])
+
+    base, moved = weights(), weights(motion_loss_weight=3.0)
+    fine = np.array(rec["object_mask"], dtype=bool).reshape(2, 4, 4)
+    want = np.zeros(8 + 32, dtype=bool)
+    want[[4, 5]] = True  # frame 1 of the blueprint: cell 0 (left) and cell 1 (arrived)
+    want[8 + 16:] = (fine[1] != fine[0]).reshape(-1)
+    assert want[8 + 16:].any()
+    ratio = moved / base
+    assert np.allclose(ratio[want], 3.0) and np.allclose(ratio[~want], 1.0)
+    # on top of the object weight; frame 0 never counts as motion
+    both = weights(motion_loss_weight=3.0, object_loss_weight=2.0)
+    assert np.allclose(both / weights(object_loss_weight=2.0), ratio)
+    assert np.allclose(ratio[:4], 1.0) and np.allclose(ratio[8:8 + 16], 1.0)
+    import pytest
+    from vidgpt.errors import DataError
+    with pytest.raises(DataError, match="motion_loss_weight"):
+        RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, motion_loss_weight=0.0))

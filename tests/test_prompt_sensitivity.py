@@ -67,3 +67,26 @@ def test_a_tools_vidgpt_error_is_one_line_and_exit_1(tmp_path):
     err = res.stderr.strip().splitlines()
     assert res.returncode == 1 and len(err) == 1
     assert err[0].startswith("prompt_sensitivity.py: error: ") and "Traceback" not in res.stderr
+
+
+def test_changed_only_weights_the_cells_where_the_object_arrives_or_leaves():
+    from vidgpt.backbone import extend
+    from vidgpt.layout import VISUAL
+    from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
+
+    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+    rng = np.random.default_rng(0)
+    fine = np.zeros((2, 4, 4), dtype=np.uint8)
+    fine[0, 1, 1] = fine[1, 1, 2] = 1  # the object moves one cell right
+    rec = {"codes": rng.integers(0, 64, 32).tolist(), "shape": [2, 4, 4], "blueprint_codes": rng.integers(0, 64, 8).tolist(),
+           "blueprint_shape": [2, 2, 2], "caption": "red circle, moving right", "captions": ["red circle, moving right"],
+           "kind": "video", "edit": None, "object_mask": fine.reshape(-1).tolist(),
+           "blueprint_object_mask": [1, 0, 0, 0, 1, 0, 0, 0]}  # the blueprint sees no change
+    doc = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False))(rec, np.random.default_rng(0))
+    got = prompt_sensitivity.changed_only(doc, rec)
+    w = [x for x, k in zip(got.weights, got.kinds) if k == VISUAL]
+    want = np.zeros(8 + 32)
+    want[8 + 16 + 5] = want[8 + 16 + 6] = 1  # frame 1: cell (1,1) left, cell (1,2) arrived
+    assert w == want.tolist() and sum(got.weights) == 2
+    still = dict(rec, object_mask=np.concatenate([fine[0], fine[0]]).reshape(-1).tolist())
+    assert prompt_sensitivity.changed_only(doc, still) is None

@@ -12,6 +12,8 @@ shows the object (teacher-forced, the later object codes can copy the colour fro
 first one is where the prompt has to act; --first-objects N: the first N of them, since the first often barely
 touches the object). --swap background changes the background colour named in the
 record's second caption style instead, and reports the gap on the clip's first code (the background's).
+--swap motion also reports the gap on the changed cells: the codes of latent frames >= 1 whose cell turned from
+object to background or back (where the object arrives or leaves, the codes that carry the motion).
 
     python tools/prompt_sensitivity.py model/ --shards data/lm9/t2v_s2 --n 12
 """
@@ -82,6 +84,28 @@ def object_only(doc, rec):
     for i, m in zip(vis, mask):
         if m:
             w[i] = doc.weights[i]
+    return Document(list(doc.input_ids), w, list(doc.kinds))
+
+
+def changed_only(doc, rec):
+    """The document with loss weight only on the video codes of latent frames >= 1 whose cell changed between
+    object and background since the previous latent frame (where the object arrives or leaves: the codes that
+    carry the motion; data.motion_loss_weight's cells); None when no cell changed."""
+    from vidgpt.geometry import blueprint_shape
+    from vidgpt.layout import VISUAL
+    from vidgpt.train.lm_data import _changed_cells
+    from vidgpt.train.packing import Document
+
+    shape = tuple(int(x) for x in rec["shape"])
+    changed = np.concatenate([_changed_cells(np.asarray(rec["blueprint_object_mask"], dtype=bool), blueprint_shape(shape)),
+                              _changed_cells(np.asarray(rec["object_mask"], dtype=bool), shape)])
+    vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
+    if len(vis) != len(changed) or not changed.any():
+        return None
+    w = [0.0] * len(doc.weights)
+    for i, c in zip(vis, changed):
+        if c:
+            w[i] = 1.0
     return Document(list(doc.input_ids), w, list(doc.kinds))
 
 
@@ -160,7 +184,7 @@ def main(argv=None) -> int:
         other = swapped_background(true_cap) if args.swap == "background" else swapped(true_cap, args.swap)
         if other is None:
             continue
-        losses, obj, first = [], [], []
+        losses, obj, first, moved = [], [], [], []
         masks = r.get("object_mask") is not None and r.get("blueprint_object_mask") is not None
         for cap in (true_cap, other):
             doc = fmt({**r, "caption": cap, "captions": [cap]}, np.random.default_rng(0))
@@ -171,11 +195,16 @@ def main(argv=None) -> int:
                 masks or args.swap == "background") else None
             if one is not None:
                 first.append(loss_of(one))
+            ch = changed_only(doc, r) if masks and args.swap == "motion" else None
+            if ch is not None:
+                moved.append(loss_of(ch))
         row = {"caption": true_cap, "swapped": other, "true": losses[0], "swapped_loss": losses[1]}
         if obj:
             row.update(object_true=obj[0], object_swapped=obj[1])
         if len(first) == 2:
             row.update(first_true=first[0], first_swapped=first[1])
+        if len(moved) == 2:
+            row.update(moved_true=moved[0], moved_swapped=moved[1])
         rows.append(row)
     gap = float(np.mean([x["swapped_loss"] - x["true"] for x in rows])) if rows else float("nan")
     res = {"model": args.model, "swap": args.swap, "n": len(rows), "mean_true": float(np.mean([x["true"] for x in rows])),
@@ -188,6 +217,10 @@ def main(argv=None) -> int:
     if rows and all("object_true" in x for x in rows):
         res["object_gap"] = float(np.mean([x["object_swapped"] - x["object_true"] for x in rows]))
         res["object_true_lower"] = float(np.mean([x["object_true"] < x["object_swapped"] for x in rows]))
+    moved_rows = [x for x in rows if "moved_true" in x]
+    if moved_rows:
+        res["moved_gap"] = float(np.mean([x["moved_swapped"] - x["moved_true"] for x in moved_rows]))
+        res["moved_true_lower"] = float(np.mean([x["moved_true"] < x["moved_swapped"] for x in moved_rows]))
     if args.json:
         print(json.dumps(res, indent=1))
     else:
@@ -200,6 +233,9 @@ def main(argv=None) -> int:
         if "object_gap" in res:
             print(f"object codes only: gap {res['object_gap']:+.4f} nats/token; true caption lower in "
                   f"{res['object_true_lower']:.0%}")
+        if "moved_gap" in res:
+            print(f"changed cells only (where the object arrives or leaves): gap {res['moved_gap']:+.4f} nats/token; "
+                  f"true caption lower in {res['moved_true_lower']:.0%}")
     return 0
 
 

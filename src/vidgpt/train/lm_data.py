@@ -76,6 +76,9 @@ class LMDataConfig:
     first_object_codes: int = 0  # the first N object codes of the target (raster order, blueprint first: where the
     first_object_weight: float = 1.0  # context does not show the object yet, so the prompt has to decide its colour)
     #                                   get this extra factor on top of object_loss_weight (0 codes = off)
+    motion_loss_weight: float = 1.0  # extra factor on the codes of latent frames >= 1 whose cell changed from
+    #                                  object to background or back since the previous latent frame: where the object
+    #                                  arrives and where it left, the codes that carry the prompt's motion
     input_noise: float = 0.0  # share of the trained video codes the model READS as random codes (the targets stay
     #                           true; vidgpt.train.input_noise): the prompt has to decide every code, not only the first
     input_noise_mode: str = "fixed"  # fixed: every row at input_noise; uniform: each row at U(0, input_noise)
@@ -231,6 +234,16 @@ def text_file_documents(files: list[Path]) -> list[str]:
     return docs
 
 
+def _changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    """Flat bool: cells of latent frames >= 1 whose object mask differs from the previous latent frame's."""
+    if mask.size != int(np.prod(shape)):
+        raise DataError(f"object mask has {mask.size} entries for a {'x'.join(map(str, shape))} latent")
+    m = mask.reshape(shape)
+    out = np.zeros_like(m)
+    out[1:] = m[1:] != m[:-1]
+    return out.reshape(-1)
+
+
 class RecordFormatter:
     """Turns one record (code / tokens / text) into a Document through the layout."""
 
@@ -244,9 +257,9 @@ class RecordFormatter:
         self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat) if text_tokenizer is not None else None
         self.eos = getattr(text_tokenizer, "eos_token_id", None)
         self._warned_no_mask = False
-        if cfg.object_loss_weight <= 0 or cfg.first_object_weight <= 0:
-            raise DataError(f"data.object_loss_weight and data.first_object_weight must be > 0, got "
-                            f"{cfg.object_loss_weight}, {cfg.first_object_weight}")
+        if min(cfg.object_loss_weight, cfg.first_object_weight, cfg.motion_loss_weight) <= 0:
+            raise DataError(f"data.object_loss_weight, first_object_weight and motion_loss_weight must be > 0, got "
+                            f"{cfg.object_loss_weight}, {cfg.first_object_weight}, {cfg.motion_loss_weight}")
 
     def _block(self, codes, shape, bp_codes=None, where="record") -> VisualBlock:
         if shape is None or codes is None:
@@ -259,16 +272,20 @@ class RecordFormatter:
         return VisualBlock(shape, fine=fine, blueprint=bp)
 
     def _weight_objects(self, doc: Document, rec: dict, target: VisualBlock, where: str) -> None:
-        """Multiply the weights of the target's object codes by object_loss_weight, and the first
-        first_object_codes of them by first_object_weight too (in place); nothing when both are off."""
+        """Multiply the weights of the target's object codes by object_loss_weight, the first
+        first_object_codes of them by first_object_weight too, and the codes whose cell changed between object and
+        background since the previous latent frame by motion_loss_weight (in place); nothing when all are off."""
         c = self.cfg
-        if c.object_loss_weight == 1.0 and not (c.first_object_codes and c.first_object_weight != 1.0):
+        if (c.object_loss_weight == 1.0 and c.motion_loss_weight == 1.0
+                and not (c.first_object_codes and c.first_object_weight != 1.0)):
             return
-        parts = []
+        parts, shapes = [], []
         if target.blueprint is not None:
             parts.append(rec.get("blueprint_object_mask"))
+            shapes.append(tuple(target.blueprint.shape))
         if target.fine is not None:
             parts.append(rec.get("object_mask"))
+            shapes.append(tuple(target.fine.shape))
         if any(p is None for p in parts):
             if not self._warned_no_mask:
                 self._warned_no_mask = True
@@ -285,6 +302,10 @@ class RecordFormatter:
             doc.weights[i] *= w
         for i in where_objects[: max(0, self.cfg.first_object_codes)]:
             doc.weights[i] *= self.cfg.first_object_weight
+        if c.motion_loss_weight != 1.0:
+            changed = np.concatenate([_changed_cells(np.asarray(p, dtype=bool), s) for p, s in zip(parts, shapes)])
+            for i in np.asarray(visual)[changed].tolist():
+                doc.weights[i] *= c.motion_loss_weight
 
     def __call__(self, rec: dict, rng: np.random.Generator, where: str = "record") -> Document | None:
         from .. import layout as L
