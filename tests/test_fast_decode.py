@@ -116,6 +116,49 @@ def test_bf16_weights_are_close_but_flagged_approximate():
             FastLlama(model, dtype="bf16", weights="mkldnn")
 
 
+def test_auto_weights_follow_the_cpu(monkeypatch):
+    """dtype="auto" (the CLI's default): bf16 weights where the CPU computes bf16 natively, exact fp32 elsewhere."""
+    import vidgpt.generate.fast_decode as fd
+
+    model = tiny_lm(300, hidden=64, max_positions=256)
+    monkeypatch.setenv("VIDGPT_CPU_BF16", "0")
+    assert FastLlama(model, dtype="auto").mm_dtype == torch.float32
+    monkeypatch.setenv("VIDGPT_CPU_BF16", "1")
+    monkeypatch.setattr(fd, "mkldnn_bf16_supported", lambda: True)
+    auto = FastLlama(model, dtype="auto", weights="t")
+    assert auto.mm_dtype == torch.bfloat16
+    monkeypatch.setattr(fd, "mkldnn_bf16_supported", lambda: False)  # oneDNN cannot pack bf16 here: stay exact
+    assert FastLlama(model, dtype="auto").mm_dtype == torch.float32
+    with pytest.raises(ValueError, match="auto"):
+        FastLlama(model, dtype="fp16")
+
+
+def test_cli_weight_flags(monkeypatch, tmp_path):
+    """`vidgpt generate` asks for dtype auto by default, fp32 with --fp32-weights, bf16 with --bf16-weights."""
+    import vidgpt.commands.generate as cmd
+    import vidgpt.generate.pipeline as pl
+    from vidgpt.cli import build_parser
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(d, device=None, fast=True, decode_options=None):
+        seen.append(decode_options["dtype"])
+        raise Stop
+
+    monkeypatch.setattr(pl.VidGPT, "from_pretrained", staticmethod(fake))
+    monkeypatch.setattr(pl, "resolve_model_dir", lambda m: tmp_path)
+    for flags, want in (([], "auto"), (["--fp32-weights"], "fp32"), (["--bf16-weights"], "bf16")):
+        args = build_parser().parse_args(["generate", "a red circle", *flags])
+        with pytest.raises(Stop):
+            cmd._load(args)
+        assert seen[-1] == want
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "x", "--fp32-weights", "--bf16-weights"])
+
+
 def _family_model(kind):
     import transformers as tr
 

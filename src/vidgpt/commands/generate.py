@@ -14,8 +14,12 @@ def _model_args(p) -> None:
     p.add_argument("--speculative-mode", choices=("exact", "sjd"), default="exact",
                    help="with --speculative: exact (the same tokens as one a pass) or sjd (approximate acceptance: "
                         "more drafts kept, another clip for a seed; docs/DECODING.md)")
-    p.add_argument("--bf16-weights", action="store_true",
-                   help="CPU: bfloat16 linear weights (about 1.7x faster steps on CPUs with AVX512-BF16; approximate, logits differ ~1e-2)")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--bf16-weights", action="store_true",
+                   help="bfloat16 linear weights (default on CPUs with native bf16 (AVX512-BF16/AMX): ~1.6x faster "
+                        "products, next-code distributions within KL 1e-4 of fp32; emulated and slower elsewhere)")
+    w.add_argument("--fp32-weights", action="store_true",
+                   help="fp32 weights everywhere: the exact path (the same tokens as --plain up to float rounding)")
 
 
 def _sampling_args(p) -> None:
@@ -94,8 +98,10 @@ def _load(args):
 
         if (args.device or "cpu") == "cpu" and not cpu_has_native_bf16():
             print("vidgpt: note: --bf16-weights: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 "
-                  "is slower than the default fp32", file=sys.stderr)
+                  "is slower than fp32", file=sys.stderr)
         opts["dtype"] = "bf16"
+    else:  # bf16 where the CPU computes it natively (fast_decode.auto_bf16_weights), unless told otherwise
+        opts["dtype"] = "fp32" if args.fp32_weights else "auto"
     pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts)
     status = pipe.meta.get("status")
     if status:  # e.g. a default model still in training (tools/ship_model.py --status)
