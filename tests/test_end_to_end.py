@@ -88,3 +88,19 @@ def test_video_to_llm_to_video(tmp_path, one_thread, capsys):
     assert lang["base_name"] == "tiny-llama" and math.isfinite(lang["base"]["perplexity"])
     assert math.isfinite(lang["trained"]["perplexity"]) and lang["trained"]["tokens"] == lang["base"]["tokens"]
     assert (ev_out / "samples.png").is_file() and (ev_out / "report.md").is_file()
+
+    # 6. tools/judge_sections.py: one sampling judged as full clip, preview and upsampled blueprint
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import judge_sections
+
+    capsys.readouterr()
+    assert judge_sections.main([str(run / "model"), "--n", "2", "--frames", "9", "--size", "32", "--batch", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("2 clips,")
+    rows = {ln.split()[0]: dict(zip(ln.split()[1::2], map(float, ln.split()[2::2]))) for ln in lines[-3:]}
+    assert set(rows) == {"full", "preview", "upsampled"}
+    assert all(set(r) == {"color", "shape", "motion", "object", "clip"} and all(0 <= v <= 1 for v in r.values())
+               for r in rows.values())
