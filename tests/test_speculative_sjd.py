@@ -223,7 +223,7 @@ def test_generate_cli_passes_the_speculative_mode(monkeypatch):
     for argv, mode in ((["--speculative", "3", "--speculative-mode", "sjd"], "sjd"), (["--speculative", "3"], "exact")):
         with pytest.raises(Stop):
             cmd._load(p.parse_args(["--model", "m", *argv]))
-        assert seen == {"speculative": 3, "speculative_mode": mode}
+        assert seen == {"speculative": 3, "speculative_mode": mode, "dtype": "auto"}  # auto: bf16 weights where native
     with pytest.raises(SystemExit):
         p.parse_args(["--speculative-mode", "fast"])
 
