@@ -107,15 +107,20 @@ def test_object_loss_weight_scales_only_the_object_codes():
             bad, np.random.default_rng(0))
 
 
-def test_first_object_codes_get_their_extra_weight_in_raster_order():
-    lm = _tiny_lm()
+def _visual_weights(lm, rec):
+    """weights(**data options) -> the loss weights of the record's video codes, in document order."""
     from vidgpt.layout import VISUAL
-
-    rec = _masked_record(5, [0, 1, 0, 0, 0, 1, 1, 0])
 
     def weights(**opts):
         d = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, **opts))(rec, np.random.default_rng(0))
         return np.array([w for w, k in zip(d.weights, d.kinds) if k == VISUAL])
+
+    return weights
+
+
+def test_first_object_codes_get_their_extra_weight_in_raster_order():
+    rec = _masked_record(5, [0, 1, 0, 0, 0, 1, 1, 0])
+    weights = _visual_weights(_tiny_lm(), rec)
 
     base, obj = weights(), weights(object_loss_weight=2.0)
     first = weights(object_loss_weight=2.0, first_object_codes=4, first_object_weight=5.0)
@@ -133,14 +138,9 @@ def test_first_object_codes_get_their_extra_weight_in_raster_order():
 
 def test_motion_loss_weight_scales_the_cells_that_changed_since_the_previous_latent_frame():
     lm = _tiny_lm()
-    from vidgpt.layout import VISUAL
-
     # blueprint 2x2x2: the object sits in cell 0 of frame 0 and moves to cell 1 in frame 1
     rec = _masked_record(7, [1, 0, 0, 0, 0, 1, 0, 0])
-
-    def weights(**opts):
-        d = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, **opts))(rec, np.random.default_rng(0))
-        return np.array([w for w, k in zip(d.weights, d.kinds) if k == VISUAL])
+    weights = _visual_weights(lm, rec)
 
     base, moved = weights(), weights(motion_loss_weight=3.0)
     fine = np.array(rec["object_mask"], dtype=bool).reshape(2, 4, 4)
