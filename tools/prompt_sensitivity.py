@@ -51,11 +51,20 @@ def swapped(caption: str, what: str) -> str | None:
     return None
 
 
+def _weighted_at(doc, at, keep: bool = False):
+    """The document with loss weight only at positions `at`: 1 each, or (keep) the weight they had."""
+    from vidgpt.train.packing import Document
+
+    w = [0.0] * len(doc.weights)
+    for i in at:
+        w[i] = doc.weights[i] if keep else 1.0
+    return Document(list(doc.input_ids), w, list(doc.kinds))
+
+
 def only_at(doc, which: str, rec=None, n: int = 1):
     """The document with loss weight on its first video code only ("first"), or on the first n codes that show
     the object ("first_object", from the blueprint's mask when the document has a blueprint); None if none."""
     from vidgpt.layout import VISUAL
-    from vidgpt.train.packing import Document
 
     vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
     if which == "first":
@@ -65,26 +74,18 @@ def only_at(doc, which: str, rec=None, n: int = 1):
         at = [i for i, m in zip(vis, mask) if m][: max(1, n)]
     if not at:
         return None
-    w = [0.0] * len(doc.weights)
-    for i in at:
-        w[i] = 1.0
-    return Document(list(doc.input_ids), w, list(doc.kinds))
+    return _weighted_at(doc, at)
 
 
 def object_only(doc, rec):
     """The document with loss weight only on the video codes that show an object (blueprint, then fine)."""
     from vidgpt.layout import VISUAL
-    from vidgpt.train.packing import Document
 
     mask = list(rec["blueprint_object_mask"]) + list(rec["object_mask"])
     vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
     if len(vis) != len(mask):
         raise SystemExit(f"object mask has {len(mask)} entries for {len(vis)} video codes")
-    w = [0.0] * len(doc.weights)
-    for i, m in zip(vis, mask):
-        if m:
-            w[i] = doc.weights[i]
-    return Document(list(doc.input_ids), w, list(doc.kinds))
+    return _weighted_at(doc, [i for i, m in zip(vis, mask) if m], keep=True)
 
 
 def changed_only(doc, rec):
@@ -93,20 +94,15 @@ def changed_only(doc, rec):
     carry the motion; data.motion_loss_weight's cells); None when no cell changed."""
     from vidgpt.geometry import blueprint_shape
     from vidgpt.layout import VISUAL
-    from vidgpt.train.lm_data import _changed_cells
-    from vidgpt.train.packing import Document
+    from vidgpt.train.lm_data import changed_cells
 
     shape = tuple(int(x) for x in rec["shape"])
-    changed = np.concatenate([_changed_cells(np.asarray(rec["blueprint_object_mask"], dtype=bool), blueprint_shape(shape)),
-                              _changed_cells(np.asarray(rec["object_mask"], dtype=bool), shape)])
+    changed = np.concatenate([changed_cells(np.asarray(rec["blueprint_object_mask"], dtype=bool), blueprint_shape(shape)),
+                              changed_cells(np.asarray(rec["object_mask"], dtype=bool), shape)])
     vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
     if len(vis) != len(changed) or not changed.any():
         return None
-    w = [0.0] * len(doc.weights)
-    for i, c in zip(vis, changed):
-        if c:
-            w[i] = 1.0
-    return Document(list(doc.input_ids), w, list(doc.kinds))
+    return _weighted_at(doc, [i for i, c in zip(vis, changed) if c])
 
 
 def load_model_or_checkpoint(path: Path):

@@ -64,7 +64,7 @@ def mkldnn_bf16_supported() -> bool:
 
 def auto_bf16_weights() -> bool:
     """What dtype="auto" picks on a CPU: bf16 linear weights when the CPU computes bf16 natively (AVX512-BF16 or
-    AMX) and oneDNN can pack them; measured on the shipped model: 1.6x faster products, next-code distributions
+    AMX) and oneDNN can pack them; measured on the default model (piece 8): 1.6x faster products, next-code distributions
     within KL 7e-5 nats (TV 0.2%) of fp32 (docs/DECODING.md). Elsewhere bf16 is emulated and slower: fp32."""
     from ..utils import cpu_has_native_bf16
 

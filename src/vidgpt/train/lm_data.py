@@ -234,7 +234,7 @@ def text_file_documents(files: list[Path]) -> list[str]:
     return docs
 
 
-def _changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
+def changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
     """Flat bool: cells of latent frames >= 1 whose object mask differs from the previous latent frame's."""
     if mask.size != int(np.prod(shape)):
         raise DataError(f"object mask has {mask.size} entries for a {'x'.join(map(str, shape))} latent")
@@ -303,7 +303,7 @@ class RecordFormatter:
         for i in where_objects[: max(0, self.cfg.first_object_codes)]:
             doc.weights[i] *= self.cfg.first_object_weight
         if c.motion_loss_weight != 1.0:
-            changed = np.concatenate([_changed_cells(np.asarray(p, dtype=bool), s) for p, s in zip(parts, shapes)])
+            changed = np.concatenate([changed_cells(np.asarray(p, dtype=bool), s) for p, s in zip(parts, shapes)])
             for i in np.asarray(visual)[changed].tolist():
                 doc.weights[i] *= c.motion_loss_weight
 
