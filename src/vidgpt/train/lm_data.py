@@ -82,6 +82,8 @@ class LMDataConfig:
     input_noise: float = 0.0  # share of the trained video codes the model READS as random codes (the targets stay
     #                           true; vidgpt.train.input_noise): the prompt has to decide every code, not only the first
     input_noise_mode: str = "fixed"  # fixed: every row at input_noise; uniform: each row at U(0, input_noise)
+    stay_noise: float = 0.0  # share of the trained codes of latent frames >= 1 the model READS as the same cell's code
+    #                          one latent frame earlier ("nothing moved"; targets true): the motion word has to decide
 
 
 def kind_weights(cfg: LMDataConfig) -> dict[int, float]:

@@ -30,7 +30,7 @@ import torch
 
 from ..config import save_config
 from ..errors import ConfigError, TrainingError
-from .input_noise import NOISE_MODES, corrupt_video_inputs, noise_generator
+from .input_noise import NOISE_MODES, corrupt_video_inputs, noise_generator, stay_video_inputs
 from .lm_data import LMDataConfig, clip_size_of_sources, packed_rows
 from .lm_loss import LossHead, LossSettings, weighted_lm_loss  # noqa: F401  (weighted_lm_loss: the plain loss)
 from .packing import PackStats, collate
@@ -305,6 +305,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         raise ConfigError(f"train.save_form={t.save_form!r}: expected full or delta")
     if not 0.0 <= cfg.data.input_noise < 1.0:
         raise ConfigError(f"data.input_noise={cfg.data.input_noise}: the share of noisy inputs must be in [0, 1)")
+    if not 0.0 <= cfg.data.stay_noise <= 1.0:
+        raise ConfigError(f"data.stay_noise={cfg.data.stay_noise}: a share, in [0, 1]")
     if cfg.data.input_noise_mode not in NOISE_MODES:
         raise ConfigError(f"data.input_noise_mode={cfg.data.input_noise_mode!r}: expected one of {', '.join(NOISE_MODES)}")
     if t.save_form == "delta" and not cfg.lora.enabled:
@@ -388,6 +390,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             if cfg.data.input_noise > 0:
                 batch = corrupt_video_inputs(batch, lm.vocab, cfg.data.input_noise, noise_generator(t.seed, step, k, rank),
                                              cfg.data.input_noise_mode)
+            if cfg.data.stay_noise > 0:
+                batch = stay_video_inputs(batch, lm.vocab, cfg.data.stay_noise, noise_generator(t.seed + 1, step, k, rank))
             tokens_since += batch["input_ids"].numel() * world
             ctx = accelerator.no_sync(model) if k < t.grad_accum - 1 else _null()
             with ctx:
