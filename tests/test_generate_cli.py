@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vidgpt.cli import main
+from vidgpt.errors import ModelError
 from vidgpt.generate.pipeline import VidGPT
 from vidgpt.generate.tiny import tiny_pipeline
 
@@ -63,6 +64,26 @@ def test_model_errors(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, ["generate", "x"], "vidgpt lm extend")
     (tmp_path / "plain").mkdir()
     one_line_error(capsys, ["generate", "x", "--model", str(tmp_path / "plain")], "no vidgpt.json")
+
+
+def test_missing_video_tokenizer_is_one_line(tmp_path, capsys):
+    """A model directory moved without the tokenizer its vidgpt.json names: a ModelError naming the path, not a
+    TypeError from deep inside the loader."""
+    tok_dir = tmp_path / "vt"
+    tok_dir.mkdir()
+    (tok_dir / "config.json").write_text(json.dumps({"codebook_bits": 6}))
+    (tok_dir / "model.safetensors").write_bytes(b"stub")
+    assert main(["lm", "extend", "--backbone", "tiny-llama", "--tokenizer", str(tok_dir), "--out",
+                 str(tmp_path / "lm"), "--form", "full"]) == 0
+    capsys.readouterr()
+    meta_path = tmp_path / "lm" / "vidgpt.json"
+    meta = json.loads(meta_path.read_text())
+    meta["video_tokenizer"] = "../elsewhere/tokenizer"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="elsewhere/tokenizer.*video tokenizer directory is missing"):
+        VidGPT.from_pretrained(tmp_path / "lm")
+    one_line_error(capsys, ["generate", "x", "--model", str(tmp_path / "lm"), "--frames", "1", "--height", "16",
+                            "--width", "16", "--no-progress"], "video tokenizer directory is missing")
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from typing import Any
 
 from .embedded import is_embedded_name, load_embedded_model, load_embedded_tokenizer
 from .errors import ModelError
+from .utils import quiet_hub_progress
 from .vocab import UnifiedVocab, VocabSpec
 
 META_NAME = "vidgpt.json"
@@ -192,7 +193,8 @@ def load_backbone(name: str, dtype=None, attn_implementation: str | None = None,
         check_causal_lm_config(name)
         try:  # a local directory, or a hub id (downloads; never exercised in tests)
             tok = AutoTokenizer.from_pretrained(str(name))
-            model = AutoModelForCausalLM.from_pretrained(str(name), **kwargs)
+            with quiet_hub_progress():
+                model = AutoModelForCausalLM.from_pretrained(str(name), **kwargs)
         except (OSError, ValueError) as e:
             raise ModelError(f"{name}: cannot load a causal LM ({str(e).splitlines()[0]})") from e
     set_attention(model, attn_implementation)
@@ -602,7 +604,8 @@ def load_vidgpt_lm(directory: str | Path, dtype=None, device=None, attn_implemen
         kwargs: dict = {}
         if dtype is not None:
             kwargs["dtype"] = dtype
-        model = AutoModelForCausalLM.from_pretrained(str(d), **kwargs)
+        with quiet_hub_progress():
+            model = AutoModelForCausalLM.from_pretrained(str(d), **kwargs)
     else:
         raise ModelError(f"{d}: vidgpt.json present but neither model weights (config.json) nor {NEW_ROWS_NAME}")
     set_attention(model, attn_implementation)

