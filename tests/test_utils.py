@@ -23,3 +23,25 @@ def test_best_time_is_the_fastest_of_the_runs():
     calls = []
     assert best_time(lambda: calls.append(1), reps=3, clock=lambda: next(ticks)) == 2.0
     assert len(calls) == 3
+
+
+def test_quiet_hub_progress_silences_transformers_bars_and_restores_them(capsys):
+    from transformers import modeling_gguf_pytorch_utils as gguf_mod
+    from transformers.utils import logging as hf_logging
+
+    from vidgpt.utils import quiet_hub_progress
+
+    before = gguf_mod.tqdm
+    assert hf_logging.is_progress_bar_enabled()
+    with quiet_hub_progress():
+        assert not hf_logging.is_progress_bar_enabled()
+        for _ in gguf_mod.tqdm(range(3), desc="GGUF-BAR"):  # what the GGUF reader does
+            pass
+        for _ in hf_logging.tqdm(range(3), desc="HF-BAR"):  # what save_pretrained / from_pretrained do
+            pass
+    err = capsys.readouterr().err
+    assert "GGUF-BAR" not in err and "HF-BAR" not in err
+    assert gguf_mod.tqdm is before and hf_logging.is_progress_bar_enabled()
+    for _ in gguf_mod.tqdm(range(3), desc="GGUF-BAR", file=__import__("sys").stderr):
+        pass
+    assert "GGUF-BAR" in capsys.readouterr().err  # restored: the same bar shows outside the block

@@ -529,7 +529,8 @@ def save_vidgpt_lm(lm: VidgptLM, out: str | Path, form: str = "full") -> Path:
         if form == "full":
             merge_lora(lm)
             meta.pop("base", None)
-            lm.model.save_pretrained(tmp)
+            with quiet_hub_progress():
+                lm.model.save_pretrained(tmp)
         else:
             if not lm.base_intact or "base" not in meta:
                 raise ModelError(

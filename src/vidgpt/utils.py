@@ -99,15 +99,29 @@ def progress_wanted(enabled: bool = True) -> bool:
 
 @contextmanager
 def quiet_hub_progress() -> Iterator[None]:
-    """Silence transformers' own progress bars ("Loading weights", GGUF de-quantising) while loading a model:
-    vidgpt shows its own, and a CLI error stays one line."""
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards", GGUF de-quantising) while
+    loading or saving a model: vidgpt shows its own, and a CLI error stays one line. The GGUF reader calls tqdm
+    directly (not transformers' switchable one), so its module's tqdm is swapped for a disabled one meanwhile."""
+    import functools
+
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    gguf_mod, gguf_tqdm = None, None
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_mod
+
+        gguf_tqdm = getattr(gguf_mod, "tqdm", None)
+        if gguf_tqdm is not None:
+            gguf_mod.tqdm = functools.partial(gguf_tqdm, disable=True)
+    except ImportError:  # transformers without GGUF support: nothing to quiet there
+        gguf_mod = None
     try:
         yield
     finally:
+        if gguf_mod is not None and gguf_tqdm is not None:
+            gguf_mod.tqdm = gguf_tqdm
         if was:
             hf_logging.enable_progress_bar()
 

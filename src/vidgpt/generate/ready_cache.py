@@ -50,7 +50,7 @@ def load_ready(directory, dtype=None, device=None) -> tuple[VidgptLM, str]:
     how in {"full", "cached", "built+cached", "built"} (what happened, for logs and tests)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..utils import atomic_dir
+    from ..utils import atomic_dir, quiet_hub_progress
 
     d = Path(directory)
     root = cache_root()
@@ -74,7 +74,8 @@ def load_ready(directory, dtype=None, device=None) -> tuple[VidgptLM, str]:
     try:
         root.mkdir(parents=True, exist_ok=True)
         with atomic_dir(ready) as tmp:
-            lm.model.save_pretrained(tmp)
+            with quiet_hub_progress():
+                lm.model.save_pretrained(tmp)
             (tmp / "source.json").write_text(json.dumps({"model": str(d.resolve())}) + "\n")
         how = "built+cached"
     except OSError:  # a read-only home or a full disk: the model still loads, uncached
