@@ -231,6 +231,30 @@ def test_speculative_decoding_gives_the_plain_paths_tokens(text_tok, kw):
         assert spec.last_stats["passes"] < spec.last_stats["tokens"]  # forced ids at least are drafted right
 
 
+@pytest.mark.parametrize("kw", [{"temperature": 0.0, "cfg": 3.0}, {"temperature": 1.0, "seed": 5, "cfg": 2.0}])
+def test_speculative_gives_up_when_drafts_do_not_pay_and_keeps_the_tokens(text_tok, kw):
+    """An untrained model's drafts are rarely right: with a give-up rate above what they bring, the decoder stops
+    drafting after jacobi.PROBE_PASSES passes (one token a pass from there), and the tokens stay the plain path's."""
+    from vidgpt.generate.jacobi import PROBE_PASSES
+
+    plain = tiny_pipeline(text_tok, bits=6, max_positions=600, fast=False)
+    ref = plain.generate("a red ball", frames=9, height=64, width=64, decode=False, **kw).token_ids
+    keep = tiny_pipeline(text_tok, bits=6, max_positions=600, decode_options={"speculative": 4})
+    keep.generate("a red ball", frames=9, height=64, width=64, decode=False, **kw)
+    rate = keep.last_stats["tokens"] / keep.last_stats["passes"]
+    assert "gave_up_at" not in keep.last_stats
+    quit_ = tiny_pipeline(text_tok, bits=6, max_positions=600, decode_options={"speculative": 4, "speculative_give_up": rate + 10})
+    out = quit_.generate("a red ball", frames=9, height=64, width=64, decode=False, **kw)
+    st = quit_.last_stats
+    assert out.token_ids == ref
+    assert st["gave_up_at"] == PROBE_PASSES and st["tokens"] == keep.last_stats["tokens"]
+    assert st["passes"] > keep.last_stats["passes"]  # one token a pass after the probe: more passes than drafting
+    assert st["passes"] - 1 - PROBE_PASSES == st["tokens"] - st["tokens_at_give_up"]  # then one token a pass
+    low = tiny_pipeline(text_tok, bits=6, max_positions=600, decode_options={"speculative": 4, "speculative_give_up": 1.0})
+    low.generate("a red ball", frames=9, height=64, width=64, decode=False, **kw)
+    assert "gave_up_at" not in low.last_stats and low.last_stats["passes"] == keep.last_stats["passes"]
+
+
 def test_speculative_is_skipped_behind_a_wrapper_that_watches_steps(text_tok):
     from vidgpt.generate.decoding import can_speculate
 

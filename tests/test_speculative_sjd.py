@@ -224,6 +224,15 @@ def test_generate_cli_passes_the_speculative_mode(monkeypatch):
         with pytest.raises(Stop):
             cmd._load(p.parse_args(["--model", "m", *argv]))
         assert seen == {"speculative": 3, "speculative_mode": mode, "dtype": "auto"}  # auto: bf16 weights where native
+    for argv, want in (([], {"speculative": cmd.AUTO_SPECULATIVE, "speculative_mode": "exact",
+                             "speculative_give_up": cmd.AUTO_GIVE_UP}),  # the default: drafts while they pay
+                       (["--speculative-mode", "sjd"], {"speculative": cmd.AUTO_SPECULATIVE, "speculative_mode": "sjd",
+                                                        "speculative_give_up": 0.0}),
+                       (["--speculative", "0"], {"speculative": 0, "speculative_mode": "exact"})):
+        seen.clear()
+        with pytest.raises(Stop):
+            cmd._load(p.parse_args(["--model", "m", *argv]))
+        assert seen == {**want, "dtype": "auto"}
     with pytest.raises(SystemExit):
         p.parse_args(["--speculative-mode", "fast"])
 

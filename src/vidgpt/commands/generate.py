@@ -5,12 +5,20 @@ from __future__ import annotations
 import sys
 
 
+# The CLI's speculative default (docs/DECODING.md, "Speculative decoding by default"): on the shipped model K=4 exact
+# windows keep ~2 of 4 drafts a pass; a pass over 5 positions costs ~1.4 one-token steps, hence the give-up rate.
+AUTO_SPECULATIVE = 4
+AUTO_GIVE_UP = 1.5
+
+
 def _model_args(p) -> None:
     p.add_argument("--model", help="vidgpt model directory (default: $VIDGPT_MODEL or the shipped model/)")
     p.add_argument("--device", default="", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--plain", action="store_true", help="use the plain transformers decode loop instead of the fast one")
-    p.add_argument("--speculative", type=int, default=0, metavar="K",
-                   help="speculative Jacobi decoding with K drafts per pass (same tokens; pays only on a trained model; default 0 = off)")
+    p.add_argument("--speculative", type=int, default=None, metavar="K",
+                   help="speculative Jacobi decoding with K drafts per pass (the same tokens up to float rounding). "
+                        f"Default: {AUTO_SPECULATIVE} drafts, back to one token a pass when fewer than "
+                        f"{AUTO_GIVE_UP} tokens come per pass (an untrained model); 0 = off")
     p.add_argument("--speculative-mode", choices=("exact", "sjd"), default="exact",
                    help="with --speculative: exact (the same tokens as one a pass) or sjd (approximate acceptance: "
                         "more drafts kept, another clip for a seed; docs/DECODING.md)")
@@ -92,7 +100,11 @@ def _load(args):
     from ..generate.pipeline import VidGPT, resolve_model_dir
 
     d = resolve_model_dir(args.model)  # one-line ModelError before anything heavy
-    opts = {"speculative": args.speculative, "speculative_mode": args.speculative_mode}
+    if args.speculative is None:  # the default: drafts while they pay (exact mode only; sjd is asked for by name)
+        opts = {"speculative": AUTO_SPECULATIVE, "speculative_mode": args.speculative_mode,
+                "speculative_give_up": AUTO_GIVE_UP if args.speculative_mode == "exact" else 0.0}
+    else:
+        opts = {"speculative": args.speculative, "speculative_mode": args.speculative_mode}
     if args.bf16_weights:
         from ..utils import cpu_has_native_bf16
 

@@ -134,6 +134,7 @@ def constrained_decode(
     speculative: int = 0,
     stats: dict | None = None,
     speculative_mode: str | None = None,
+    speculative_give_up: float = 0.0,
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
@@ -144,8 +145,9 @@ def constrained_decode(
     (fixed-shape) part with speculative Jacobi decoding over windows of k drafted tokens
     (jacobi.py): the same tokens, fewer passes when drafts are accepted; speculative_mode="sjd"
     takes the approximate min(1, p/q) acceptance test instead (more accepted, another clip for a
-    seed; None = the backend's `speculative_mode`, else "exact"). `stats` (a dict) gets
-    passes / tokens / accepted counts.
+    seed; None = the backend's `speculative_mode`, else "exact"). speculative_give_up > 0: exact-mode
+    windows that bring fewer tokens per pass than this (measured over jacobi.PROBE_PASSES passes) fall back to
+    one token a pass. `stats` (a dict) gets passes / tokens / accepted counts.
     """
     N = len(prompts)
     use_cfg = uncond_prompts is not None and sampling.use_cfg
@@ -158,7 +160,8 @@ def constrained_decode(
         from .jacobi import jacobi_decode
 
         return jacobi_decode(backend, state, constraint, sampling, noise, N, use_cfg, int(speculative),
-                             progress=progress, max_steps=max_steps, stats=stats, mode=speculative_mode)
+                             progress=progress, max_steps=max_steps, stats=stats, mode=speculative_mode,
+                             give_up_below=speculative_give_up)
     out: list[torch.Tensor] = []
     step = 0
     while not constraint.done:

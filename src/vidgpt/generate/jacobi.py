@@ -72,13 +72,21 @@ def _draw(backend, h, plan, first, N, use_cfg, sampling, noise, device) -> torch
     return out
 
 
+# With `give_up_below`, the window is judged after this many passes: drafts that are rarely right make every pass
+# dearer than a one-token step (a pass over 5 positions costs ~1.4 one-token steps on the CPU, docs/DECODING.md).
+PROBE_PASSES = 32
+
+
 @torch.inference_mode()
 def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: bool, k: int,
-                  progress=None, max_steps: int | None = None, stats: dict | None = None, mode: str | None = None):
+                  progress=None, max_steps: int | None = None, stats: dict | None = None, mode: str | None = None,
+                  give_up_below: float = 0.0):
     """Decode the rest of a lockstep constraint from the prefill `state` with windows of k drafts.
 
     mode: "exact" (the one-token loop's tokens; the default) or "sjd" (the min(1, p/q) test,
     sjd_decode); None reads `backend.speculative_mode` (default "exact"). Greedy is always exact.
+    give_up_below: after PROBE_PASSES passes, if fewer tokens than this came per pass (e.g. an untrained model,
+    whose drafts are never right), go on one token a pass (the same tokens; `stats["gave_up_at"]` = the pass).
     """
     from .decoding import DecodeOutput, _choose
 
@@ -101,8 +109,11 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
         progress.update(1)
     tok = first
     drafts = torch.empty(N, 0, dtype=torch.long, device=device)
-    passes, accepted = 0, 0
+    passes, accepted, gave_up_at = 0, 0, None
     while done < total:
+        if give_up_below > 0 and gave_up_at is None and passes == PROBE_PASSES and \
+                (done - 1) / passes < give_up_below:
+            gave_up_at, done_at_give_up, k = passes, done, 0
         w = min(k, total - done - 1)
         # drafts for positions done .. done+w-1: last draws past the mismatch, then repeats; forced ids as they are
         d = drafts[:, :w].clone()
@@ -137,6 +148,8 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
     tokens = torch.cat(out, dim=1).cpu()
     if stats is not None:
         stats.update(passes=passes + 1, tokens=done, accepted=accepted, mode="exact")
+        if gave_up_at is not None:
+            stats.update(gave_up_at=gave_up_at, tokens_at_give_up=done_at_give_up)
     return DecodeOutput(tokens, constraint.finished(), constraint.kinds(), done)
 
 

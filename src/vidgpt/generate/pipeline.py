@@ -100,6 +100,8 @@ class VidGPT:
         self.speculative = int(opts.pop("speculative", 0) or 0)
         # "exact" (the one-token loop's tokens) or "sjd" (approximate acceptance, more drafts kept); jacobi.py
         self.speculative_mode = opts.pop("speculative_mode", None) or None
+        # tokens per pass below which exact-mode windows give up after a few passes (0 = never); jacobi.py
+        self.speculative_give_up = float(opts.pop("speculative_give_up", 0.0) or 0.0)
         self.backend = make_backend(model, fast, **opts)
         self.last_stats: dict = {}
         eos = getattr(text_tokenizer, "eos_token_id", None)
@@ -117,7 +119,8 @@ class VidGPT:
         """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it.
 
         decode_options: `speculative` (drafts per pass, jacobi.py), `speculative_mode` ("exact" or
-        "sjd") and the fast backend's options
+        "sjd"), `speculative_give_up` (tokens per pass below which exact windows stop drafting) and the fast
+        backend's options
         (fast_decode.FastDecoder: weights, dtype, attention).
         """
         from ..tokenizer import VideoTokenizer
@@ -201,6 +204,7 @@ class VidGPT:
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
                 pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
                 speculative=self.speculative, stats=self.last_stats, speculative_mode=self.speculative_mode,
+                speculative_give_up=self.speculative_give_up,
             )
         blocks, rows = [], []
         for i in range(n):

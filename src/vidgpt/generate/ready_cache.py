@@ -62,7 +62,8 @@ def load_ready(directory, dtype=None, device=None) -> tuple[VidgptLM, str]:
     if (ready / "config.json").is_file():
         meta = read_meta(d)
         kwargs = {"dtype": dtype} if dtype is not None else {}
-        model = AutoModelForCausalLM.from_pretrained(str(ready), **kwargs)
+        with quiet_hub_progress():
+            model = AutoModelForCausalLM.from_pretrained(str(ready), **kwargs)
         if device is not None:
             model = model.to(device)
         model.eval()
