@@ -250,6 +250,9 @@ def test_speculative_gives_up_when_drafts_do_not_pay_and_keeps_the_tokens(text_t
     assert st["gave_up_at"] == PROBE_PASSES and st["tokens"] == keep.last_stats["tokens"]
     assert st["passes"] > keep.last_stats["passes"]  # one token a pass after the probe: more passes than drafting
     assert st["passes"] - 1 - PROBE_PASSES == st["tokens"] - st["tokens_at_give_up"]  # then one token a pass
+    quit_.speculative_give_up = 0.0  # the next call's stats are its own
+    quit_.generate("a red ball", frames=9, height=64, width=64, decode=False, **kw)
+    assert "gave_up_at" not in quit_.last_stats and quit_.last_stats["passes"] == keep.last_stats["passes"]
     low = tiny_pipeline(text_tok, bits=6, max_positions=600, decode_options={"speculative": 4, "speculative_give_up": 1.0})
     low.generate("a red ball", frames=9, height=64, width=64, decode=False, **kw)
     assert "gave_up_at" not in low.last_stats and low.last_stats["passes"] == keep.last_stats["passes"]

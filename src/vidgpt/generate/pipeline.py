@@ -199,6 +199,7 @@ class VidGPT:
         n = len(prompts)
         con = StructureConstraint(self.vocab, n, shape=shape, sections=sections, max_new_tokens=left, pad_id=self.pad_id)
         total = block_length(shape, self.vocab.spec.subtokens, "blueprint" in sections, "fine" in sections)
+        self.last_stats.clear()  # this call's counts only (a K=0 call after a K=4 one keeps no "mode" / "gave_up_at")
         with clip_progress(shape, self.vocab.spec.subtokens, sections, enabled=progress, desc=desc) as bar:
             out = constrained_decode(
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
