@@ -106,21 +106,19 @@ def quiet_hub_progress() -> Iterator[None]:
 
     from transformers.utils import logging as hf_logging
 
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    gguf_mod, gguf_tqdm = None, None
     try:
         from transformers import modeling_gguf_pytorch_utils as gguf_mod
-
-        gguf_tqdm = getattr(gguf_mod, "tqdm", None)
-        if gguf_tqdm is not None:
-            gguf_mod.tqdm = functools.partial(gguf_tqdm, disable=True)
     except ImportError:  # transformers without GGUF support: nothing to quiet there
         gguf_mod = None
+    gguf_tqdm = getattr(gguf_mod, "tqdm", None)
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    if gguf_tqdm is not None:
+        gguf_mod.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
         yield
     finally:
-        if gguf_mod is not None and gguf_tqdm is not None:
+        if gguf_tqdm is not None:
             gguf_mod.tqdm = gguf_tqdm
         if was:
             hf_logging.enable_progress_bar()

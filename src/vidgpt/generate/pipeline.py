@@ -132,8 +132,10 @@ class VidGPT:
         if dtype is None and device.type == "cuda":
             dtype = torch.bfloat16
         lm, how = load_ready(d, dtype=dtype, device=device)  # delta forms through the ready cache
-        if lm.video_tokenizer_dir is None or not Path(lm.video_tokenizer_dir).is_dir():
-            named = (lm.meta or {}).get("video_tokenizer", "video_tokenizer")
+        if lm.video_tokenizer_dir is None:  # the loaders set None when the named directory is not there
+            from ..backbone import VIDEO_TOKENIZER_DIR
+
+            named = (lm.meta or {}).get("video_tokenizer", VIDEO_TOKENIZER_DIR)
             raise ModelError(f"{d / named}: the model's video tokenizer directory is missing (vidgpt.json names "
                              f"{named!r}, relative to the model directory)")
         tok_dir = Path(lm.video_tokenizer_dir)

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from ..backbone import META_NAME, NEW_ROWS_NAME, VidgptLM, load_vidgpt_lm, read_meta
+from ..backbone import META_NAME, NEW_ROWS_NAME, VIDEO_TOKENIZER_DIR, VidgptLM, load_vidgpt_lm, read_meta
 from ..vocab import UnifiedVocab
 
 
@@ -67,7 +67,7 @@ def load_ready(directory, dtype=None, device=None) -> tuple[VidgptLM, str]:
         if device is not None:
             model = model.to(device)
         model.eval()
-        vt = d / meta.get("video_tokenizer", "video_tokenizer")
+        vt = d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)
         lm = VidgptLM(model, AutoTokenizer.from_pretrained(str(d)), UnifiedVocab.from_dict(meta["vocab"]), meta,
                       vt if vt.is_dir() else None)
         return lm, "cached"
