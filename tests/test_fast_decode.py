@@ -258,6 +258,13 @@ def test_speculative_gives_up_when_drafts_do_not_pay_and_keeps_the_tokens(text_t
     assert "gave_up_at" not in low.last_stats and low.last_stats["passes"] == keep.last_stats["passes"]
 
 
+def test_negative_speculative_is_a_generation_error(text_tok):
+    from vidgpt.errors import GenerationError
+
+    with pytest.raises(GenerationError, match="drafts per pass must be >= 0"):
+        tiny_pipeline(text_tok, bits=6, decode_options={"speculative": -1})
+
+
 def test_speculative_is_skipped_behind_a_wrapper_that_watches_steps(text_tok):
     from vidgpt.generate.decoding import can_speculate
 

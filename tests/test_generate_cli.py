@@ -64,6 +64,9 @@ def test_model_errors(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, ["generate", "x"], "vidgpt lm extend")
     (tmp_path / "plain").mkdir()
     one_line_error(capsys, ["generate", "x", "--model", str(tmp_path / "plain")], "no vidgpt.json")
+    (tmp_path / "plain" / "vidgpt.json").write_text(json.dumps({"format": "vidgpt-lm"}))
+    one_line_error(capsys, ["generate", "x", "--model", str(tmp_path / "plain"), "--speculative", "-1"],
+                   "drafts per pass must be >= 0")
 
 
 def test_missing_video_tokenizer_is_one_line(tmp_path, capsys):

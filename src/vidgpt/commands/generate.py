@@ -100,6 +100,10 @@ def _load(args):
     from ..generate.pipeline import VidGPT, resolve_model_dir
 
     d = resolve_model_dir(args.model)  # one-line ModelError before anything heavy
+    if args.speculative is not None and args.speculative < 0:
+        from ..errors import GenerationError
+
+        raise GenerationError(f"--speculative {args.speculative}: drafts per pass must be >= 0 (0 = off)")
     if args.speculative is None:  # the default: drafts while they pay (exact mode only; sjd is asked for by name)
         opts = {"speculative": AUTO_SPECULATIVE, "speculative_mode": args.speculative_mode,
                 "speculative_give_up": AUTO_GIVE_UP if args.speculative_mode == "exact" else 0.0}

@@ -102,6 +102,8 @@ class VidGPT:
         self.speculative_mode = opts.pop("speculative_mode", None) or None
         # tokens per pass below which exact-mode windows give up after a few passes (0 = never); jacobi.py
         self.speculative_give_up = float(opts.pop("speculative_give_up", 0.0) or 0.0)
+        if self.speculative < 0:
+            raise GenerationError(f"speculative {self.speculative}: drafts per pass must be >= 0 (0 = one token a pass)")
         self.backend = make_backend(model, fast, **opts)
         self.last_stats: dict = {}
         eos = getattr(text_tokenizer, "eos_token_id", None)
