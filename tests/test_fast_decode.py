@@ -116,6 +116,96 @@ def test_bf16_weights_are_close_but_flagged_approximate():
             FastLlama(model, dtype="bf16", weights="mkldnn")
 
 
+int8 = pytest.mark.skipif(not __import__("vidgpt.generate.fast_decode", fromlist=["x"]).int8_supported(),
+                          reason="this PyTorch has no fbgemm/x86 quantized kernels")
+
+
+def _outlier_lm():
+    """A tiny LM whose residual stream has a few huge channels, as real LLMs do (what int8 smoothing is for)."""
+    model = tiny_lm(300, hidden=64, max_positions=256)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.input_layernorm.weight[:3] = 40.0
+            layer.post_attention_layernorm.weight[:3] = 40.0
+    return model
+
+
+@int8
+def test_int8_weights_are_close_and_smoothing_helps():
+    from vidgpt.generate.fast_decode import FastDecoder
+
+    model = _outlier_lm()
+    ids, mask = left_pad([[5, 6, 7, 8, 9, 10, 11, 12]], 0)
+    exact = FastDecoder(model, dtype="fp32")
+    ref = exact.logits(exact.prefill(ids, mask, 20), 0, 300)
+    maxima = exact.activation_maxima(ids)
+    assert set(maxima) == set(range(len(model.model.layers)))
+    assert maxima[0]["qkv"].shape == (64,) and maxima[0]["down"].shape == (model.config.intermediate_size,)
+    assert maxima[0]["qkv"][:3].min() > 5 * maxima[0]["qkv"][3:].median()  # the outlier channels are seen
+
+    def err(dec):
+        out = dec.logits(dec.prefill(ids, mask, 20), 0, 300)
+        return ((out - ref).norm() / ref.norm()).item()
+
+    raw = FastDecoder(model, dtype="int8", int8_maxima={})  # no smoothing: the per-tensor activation scale suffers
+    smoothed = FastDecoder(model, dtype="int8", int8_maxima=maxima)
+    e_raw, e_smooth = err(raw), err(smoothed)
+    assert smoothed.layers[0].qkv.kind == "int8" and smoothed.layers[0].qkv.smooth is not None
+    assert e_smooth < 0.05 and e_smooth < 0.7 * e_raw, (e_raw, e_smooth)
+    # without maxima the decoder calibrates on the first prompt it is given
+    auto = FastDecoder(model, dtype="int8")
+    assert err(auto) < 0.05 and auto.int8_maxima is not None
+    # decoding continues after prefill (steps, several positions a pass, truncation)
+    h = smoothed.step(torch.tensor([3]))
+    assert torch.isfinite(smoothed.logits(h, 0, 300)).all()
+    assert smoothed.step_many(torch.tensor([[4, 5, 6]])).shape[1] == 3
+
+
+@int8
+def test_int8_smoothing_keeps_the_product():
+    from vidgpt.generate.fast_decode import PackedLinear, smoothing
+
+    torch.manual_seed(0)
+    w = torch.randn(96, 48) * 0.05
+    x = torch.randn(6, 48)
+    x[:, :2] *= 60  # outlier channels
+    ref = x @ w.T
+    plain = PackedLinear(w, None, "int8")
+    smooth = PackedLinear(w, None, "int8", smooth=smoothing(x.abs().amax(0), w))
+    e_plain = ((plain(x) - ref).norm() / ref.norm()).item()
+    e_smooth = ((smooth(x) - ref).norm() / ref.norm()).item()
+    assert e_smooth < 0.03 and e_smooth < 0.5 * e_plain, (e_plain, e_smooth)
+    with pytest.raises(ValueError, match="int8"):
+        PackedLinear(w, None, "t", smooth=torch.ones(48))
+
+
+def test_int8_maxima_file_round_trip(tmp_path):
+    from vidgpt.generate.int8_calibration import load_maxima, merge_maxima, save_maxima
+
+    assert load_maxima(tmp_path) is None
+    a = {0: {"qkv": torch.tensor([1.0, 5.0]), "down": torch.tensor([2.0])}}
+    b = {0: {"qkv": torch.tensor([3.0, 1.0]), "down": torch.tensor([0.5])}}
+    save_maxima(tmp_path, merge_maxima(merge_maxima(None, a), b))
+    back = load_maxima(tmp_path)
+    assert torch.equal(back[0]["qkv"], torch.tensor([3.0, 5.0])) and torch.equal(back[0]["down"], torch.tensor([2.0]))
+
+
+def test_int8_is_refused_off_the_cpu_path(monkeypatch, tmp_path):
+    import vidgpt.commands.generate as cmd
+    import vidgpt.generate.fast_decode as fd
+    import vidgpt.generate.pipeline as pl
+    from vidgpt.cli import build_parser
+    from vidgpt.errors import GenerationError
+
+    monkeypatch.setattr(pl, "resolve_model_dir", lambda m: tmp_path)
+    for flags in (["--plain"], ["--device", "cuda"]):
+        with pytest.raises(GenerationError, match="int8"):
+            cmd._load(build_parser().parse_args(["generate", "x", "--int8-weights", *flags]))
+    monkeypatch.setattr(fd, "int8_supported", lambda: False)
+    with pytest.raises(ValueError, match="int8"):
+        fd.FastDecoder(tiny_lm(300, hidden=64, max_positions=256), dtype="int8")
+
+
 def test_auto_weights_follow_the_cpu(monkeypatch):
     """dtype="auto" (the CLI's default): bf16 weights where the CPU computes bf16 natively, exact fp32 elsewhere."""
     import vidgpt.generate.fast_decode as fd
@@ -150,7 +240,12 @@ def test_cli_weight_flags(monkeypatch, tmp_path):
 
     monkeypatch.setattr(pl.VidGPT, "from_pretrained", staticmethod(fake))
     monkeypatch.setattr(pl, "resolve_model_dir", lambda m: tmp_path)
-    for flags, want in (([], "auto"), (["--fp32-weights"], "fp32"), (["--bf16-weights"], "bf16")):
+    flag_sets = [([], "auto"), (["--fp32-weights"], "fp32"), (["--bf16-weights"], "bf16")]
+    from vidgpt.generate.fast_decode import int8_supported
+
+    if int8_supported():
+        flag_sets.append((["--device", "cpu", "--int8-weights"], "int8"))
+    for flags, want in flag_sets:
         args = build_parser().parse_args(["generate", "a red circle", *flags])
         with pytest.raises(Stop):
             cmd._load(args)

@@ -28,6 +28,10 @@ def _model_args(p) -> None:
                         "products, next-code distributions within KL 1e-4 of fp32; emulated and slower elsewhere)")
     w.add_argument("--fp32-weights", action="store_true",
                    help="fp32 weights everywhere: the exact path (the same tokens as --plain up to float rounding)")
+    w.add_argument("--int8-weights", action="store_true",
+                   help="CPU: int8 decoder weights with 8-bit activations (fbgemm dynamic linear, smoothed on the "
+                        "model's int8_maxima.safetensors): ~2x faster decoding on AVX2 CPUs; an approximation "
+                        "(next-code KL ~7e-3 nats against fp32, docs/DECODING.md)")
 
 
 def _sampling_args(p) -> None:
@@ -116,6 +120,15 @@ def _load(args):
             print("vidgpt: note: --bf16-weights: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 "
                   "is slower than fp32", file=sys.stderr)
         opts["dtype"] = "bf16"
+    elif args.int8_weights:
+        from ..generate.fast_decode import int8_supported
+
+        if (args.device or "cpu") != "cpu" or args.plain or not int8_supported():
+            from ..errors import GenerationError
+
+            raise GenerationError("--int8-weights needs the fast path on a CPU with PyTorch's fbgemm/x86 quantized "
+                                  "kernels (drop --plain / --device cuda)")
+        opts["dtype"] = "int8"
     else:  # bf16 where the CPU computes it natively (fast_decode.auto_bf16_weights), unless told otherwise
         opts["dtype"] = "fp32" if args.fp32_weights else "auto"
     pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts)

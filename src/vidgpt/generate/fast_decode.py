@@ -46,7 +46,7 @@ from .decoding import HFBackend, position_ids
 from .fast_families import FAMILIES, LayerSpec, model_spec, unsupported
 
 SUPPORTED_TYPES = FAMILIES
-WEIGHT_KINDS = ("auto", "mkldnn", "t", "linear")
+WEIGHT_KINDS = ("auto", "mkldnn", "t", "linear")  # dtype="int8" packs the layers as PackedLinear kind "int8"
 
 
 def is_llama_shaped(model) -> str | None:
@@ -71,6 +71,42 @@ def auto_bf16_weights() -> bool:
     return cpu_has_native_bf16() and mkldnn_bf16_supported()
 
 
+def int8_supported() -> bool:
+    """Whether this PyTorch has the dynamic int8 linear kernels (fbgemm / x86 engine) that `dtype="int8"` uses."""
+    try:
+        ops = torch.ops.quantized
+        return bool(ops.linear_prepack and ops.linear_dynamic) and any(
+            e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None):
+    """W [out, in] -> a prepacked int8 matrix (symmetric, one scale per output row) for `quantized.linear_dynamic`."""
+    w = weight.detach().float().contiguous()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp_(min=1e-8)
+    zero = torch.zeros(w.shape[0], dtype=torch.long)
+    import warnings as _w
+
+    with _w.catch_warnings():  # the quantized-tensor constructors warn that they are deprecated; they are what fbgemm takes
+        _w.simplefilter("ignore")
+        qw = torch.quantize_per_channel(w, scale.double(), zero, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
+
+
+INT8_ALPHA = 0.7  # smoothing strength, measured on the default model (docs/DECODING.md): 0.5 / 0.7 / 0.85
+
+
+def smoothing(act_max: torch.Tensor, weight: torch.Tensor, alpha: float = INT8_ALPHA) -> torch.Tensor:
+    """Per-input-channel divisor s for int8 (SmoothQuant-style): s_j = max|x_j|^alpha / max|W_:j|^(1-alpha).
+
+    The product is unchanged, (x / s) @ (W * s).T = x @ W.T, but the few channels where activations are
+    large (and would set the per-tensor activation scale) are shrunk, and their weights grown to match."""
+    ax = act_max.detach().float().to(weight.device).clamp(min=1e-5)
+    aw = weight.detach().float().abs().amax(dim=0).clamp(min=1e-5)
+    return (ax**alpha / aw ** (1 - alpha)).clamp(min=1e-5)
+
+
 def default_weight_kind(device: torch.device) -> str:
     if device.type != "cpu":
         return "linear"
@@ -84,19 +120,32 @@ class PackedLinear:
     dtype: the storage and compute dtype of the product (outputs come back in x's dtype).
     """
 
-    __slots__ = ("kind", "w", "b", "dtype")
+    __slots__ = ("kind", "w", "b", "dtype", "smooth")
+    # kind "int8": weights in int8 (one scale per output row), each call's activations quantized to 8 bits on the
+    # fly (fbgemm's dynamic linear, `reduce_range` as AVX2 needs); an approximation, ~3.5x fewer bytes than fp32
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kind: str, rows: int = 2, dtype=None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kind: str, rows: int = 2, dtype=None,
+                 smooth: torch.Tensor | None = None):
         w = weight.detach()
         self.dtype = dtype or w.dtype
         self.kind = kind
         self.b = None if bias is None else bias.detach()
+        self.smooth = None
+        if smooth is not None:  # int8: x / s @ (W * s).T, the input's outlier channels moved into the weights
+            if kind != "int8":
+                raise ValueError("smooth applies to kind 'int8' only")
+            self.smooth = smooth.to(w.device, torch.float32)
+            w = w.float() * self.smooth[None]
         if kind == "mkldnn":
             self.w = torch.ops.mkldnn._reorder_linear_weight(w.to(self.dtype).contiguous(), max(1, int(rows)))
         elif kind == "t":
             self.w = w.to(self.dtype).t().contiguous()
         elif kind == "linear":
             self.w = w.to(self.dtype)
+        elif kind == "int8":
+            self.dtype = torch.float32
+            self.w = quantize_int8(w, self.b)
+            self.b = None  # inside the packed matrix
         else:
             raise ValueError(f"weight kind {kind!r}: expected one of {WEIGHT_KINDS[1:]}")
 
@@ -106,6 +155,8 @@ class PackedLinear:
             x = x.to(self.dtype)
         if self.kind == "mkldnn":
             y = torch.ops.mkldnn._linear_pointwise(x, self.w, None, "none", [], "")
+        elif self.kind == "int8":
+            y = torch.ops.quantized.linear_dynamic(x if self.smooth is None else x / self.smooth, self.w, True)
         elif self.kind == "t":
             y = x @ self.w
         else:
@@ -120,11 +171,16 @@ class PackedLinear:
 class _Layer:
     """One decoder layer's weights (a fast_families.LayerSpec), fused and packed."""
 
-    def __init__(self, spec: LayerSpec, kind: str, rows: int, dtype):
-        self.qkv = PackedLinear(*spec.qkv, kind, rows, dtype)
-        self.o = PackedLinear(*spec.o, kind, rows, dtype)
-        self.gate_up = PackedLinear(*spec.up, kind, rows, dtype)
-        self.down = PackedLinear(*spec.down, kind, rows, dtype)
+    MATRICES = ("qkv", "o", "gate_up", "down")
+
+    def __init__(self, spec: LayerSpec, kind: str, rows: int, dtype, maxima: dict | None = None):
+        """maxima (kind "int8"): per-input-channel max |x| of each matrix's input (`FastDecoder.activation_maxima`),
+        from which the int8 smoothing is set; None: no smoothing."""
+        for name, (w, b) in zip(self.MATRICES, (spec.qkv, spec.o, spec.up, spec.down)):
+            smooth = None
+            if kind == "int8" and maxima is not None and name in maxima:
+                smooth = smoothing(maxima[name], w)
+            setattr(self, name, PackedLinear(w, b, kind, rows, dtype, smooth=smooth))
         self.gated, self.act = spec.gated, spec.act
         self.norm1, self.norm2 = spec.norm_attn, spec.norm_mlp
         self.post_attn, self.post_mlp = spec.post_attn, spec.post_mlp
@@ -154,7 +210,7 @@ class FastDecoder:
     name = "fast"
 
     def __init__(self, model, use_cuda_graph: bool | None = None, weights: str = "auto", dtype: str | None = None,
-                 attention: str | None = None):
+                 attention: str | None = None, int8_maxima: dict | None = None):
         spec = model_spec(model)  # ValueError with the reason when the family or its options are not supported
         if weights not in WEIGHT_KINDS:
             raise ValueError(f"weights={weights!r}: expected one of {WEIGHT_KINDS}")
@@ -177,8 +233,14 @@ class FastDecoder:
             raise ValueError("weights='mkldnn' needs a CPU model and a PyTorch built with oneDNN")
         if dtype == "auto":  # bf16 weights where the CPU computes them natively (docs/DECODING.md), else exact
             dtype = "bf16" if self.device.type == "cpu" and auto_bf16_weights() else None
+        self.layer_kind = self.weight_kind
         if dtype in (None, "fp32", "float32", "model"):
             self.mm_dtype = self.dtype
+        elif dtype == "int8":  # the layers' matrices in int8 (fbgemm dynamic linear); the head stays as packed
+            if self.device.type != "cpu" or not int8_supported():
+                raise ValueError("dtype='int8' needs a CPU model and PyTorch's fbgemm/x86 quantized kernels")
+            self.mm_dtype = self.dtype
+            self.layer_kind = "int8"
         elif dtype in ("bf16", "bfloat16"):
             self.mm_dtype = torch.bfloat16
             if self.weight_kind == "mkldnn" and not mkldnn_bf16_supported():
@@ -187,7 +249,7 @@ class FastDecoder:
                                      "AVX-NE-CONVERT; use weights='t'")
                 self.weight_kind = "t"  # oneDNN's bf16 reorder needs AVX512 here; plain bf16 matmuls still run
         else:
-            raise ValueError(f"dtype={dtype!r}: expected 'fp32', 'bf16' or 'auto'")
+            raise ValueError(f"dtype={dtype!r}: expected 'fp32', 'bf16', 'int8' or 'auto'")
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
         self.use_cuda_graph = use_cuda_graph
@@ -201,6 +263,8 @@ class FastDecoder:
         self.layers: list[_Layer] | None = None
         self._packed_rows = None
         self._heads: dict[tuple[int, int], PackedLinear] = {}
+        # dtype="int8": per layer, per matrix, the max |x| of its input channels; None: calibrated on the first prompt
+        self.int8_maxima = int8_maxima
 
     # --- weights --------------------------------------------------------------------------
     def pack_rows(self, rows: int) -> int:
@@ -213,9 +277,49 @@ class FastDecoder:
         want = self.pack_rows(rows) if self.weight_kind == "mkldnn" else 0
         if self.layers is not None and self._packed_rows == want:
             return
-        self.layers = [_Layer(layer, self.weight_kind, want or rows, self.mm_dtype) for layer in self.spec.layers()]
+        maxima = self.int8_maxima if self.layer_kind == "int8" else None
+        self.layers = [_Layer(layer, self.layer_kind, want or rows, self.mm_dtype,
+                              None if maxima is None else maxima.get(i))
+                       for i, layer in enumerate(self.spec.layers())]
         self._packed_rows = want
         self._heads.clear()
+
+    @torch.inference_mode()
+    def activation_maxima(self, ids: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
+        """Per layer, per matrix (qkv, o, gate_up, down): the max |x| of each input channel over the sequence ids
+        [R, L], computed with the exact (unquantized) weights. What int8 smoothing is calibrated on; a real clip's
+        ids (prompt + visual codes) calibrate best (docs/DECODING.md)."""
+        maxima: dict[int, dict[str, torch.Tensor]] = {}
+
+        class Observe:
+            def __init__(self, inner, into, name):
+                self.inner, self.into, self.name = inner, into, name
+
+            def __call__(self, x):
+                m = x.detach().abs().reshape(-1, x.shape[-1]).amax(dim=0).float()
+                old = self.into.get(self.name)
+                self.into[self.name] = m if old is None else torch.maximum(old, m)
+                return self.inner(x)
+
+        ids = torch.as_tensor(ids, device=self.device).long()
+        if ids.dim() == 1:
+            ids = ids[None]
+        want = self.pack_rows(ids.shape[0]) if self.weight_kind == "mkldnn" else 0
+        layers = []
+        for i, spec in enumerate(self.spec.layers()):
+            lay = _Layer(spec, self.weight_kind, want or ids.shape[0], self.dtype)
+            maxima[i] = {}
+            for name in _Layer.MATRICES:
+                setattr(lay, name, Observe(getattr(lay, name), maxima[i], name))
+            layers.append(lay)
+        kept = (self.layers, self._packed_rows, self.cache, self.int8_maxima)
+        self.layers, self._packed_rows, self.cache = layers, want, None
+        try:
+            self.prefill(ids, torch.ones_like(ids, dtype=torch.bool))
+        finally:
+            self.layers, self._packed_rows, _, self.int8_maxima = kept
+            self.cache = None  # the next prefill allocates its own
+        return maxima
 
     # --- rotary tables --------------------------------------------------------------------
     def _rope_tables(self, max_len: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -365,6 +469,9 @@ class FastDecoder:
         """
         ids, mask = ids.to(self.device), mask.to(self.device).bool()
         R, L = ids.shape
+        if self.layer_kind == "int8" and self.int8_maxima is None and self.layers is None:
+            # no calibration given: the first prompt's (a rough one; a clip's ids calibrate better)
+            self.int8_maxima = self.activation_maxima(ids[:1, -int(mask[0].sum()):])
         self.pack(R)
         max_len = max(int(max_len or 0), L + 1)
         shape = (len(self.layers), 2, R, self.n_kv, max_len, self.head_dim)

@@ -123,7 +123,8 @@ class VidGPT:
         decode_options: `speculative` (drafts per pass, jacobi.py), `speculative_mode` ("exact" or
         "sjd"), `speculative_give_up` (tokens per pass below which exact windows stop drafting) and the fast
         backend's options
-        (fast_decode.FastDecoder: weights, dtype, attention).
+        (fast_decode.FastDecoder: weights, dtype, attention; with dtype "int8" the model directory's
+        int8_maxima.safetensors, when there, calibrates the int8 smoothing).
         """
         from ..tokenizer import VideoTokenizer
         from .ready_cache import load_ready
@@ -143,6 +144,11 @@ class VidGPT:
         tok_dir = Path(lm.video_tokenizer_dir)
         video_tok = VideoTokenizer.from_pretrained(tok_dir, device=device)
         chat = bool((lm.meta.get("layout") or {}).get("chat", True))
+        decode_options = dict(decode_options or {})
+        if decode_options.get("dtype") == "int8" and fast and "int8_maxima" not in decode_options:
+            from .int8_calibration import load_maxima
+
+            decode_options["int8_maxima"] = load_maxima(d)  # None: the decoder calibrates on the first prompt
         pipe = cls(lm.model, lm.text_tokenizer, lm.vocab, video_tok, chat=chat, meta=lm.meta, fast=fast,
                    decode_options=decode_options)
         pipe.loaded_from = how
