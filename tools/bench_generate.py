@@ -141,6 +141,7 @@ def generate_step_ms(model, rows: int, context: int, steps: int = 12) -> float:
 def real_mode(args) -> None:
     from vidgpt.generate.decoding import HFBackend
     from vidgpt.generate.fast_decode import FastLlama
+    from vidgpt.generate.int8_calibration import load_maxima
     from vidgpt.generate.pipeline import VidGPT
 
     global CLOCK
@@ -158,6 +159,8 @@ def real_mode(args) -> None:
         "fast: oneDNN-packed fp32 (default)": lambda: FastLlama(model),
         "fast: oneDNN-packed bf16 (approx.)": lambda: FastLlama(model, dtype="bf16"),
         "fast: x @ W, W [in,out] fp32": lambda: FastLlama(model, weights="t"),
+        "fast: int8 layers, fbgemm dynamic (approx.)": lambda: FastLlama(
+            model, dtype="int8", int8_maxima=load_maxima(args.model) or {}),
         "fast: F.linear [out,in], static mask": lambda: FastLlama(model, weights="linear", attention="static"),
         "vidgpt plain (HF forward + DynamicCache)": lambda: HFBackend(model),
     }
@@ -189,7 +192,7 @@ def real_mode(args) -> None:
                      step_ms(backend, vocab, rows, ctx_long, args.steps))
         del backend
     for k in [int(x) for x in args.speculative.split(",") if x.strip() and int(x) > 0]:
-        backend = FastLlama(model)
+        backend = FastLlama(model, dtype=args.dtype, int8_maxima=load_maxima(args.model) if args.dtype == "int8" else None)
         for B in batches:
             rows = 2 * B
             line(f"fast default, one pass over {k + 1} positions", B, True, rows,
@@ -204,7 +207,8 @@ def real_mode(args) -> None:
     if args.full:
         for spec in [0] + [int(x) for x in args.speculative.split(",") if x.strip() and int(x) > 0]:
             p = VidGPT(model, pipe.text_tokenizer, vocab, pipe.video_tokenizer, meta=pipe.meta,
-                       decode_options={"speculative": spec})
+                       decode_options={"speculative": spec, "dtype": args.dtype,
+                                       "int8_maxima": load_maxima(args.model) if args.dtype == "int8" else None})
             for B in batches:
                 t, c = time.perf_counter(), time.process_time()
                 p.generate("a red circle moving right", frames=args.frames, height=args.size, width=args.size, num=B,
@@ -400,6 +404,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="clip frames (default 17; --spec-table: the model's clip)")
     ap.add_argument("--size", type=int, default=None, help="clip side (default 128; --spec-table: the model's clip)")
     ap.add_argument("--steps", type=int, default=12, help="--real: decode steps per timing")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8"),
+                    help="--real: weights of the speculative lines and of --full (int8 smoothed on the model's maxima)")
     ap.add_argument("--variants", default="", help="--real: comma-separated substrings of the variant names to run")
     ap.add_argument("--speculative", default="4", help="--real: draft window sizes to time as one pass (default 4)")
     ap.add_argument("--no-generate", action="store_true", help="--real: skip transformers model.generate")

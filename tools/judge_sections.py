@@ -3,7 +3,7 @@ preview (decoded at half size), and the blueprint decoded, upsampled 2x and re-e
 the fine section would give).
 
     OMP_NUM_THREADS=2 python tools/judge_sections.py model --n 30 --frames 9 --size 128 \\
-        --set max_objects=1 --set 'backgrounds=[solid]'
+        --set max_objects=1 --set 'backgrounds=[solid]' [--dtype int8]
 
 Prints the running colour shares and, at the end, the judge's shares per way (colour, shape, motion, object, clip).
 The prompts are `vidgpt.evaluate.heldout_items` (the held-out compositions of the world given by --set), sampled
@@ -33,9 +33,11 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="world_set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8", "auto"),
+                    help="decoder weights (fast_decode.FastDecoder dtype; int8 smoothed on the model's int8_maxima)")
     args = ap.parse_args(argv)
 
-    pipe = VidGPT.from_pretrained(args.model)
+    pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype})
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
                      seed=args.seed)
     items = heldout_items(cfg, cfg.world())
