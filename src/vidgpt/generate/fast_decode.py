@@ -233,14 +233,14 @@ class FastDecoder:
             raise ValueError("weights='mkldnn' needs a CPU model and a PyTorch built with oneDNN")
         if dtype == "auto":  # bf16 weights where the CPU computes them natively (docs/DECODING.md), else exact
             dtype = "bf16" if self.device.type == "cpu" and auto_bf16_weights() else None
-        self.layer_kind = self.weight_kind
+        int8 = False
         if dtype in (None, "fp32", "float32", "model"):
             self.mm_dtype = self.dtype
         elif dtype == "int8":  # the layers' matrices in int8 (fbgemm dynamic linear); the head stays as packed
             if self.device.type != "cpu" or not int8_supported():
                 raise ValueError("dtype='int8' needs a CPU model and PyTorch's fbgemm/x86 quantized kernels")
             self.mm_dtype = self.dtype
-            self.layer_kind = "int8"
+            int8 = True
         elif dtype in ("bf16", "bfloat16"):
             self.mm_dtype = torch.bfloat16
             if self.weight_kind == "mkldnn" and not mkldnn_bf16_supported():
@@ -250,6 +250,7 @@ class FastDecoder:
                 self.weight_kind = "t"  # oneDNN's bf16 reorder needs AVX512 here; plain bf16 matmuls still run
         else:
             raise ValueError(f"dtype={dtype!r}: expected 'fp32', 'bf16', 'int8' or 'auto'")
+        self.layer_kind = "int8" if int8 else self.weight_kind  # the decoder layers' matrices; the head: weight_kind
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
         self.use_cuda_graph = use_cuda_graph
@@ -396,6 +397,7 @@ class FastDecoder:
         if self.cos is not None:
             cos = self.cos[pos].unsqueeze(2)  # [R, L, 1, rot_dim]
             sin = self.sin[pos].unsqueeze(2)
+        masks: dict = {}  # the full-attention bias as SDPA's mask [R, 1, G*L, n] (broadcast over the kv heads)
         for i, lay in enumerate(self.layers):
             q, k, v = self._qkv(lay, x, cos, sin)
             kc, vc = self.cache[i, 0], self.cache[i, 1]
@@ -404,6 +406,15 @@ class FastDecoder:
             lo = max(0, n - lay.window) if (lay.window and L == 1) else 0
             keys, vals = kc[:, :, lo:n], vc[:, :, lo:n]
             # GQA without repeating keys: query heads grouped by their kv head, [R, KV, G*L, hd]
+            if not lay.softcap and not lay.window:  # one fused kernel (~20% faster here than the ops below)
+                if "full" not in masks:
+                    b = biases[None]
+                    masks["full"] = None if b is None else b.expand(R, 1, G, L, n).reshape(R, 1, G * L, n)
+                o = F.scaled_dot_product_attention(q.reshape(R, KV, G * L, hd), keys, vals, attn_mask=masks["full"],
+                                                   scale=lay.scale or None)
+                o = o.view(R, self.n_heads, L, hd).transpose(1, 2).reshape(R, L, self.n_heads * hd)
+                x = self._mlp_and_out(lay, x, o)
+                continue
             s = (q.reshape(R, KV, G * L, hd) @ keys.transpose(-1, -2)) * (lay.scale or hd**-0.5)
             if lay.softcap:  # gemma2
                 s = torch.tanh(s / lay.softcap) * lay.softcap
