@@ -15,7 +15,8 @@ model was trained at (`default_clip`, what `vidgpt generate` draws unless told),
 The run's config.yaml builds the model (same code path as training); the weights come from the run's newest
 checkpoint, a named checkpoint, or its final model/ (vidgpt.train.lm_init.init_from). The tool then loads
 the shipped directory back with `load_vidgpt_lm` and prints the largest logit difference against
-the fp32 weights on a fixed prompt, and the size of each file.
+the fp32 weights on a fixed prompt, and the size of each file. The directory is replaced whole (its README.md card
+kept), so an int8 calibration (int8_maxima.safetensors) has to be made again for the new weights.
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ def main(argv=None) -> int:
                args.note, args.status)
     rep = check(Path(args.out), res.pop("fp32_model"))
     print(json.dumps({**res, **rep}, indent=1, default=str))
+    print(f"note: {args.out} has no int8 calibration now; for `--int8-weights` run "
+          f"`python tools/calibrate_int8.py --model {args.out}` (~3 min)", file=sys.stderr)
     if rep["bytes"] > 50 * 2**20:
         print(f"warning: {args.out} holds {rep['bytes'] / 2**20:.1f} MB, over the 50 MB the repo allows", file=sys.stderr)
     return 0
