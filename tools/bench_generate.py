@@ -155,12 +155,13 @@ def real_mode(args) -> None:
     shape = pipe.latent_shape(args.frames, args.size, args.size)
     n_ids = pipe.geometry(args.frames, args.size, args.size).block_length(vocab.spec.subtokens)
     ctx_short, ctx_long = 40, 40 + n_ids
+    maxima = load_maxima(args.model)  # the model's int8 calibration (None: calibrated on the first prompt)
     variants = {
         "fast: oneDNN-packed fp32 (default)": lambda: FastLlama(model),
         "fast: oneDNN-packed bf16 (approx.)": lambda: FastLlama(model, dtype="bf16"),
         "fast: x @ W, W [in,out] fp32": lambda: FastLlama(model, weights="t"),
         "fast: int8 layers, fbgemm dynamic (approx.)": lambda: FastLlama(
-            model, dtype="int8", int8_maxima=load_maxima(args.model) or {}),
+            model, dtype="int8", int8_maxima=maxima),
         "fast: F.linear [out,in], static mask": lambda: FastLlama(model, weights="linear", attention="static"),
         "vidgpt plain (HF forward + DynamicCache)": lambda: HFBackend(model),
     }
@@ -192,10 +193,10 @@ def real_mode(args) -> None:
                      step_ms(backend, vocab, rows, ctx_long, args.steps))
         del backend
     for k in [int(x) for x in args.speculative.split(",") if x.strip() and int(x) > 0]:
-        backend = FastLlama(model, dtype=args.dtype, int8_maxima=load_maxima(args.model) if args.dtype == "int8" else None)
+        backend = FastLlama(model, dtype=args.dtype, int8_maxima=maxima)
         for B in batches:
             rows = 2 * B
-            line(f"fast default, one pass over {k + 1} positions", B, True, rows,
+            line(f"fast {args.dtype}, one pass over {k + 1} positions", B, True, rows,
                  step_ms(backend, vocab, rows, ctx_short, args.steps, speculative=k),
                  step_ms(backend, vocab, rows, ctx_long, args.steps, speculative=k))
     if not args.no_generate:
@@ -208,7 +209,7 @@ def real_mode(args) -> None:
         for spec in [0] + [int(x) for x in args.speculative.split(",") if x.strip() and int(x) > 0]:
             p = VidGPT(model, pipe.text_tokenizer, vocab, pipe.video_tokenizer, meta=pipe.meta,
                        decode_options={"speculative": spec, "dtype": args.dtype,
-                                       "int8_maxima": load_maxima(args.model) if args.dtype == "int8" else None})
+                                       "int8_maxima": maxima})
             for B in batches:
                 t, c = time.perf_counter(), time.process_time()
                 p.generate("a red circle moving right", frames=args.frames, height=args.size, width=args.size, num=B,

@@ -92,10 +92,8 @@ def quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None):
     w = weight.detach().float().contiguous()
     scale = (w.abs().amax(dim=1) / 127.0).clamp_(min=1e-8)
     zero = torch.zeros(w.shape[0], dtype=torch.long)
-    import warnings as _w
-
-    with _w.catch_warnings():  # the quantized-tensor constructors warn that they are deprecated; they are what fbgemm takes
-        _w.simplefilter("ignore")
+    with warnings.catch_warnings():  # the quantized-tensor constructors warn that they are deprecated; fbgemm takes them
+        warnings.simplefilter("ignore")
         qw = torch.quantize_per_channel(w, scale.double(), zero, 0, torch.qint8)
         return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
 
@@ -319,13 +317,13 @@ class FastDecoder:
             for name in _Layer.MATRICES:
                 setattr(lay, name, Observe(getattr(lay, name), maxima[i], name))
             layers.append(lay)
-        kept = (self.layers, self._packed_rows, self.cache, self.int8_maxima)
-        self.layers, self._packed_rows, self.cache = layers, want, None
+        kept = (self.layers, self._packed_rows)
+        self.layers, self._packed_rows = layers, want
         try:
             self.prefill(ids, torch.ones_like(ids, dtype=torch.bool))
         finally:
-            self.layers, self._packed_rows, _, self.int8_maxima = kept
-            self.cache = None  # the next prefill allocates its own
+            self.layers, self._packed_rows = kept
+            self.cache = None  # sized for the calibration ids: the next prefill allocates its own
         return maxima
 
     # --- rotary tables --------------------------------------------------------------------
