@@ -234,7 +234,7 @@ def test_cli_weight_flags(monkeypatch, tmp_path):
     class Stop(Exception):
         pass
 
-    def fake(d, device=None, fast=True, decode_options=None):
+    def fake(d, device=None, fast=True, decode_options=None, light=False):
         seen.append(decode_options["dtype"])
         raise Stop
 

@@ -212,7 +212,7 @@ def test_generate_cli_passes_the_speculative_mode(monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake(cls, d, device=None, fast=True, decode_options=None):
+    def fake(cls, d, device=None, fast=True, decode_options=None, light=False):
         seen.update(decode_options)
         raise Stop
 

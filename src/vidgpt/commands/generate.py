@@ -131,7 +131,9 @@ def _load(args):
         opts["dtype"] = "int8"
     else:  # bf16 where the CPU computes it natively (fast_decode.auto_bf16_weights), unless told otherwise
         opts["dtype"] = "fp32" if args.fp32_weights else "auto"
-    pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts)
+    # light: the fast decoder's weights without transformers' model classes (seconds less a call; light_model.py)
+    pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts,
+                                  light=not args.plain)
     status = pipe.meta.get("status")
     if status:  # e.g. a default model still in training (tools/ship_model.py --status)
         print(f"vidgpt: note: {d}: {status}", file=sys.stderr)

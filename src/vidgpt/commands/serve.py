@@ -42,7 +42,8 @@ def run(args) -> int:
             d = resolve_model_dir(args.model)
         except ModelError as e:  # one line: there is no model, how to make one, and how to try the page anyway
             raise ModelError(f"{e}; `vidgpt serve --tiny` serves a tiny random model to try the page") from None
-        pipe, name = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain), str(d)
+        pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, light=not args.plain)
+        name = str(d)
     import uvicorn
 
     from ..serve.app import create_app

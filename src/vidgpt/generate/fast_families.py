@@ -175,6 +175,8 @@ def layer_windows(model) -> list | str:
 
 def unsupported(model) -> str | None:
     """None when the fast path can run `model`, else the reason it cannot (said to the caller)."""
+    if hasattr(model, "fast_spec"):  # light_model.LightLlama: weights read without the HF module
+        return None
     cfg = getattr(model, "config", None)
     mtype = getattr(cfg, "model_type", None)
     if mtype not in FAMILIES:
@@ -309,6 +311,8 @@ def model_spec(model) -> ModelSpec:
     why = unsupported(model)
     if why:
         raise ValueError(why)
+    if hasattr(model, "fast_spec"):
+        return model.fast_spec()
     mtype = model.config.model_type
     if mtype == "gpt_neox":
         return _gpt_neox(model)

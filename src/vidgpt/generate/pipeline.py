@@ -117,7 +117,7 @@ class VidGPT:
 
     @classmethod
     def from_pretrained(cls, directory=None, device=None, dtype=None, fast: bool = True,
-                        decode_options: dict | None = None) -> "VidGPT":
+                        decode_options: dict | None = None, light: bool = False) -> "VidGPT":
         """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it.
 
         decode_options: `speculative` (drafts per pass, jacobi.py), `speculative_mode` ("exact" or
@@ -125,6 +125,10 @@ class VidGPT:
         backend's options
         (fast_decode.FastDecoder: weights, dtype, attention; with dtype "int8" the model directory's
         int8_maxima.safetensors, when there, calibrates the int8 smoothing).
+
+        light: on the CPU with the fast backend, load the weights without transformers' model classes
+        (light_model.LightLlama: what the CLI uses; `pipe.model` then has no forward, so the plain path and
+        perplexity need light=False, the default). Falls back to the full load where it cannot.
         """
         from ..tokenizer import VideoTokenizer
         from .ready_cache import load_ready
@@ -134,7 +138,13 @@ class VidGPT:
         device = pick_device(device)
         if dtype is None and device.type == "cuda":
             dtype = torch.bfloat16
-        lm, how = load_ready(d, dtype=dtype, device=device)  # delta forms through the ready cache
+        got = None
+        if light and fast and device.type == "cpu":
+            from .ready_cache import load_light
+
+            got = load_light(d, dtype=dtype)
+        # delta forms through the ready cache
+        lm, how = got if got is not None else load_ready(d, dtype=dtype, device=device)
         if lm.video_tokenizer_dir is None:  # the loaders set None when the named directory is not there
             from ..backbone import VIDEO_TOKENIZER_DIR
 
