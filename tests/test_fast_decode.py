@@ -139,8 +139,9 @@ def test_int8_weights_are_close_and_smoothing_helps():
     exact = FastDecoder(model, dtype="fp32")
     ref = exact.logits(exact.prefill(ids, mask, 20), 0, 300)
     maxima = exact.activation_maxima(ids)
-    assert set(maxima) == set(range(len(model.model.layers)))
+    assert set(maxima) == set(range(len(model.model.layers))) | {-1}  # -1: the final norm's output (the head's input)
     assert maxima[0]["qkv"].shape == (64,) and maxima[0]["down"].shape == (model.config.intermediate_size,)
+    assert maxima[-1]["head"].shape == (64,)
     assert maxima[0]["qkv"][:3].min() > 5 * maxima[0]["qkv"][3:].median()  # the outlier channels are seen
 
     def err(dec):
@@ -152,6 +153,12 @@ def test_int8_weights_are_close_and_smoothing_helps():
     e_raw, e_smooth = err(raw), err(smoothed)
     assert smoothed.layers[0].qkv.kind == "int8" and smoothed.layers[0].qkv.smooth is not None
     assert e_smooth < 0.05 and e_smooth < 0.7 * e_raw, (e_raw, e_smooth)
+    # the head in int8 too: close, and packed as int8 (smoothed on the final norm's maxima)
+    head8 = FastDecoder(model, dtype="int8", int8_maxima=maxima, int8_head=True)
+    assert err(head8) < 0.06
+    assert [h.kind for h in head8._heads.values()] == ["int8"] and next(iter(head8._heads.values())).smooth is not None
+    with pytest.raises(ValueError, match="int8_head"):
+        FastDecoder(model, dtype="fp32", int8_head=True)
     # without maxima the decoder calibrates on the first prompt it is given
     auto = FastDecoder(model, dtype="int8")
     assert err(auto) < 0.05 and auto.int8_maxima is not None
@@ -188,6 +195,11 @@ def test_int8_maxima_file_round_trip(tmp_path):
     save_maxima(tmp_path, merge_maxima(merge_maxima(None, a), b))
     back = load_maxima(tmp_path)
     assert torch.equal(back[0]["qkv"], torch.tensor([3.0, 5.0])) and torch.equal(back[0]["down"], torch.tensor([2.0]))
+    # a file from before the head's entry merges with one that has it
+    c = {0: {"qkv": torch.tensor([0.0, 9.0]), "down": torch.tensor([1.0])}, -1: {"head": torch.tensor([4.0])}}
+    save_maxima(tmp_path, merge_maxima(back, c))
+    again = load_maxima(tmp_path)
+    assert torch.equal(again[-1]["head"], torch.tensor([4.0])) and torch.equal(again[0]["qkv"], torch.tensor([3.0, 9.0]))
 
 
 def test_int8_is_refused_off_the_cpu_path(monkeypatch, tmp_path):
@@ -201,6 +213,8 @@ def test_int8_is_refused_off_the_cpu_path(monkeypatch, tmp_path):
     for flags in (["--plain"], ["--device", "cuda"]):
         with pytest.raises(GenerationError, match="int8"):
             cmd._load(build_parser().parse_args(["generate", "x", "--int8-weights", *flags]))
+    with pytest.raises(GenerationError, match="--int8-head goes with --int8-weights"):
+        cmd._load(build_parser().parse_args(["generate", "x", "--int8-head"]))
     monkeypatch.setattr(fd, "int8_supported", lambda: False)
     with pytest.raises(ValueError, match="int8"):
         fd.FastDecoder(tiny_lm(300, hidden=64, max_positions=256), dtype="int8")
@@ -235,7 +249,8 @@ def test_cli_weight_flags(monkeypatch, tmp_path):
         pass
 
     def fake(d, device=None, fast=True, decode_options=None, light=False):
-        seen.append(decode_options["dtype"])
+        seen.append(decode_options["dtype"] + ("+head" if decode_options.get("int8_head") else ""))
+        assert light == fast  # the CLI loads the light model on the fast path
         raise Stop
 
     monkeypatch.setattr(pl.VidGPT, "from_pretrained", staticmethod(fake))
@@ -245,6 +260,7 @@ def test_cli_weight_flags(monkeypatch, tmp_path):
 
     if int8_supported():
         flag_sets.append((["--device", "cpu", "--int8-weights"], "int8"))
+        flag_sets.append((["--device", "cpu", "--int8-weights", "--int8-head"], "int8+head"))
     for flags, want in flag_sets:
         args = build_parser().parse_args(["generate", "a red circle", *flags])
         with pytest.raises(Stop):

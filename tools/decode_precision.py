@@ -7,7 +7,8 @@ variation, and whether the most likely code is the same.
 
     OMP_NUM_THREADS=2 python tools/decode_precision.py --model model --dtypes bf16,int8,int8:prompt
 
-(int8: smoothed on the model's int8_maxima.safetensors, tools/calibrate_int8.py; int8:prompt: on the prompt only.)
+(int8: smoothed on the model's int8_maxima.safetensors, tools/calibrate_int8.py; int8:prompt: on the prompt only;
+int8+head: the head's visual rows in int8 too, smoothed on the file's final-norm maxima when it has them.)
 
 Prints one table row per dtype (mean / p99 / max KL, mean / p99 TV, argmax agreement) and, with --out,
 writes them as JSON. docs/DECODING.md keeps the figures.
@@ -68,11 +69,14 @@ def main() -> None:
     rows = []
     for d in [x.strip() for x in a.dtypes.split(",") if x.strip()]:
         maxima = None
-        if d == "int8":  # the model's calibration file when it has one; "int8:prompt" calibrates on the prompt
+        kind, head = d.split(":")[0], False
+        if kind == "int8+head":  # the head's visual rows in int8 too (FastDecoder int8_head)
+            kind, head = "int8", True
+        if d in ("int8", "int8+head"):  # the model's calibration file when it has one; ":prompt" calibrates on the prompt
             from vidgpt.generate.int8_calibration import load_maxima
 
             maxima = load_maxima(a.model)
-        dec = FastDecoder(model, dtype=d.split(":")[0], int8_maxima=maxima)
+        dec = FastDecoder(model, dtype=kind, int8_maxima=maxima, int8_head=head)
         kl, tv, same = [], [], []
         for (pi, ids), ref in zip(clips, refs):
             lp = visual_logprobs(dec, vocab, pi, ids)

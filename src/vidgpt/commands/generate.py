@@ -32,6 +32,9 @@ def _model_args(p) -> None:
                    help="CPU: int8 decoder weights with 8-bit activations (fbgemm dynamic linear, smoothed on the "
                         "model's int8_maxima.safetensors): ~2x faster decoding on AVX2 CPUs; an approximation "
                         "(next-code KL ~7e-3 nats against fp32, docs/DECODING.md)")
+    p.add_argument("--int8-head", action="store_true",
+                   help="with --int8-weights: the head's visual rows in int8 too (smoothed on the model's final-norm "
+                        "maxima): a little faster again, a little further from fp32 (KL ~8e-3, docs/DECODING.md)")
 
 
 def _sampling_args(p) -> None:
@@ -113,6 +116,10 @@ def _load(args):
                 "speculative_give_up": AUTO_GIVE_UP if args.speculative_mode == "exact" else 0.0}
     else:
         opts = {"speculative": args.speculative, "speculative_mode": args.speculative_mode}
+    if args.int8_head and not args.int8_weights:
+        from ..errors import GenerationError
+
+        raise GenerationError("--int8-head goes with --int8-weights")
     if args.bf16_weights:
         from ..utils import cpu_has_native_bf16
 
@@ -129,6 +136,7 @@ def _load(args):
             raise GenerationError("--int8-weights needs the fast path on a CPU with PyTorch's fbgemm/x86 quantized "
                                   "kernels (drop --plain / --device cuda)")
         opts["dtype"] = "int8"
+        opts["int8_head"] = bool(args.int8_head)
     else:  # bf16 where the CPU computes it natively (fast_decode.auto_bf16_weights), unless told otherwise
         opts["dtype"] = "fp32" if args.fp32_weights else "auto"
     # light: the fast decoder's weights without transformers' model classes (seconds less a call; light_model.py)

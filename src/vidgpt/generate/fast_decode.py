@@ -18,7 +18,8 @@ fused matrices (q|k|v, gate|up) stored in the layout that streams fastest on the
   activations per call), smoothed per input channel on activation maxima measured on real clips
   (`int8_maxima`, `activation_maxima`; int8_calibration.py): ~3x faster products than the packed fp32
   ones at 2-20 rows on an AVX2 CPU; an approximation (next-code KL ~6e-3 nats on the default model,
-  docs/DECODING.md), opt-in. The head stays in the packed fp32 layout.
+  docs/DECODING.md), opt-in. The head stays in the packed fp32 layout unless `int8_head` (its visual rows in int8,
+  smoothed on the final norm's maxima: maxima key -1, "head").
 
 Attention on the CPU path reads only the filled part of the cache (no per-step full-cache mask);
 left padding is a per-row additive bias sliced to the filled length, given to SDPA as its mask
@@ -214,7 +215,7 @@ class FastDecoder:
     name = "fast"
 
     def __init__(self, model, use_cuda_graph: bool | None = None, weights: str = "auto", dtype: str | None = None,
-                 attention: str | None = None, int8_maxima: dict | None = None):
+                 attention: str | None = None, int8_maxima: dict | None = None, int8_head: bool = False):
         spec = model_spec(model)  # ValueError with the reason when the family or its options are not supported
         if weights not in WEIGHT_KINDS:
             raise ValueError(f"weights={weights!r}: expected one of {WEIGHT_KINDS}")
@@ -270,6 +271,9 @@ class FastDecoder:
         self._heads: dict[tuple[int, int], PackedLinear] = {}
         # dtype="int8": per layer, per matrix, the max |x| of its input channels; None: calibrated on the first prompt
         self.int8_maxima = int8_maxima
+        if int8_head and not int8:
+            raise ValueError("int8_head needs dtype='int8'")
+        self.int8_head = bool(int8_head)  # the head's packed ranges in int8 too (smoothed on maxima[-1]["head"])
 
     # --- weights --------------------------------------------------------------------------
     def pack_rows(self, rows: int) -> int:
@@ -292,8 +296,9 @@ class FastDecoder:
     @torch.inference_mode()
     def activation_maxima(self, ids: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
         """Per layer, per matrix (qkv, o, gate_up, down): the max |x| of each input channel over the sequence ids
-        [R, L], computed with the exact (unquantized) weights. What int8 smoothing is calibrated on; a real clip's
-        ids (prompt + visual codes) calibrate best (docs/DECODING.md)."""
+        [R, L], computed with the exact (unquantized) weights; under key -1, "head": the final norm's output (the
+        head's input). What int8 smoothing is calibrated on; a real clip's ids (prompt + visual codes) calibrate
+        best (docs/DECODING.md)."""
         maxima: dict[int, dict[str, torch.Tensor]] = {}
 
         class Observe:
@@ -317,12 +322,16 @@ class FastDecoder:
             for name in _Layer.MATRICES:
                 setattr(lay, name, Observe(getattr(lay, name), maxima[i], name))
             layers.append(lay)
+        maxima[-1] = {}
+        final_norm = self.final_norm
         kept = (self.layers, self._packed_rows)
         self.layers, self._packed_rows = layers, want
+        self.final_norm = lambda x: Observe(lambda y: y, maxima[-1], "head")(final_norm(x))
         try:
             self.prefill(ids, torch.ones_like(ids, dtype=torch.bool))
         finally:
             self.layers, self._packed_rows = kept
+            self.final_norm = final_norm
             self.cache = None  # sized for the calibration ids: the next prefill allocates its own
         return maxima
 
@@ -617,8 +626,13 @@ class FastDecoder:
             if len(self._heads) >= 8:
                 self._heads.clear()
             b = None if self.head_bias is None else self.head_bias[lo:hi]
-            head = self._heads[(lo, hi)] = PackedLinear(self.head_weight[lo:hi], b, self.weight_kind,
-                                                        self._packed_rows or 2, self.dtype)
+            kind, smooth = self.weight_kind, None
+            if self.int8_head:
+                kind = "int8"
+                m = (self.int8_maxima or {}).get(-1, {}).get("head")
+                smooth = None if m is None else smoothing(m, self.head_weight[lo:hi])
+            head = self._heads[(lo, hi)] = PackedLinear(self.head_weight[lo:hi], b, kind, self._packed_rows or 2,
+                                                        self.dtype, smooth=smooth)
         return head(hidden)
 
 

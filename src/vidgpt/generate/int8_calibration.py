@@ -1,8 +1,8 @@
 """The activation maxima that int8 decoding (`FastDecoder(dtype="int8")`) is smoothed with, kept beside a model.
 
 `<model dir>/int8_maxima.safetensors` holds, for every decoder layer i and matrix m (qkv, o, gate_up, down),
-the max |x| of each input channel of m over a few real clips (`{i}.{m}` -> float [in]); `tools/calibrate_int8.py`
-writes it. Without the file the decoder calibrates on the first prompt it is given (a rougher estimate: the
+the max |x| of each input channel of m over a few real clips (`{i}.{m}` -> float [in]), and the final norm's
+output, the head's input (`-1.head`, for `int8_head`); `tools/calibrate_int8.py` writes it. Without the file the decoder calibrates on the first prompt it is given (a rougher estimate: the
 default model's next-code KL against fp32 is 2-3x larger, docs/DECODING.md).
 """
 
@@ -42,4 +42,9 @@ def merge_maxima(a: dict | None, b: dict) -> dict:
     """Channel-wise max of two maxima dicts (several calibration clips)."""
     if a is None:
         return b
-    return {i: {n: torch.maximum(a[i][n], t) for n, t in per.items()} for i, per in b.items()}
+    out = {i: dict(per) for i, per in a.items()}
+    for i, per in b.items():
+        for n, t in per.items():
+            old = out.setdefault(i, {}).get(n)
+            out[i][n] = t if old is None else torch.maximum(old, t)
+    return out
