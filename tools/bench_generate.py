@@ -162,6 +162,8 @@ def real_mode(args) -> None:
         "fast: x @ W, W [in,out] fp32": lambda: FastLlama(model, weights="t"),
         "fast: int8 layers, fbgemm dynamic (approx.)": lambda: FastLlama(
             model, dtype="int8", int8_maxima=maxima),
+        "fast: int8 layers + int8 head (approx.)": lambda: FastLlama(
+            model, dtype="int8", int8_maxima=maxima, int8_head=True),
         "fast: F.linear [out,in], static mask": lambda: FastLlama(model, weights="linear", attention="static"),
         "vidgpt plain (HF forward + DynamicCache)": lambda: HFBackend(model),
     }
