@@ -34,7 +34,8 @@ def _model_args(p) -> None:
                         "(next-code KL ~7e-3 nats against fp32, docs/DECODING.md)")
     p.add_argument("--int8-head", action="store_true",
                    help="with --int8-weights: the head's visual rows in int8 too (smoothed on the model's final-norm "
-                        "maxima): a little faster again, a little further from fp32 (KL ~8e-3, docs/DECODING.md)")
+                        "maxima): a faster head kernel but measured SLOWER end to end (49 s vs 25-28 s for 17 frames) "
+                        "and a little further from fp32 (KL ~8e-3); experimental, docs/DECODING.md")
 
 
 def _sampling_args(p) -> None:
