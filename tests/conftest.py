@@ -133,3 +133,16 @@ def killed_lm_run(monkeypatch):
             monkeypatch.setattr(lm_trainer, "save_checkpoint", real_save)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def video_tok_dir(tmp_path_factory):
+    """A tiny random video tokenizer (K=6) saved to a directory, for extend -> generate tests."""
+    import torch
+
+    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("vt") / "tok"
+    VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).save_pretrained(d)
+    return d

@@ -24,16 +24,6 @@ CASES = [("llama", False), ("llama", True), ("qwen2", True), ("qwen3", False), (
          ("gemma2", True), ("phi3", False), ("gpt_neox", False), ("gpt2", True)]
 
 
-@pytest.fixture(scope="module")
-def video_tok_dir(tmp_path_factory):
-    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("vt") / "tok"
-    VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).save_pretrained(d)
-    return d
-
-
 def save_backbone(d, family, tied, max_positions=2048, chat=True):
     tok = toy_text_tokenizer(128)
     if not chat:

@@ -23,16 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 MODEL = Path(__file__).resolve().parents[1] / "model"
 
 
-@pytest.fixture(scope="module")
-def video_tok_dir(tmp_path_factory):
-    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("vt") / "tok"
-    VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).save_pretrained(d)
-    return d
-
-
 @pytest.mark.parametrize("tied", [True, False])
 def test_fast_decoder_on_light_weights_equals_the_hf_model(tmp_path, tied):
     hf = tiny_causal_lm("llama", 96, hidden_size=32, layers=2, heads=4, kv_heads=2, tied=tied).eval()
