@@ -14,16 +14,16 @@ between latent frames under the true motion word and under a swapped one (left<-
         --orders frame,time --minutes 12
 
 Order "plan" is the frame-major order with a plan written before each latent frame: two tokens, the column and
-row of the object's centre in that frame (the centroid of the cells whose code is not the frame's most common
-code, the background's; a third token when no cell differs). The model then writes where the object goes
+row of the object's centre in that frame (the centroid of the shards' blueprint_object_mask in that frame; a third
+token when the mask is empty). The model then writes where the object goes
 before drawing it, as a caption would say it, so the motion word has to decide two tokens a frame instead of the
 few codes where the object arrives or leaves.
 
 It prints a table (order, steps, held-out loss, changed-cell loss true / swapped, gap, share of clips where
 the true word scores lower; for "plan" the gap on the plan tokens of frames >= 1) and, with --sample N, the share
 of N held-out straight-move clips whose sampled continuation (the first latent frame given, the rest drawn at
-temperature 1) moves the object the way the word says, by the same centroid measure (the held-out clips' own
-codes give its ceiling). Writes it as JSON with --out. A proxy: a small model from scratch, not the LoRA-tuned
+temperature 1) moves the object the way the word says, read from the cells that changed (`moved`; the held-out
+clips' own codes give its ceiling). Writes it as JSON with --out. A proxy: a small model from scratch, not the LoRA-tuned
 LLM; it says which layout makes motion *easier*, not how many LLM steps it needs.
 """
 

@@ -2,8 +2,9 @@
 
 `<model dir>/int8_maxima.safetensors` holds, for every decoder layer i and matrix m (qkv, o, gate_up, down),
 the max |x| of each input channel of m over a few real clips (`{i}.{m}` -> float [in]), and the final norm's
-output, the head's input (`-1.head`, for `int8_head`); `tools/calibrate_int8.py` writes it. Without the file the decoder calibrates on the first prompt it is given (a rougher estimate: the
-default model's next-code KL against fp32 is 2-3x larger, docs/DECODING.md).
+output, the head's input (`-1.head`, for `int8_head`); `tools/calibrate_int8.py` writes it. Without the file the
+decoder calibrates on the first prompt it is given (a rougher estimate: the default model's next-code KL against
+fp32 is 2-3x larger, docs/DECODING.md).
 """
 
 from __future__ import annotations

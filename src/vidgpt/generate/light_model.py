@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from .fast_families import LayerSpec, ModelSpec, Norm
+from .fast_families import LayerSpec, ModelSpec, Norm, _rope_types
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -29,10 +29,9 @@ def light_unsupported(config: dict) -> str | None:
     """None when `LightLlama` computes what the HF model of this config.json computes, else why not."""
     if config.get("model_type") != "llama":
         return f"model type {config.get('model_type')!r} (the light loader knows llama only)"
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    kind = (rope.get("rope_type") or rope.get("type") or "default") if isinstance(rope, dict) else "?"
-    if kind != "default":
-        return f"rope type {kind!r}"
+    kinds = _rope_types(SimpleNamespace(**config))  # the fast path's own reading of rope settings
+    if kinds != {"default"}:
+        return f"rope type {sorted(kinds - {'default'})[0]!r}"
     if config.get("attention_bias") or config.get("mlp_bias"):
         return "biases in attention or MLP"
     if config.get("hidden_act", "silu") != "silu":

@@ -131,7 +131,7 @@ class VidGPT:
         perplexity need light=False, the default). Falls back to the full load where it cannot.
         """
         from ..tokenizer import VideoTokenizer
-        from .ready_cache import load_ready
+        from .ready_cache import load_light, load_ready
         from ..utils import pick_device
 
         d = resolve_model_dir(directory)
@@ -140,8 +140,6 @@ class VidGPT:
             dtype = torch.bfloat16
         got = None
         if light and fast and device.type == "cpu":
-            from .ready_cache import load_light
-
             got = load_light(d, dtype=dtype)
         # delta forms through the ready cache
         lm, how = got if got is not None else load_ready(d, dtype=dtype, device=device)
