@@ -60,3 +60,14 @@ def test_generate_draws_the_models_default_clip(text_tok):
     assert told.blocks[0].shape == (1, 2, 4)  # an explicit size wins; the rest stays the model's
     plain = tiny_pipeline(text_tok, bits=6, max_positions=2048)
     assert plain.default_clip == (17, 128, 128)
+
+
+def test_a_folder_of_parallel_builds_has_the_size_its_builds_agree_on(tmp_path):
+    """Parallel builders write one folder each under a common one (data/gpu/t2v/s1, s2, ...): their manifests decide."""
+    root = tmp_path / "t2v"
+    root.mkdir()
+    _shards(root, "s1", 9, 128), _shards(root, "s2", 9, 128)
+    folder = LMDataConfig(sources=[SourceConfig(kind="shards", paths=[str(root)])])
+    assert clip_size_of_sources(folder) == {"frames": 9, "height": 128, "width": 128}
+    _shards(root, "s3", 17, 128)  # one build at another length: no single size
+    assert clip_size_of_sources(folder) is None

@@ -168,19 +168,22 @@ def clip_size_of_sources(cfg: LMDataConfig) -> dict | None:
         if src.kind != "shards":
             continue
         for p in src.paths:
-            manifest = Path(p) / "manifest.json"
-            if not manifest.is_file():
+            top = Path(p) / "manifest.json"
+            # one build's folder, or a folder of several builds (one manifest each, e.g. parallel builders' s1, s2...)
+            manifests = [top] if top.is_file() else sorted(Path(p).rglob("manifest.json")) if Path(p).is_dir() else []
+            if not manifests:
                 if Path(p).is_dir() and not any(Path(p).rglob("*.parquet")):
                     continue  # a folder of text / chat records (JSONL): no clips, no say in the clip size
                 return None
-            try:
-                settings = json.loads(manifest.read_text()).get("settings") or {}
-                frames = int(settings["frames"])
-                if settings.get("images") and not any(settings.get(k) for k in ("num", "edits", "continuations")):
-                    frames = 1  # images only: `frames` is build-lm's default, no clip of that length is in there
-                sizes.add((frames, int(settings["height"]), int(settings["width"])))
-            except (ValueError, KeyError, TypeError):
-                return None
+            for manifest in manifests:
+                try:
+                    settings = json.loads(manifest.read_text()).get("settings") or {}
+                    frames = int(settings["frames"])
+                    if settings.get("images") and not any(settings.get(k) for k in ("num", "edits", "continuations")):
+                        frames = 1  # images only: `frames` is build-lm's default, no clip of that length is in there
+                    sizes.add((frames, int(settings["height"]), int(settings["width"])))
+                except (ValueError, KeyError, TypeError):
+                    return None
     videos = {sz for sz in sizes if sz[0] > 1}
     if videos and all(sz[1:] in {v[1:] for v in videos} for sz in sizes - videos):
         sizes = videos  # images at the clips' height and width are 1-frame clips of the same model: the clips decide

@@ -34,7 +34,7 @@ from .input_noise import NOISE_MODES, corrupt_video_inputs, noise_generator, sta
 from .lm_data import LMDataConfig, clip_size_of_sources, packed_rows
 from .lm_loss import LossHead, LossSettings, weighted_lm_loss  # noqa: F401  (weighted_lm_loss: the plain loss)
 from .packing import PackStats, collate
-from .schedule import warmup_cosine
+from .schedule import WallClock, warmup_cosine
 from ..utils import cpu_bf16_if_native, progress_wanted
 
 
@@ -90,6 +90,9 @@ class LMTrainLoop:
     # start from trained weights (a vidgpt model dir, delta form with LoRA; a run checkpoint or run dir) with a fresh
     # optimizer, schedule and step 0; the layout must match this config (vidgpt.train.lm_init). Ignored by --resume.
     init_from: str = ""
+    # a wall-clock budget (0 = none): the run stops (checkpoint + model) once it is spent, even before `steps`, and
+    # the cosine follows time when time runs out first (schedule.WallClock); counted across --resume pieces
+    max_minutes: float = 0.0
 
 
 @dataclass
@@ -327,9 +330,12 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         from .lm_init import init_from
 
         init_info = init_from(lm, t.init_from, cfg)
+    if t.max_minutes < 0:
+        raise ConfigError(f"train.max_minutes={t.max_minutes}: a budget in minutes, or 0 for none")
+    clock = WallClock(t.max_minutes * 60)  # its spent seconds come from the checkpoint on --resume (below)
     optimizer = make_optimizer(lm.model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio)
+        optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio, clock.done())
     )
     loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, world)
     if cfg.model.bit_rows and loss_head.head == "plain":
@@ -347,6 +353,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         if not ckpts:
             raise TrainingError(f"{out}: nothing to resume (no checkpoints/step-*)")
         state = load_checkpoint(accelerator, ckpts[-1])
+        clock = WallClock(t.max_minutes * 60, state.get("elapsed_s", 0.0))
     elif ckpts and accelerator.is_main_process:
         raise TrainingError(f"{out}: holds checkpoints already; pass --resume or choose another --out")
     if accelerator.is_main_process:
@@ -382,7 +389,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                desc="lm train", dynamic_ncols=True)
     t0, tokens_since = time.time(), 0
     model.train()
-    while state["step"] < t.steps:
+    timed_out = False
+    while state["step"] < t.steps and not timed_out:
         step = state["step"]
         losses, bad = [], 0
         for k in range(t.grad_accum):
@@ -419,20 +427,27 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         state["step"] = step + 1
+        state["elapsed_s"] = round(clock.elapsed(), 3)
+        if t.max_minutes > 0:  # every rank stops at the same step
+            flag = torch.tensor([int(clock.out())], device=accelerator.device)
+            timed_out = bool(accelerator.reduce(flag, reduction="sum").item())
+        final = state["step"] == t.steps or timed_out
         bar.update(1)
         rec = {"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "time": round(time.time(), 3)}
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
-        if state["step"] % max(1, t.log_every) == 0 or state["step"] == t.steps:
+        if timed_out:
+            rec["event"] = "time_budget"
+        if state["step"] % max(1, t.log_every) == 0 or final:
             dt = max(time.time() - t0, 1e-9)
             rec["tokens_per_s"] = tokens_since / dt
             t0, tokens_since = time.time(), 0
-        if eval_rows and ((t.eval_every and state["step"] % t.eval_every == 0) or state["step"] == t.steps):
+        if eval_rows and ((t.eval_every and state["step"] % t.eval_every == 0) or final):
             rec["eval_loss"] = evaluate(accelerator, model, eval_rows, t.micro_batch_size, amp, loss_head)
         log.write(rec)
         last = rec
         bar.set_postfix(loss=f"{mean_loss:.3f}")
-        if (t.ckpt_every and state["step"] % t.ckpt_every == 0) or state["step"] == t.steps:
+        if (t.ckpt_every and state["step"] % t.ckpt_every == 0) or final:
             state["stats"] = stats.as_dict()
             state["data"] = gather_data_state(accelerator, rows)  # every rank: each stream's position
             fold_bit_rows(accelerator.unwrap_model(model))  # checkpoints hold plain rows (A = 0); the run continues unchanged
