@@ -169,6 +169,17 @@ def test_eval_cli_passes_world_overrides(monkeypatch, tmp_path, capsys):
     assert not seen  # a bad key: one line, before the model loads
     err = capsys.readouterr().err.strip()
     assert "max_objjects" in err and len(err.splitlines()) == 1
+    # no --set: the scenes of the model's own scope (vidgpt.json scope.world_set, as tools/ship_model.py writes it)
+    (model / "vidgpt.json").write_text('{"scope": {"world_set": ["max_objects=1", "backgrounds=[solid]"]}}')
+    seen.clear()
+    assert main(["eval", "model", "--model", str(model), "--n", "2", "--no-progress", "--out", str(tmp_path / "ev")]) == 0
+    assert seen["cfg"].world_set == ["max_objects=1", "backgrounds=[solid]"]
+    assert seen["world"].max_objects == 1 and seen["world"].backgrounds == ["solid"]
+    assert "model's scope" in capsys.readouterr().err
+    seen.clear()  # --set wins over the scope
+    assert main(["eval", "model", "--model", str(model), "--n", "2", "--set", "max_objects=2", "--no-progress",
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert seen["cfg"].world_set == ["max_objects=2"]
 
 
 def test_tiny_random_model_runs_every_section(tmp_path):

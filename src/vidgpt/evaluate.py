@@ -101,6 +101,16 @@ class EvalConfig:
         return c
 
 
+def model_scope(model_dir) -> list[str]:
+    """The world overrides a model was trained on (vidgpt.json `scope.world_set`, written by tools/ship_model.py);
+    [] when it names none (the whole world)."""
+    try:
+        meta = json.loads((Path(model_dir) / "vidgpt.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(x) for x in ((meta.get("scope") or {}).get("world_set") or [])]
+
+
 # --- small helpers ------------------------------------------------------------------------------
 
 

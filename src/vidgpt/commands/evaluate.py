@@ -39,7 +39,8 @@ def register(sub) -> None:
                    help="world config the scenes come from (default: built-in, as for `vidgpt data build-lm --config`)")
     p.add_argument("--set", dest="world_set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a world config value, as for `vidgpt data build-lm --set` (repeatable), e.g. "
-                        "max_objects=1 to draw held-out prompts, edit pairs and continuations from one-object scenes")
+                        "max_objects=1 to draw held-out prompts, edit pairs and continuations from one-object scenes "
+                        "(default, with no --world-config either: the model's own scope, vidgpt.json scope.world_set)")
     p.add_argument("--device", default="", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--out", help="output directory (default runs/eval/<model folder name>)")
     p.add_argument("--json", action="store_true", help="print report.json instead of the markdown table")
@@ -51,11 +52,18 @@ def _model(args) -> int:
     import json
     from pathlib import Path
 
-    from ..evaluate import EvalConfig, evaluate_model, markdown_report
+    import sys
+
+    from ..evaluate import EvalConfig, evaluate_model, markdown_report, model_scope
     from ..generate import VidGPT
     from ..generate.pipeline import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
+    if not args.world_set and not args.world_config:  # judge the model on the scenes it was trained for
+        args.world_set = model_scope(model_dir)
+        if args.world_set:
+            print(f"vidgpt: note: scenes from the model's scope ({', '.join(args.world_set)}); "
+                  "--set or --world-config to choose others", file=sys.stderr)
     cfg = EvalConfig(n=args.n, freeform=args.freeform, edits=args.edits, continuations=args.continuations,
                      frames=args.frames or 17, size=args.size or 128, cfg=args.cfg, temperature=args.temperature,
                      top_k=args.top_k, seed=args.seed,
