@@ -7,6 +7,17 @@
 #   bash tools/gpu_default_model.sh status   # what the builders have written so far
 #   bash tools/gpu_default_model.sh train    # waits for the builders, trains until the call's deadline, ships
 #                                            # the model in delta form and packs it for $OUT (<= 15 MB parts)
+#   bash tools/gpu_default_model.sh pack-init model   # HERE, to continue a shipped model on the GPU: its files as
+#                                            # .gpu/init1, init2, ... (a 40 MB part each, one device call each, parked
+#                                            # in /root/stash like the backbone's); then the train call with
+#                                            # INIT_TAR=/root/stash TRAIN_SETS="--set train.init_from=/root/stash/model"
+#
+# The device call carries the working tree: model/ and checkpoints/ are tracked and too big to travel beside the
+# tokenizer and the backbone's parts, so take them out of the index for the calls and put them back after:
+#   git rm -r -q --cached model checkpoints; printf '/model/\n/checkpoints/\n' >> .git/info/exclude
+#   WITH_SMOLLM=1 bash ../shared/tools/gpu-pack.sh        # the backbone's GGUF + wheels: .gpu/p1..p3
+#   ... the device calls (2026-12-04: build + p1, p2, then p3 + chat data carried + train: 602 s held in all) ...
+#   git reset -q -- model checkpoints; sed -i '/^\/model\/$/d;/^\/checkpoints\/$/d' .git/info/exclude
 #
 # `train` needs the backbone (VIDGPT_SMOLLM_GGUF, set by the device's setup.sh) and the chat answers made here
 # (data/lm13/chat, carried). It is written to end before DEADLINE (epoch seconds; default: START + CALL_S):
@@ -36,6 +47,19 @@ build_one() {  # NAME OUTDIR ARGS...: one builder in its own process session (it
 }
 
 case "$stage" in
+pack-init)  # DIR: a shipped model's files in parts for the device calls (run here, not there)
+  src=${2:?usage: pack-init MODEL_DIR}
+  rm -rf .gpu/init* && mkdir -p .gpu/init
+  tar -C "$(dirname "$src")" -cf - "$(basename "$src")" --transform "s,^$(basename "$src"),model," \
+    | split -b 40M -d - .gpu/init/model.tar.part.
+  k=0
+  for f in .gpu/init/model.tar.part.*; do k=$((k + 1)); mkdir -p ".gpu/init$k" && mv "$f" ".gpu/init$k/"; done
+  rmdir .gpu/init
+  for i in $(seq 1 "$k"); do
+    echo "  call: carry [\".gpu/init$i\"]: mkdir -p /root/stash && cp .gpu/init$i/* /root/stash/   ($(du -sh ".gpu/init$i" | cut -f1))"
+  done
+  exit 0
+  ;;
 _one)  # one builder, one thread, its own log; a DONE file when it ends well
   name=$2 out=$3; shift 3
   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "${VG[@]}" data build-lm --out "$out" --frames "$FRAMES" --size "$SIZE" \
@@ -62,6 +86,9 @@ train)
   WAIT_S=${BUILD_WAIT_S:-60}     # the most to wait for builders still running
   OUT=${OUT:-runs/gpu/out}
   mkdir -p "$OUT" "$(dirname "$RUN")"
+  if [ -n "${INIT_TAR:-}" ]; then  # a shipped model brought in parts (pack-init): unpack it beside them
+    cat "$INIT_TAR"/model.tar.part.* | tar -x -C "$INIT_TAR" && echo "unpacked $INIT_TAR/model" || exit 1
+  fi
   # 1. data: wait for the builders (bounded), then stop the rest; their finished chunks are usable as they are
   t0=$(date +%s)
   while [ "$(ls "$LOGS"/*.DONE 2>/dev/null | wc -l)" -lt "$((T2V_PROCS + 3))" ] && [ $(( $(date +%s) - t0 )) -lt "$WAIT_S" ]; do
