@@ -8,6 +8,7 @@ install:
 
 demo: install
 	vidgpt generate "a red circle moving right" --seed 0 --grid -o outputs/demo/a_red_circle_moving_right.mp4
+	vidgpt demo --gallery
 	vidgpt demo
 
 test: install

@@ -44,3 +44,37 @@ def test_demo_bad_input_is_one_line(tmp_path, capsys, args, msg):
     rc = main(["demo", "--out", str(tmp_path), *args])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and msg in err and len(err.splitlines()) == 1, err
+
+
+def test_gallery_draws_each_prompt_under_its_clip(tmp_path, capsys, monkeypatch):
+    """`vidgpt demo --gallery`: one clip per prompt from the model, side by side with the prompt under it."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from vidgpt.backbone import toy_text_tokenizer
+    from vidgpt.commands.demo import gallery_frames
+    from vidgpt.generate import VidGPT
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    tiny = tiny_pipeline(toy_text_tokenizer(), bits=6, max_positions=600)
+    tiny.default_clip = (5, 32, 32)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "vidgpt.json").write_text(json.dumps({"format": "vidgpt-lm"}))
+    monkeypatch.setattr(VidGPT, "from_pretrained", classmethod(lambda cls, *a, **k: tiny))
+    out = tmp_path / "g"
+    assert main(["demo", "--gallery", "--model", str(model), "--prompts", "a red ball|a blue box", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "'a red ball' ->" in text and "'a blue box' ->" in text
+    assert (out / "a_red_ball.mp4").is_file() and (out / "a_blue_box.mp4").is_file() and (out / "gallery.png").is_file()
+    gif = Image.open(out / "gallery.gif")
+    assert gif.n_frames >= 2 and gif.size[0] > 2 * 32  # both clips side by side, animated
+    # the layout itself: clips placed unchanged, a white band with the prompt's text under them
+    clips = [np.full((3, 16, 16, 3), c, np.uint8) for c in (10, 200)]
+    f = gallery_frames(clips, ["first", "second prompt"], gap=4)
+    assert f.shape[0] == 3 and (f[:, 4:20, 4:20] == 10).all() and (f[:, 4:20, 24:40] == 200).all()
+    band = f[0, 22:, :]
+    assert (band < 128).any() and (band == 255).mean() > 0.5  # dark text on white
+    assert main(["demo", "--gallery", "--model", str(model), "--prompts", " | ", "--out", str(out)]) == 1

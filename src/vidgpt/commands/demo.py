@@ -1,8 +1,10 @@
 """`vidgpt demo`: the README's main job on the embedded defaults.
 
-Until a default LM ships (the GPU training issue), the demo is a tokenizer round trip: it renders a
-clip from the synthetic world, encodes it with the shipped video tokenizer into codes and the
-blueprint, decodes both, and writes original | reconstruction | blueprint preview side by side.
+`vidgpt demo --gallery` draws a clip for each of a few prompts with the default model (or --model) and writes
+them side by side with each prompt under its clip: gallery.gif, gallery.png (frames) and one mp4 per prompt.
+`vidgpt demo` without it is the tokenizer round trip: it renders a clip from the synthetic world, encodes it
+with the shipped video tokenizer into codes and the blueprint, decodes both, and writes
+original | reconstruction | blueprint preview side by side.
 """
 
 from __future__ import annotations
@@ -24,10 +26,86 @@ def register(sub) -> None:
     p.add_argument("--width", type=int, default=128, help="width, a multiple of 8 (default: %(default)s)")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gallery", action="store_true",
+                   help="draw --prompts with the default model (or --model) instead of the tokenizer round trip")
+    p.add_argument("--model", default=None, help="--gallery: model dir (default: $VIDGPT_MODEL or the shipped model/)")
+    p.add_argument("--prompts", default="|".join(GALLERY_PROMPTS),
+                   help="--gallery: prompts separated by | (default: %(default)s)")
     p.set_defaults(func=run)
 
 
+# one object over a plain background, none of them a held-out composition: what the default model was trained for
+GALLERY_PROMPTS = ("a red circle moving right", "a blue square moving left", "a yellow triangle moving up",
+                   "a white star on a black background")
+
+
+def gallery_frames(clips, labels, line_chars: int = 21, gap: int = 4):
+    """uint8 [T, H', W', 3]: the clips side by side on white, each prompt wrapped under its clip (same T, H, W)."""
+    import textwrap
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    t, h, w = clips[0].shape[:3]
+    lines = [textwrap.wrap(text, max(4, line_chars * w // 128))[:3] for text in labels]
+    band = 12 * max(len(x) for x in lines) + gap
+    width, height = len(clips) * (w + gap) + gap, h + band + 2 * gap
+    base = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(base)
+    for k, ls in enumerate(lines):
+        for j, line in enumerate(ls):
+            draw.text((gap + k * (w + gap), gap + h + 2 + 12 * j), line, fill=(0, 0, 0))
+    out = np.repeat(np.asarray(base)[None], t, axis=0).copy()
+    for k, clip in enumerate(clips):
+        out[:, gap:gap + h, gap + k * (w + gap):gap + k * (w + gap) + w] = clip
+    return out
+
+
+def run_gallery(args) -> int:
+    import re
+    import sys
+    import time
+    from pathlib import Path
+
+    from ..data import video_io
+    from ..errors import GenerationError
+    from ..generate.pipeline import VidGPT, resolve_model_dir
+    from .generate import AUTO_GIVE_UP, AUTO_SPECULATIVE
+
+    prompts = [x.strip() for x in args.prompts.split("|") if x.strip()]
+    if not prompts:
+        raise GenerationError("--prompts: give at least one prompt (separated by |)")
+    d = resolve_model_dir(args.model)
+    t0 = time.time()
+    pipe = VidGPT.from_pretrained(d, light=True, decode_options={
+        "speculative": AUTO_SPECULATIVE, "speculative_mode": "exact", "speculative_give_up": AUTO_GIVE_UP, "dtype": "auto"})
+    if pipe.meta.get("status"):
+        print(f"vidgpt: note: {d}: {pipe.meta['status']}", file=sys.stderr)
+    load_s = time.time() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clips, seconds = [], []
+    for text in prompts:
+        t0 = time.time()
+        res = pipe.generate(text, seed=args.seed)
+        seconds.append(time.time() - t0)
+        clips.append(res.videos[0])
+        name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "clip"
+        video_io.write_video(out / f"{name}.mp4", res.videos[0], fps=args.fps)
+        print(f"{seconds[-1]:5.1f} s  {text!r} -> {out / (name + '.mp4')}")
+    frames = gallery_frames(clips, prompts)
+    video_io.write_video(out / "gallery.gif", frames, fps=args.fps)
+    video_io.save_contact_sheet(out / "gallery.png", frames)
+    t, h, w = clips[0].shape[:3]
+    print(f"model {d} loaded in {load_s:.1f} s; {len(prompts)} clips of {t}x{h}x{w}, seed {args.seed}, "
+          f"{sum(seconds) / len(seconds):.1f} s a clip")
+    print(f"wrote {out / 'gallery.gif'} (the clips with their prompts), {out / 'gallery.png'}")
+    return 0
+
+
 def run(args) -> int:
+    if args.gallery:
+        return run_gallery(args)
     from pathlib import Path
 
     import numpy as np
