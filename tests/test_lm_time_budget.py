@@ -58,3 +58,8 @@ def test_a_spent_budget_stops_the_run_with_a_checkpoint_and_a_model(tmp_path):
     state = json.loads((ckpts[0] / "trainer_state.json").read_text())
     assert state["elapsed_s"] > 0
     assert (out / "model").is_dir() and any(r.get("event") == "done" for r in recs)
+    # --resume of a run whose budget is spent takes no further step (and still writes the model)
+    train_lm(cfg, out, progress=False, resume=True)
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    assert [r["step"] for r in recs if "loss" in r] == [1]
+    assert [c.name for c in sorted((out / "checkpoints").glob("step-*"))] == ["step-0000001"]

@@ -389,7 +389,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                desc="lm train", dynamic_ncols=True)
     t0, tokens_since = time.time(), 0
     model.train()
-    timed_out = False
+    timed_out = resume and clock.out()  # a resumed run whose budget is spent takes no step (every rank reads the same state)
     while state["step"] < t.steps and not timed_out:
         step = state["step"]
         losses, bad = [], 0
