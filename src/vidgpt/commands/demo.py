@@ -15,7 +15,7 @@ import argparse
 def register(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="tokenizer round trip of a generated clip, written to mp4 (the README's main job)",
+        help="the default model's clips for a few prompts (--gallery), or the tokenizer round trip of a clip",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
