@@ -106,7 +106,7 @@ train)
     "${VG[@]}" lm train --config "$CFG" --out "$RUN" --no-progress --set "train.max_minutes=$mins" "$@" 2>&1 | tee -a "$OUT/train.log" | grep -v "^{" | tail -n 40
     return "${PIPESTATUS[0]}"
   }
-  mins() { python3 -c "import sys; print(max(0.5, round(($1) / 60, 2)))"; }
+  mins() { python3 -c "print(max(0.5, round(($1) / 60, 2)))"; }
   left=$(( DEADLINE - $(date +%s) - SHIP_S - LOAD_S ))
   attempt "$(mins "$left")" ${TRAIN_SETS:-}
   rc=$?

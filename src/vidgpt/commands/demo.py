@@ -63,24 +63,20 @@ def gallery_frames(clips, labels, line_chars: int = 21, gap: int = 4):
 
 def run_gallery(args) -> int:
     import re
-    import sys
     import time
     from pathlib import Path
 
     from ..data import video_io
     from ..errors import GenerationError
-    from ..generate.pipeline import VidGPT, resolve_model_dir
-    from .generate import AUTO_GIVE_UP, AUTO_SPECULATIVE
+    from ..generate.pipeline import resolve_model_dir
+    from .generate import load_pipeline
 
     prompts = [x.strip() for x in args.prompts.split("|") if x.strip()]
     if not prompts:
         raise GenerationError("--prompts: give at least one prompt (separated by |)")
     d = resolve_model_dir(args.model)
     t0 = time.time()
-    pipe = VidGPT.from_pretrained(d, light=True, decode_options={
-        "speculative": AUTO_SPECULATIVE, "speculative_mode": "exact", "speculative_give_up": AUTO_GIVE_UP, "dtype": "auto"})
-    if pipe.meta.get("status"):
-        print(f"vidgpt: note: {d}: {pipe.meta['status']}", file=sys.stderr)
+    pipe = load_pipeline(d)  # as `vidgpt generate` loads it, with its defaults
     load_s = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

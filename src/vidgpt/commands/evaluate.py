@@ -50,9 +50,8 @@ def register(sub) -> None:
 
 def _model(args) -> int:
     import json
-    from pathlib import Path
-
     import sys
+    from pathlib import Path
 
     from ..evaluate import EvalConfig, evaluate_model, markdown_report, model_scope
     from ..generate import VidGPT

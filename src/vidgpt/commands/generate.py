@@ -104,22 +104,37 @@ def register(sub) -> None:
     p.set_defaults(func=_chat)
 
 
-def _load(args):
+def load_pipeline(model=None, *, device=None, plain: bool = False, speculative: int | None = None,
+                  speculative_mode: str = "exact", dtype: str = "auto", int8_head: bool = False):
+    """The pipeline the CLI draws with: `model` (default: $VIDGPT_MODEL or model/), speculative windows on by default
+    (exact mode, given up while they do not pay), light loading unless `plain`; prints the model's status note."""
     from ..generate.pipeline import VidGPT, resolve_model_dir
+
+    d = resolve_model_dir(model)  # one-line ModelError before anything heavy
+    if speculative is None:  # the default: drafts while they pay (exact mode only; sjd is asked for by name)
+        opts = {"speculative": AUTO_SPECULATIVE, "speculative_mode": speculative_mode,
+                "speculative_give_up": AUTO_GIVE_UP if speculative_mode == "exact" else 0.0}
+    else:
+        opts = {"speculative": speculative, "speculative_mode": speculative_mode}
+    opts["dtype"] = dtype
+    if dtype == "int8":
+        opts["int8_head"] = bool(int8_head)
+    # light: the fast decoder's weights without transformers' model classes (seconds less a call; light_model.py)
+    pipe = VidGPT.from_pretrained(d, device=device, fast=not plain, decode_options=opts, light=not plain)
+    status = pipe.meta.get("status")
+    if status:  # e.g. a default model still in training (tools/ship_model.py --status)
+        print(f"vidgpt: note: {d}: {status}", file=sys.stderr)
+    return pipe
+
+
+def _load(args):
+    from ..errors import GenerationError
+    from ..generate.pipeline import resolve_model_dir
 
     d = resolve_model_dir(args.model)  # one-line ModelError before anything heavy
     if args.speculative is not None and args.speculative < 0:
-        from ..errors import GenerationError
-
         raise GenerationError(f"--speculative {args.speculative}: drafts per pass must be >= 0 (0 = off)")
-    if args.speculative is None:  # the default: drafts while they pay (exact mode only; sjd is asked for by name)
-        opts = {"speculative": AUTO_SPECULATIVE, "speculative_mode": args.speculative_mode,
-                "speculative_give_up": AUTO_GIVE_UP if args.speculative_mode == "exact" else 0.0}
-    else:
-        opts = {"speculative": args.speculative, "speculative_mode": args.speculative_mode}
     if args.int8_head and not args.int8_weights:
-        from ..errors import GenerationError
-
         raise GenerationError("--int8-head goes with --int8-weights")
     if args.bf16_weights:
         from ..utils import cpu_has_native_bf16
@@ -127,26 +142,18 @@ def _load(args):
         if (args.device or "cpu") == "cpu" and not cpu_has_native_bf16():
             print("vidgpt: note: --bf16-weights: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 "
                   "is slower than fp32", file=sys.stderr)
-        opts["dtype"] = "bf16"
+        dtype = "bf16"
     elif args.int8_weights:
         from ..generate.fast_decode import int8_supported
 
         if (args.device or "cpu") != "cpu" or args.plain or not int8_supported():
-            from ..errors import GenerationError
-
             raise GenerationError("--int8-weights needs the fast path on a CPU with PyTorch's fbgemm/x86 quantized "
                                   "kernels (drop --plain / --device cuda)")
-        opts["dtype"] = "int8"
-        opts["int8_head"] = bool(args.int8_head)
+        dtype = "int8"
     else:  # bf16 where the CPU computes it natively (fast_decode.auto_bf16_weights), unless told otherwise
-        opts["dtype"] = "fp32" if args.fp32_weights else "auto"
-    # light: the fast decoder's weights without transformers' model classes (seconds less a call; light_model.py)
-    pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, decode_options=opts,
-                                  light=not args.plain)
-    status = pipe.meta.get("status")
-    if status:  # e.g. a default model still in training (tools/ship_model.py --status)
-        print(f"vidgpt: note: {d}: {status}", file=sys.stderr)
-    return pipe
+        dtype = "fp32" if args.fp32_weights else "auto"
+    return load_pipeline(d, device=args.device or None, plain=args.plain, speculative=args.speculative,
+                         speculative_mode=args.speculative_mode, dtype=dtype, int8_head=args.int8_head)
 
 
 def _print_written(paths) -> None:

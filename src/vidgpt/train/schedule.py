@@ -7,6 +7,7 @@ along, so a run stopped by its budget has decayed fully, whatever the step rate 
 from __future__ import annotations
 
 import math
+import time
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float, time_done: float = 0.0) -> float:
@@ -30,8 +31,6 @@ class WallClock:
     """
 
     def __init__(self, budget_s: float, spent: float = 0.0, now=None):
-        import time
-
         self.budget_s = float(budget_s)
         self.spent = float(spent)
         self._now = now or time.monotonic
