@@ -196,6 +196,8 @@ def test_tiny_random_model_runs_every_section(tmp_path):
     assert rep["continuation"]["n"] == 1 and rep["continuation"]["seam_psnr"] > 0
     lang = rep["language"]
     assert np.isfinite(lang["trained"]["perplexity"]) and lang["trained"]["tokens"] > 1000
+    # over fewer rows each softmax keeps at least as much of the target's mass: never a higher perplexity
+    assert lang["trained"]["text_rows"] <= lang["trained"]["perplexity"] * (1 + 1e-5)
     assert lang["base"] is None and "no backbone" in lang["base_error"]  # a pipeline made in memory names none
     assert [a["prompt"] for a in lang["answers"]] == ["hi there"]
     assert set(json.loads((tmp_path / "report.json").read_text())) >= {"adherence", "editing", "continuation", "language"}

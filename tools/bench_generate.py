@@ -248,8 +248,11 @@ def spec_table(args) -> None:
     print(f"model {args.model} ({pipe.backend.name} backend) loaded in {load_s:.1f} s; threads {torch.get_num_threads()}; "
           f"clip {frames}x{height}x{width}, {n_ids} ids; CFG {cfg}; tokens only (no video decode)", flush=True)
 
-    def clip(prompt, seed, temp, k, mode):
+    drafts_list = [d.strip() for d in args.drafts.split(",") if d.strip()]
+
+    def clip(prompt, seed, temp, k, mode, drafts="jacobi"):
         pipe.speculative = k
+        pipe.speculative_drafts = drafts
         pipe.backend.speculative_mode = mode
         w, c = time.perf_counter(), time.process_time()
         out = pipe.generate(prompt, frames=frames, height=height, width=width, seed=seed, cfg=cfg,
@@ -264,20 +267,21 @@ def spec_table(args) -> None:
     for prompt in prompts:
         for seed in seeds:
             for temp in temps:
-                configs = [(0, modes[0])] + [(k, mode) for mode in modes for k in ks
-                                              if k > 0 and (mode == "exact" or temp > 0)]  # greedy: sjd is exact
+                configs = [(0, modes[0], "jacobi")] + [(k, mode, dr) for mode in modes for k in ks for dr in drafts_list
+                                                        if k > 0 and (mode == "exact" or temp > 0)]  # greedy: sjd is exact
                 best: dict = {}
                 for rep in range(args.reps):  # round robin: the machine's load drifts; keep each config's best
-                    for k, mode in configs:
-                        ids, wall, cpu, st = clip(prompt, seed, temp, k, mode)
-                        b = best.setdefault((k, mode), dict(ids=ids, wall=wall, cpu=cpu, st=st, stable=True))
+                    for k, mode, dr in configs:
+                        ids, wall, cpu, st = clip(prompt, seed, temp, k, mode, dr)
+                        b = best.setdefault((k, mode, dr), dict(ids=ids, wall=wall, cpu=cpu, st=st, stable=True))
                         b["wall"], b["cpu"] = min(b["wall"], wall), min(b["cpu"], cpu)
                         b["stable"] &= ids == b["ids"]
                 ref = best[configs[0]]
-                for k, mode in configs:
-                    b = best[(k, mode)]
+                for k, mode, dr in configs:
+                    b = best[(k, mode, dr)]
                     st, ids, cpu = b["st"], b["ids"], b["cpu"]
                     m = "off" if k == 0 else st.get("mode", mode)
+                    m = m if dr == "jacobi" or k == 0 else f"{m}+{dr}"
                     same = "ref" if k == 0 else ("yes" if ids == ref["ids"] else "no@" + str(next(
                         (i for i, (x, y) in enumerate(zip(ids[0], ref["ids"][0])) if x != y), -1)))  # first differing id
                     if not b["stable"]:
@@ -425,6 +429,8 @@ def main() -> None:
     ap.add_argument("--temperatures", default="1,0", help="--spec-table: sampling temperatures (0 = greedy)")
     ap.add_argument("--ks", default="0,2,4,8", help="--spec-table: drafts per pass (0 = the one-token loop)")
     ap.add_argument("--modes", default="exact", help="--spec-table: exact,sjd (jacobi.py)")
+    ap.add_argument("--drafts", default="jacobi",
+                    help="--spec-table: where drafts come from past the last draws: jacobi,lookback,lookback-all")
     ap.add_argument("--reps", type=int, default=1, help="--spec-table: round-robin repeats per group (best CPU/wall kept)")
     ap.add_argument("--cfg-scale", type=float, default=3.0, help="--spec-table: guidance scale (default 3, the CLI's)")
     ap.add_argument("--kernels", action="store_true",

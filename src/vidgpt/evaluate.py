@@ -402,8 +402,10 @@ def eval_continuation(pipe, cfg: EvalConfig, world, bar=None) -> dict:
 # --- 5: language ----------------------------------------------------------------------------------
 
 
-def perplexity(model, tokenizer, text: str, max_len: int = 1024) -> dict:
-    """Token-level perplexity of `text` (chunks of max_len tokens; the first token of each is context)."""
+def perplexity(model, tokenizer, text: str, max_len: int = 1024, rows: int | None = None) -> dict:
+    """Token-level perplexity of `text` (chunks of max_len tokens; the first token of each is context).
+    rows: the softmax over the first `rows` rows only (e.g. what a text turn may sample: the text ids and
+    <|vision_start|>), else over every row."""
     import torch
 
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -415,6 +417,8 @@ def perplexity(model, tokenizer, text: str, max_len: int = 1024) -> dict:
             if chunk.shape[1] < 2:
                 break
             logits = model(input_ids=chunk, use_cache=False).logits[0, :-1].float()
+            if rows is not None:
+                logits = logits[:, :rows]
             loss = torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="sum")
             nll += float(loss)
             count += chunk.shape[1] - 1
@@ -461,6 +465,9 @@ def eval_language(pipe, cfg: EvalConfig) -> dict:
     text = heldout_text()
     max_len = min(1024, pipe.max_positions)
     trained = perplexity(pipe.model, pipe.text_tokenizer, text, max_len)
+    # what a text turn samples from: the constrained decoder allows the text rows and <|vision_start|> there
+    trained["text_rows"] = perplexity(pipe.model, pipe.text_tokenizer, text, max_len,
+                                      rows=pipe.vocab.vision_start_id + 1)["perplexity"]
     trained_answers = [pipe.generate_text(Sample([Turn("user", [p])]), max_new_tokens=cfg.max_new_tokens, seed=0,
                                           temperature=0.0) for p in cfg.text_prompts]
     section = {"heldout_chars": len(text), "trained": trained, "base": None, "base_name": None, "base_error": None}
@@ -552,7 +559,15 @@ def markdown_report(rep: dict) -> str:
         lines += ["## Language kept", "", f"Held-out text: {lang['heldout_chars']} characters (vidgpt/data/heldout_text.txt).", "",
                   "| model | perplexity | tokens |", "|---|---|---|",
                   f"| base ({lang['base_name'] or 'unavailable'}) | {_num(b and b['perplexity'])} | {b['tokens'] if b else '-'} |",
-                  f"| trained | {_num(t['perplexity'])} | {t['tokens']} |", ""]
+                  f"| trained | {_num(t['perplexity'])} | {t['tokens']} |"]
+        if t.get("text_rows") is not None:
+            lines.append(f"| trained, over the rows a text turn samples from (text + <\\|vision_start\\|>) | "
+                         f"{_num(t['text_rows'])} | {t['tokens']} |")
+        if b:
+            ratio = t["perplexity"] / b["perplexity"]
+            rows = f", {t['text_rows'] / b['perplexity']:.2f}x over the text rows" if t.get("text_rows") else ""
+            lines.append(f"| trained / base | {ratio:.2f}x{rows} | |")
+        lines.append("")
         if lang.get("base_error"):
             lines += [f"Base model not measured: {lang['base_error']}", ""]
         lines += ["| prompt | base answer | trained answer |", "|---|---|---|"]

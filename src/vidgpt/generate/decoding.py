@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from ..errors import GenerationError
 from .constraints import StructureConstraint, range_mask
 from .sampling import PositionalNoise, SamplingConfig, apply_cfg, sample_with_noise
 
@@ -110,6 +111,10 @@ def _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, index, vocab_si
     return sample_with_noise(logits, sampling, u)
 
 
+# where a speculative window's drafts come from past the last pass's own draws (jacobi.jacobi_decode's lookback)
+DRAFT_SOURCES = ("jacobi", "lookback", "lookback-all")
+
+
 def can_speculate(backend) -> bool:
     """True when the backend's own class feeds several positions per pass (a wrapper that only
     forwards attributes, like the server's progress watch, keeps the one-token loop it observes)."""
@@ -135,6 +140,7 @@ def constrained_decode(
     stats: dict | None = None,
     speculative_mode: str | None = None,
     speculative_give_up: float = 0.0,
+    speculative_drafts: str = "jacobi",
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
@@ -159,9 +165,13 @@ def constrained_decode(
     if speculative and constraint.lockstep and can_speculate(backend):
         from .jacobi import jacobi_decode
 
+        if speculative_drafts not in DRAFT_SOURCES:
+            raise GenerationError(f"speculative drafts {speculative_drafts!r}: expected one of {DRAFT_SOURCES}")
+        lookback = None if speculative_drafts == "jacobi" else constraint.draft_lookback()
         return jacobi_decode(backend, state, constraint, sampling, noise, N, use_cfg, int(speculative),
                              progress=progress, max_steps=max_steps, stats=stats, mode=speculative_mode,
-                             give_up_below=speculative_give_up)
+                             give_up_below=speculative_give_up, lookback=lookback,
+                             lookback_over_draws=speculative_drafts == "lookback-all")
     out: list[torch.Tensor] = []
     step = 0
     while not constraint.done:

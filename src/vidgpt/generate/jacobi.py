@@ -80,13 +80,16 @@ PROBE_PASSES = 32
 @torch.inference_mode()
 def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: bool, k: int,
                   progress=None, max_steps: int | None = None, stats: dict | None = None, mode: str | None = None,
-                  give_up_below: float = 0.0):
+                  give_up_below: float = 0.0, lookback: list[int] | None = None, lookback_over_draws: bool = False):
     """Decode the rest of a lockstep constraint from the prefill `state` with windows of k drafts.
 
     mode: "exact" (the one-token loop's tokens; the default) or "sjd" (the min(1, p/q) test,
     sjd_decode); None reads `backend.speculative_mode` (default "exact"). Greedy is always exact.
     give_up_below: after PROBE_PASSES passes, if fewer tokens than this came per pass (e.g. an untrained model,
     whose drafts are never right), go on one token a pass (the same tokens; `stats["gave_up_at"]` = the pass).
+    lookback: per position of the remaining plan, how far back to copy a draft from where no draw of the last pass
+    is left (StructureConstraint.draft_lookback: the same cell one latent frame earlier; 0 = repeat the last
+    draft); None = always repeat. lookback_over_draws: copy from there even where a draw is left.
     """
     from .decoding import DecodeOutput, _choose
 
@@ -103,6 +106,9 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
     cache = _NoiseCache(noise)
     first = _choose(backend, state, *plan[0], N, use_cfg, sampling, cache, 0, None, device)
     out = [first.view(N, 1)]
+    hist = torch.empty(N, total, dtype=torch.long, device=device) if lookback is not None else None
+    if hist is not None:
+        hist[:, 0] = first
     done = 1
     constraint.advance(first)
     if progress is not None:
@@ -120,6 +126,11 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
         if d.shape[1] < w:
             fill = (d[:, -1:] if d.shape[1] else tok.view(N, 1)).expand(N, w - d.shape[1])
             d = torch.cat([d, fill], dim=1)
+        if hist is not None:
+            for j in range(0 if lookback_over_draws else drafts.shape[1], w):
+                b = lookback[done + j]
+                if 0 < b <= done + j and done + j - b < done:
+                    d[:, j] = hist[:, done + j - b]
         for j in range(w):
             lo, hi = plan[done + j]
             if hi - lo == 1:
@@ -136,6 +147,8 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
         if a < w + 1:
             backend.truncate(p0 + a)  # keep tok and the a-1 drafts that were right
         out.append(y[:, :a])
+        if hist is not None:
+            hist[:, done:done + a] = y[:, :a]
         accepted += a - 1
         for j in range(a):
             constraint.advance(y[:, j])

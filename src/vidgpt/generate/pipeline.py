@@ -102,6 +102,9 @@ class VidGPT:
         self.speculative_mode = opts.pop("speculative_mode", None) or None
         # tokens per pass below which exact-mode windows give up after a few passes (0 = never); jacobi.py
         self.speculative_give_up = float(opts.pop("speculative_give_up", 0.0) or 0.0)
+        # where drafts come from past the last pass's draws: "jacobi" (repeat the last), "lookback" (the same cell one
+        # latent frame earlier), "lookback-all" (there even over the draws); decoding.DRAFT_SOURCES
+        self.speculative_drafts = opts.pop("speculative_drafts", None) or "jacobi"
         if self.speculative < 0:
             raise GenerationError(f"speculative {self.speculative}: drafts per pass must be >= 0 (0 = one token a pass)")
         self.backend = make_backend(model, fast, **opts)
@@ -223,7 +226,7 @@ class VidGPT:
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
                 pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
                 speculative=self.speculative, stats=self.last_stats, speculative_mode=self.speculative_mode,
-                speculative_give_up=self.speculative_give_up,
+                speculative_give_up=self.speculative_give_up, speculative_drafts=self.speculative_drafts,
             )
         blocks, rows = [], []
         for i in range(n):

@@ -22,7 +22,7 @@ record), has its own mixture, formatter RNG and packer, and global row g comes f
 Process r of W handles the streams s with s % W == r (N must be a multiple of W), so it reads only its
 own row groups, never another rank's. The global row order depends on N only: runs on 1, 2 or 4
 processes with the same N see the same rows. `RowStream.state_dict()` is the position of each stream
-(epoch, unit, record, RNG states, the packer's partial row); resuming from it reads only the row group
+(epoch, unit, record, RNG states, the packer's partial rows); resuming from it reads only the row group
 being consumed, instead of replaying the stream from the start.
 """
 
@@ -37,10 +37,10 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..layout import PROMPT, STRUCTURE, TEXT, VISUAL, VisualBlock, blueprint_shape
 from ..vocab import UnifiedVocab
-from .packing import Document, Packer, PackStats
+from .packing import PACKINGS, Document, OpenRow, PackStats, make_packer
 
 KIND_NAMES = {"prompt": PROMPT, "text": TEXT, "visual": VISUAL, "structure": STRUCTURE}
 
@@ -65,6 +65,7 @@ class LMDataConfig:
     loss_on: list[str] = field(default_factory=lambda: ["text", "visual", "structure"])  # token kinds trained on
     visual_loss_weight: float = 1.0  # extra weight of VISUAL tokens in the loss
     long_docs: str = "split"  # split | drop: documents longer than seq_len
+    packing: str = "greedy"  # greedy | best_fit (vidgpt.train.packing: best fit into 8 open rows, far less padding)
     holdout_every: int = 50  # record i is held out for eval when i % holdout_every == 0
     streams: int = 0  # independent data streams (0 = one per process); a multiple of the process count
     # text-to-video and text-to-image documents only (never edits or continuations); 0 = off, and the stream is unchanged
@@ -84,6 +85,10 @@ class LMDataConfig:
     input_noise_mode: str = "fixed"  # fixed: every row at input_noise; uniform: each row at U(0, input_noise)
     stay_noise: float = 0.0  # share of the trained codes of latent frames >= 1 the model READS as the same cell's code
     #                          one latent frame earlier ("nothing moved"; targets true): the motion word has to decide
+
+    def __post_init__(self) -> None:
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"data.packing={self.packing!r}: expected one of {', '.join(PACKINGS)}")
 
 
 def kind_weights(cfg: LMDataConfig) -> dict[int, float]:
@@ -585,12 +590,26 @@ def _row_from_lists(row: dict) -> dict:
                             dtype=torch.float32 if k == "weights" else torch.long) for k, v in row.items()}
 
 
-class PackedStream:
-    """A DocumentStream packed into rows; the state holds the packer's partial row and rows not yet taken."""
+def _open_row_to_lists(row: OpenRow) -> dict:
+    return {"ids": _b64(row.ids, np.int32), "weights": _b64(row.w, np.float32), "lengths": list(row.lengths)}
 
-    def __init__(self, docs: DocumentStream, seq_len: int, pad_id: int, long_docs: str, stats: PackStats | None):
+
+def _open_row_from_lists(part: dict) -> OpenRow:
+    return OpenRow([int(x) for x in _unb64(part["ids"], np.int32)], _unb64(part["weights"], np.float32),
+                   [int(x) for x in part["lengths"]])
+
+
+class PackedStream:
+    """A DocumentStream packed into rows; the state holds the packer's partial row(s) and rows not yet taken.
+
+    Greedy packing saves its one partial row as `partial` (the format of older states); best fit saves its open
+    rows, oldest first, as `open`."""
+
+    def __init__(self, docs: DocumentStream, seq_len: int, pad_id: int, long_docs: str, stats: PackStats | None,
+                 packing: str = "greedy"):
         self.docs = docs
-        self.packer = Packer(seq_len, pad_id, long_docs)
+        self.packing = packing
+        self.packer = make_packer(packing, seq_len, pad_id, long_docs)
         if stats is not None:
             self.packer.stats = stats
         self.pending: deque = deque()
@@ -603,19 +622,25 @@ class PackedStream:
         return self.pending.popleft()
 
     def state(self) -> dict:
-        pk = self.packer  # its partial row: ids, weights and document lengths so far
-        return {"docs": self.docs.state(), "rows": self.rows, "pending": [_row_to_lists(r) for r in self.pending],
-                "partial": {"ids": _b64(pk._ids, np.int32), "weights": _b64(pk._w, np.float32),
-                            "lengths": list(pk._lengths)}}
+        out = {"docs": self.docs.state(), "rows": self.rows, "pending": [_row_to_lists(r) for r in self.pending]}
+        open_rows = self.packer.open_rows_state()  # ids, weights and document lengths so far
+        if self.packing == "greedy":
+            out["partial"] = _open_row_to_lists(open_rows[0] if open_rows else OpenRow())
+        else:
+            out["packing"] = self.packing
+            out["open"] = [_open_row_to_lists(r) for r in open_rows]
+        return out
 
     def load(self, state: dict) -> None:
+        saved = state.get("packing", "greedy")
+        if saved != self.packing:
+            raise DataError(f"the data state was saved with data.packing={saved}, the config has {self.packing}: "
+                            "resume with the same packing")
         self.docs.load(state["docs"])
         self.rows = int(state["rows"])
         self.pending = deque(_row_from_lists(r) for r in state["pending"])
-        part = state["partial"]
-        self.packer._ids = [int(x) for x in _unb64(part["ids"], np.int32)]
-        self.packer._w = _unb64(part["weights"], np.float32)
-        self.packer._lengths = [int(x) for x in part["lengths"]]
+        parts = state["open"] if "open" in state else [state["partial"]]
+        self.packer.load_open_rows([r for r in map(_open_row_from_lists, parts) if len(r)])
 
 
 def num_streams(cfg: LMDataConfig, world_size: int) -> int:
@@ -637,7 +662,7 @@ class RowStream:
         tables: dict = {}
         self.streams = {
             s: PackedStream(DocumentStream(cfg, vocab, text_tokenizer, seed, split, stream=s, n_streams=self.n, tables=tables),
-                            seq_len, pad_id, cfg.long_docs, stats)
+                            seq_len, pad_id, cfg.long_docs, stats, cfg.packing)
             for s in range(rank, self.n, world_size)
         }
         self.g = rank  # the next global row this process takes
