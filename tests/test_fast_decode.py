@@ -5,7 +5,6 @@ import warnings
 import pytest
 import torch
 
-from vidgpt.errors import GenerationError
 from vidgpt.generate.decoding import HFBackend, left_pad
 from vidgpt.generate.fast_decode import FastLlama, make_backend
 from vidgpt.generate.tiny import tiny_lm, tiny_pipeline
@@ -250,13 +249,15 @@ def test_cli_weight_flags(monkeypatch, tmp_path):
         pass
 
     def fake(d, device=None, fast=True, decode_options=None, light=False):
-        seen.append(decode_options["dtype"] + ("+head" if decode_options.get("int8_head") else ""))
+        seen.append(decode_options["dtype"] + ("+head" if decode_options.get("int8_head") else "")
+                    + ("" if decode_options["cfg_fine"] else "+bp-cfg"))
         assert light == fast  # the CLI loads the light model on the fast path
         raise Stop
 
     monkeypatch.setattr(pl.VidGPT, "from_pretrained", staticmethod(fake))
     monkeypatch.setattr(pl, "resolve_model_dir", lambda m: tmp_path)
-    flag_sets = [([], "auto"), (["--fp32-weights"], "fp32"), (["--bf16-weights"], "bf16")]
+    flag_sets = [([], "auto"), (["--fp32-weights"], "fp32"), (["--bf16-weights"], "bf16"),
+                 (["--cfg-blueprint-only"], "auto+bp-cfg")]
     from vidgpt.generate.fast_decode import int8_supported
 
     if int8_supported():
@@ -332,12 +333,11 @@ def test_step_many_and_truncate_equal_single_steps():
 
 @pytest.mark.parametrize("kw", [{"temperature": 0.0, "cfg": 3.0}, {"temperature": 1.0, "seed": 5, "cfg": 2.0, "num": 2},
                                 {"temperature": 0.8, "seed": 2, "cfg": 1.0, "top_k": 8, "top_p": 0.9}])
-@pytest.mark.parametrize("drafts", ["jacobi", "lookback", "lookback-all"])
-def test_speculative_decoding_gives_the_plain_paths_tokens(text_tok, kw, drafts):
+def test_speculative_decoding_gives_the_plain_paths_tokens(text_tok, kw):
     plain = tiny_pipeline(text_tok, bits=6, fast=False)
     ref = plain.generate("a red ball", frames=5, height=32, width=32, decode=False, **kw).token_ids
     for k in (1, 5):
-        spec = tiny_pipeline(text_tok, bits=6, decode_options={"speculative": k, "speculative_drafts": drafts})
+        spec = tiny_pipeline(text_tok, bits=6, decode_options={"speculative": k})
         out = spec.generate("a red ball", frames=5, height=32, width=32, decode=False, **kw)
         assert out.token_ids == ref
         assert spec.last_stats["tokens"] == len(ref[0]) - len(spec.tail_ids)
@@ -371,32 +371,6 @@ def test_speculative_gives_up_when_drafts_do_not_pay_and_keeps_the_tokens(text_t
     assert "gave_up_at" not in low.last_stats and low.last_stats["passes"] == keep.last_stats["passes"]
 
 
-def test_draft_lookback_points_at_the_same_cell_one_latent_frame_earlier():
-    from vidgpt.generate.constraints import StructureConstraint, block_plan
-    from vidgpt.vocab import UnifiedVocab, VocabSpec
-
-    vocab = UnifiedVocab(VocabSpec(codebook_bits=6, subtokens=2), offset=100)
-    shape = (3, 4, 6)
-    con = StructureConstraint(vocab, 1, shape=shape)
-    back = con.draft_lookback()
-    plan = block_plan(vocab, shape, ("blueprint", "fine"))
-    assert len(back) == len(plan)
-    # start, 3 header ids, blueprint marker, 3 x (2 x 3) cells x 2 sub-tokens, fine marker, 3 x (4 x 6) x 2, end
-    bp = [0] * 12 + [12] * 24
-    fine = [0] * 48 + [48] * 96
-    assert back == [0] * 4 + [0] + bp + [0] + fine + [0]
-    con.advance(torch.tensor([plan[0][0]]))
-    assert con.draft_lookback() == back[1:]  # what is left of the plan
-    with pytest.raises(GenerationError):
-        StructureConstraint(vocab, 1, allow_text=True, stop_id=5).draft_lookback()
-
-
-def test_unknown_draft_source_is_a_generation_error(text_tok):
-    pipe = tiny_pipeline(text_tok, bits=6, decode_options={"speculative": 2, "speculative_drafts": "blueprint"})
-    with pytest.raises(GenerationError):
-        pipe.generate("a red ball", frames=5, height=32, width=32, decode=False)
-
-
 def test_negative_speculative_is_a_generation_error(text_tok):
     from vidgpt.errors import GenerationError
 
@@ -420,3 +394,19 @@ def test_speculative_is_skipped_behind_a_wrapper_that_watches_steps(text_tok):
     assert not can_speculate(static)
     pipe.backend = static
     assert pipe.generate("x", frames=1, height=16, width=16, seed=0, decode=False).token_ids  # falls back to one a step
+
+
+@pytest.mark.parametrize("spec", [0, 4])
+def test_cfg_on_the_blueprint_only_matches_a_plain_reference(text_tok, spec):
+    """cfg_fine=False: the header and blueprint are the fully guided clip's (same seed), then only the conditional
+    rows go on (fast and plain backends draw the same tokens)."""
+    kw = dict(frames=5, height=32, width=32, decode=False, temperature=1.0, seed=3, cfg=3.0)
+    guided = tiny_pipeline(text_tok, bits=6, fast=False).generate("a red ball", **kw).token_ids[0]
+    plain = tiny_pipeline(text_tok, bits=6, fast=False, decode_options={"cfg_fine": False})
+    ref = plain.generate("a red ball", **kw).token_ids[0]
+    fast = tiny_pipeline(text_tok, bits=6, decode_options={"cfg_fine": False, "speculative": spec})
+    assert fast.generate("a red ball", **kw).token_ids[0] == ref
+    assert fast.backend.cache.shape[2] == 1  # the unconditional row was dropped
+    vocab = plain.vocab
+    cut = ref.index(vocab.fine_id)
+    assert guided[:cut] == ref[:cut] and guided[cut] == ref[cut] == vocab.fine_id

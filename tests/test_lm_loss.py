@@ -182,3 +182,78 @@ def test_trainer_fast_path_with_upper_layer_lora_resumes_exactly(tmp_path, kille
     assert sorted(resumed) == list(range(1, 9))
     for step in range(1, 9):
         assert abs(resumed[step] - straight[step]) < 1e-6, (step, resumed[step], straight[step])
+
+
+# --- loss.text_kl_weight: distillation to the base on text-only documents ------------------------------------------
+
+
+def text_and_video_batch(lm):
+    """One row: a text-only document (ids < offset), then a document holding new-vocabulary ids, then padding."""
+    off = lm.vocab.vision_start_id
+    g = torch.Generator().manual_seed(3)
+    text = torch.randint(3, off, (20,), generator=g)
+    video = torch.cat([torch.randint(3, off, (5,), generator=g), torch.tensor([off]),
+                       torch.randint(lm.vocab.visual_offset, lm.vocab.end, (10,), generator=g)])
+    ids = torch.cat([text, video, torch.full((5,), 2)]).view(1, -1)
+    pos = torch.cat([torch.arange(20), torch.arange(16), torch.zeros(5, dtype=torch.long)]).view(1, -1)
+    w = torch.cat([torch.zeros(1), torch.ones(19), torch.zeros(1), torch.ones(15), torch.zeros(5)]).view(1, -1)
+    return {"input_ids": ids, "position_ids": pos, "weights": w}
+
+
+def test_text_only_positions_skip_documents_with_new_ids():
+    from vidgpt.train.lm_loss import text_only_positions
+
+    lm = make_lm(lora=False)
+    b = text_and_video_batch(lm)
+    m = text_only_positions(b["input_ids"], b["position_ids"], b["weights"], lm.vocab.vision_start_id)[0]
+    assert m[:19].all() and not m[19:].any()  # position i predicts i+1: the text document's 19 trained targets
+
+
+def test_text_kl_is_zero_at_the_base_and_trains_the_adapter_towards_it():
+    lm = make_lm(lora=True)
+    b = text_and_video_batch(lm)
+    plain = LossHead(lm.vocab, LossSettings(head="constrained"))
+    head = LossHead(lm.vocab, LossSettings(head="constrained", text_kl_weight=2.0))
+    with torch.no_grad():  # the adapter off: the model is its base, the KL is 0
+        with lm.model.disable_adapter():
+            h = head.hidden_states(lm.model, trim_batch(b))
+    loss0, _ = plain(lm.model, b)
+    loss, n = head(lm.model, b)
+    kl = head.last_text_kl
+    assert kl is not None and kl > 0  # the moved adapter changed the text distribution
+    assert abs(float(loss) - (float(loss0) + 2.0 * kl)) < 1e-4
+    with torch.no_grad():  # the same hidden states: what is left is the mass the model gives <|vision_start|>
+        from vidgpt.train.lm_loss import HeadRows, text_only_positions
+
+        tb = trim_batch(b)
+        sel = text_only_positions(tb["input_ids"], tb["position_ids"], tb["weights"], lm.vocab.vision_start_id)
+        p_vs = (h[sel] @ HeadRows(lm.model).rows(0, lm.vocab.vision_start_id + 1).t()).softmax(-1)[:, -1]
+        expect = float(-torch.log1p(-p_vs).mean())
+        assert float(head.text_kl(lm.model, tb, h)) == pytest.approx(expect, rel=1e-4, abs=1e-6)
+        assert expect < kl
+    lm.model.zero_grad(set_to_none=True)
+    head.text_kl(lm.model, trim_batch(b), head.hidden_states(lm.model, trim_batch(b))).backward()
+    g = grads(lm.model)
+    assert any("lora" in k and v.abs().sum() > 0 for k, v in g.items())
+    opt = torch.optim.SGD([p for p in lm.model.parameters() if p.requires_grad], lr=0.5)
+    before = float(head.text_kl(lm.model, trim_batch(b), head.hidden_states(lm.model, trim_batch(b))))
+    for _ in range(3):
+        opt.zero_grad()
+        head.text_kl(lm.model, trim_batch(b), head.hidden_states(lm.model, trim_batch(b))).backward()
+        opt.step()
+    after = float(head.text_kl(lm.model, trim_batch(b), head.hidden_states(lm.model, trim_batch(b))))
+    assert after < before
+    with torch.no_grad():  # evaluation adds nothing
+        ev, _ = head(lm.model, b)
+        assert float(ev) == pytest.approx(float(plain(lm.model, b)[0]), abs=1e-6)
+
+
+def test_text_kl_needs_lora_and_a_fast_head():
+    lm = make_lm(lora=False)
+    head = LossHead(lm.vocab, LossSettings(head="constrained", text_kl_weight=1.0))
+    with pytest.raises(ConfigError, match="LoRA"):
+        head(lm.model, text_and_video_batch(lm))
+    with pytest.raises(ConfigError):
+        LossHead(lm.vocab, LossSettings(head="plain", text_kl_weight=1.0))
+    with pytest.raises(ConfigError):
+        LossSettings(text_kl_weight=-1.0).check()

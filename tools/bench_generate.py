@@ -234,7 +234,7 @@ def spec_table(args) -> None:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    pipe = VidGPT.from_pretrained(args.model, device="cpu")
+    pipe = VidGPT.from_pretrained(args.model, device="cpu", decode_options={"dtype": args.dtype})
     load_s = time.perf_counter() - t0
     frames, height, width = pipe.resolve_clip(args.frames, args.size, args.size)
     prompts = [x.strip() for x in args.prompts.split("|") if x.strip()]
@@ -248,11 +248,8 @@ def spec_table(args) -> None:
     print(f"model {args.model} ({pipe.backend.name} backend) loaded in {load_s:.1f} s; threads {torch.get_num_threads()}; "
           f"clip {frames}x{height}x{width}, {n_ids} ids; CFG {cfg}; tokens only (no video decode)", flush=True)
 
-    drafts_list = [d.strip() for d in args.drafts.split(",") if d.strip()]
-
-    def clip(prompt, seed, temp, k, mode, drafts="jacobi"):
+    def clip(prompt, seed, temp, k, mode):
         pipe.speculative = k
-        pipe.speculative_drafts = drafts
         pipe.backend.speculative_mode = mode
         w, c = time.perf_counter(), time.process_time()
         out = pipe.generate(prompt, frames=frames, height=height, width=width, seed=seed, cfg=cfg,
@@ -267,21 +264,20 @@ def spec_table(args) -> None:
     for prompt in prompts:
         for seed in seeds:
             for temp in temps:
-                configs = [(0, modes[0], "jacobi")] + [(k, mode, dr) for mode in modes for k in ks for dr in drafts_list
-                                                        if k > 0 and (mode == "exact" or temp > 0)]  # greedy: sjd is exact
+                configs = [(0, modes[0])] + [(k, mode) for mode in modes for k in ks
+                                              if k > 0 and (mode == "exact" or temp > 0)]  # greedy: sjd is exact
                 best: dict = {}
                 for rep in range(args.reps):  # round robin: the machine's load drifts; keep each config's best
-                    for k, mode, dr in configs:
-                        ids, wall, cpu, st = clip(prompt, seed, temp, k, mode, dr)
-                        b = best.setdefault((k, mode, dr), dict(ids=ids, wall=wall, cpu=cpu, st=st, stable=True))
+                    for k, mode in configs:
+                        ids, wall, cpu, st = clip(prompt, seed, temp, k, mode)
+                        b = best.setdefault((k, mode), dict(ids=ids, wall=wall, cpu=cpu, st=st, stable=True))
                         b["wall"], b["cpu"] = min(b["wall"], wall), min(b["cpu"], cpu)
                         b["stable"] &= ids == b["ids"]
                 ref = best[configs[0]]
-                for k, mode, dr in configs:
-                    b = best[(k, mode, dr)]
+                for k, mode in configs:
+                    b = best[(k, mode)]
                     st, ids, cpu = b["st"], b["ids"], b["cpu"]
                     m = "off" if k == 0 else st.get("mode", mode)
-                    m = m if dr == "jacobi" or k == 0 else f"{m}+{dr}"
                     same = "ref" if k == 0 else ("yes" if ids == ref["ids"] else "no@" + str(next(
                         (i for i, (x, y) in enumerate(zip(ids[0], ref["ids"][0])) if x != y), -1)))  # first differing id
                     if not b["stable"]:
@@ -412,7 +408,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="clip side (default 128; --spec-table: the model's clip)")
     ap.add_argument("--steps", type=int, default=12, help="--real: decode steps per timing")
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8"),
-                    help="--real: weights of the speculative lines and of --full (int8 smoothed on the model's maxima)")
+                    help="--real and --spec-table: decoder weights (int8 smoothed on the model's maxima)")
     ap.add_argument("--variants", default="", help="--real: comma-separated substrings of the variant names to run")
     ap.add_argument("--speculative", default="4", help="--real: draft window sizes to time as one pass (default 4)")
     ap.add_argument("--no-generate", action="store_true", help="--real: skip transformers model.generate")
@@ -429,8 +425,6 @@ def main() -> None:
     ap.add_argument("--temperatures", default="1,0", help="--spec-table: sampling temperatures (0 = greedy)")
     ap.add_argument("--ks", default="0,2,4,8", help="--spec-table: drafts per pass (0 = the one-token loop)")
     ap.add_argument("--modes", default="exact", help="--spec-table: exact,sjd (jacobi.py)")
-    ap.add_argument("--drafts", default="jacobi",
-                    help="--spec-table: where drafts come from past the last draws: jacobi,lookback,lookback-all")
     ap.add_argument("--reps", type=int, default=1, help="--spec-table: round-robin repeats per group (best CPU/wall kept)")
     ap.add_argument("--cfg-scale", type=float, default=3.0, help="--spec-table: guidance scale (default 3, the CLI's)")
     ap.add_argument("--kernels", action="store_true",

@@ -35,9 +35,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8", "auto"),
                     help="decoder weights (fast_decode.FastDecoder dtype; int8 smoothed on the model's int8_maxima)")
+    ap.add_argument("--no-cfg-fine", action="store_true",
+                    help="guidance on the header and blueprint only (decode option cfg_fine=False)")
     args = ap.parse_args(argv)
 
-    pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype})
+    pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine})
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
                      seed=args.seed)
     items = heldout_items(cfg, cfg.world())

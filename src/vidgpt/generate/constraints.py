@@ -250,24 +250,6 @@ class StructureConstraint:
             raise GenerationError("the plan ahead is known only for a fixed shape without text")
         return list(zip(self._lo[self._step :], self._hi[self._step :]))
 
-    def draft_lookback(self) -> list[int]:
-        """For every position of the remaining plan, how far back the same cell of the previous latent frame is
-        (its section's h*w*S; 0 where there is none: the first latent frame, markers, header, end). Lockstep only.
-        A speculative decoder drafts there from that cell: a still background or object repeats it."""
-        if not self.lockstep:
-            raise GenerationError("the plan ahead is known only for a fixed shape without text")
-        S = self.vocab.spec.subtokens
-        back = [0] * (1 + len(self.vocab.header_ids(self.shape)))  # <|vision_start|> and the header
-        for name in self.sections:
-            t, h, w = blueprint_shape(self.shape) if name == "blueprint" else self.shape
-            frame = h * w * S
-            back.append(0)  # the section marker
-            back.extend(0 if k < frame else frame for k in range(t * frame))
-        back.append(0)  # <|vision_end|>
-        if len(back) != len(self._lo):
-            raise GenerationError("draft_lookback: the plan and the layout disagree")  # pragma: no cover
-        return back[self._step :]
-
     def advance(self, tokens: torch.Tensor) -> None:
         """Record the tokens [batch] chosen at this step."""
         if self.lockstep:

@@ -14,7 +14,6 @@ from typing import Sequence
 
 import torch
 
-from ..errors import GenerationError
 from .constraints import StructureConstraint, range_mask
 from .sampling import PositionalNoise, SamplingConfig, apply_cfg, sample_with_noise
 
@@ -81,6 +80,11 @@ class HFBackend:
         )
         return out.logits[:, -1]
 
+    def keep_rows(self, n: int) -> None:
+        """Go on with the first n rows only (FastDecoder.keep_rows)."""
+        self.cache.batch_select_indices(torch.arange(n, device=self.device))
+        self.mask, self.pos = self.mask[:n], self.pos[:n]
+
     def logits(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return state[:, lo:hi]
 
@@ -111,10 +115,6 @@ def _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, index, vocab_si
     return sample_with_noise(logits, sampling, u)
 
 
-# where a speculative window's drafts come from past the last pass's own draws (jacobi.jacobi_decode's lookback)
-DRAFT_SOURCES = ("jacobi", "lookback", "lookback-all")
-
-
 def can_speculate(backend) -> bool:
     """True when the backend's own class feeds several positions per pass (a wrapper that only
     forwards attributes, like the server's progress watch, keeps the one-token loop it observes)."""
@@ -140,7 +140,7 @@ def constrained_decode(
     stats: dict | None = None,
     speculative_mode: str | None = None,
     speculative_give_up: float = 0.0,
-    speculative_drafts: str = "jacobi",
+    cfg_until: int | None = None,
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
@@ -154,6 +154,9 @@ def constrained_decode(
     seed; None = the backend's `speculative_mode`, else "exact"). speculative_give_up > 0: exact-mode
     windows that bring fewer tokens per pass than this (measured over jacobi.PROBE_PASSES passes) fall back to
     one token a pass. `stats` (a dict) gets passes / tokens / accepted counts.
+    cfg_until: guide only the first `cfg_until` tokens of the turn (e.g. the header and the blueprint); then the
+    unconditional rows are dropped from the cache (`backend.keep_rows`) and the rest is drawn from the conditional
+    rows alone: fewer rows a pass (an approximation of guiding every token; pipeline `cfg_fine=False`).
     """
     N = len(prompts)
     use_cfg = uncond_prompts is not None and sampling.use_cfg
@@ -165,13 +168,9 @@ def constrained_decode(
     if speculative and constraint.lockstep and can_speculate(backend):
         from .jacobi import jacobi_decode
 
-        if speculative_drafts not in DRAFT_SOURCES:
-            raise GenerationError(f"speculative drafts {speculative_drafts!r}: expected one of {DRAFT_SOURCES}")
-        lookback = None if speculative_drafts == "jacobi" else constraint.draft_lookback()
         return jacobi_decode(backend, state, constraint, sampling, noise, N, use_cfg, int(speculative),
                              progress=progress, max_steps=max_steps, stats=stats, mode=speculative_mode,
-                             give_up_below=speculative_give_up, lookback=lookback,
-                             lookback_over_draws=speculative_drafts == "lookback-all")
+                             give_up_below=speculative_give_up, cfg_until=cfg_until)
     out: list[torch.Tensor] = []
     step = 0
     while not constraint.done:
@@ -184,6 +183,9 @@ def constrained_decode(
             progress.update(1)
         if constraint.done or (max_steps is not None and step >= max_steps):
             break
+        if use_cfg and cfg_until is not None and step >= cfg_until:
+            backend.keep_rows(N)
+            use_cfg = False
         state = backend.step(torch.cat([tok, tok]) if use_cfg else tok)
     if stats is not None:
         stats.update(passes=step, tokens=step, accepted=0)

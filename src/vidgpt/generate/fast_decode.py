@@ -580,6 +580,23 @@ class FastDecoder:
         self._pos = n
         self.step_cache_pos.fill_(n)
 
+    @torch.inference_mode()
+    def keep_rows(self, n: int) -> None:
+        """Go on with the first n rows only (their cache kept): e.g. the conditional rows once guidance stops."""
+        R = self.cache.shape[2]
+        if not (0 < n <= R):
+            raise ValueError(f"keep_rows({n}): the cache holds {R} rows")
+        if n == R:
+            return
+        self.cache = self.cache[:, :, :n].contiguous()
+        self.key_valid = self.key_valid[:n].contiguous()
+        self.pad_bias = self.pad_bias[:n].contiguous()
+        self.step_tok = self.step_tok[:n].contiguous()
+        self.pos_shift = self.pos_shift[:n].contiguous()
+        self.no_pad = bool(self.key_valid.all())
+        self._graph = None
+        self.pack(n)
+
     @property
     def supports_step_many(self) -> bool:
         """Several positions per pass need the filled-cache attention (the CUDA-graph path decodes one at a time)."""

@@ -80,16 +80,16 @@ PROBE_PASSES = 32
 @torch.inference_mode()
 def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: bool, k: int,
                   progress=None, max_steps: int | None = None, stats: dict | None = None, mode: str | None = None,
-                  give_up_below: float = 0.0, lookback: list[int] | None = None, lookback_over_draws: bool = False):
+                  give_up_below: float = 0.0, cfg_until: int | None = None):
     """Decode the rest of a lockstep constraint from the prefill `state` with windows of k drafts.
 
     mode: "exact" (the one-token loop's tokens; the default) or "sjd" (the min(1, p/q) test,
     sjd_decode); None reads `backend.speculative_mode` (default "exact"). Greedy is always exact.
     give_up_below: after PROBE_PASSES passes, if fewer tokens than this came per pass (e.g. an untrained model,
     whose drafts are never right), go on one token a pass (the same tokens; `stats["gave_up_at"]` = the pass).
-    lookback: per position of the remaining plan, how far back to copy a draft from where no draw of the last pass
-    is left (StructureConstraint.draft_lookback: the same cell one latent frame earlier; 0 = repeat the last
-    draft); None = always repeat. lookback_over_draws: copy from there even where a draw is left.
+    cfg_until: with CFG, guide the positions before this index of the remaining plan only; from there the
+    unconditional rows are dropped (`backend.keep_rows`) and the rest is drawn from the conditional rows alone
+    (decoding.constrained_decode). No window crosses that index.
     """
     from .decoding import DecodeOutput, _choose
 
@@ -98,7 +98,7 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
         raise GenerationError(f"speculative mode {mode!r}: expected one of {MODES}")
     if mode == "sjd" and noise is not None:
         return sjd_decode(backend, state, constraint, sampling, noise, N, use_cfg, k,
-                          progress=progress, max_steps=max_steps, stats=stats)
+                          progress=progress, max_steps=max_steps, stats=stats, cfg_until=cfg_until)
 
     plan = constraint.remaining_plan()
     total = len(plan) if max_steps is None else min(len(plan), max_steps)
@@ -106,9 +106,6 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
     cache = _NoiseCache(noise)
     first = _choose(backend, state, *plan[0], N, use_cfg, sampling, cache, 0, None, device)
     out = [first.view(N, 1)]
-    hist = torch.empty(N, total, dtype=torch.long, device=device) if lookback is not None else None
-    if hist is not None:
-        hist[:, 0] = first
     done = 1
     constraint.advance(first)
     if progress is not None:
@@ -120,17 +117,17 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
         if give_up_below > 0 and gave_up_at is None and passes == PROBE_PASSES and \
                 (done - 1) / passes < give_up_below:
             gave_up_at, done_at_give_up, k = passes, done, 0
+        if use_cfg and cfg_until is not None and done >= cfg_until:
+            backend.keep_rows(N)
+            use_cfg = False
         w = min(k, total - done - 1)
+        if use_cfg and cfg_until is not None:
+            w = min(w, cfg_until - done - 1)  # the guided part ends with a pass of its own
         # drafts for positions done .. done+w-1: last draws past the mismatch, then repeats; forced ids as they are
         d = drafts[:, :w].clone()
         if d.shape[1] < w:
             fill = (d[:, -1:] if d.shape[1] else tok.view(N, 1)).expand(N, w - d.shape[1])
             d = torch.cat([d, fill], dim=1)
-        if hist is not None:
-            for j in range(0 if lookback_over_draws else drafts.shape[1], w):
-                b = lookback[done + j]
-                if 0 < b <= done + j and done + j - b < done:
-                    d[:, j] = hist[:, done + j - b]
         for j in range(w):
             lo, hi = plan[done + j]
             if hi - lo == 1:
@@ -147,8 +144,6 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
         if a < w + 1:
             backend.truncate(p0 + a)  # keep tok and the a-1 drafts that were right
         out.append(y[:, :a])
-        if hist is not None:
-            hist[:, done:done + a] = y[:, :a]
         accepted += a - 1
         for j in range(a):
             constraint.advance(y[:, j])
@@ -240,7 +235,7 @@ class _Uniforms:
 
 @torch.inference_mode()
 def sjd_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: bool, k: int,
-               progress=None, max_steps: int | None = None, stats: dict | None = None):
+               progress=None, max_steps: int | None = None, stats: dict | None = None, cfg_until: int | None = None):
     """Speculative Jacobi decoding with the min(1, p/q) acceptance test (Teng et al. 2024).
 
     Every token is an exact draw from the distribution the one-token loop draws from (given the
@@ -276,7 +271,12 @@ def sjd_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: boo
     drafts: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (ids [N], q) for positions done, done+1, ...
     passes, accepted = 0, 0
     while done < total:
+        if use_cfg and cfg_until is not None and done >= cfg_until:  # as in jacobi_decode
+            backend.keep_rows(N)
+            use_cfg = False
         w = min(k, total - done - 1)
+        if use_cfg and cfg_until is not None:
+            w = min(w, cfg_until - done - 1)
         window = drafts[:w]
         while len(window) < w:  # past what was drafted: repeat the last token, a point mass
             window.append(((window[-1][0] if window else tok).clone(), None))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import GenerationError, ModelError
-from ..geometry import ClipGeometry, block_length, factors_of, video_shape
+from ..geometry import ClipGeometry, block_length, factors_of, section_lengths, video_shape
 from ..layout import DEFAULT_CONTINUE, Layout, Sample, Turn, VisualBlock
 from ..vocab import UnifiedVocab
 from .constraints import ShapeLimits, StructureConstraint
@@ -102,9 +102,9 @@ class VidGPT:
         self.speculative_mode = opts.pop("speculative_mode", None) or None
         # tokens per pass below which exact-mode windows give up after a few passes (0 = never); jacobi.py
         self.speculative_give_up = float(opts.pop("speculative_give_up", 0.0) or 0.0)
-        # where drafts come from past the last pass's draws: "jacobi" (repeat the last), "lookback" (the same cell one
-        # latent frame earlier), "lookback-all" (there even over the draws); decoding.DRAFT_SOURCES
-        self.speculative_drafts = opts.pop("speculative_drafts", None) or "jacobi"
+        # classifier-free guidance on the fine section too (False: on the header and blueprint only, then the
+        # unconditional rows are dropped: half the rows a pass for ~80% of the ids; an approximation)
+        self.cfg_fine = bool(opts.pop("cfg_fine", True))
         if self.speculative < 0:
             raise GenerationError(f"speculative {self.speculative}: drafts per pass must be >= 0 (0 = one token a pass)")
         self.backend = make_backend(model, fast, **opts)
@@ -124,7 +124,8 @@ class VidGPT:
         """Load a vidgpt LM directory (see docs/CONTRACTS.md) and the video tokenizer inside it.
 
         decode_options: `speculative` (drafts per pass, jacobi.py), `speculative_mode` ("exact" or
-        "sjd"), `speculative_give_up` (tokens per pass below which exact windows stop drafting) and the fast
+        "sjd"), `speculative_give_up` (tokens per pass below which exact windows stop drafting), `cfg_fine`
+        (False: guidance on the header and blueprint only, the fine section from the conditional rows) and the fast
         backend's options
         (fast_decode.FastDecoder: weights, dtype, attention; with dtype "int8" the model directory's
         int8_maxima.safetensors, when there, calibrates the int8 smoothing).
@@ -220,13 +221,17 @@ class VidGPT:
         n = len(prompts)
         con = StructureConstraint(self.vocab, n, shape=shape, sections=sections, max_new_tokens=left, pad_id=self.pad_id)
         total = block_length(shape, self.vocab.spec.subtokens, "blueprint" in sections, "fine" in sections)
+        cfg_until = None
+        if not self.cfg_fine and "blueprint" in sections and "fine" in sections:
+            # <|vision_start|>, 3 header ids, <|blueprint|>, the blueprint: guided; from <|fine|> on: not
+            cfg_until = 5 + section_lengths(shape, self.vocab.spec.subtokens, True, False)["blueprint"]
         self.last_stats.clear()  # this call's counts only (a K=0 call after a K=4 one keeps no "mode" / "gave_up_at")
         with clip_progress(shape, self.vocab.spec.subtokens, sections, enabled=progress, desc=desc) as bar:
             out = constrained_decode(
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
                 pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
                 speculative=self.speculative, stats=self.last_stats, speculative_mode=self.speculative_mode,
-                speculative_give_up=self.speculative_give_up, speculative_drafts=self.speculative_drafts,
+                speculative_give_up=self.speculative_give_up, cfg_until=cfg_until,
             )
         blocks, rows = [], []
         for i in range(n):

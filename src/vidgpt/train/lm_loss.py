@@ -20,6 +20,14 @@ weighted next-token cross entropy over the tokens with weight > 0, normalised by
 - `auto` (default): `constrained` on a single-process CPU run, `plain` otherwise (under DDP/FSDP the
   forward must go through the wrapped root module, so the fast path is not used there).
 
+`text_kl_weight` > 0 (LoRA runs, fast heads): keeping the backbone's English by distillation. In every document
+that holds no token of the new vocabulary (plain English, chat answers), each trained position adds
+KL(base || model) of the next-token distribution (the model's over the rows a text turn samples from: the text rows
+and <|vision_start|>), the base being the same model with its adapter switched off (the text rows are frozen, so
+that is the embedded backbone itself), times the weight; the mean over those positions is
+added to the loss (training only: evaluation losses stay comparable). Cross entropy on a text sample teaches one
+token a position; the KL gives the whole distribution the base had there.
+
 `embed_grad`: `input` (exact) or `head_only`: the input embedding is looked up without gradient, so the
 new rows learn through the tied output head only and the backward pass stops at the lowest trainable
 layer (with LoRA on the upper layers only, see vidgpt.train.lora_layers). An approximation: its quality
@@ -47,8 +55,11 @@ class LossSettings:
     head: str = "auto"  # auto | plain | full | constrained (see the module docstring)
     embed_grad: str = "input"  # input | head_only (approximation: new rows learn through the tied head only)
     chunk_tokens: int = 2048  # positions per head matmul (bounds the logits held at once)
+    text_kl_weight: float = 0.0  # KL(base || model) on text-only documents (see the module docstring); 0 = off
 
     def check(self) -> "LossSettings":
+        if self.text_kl_weight < 0:
+            raise ConfigError(f"loss.text_kl_weight={self.text_kl_weight}: must be >= 0")
         if self.head not in HEADS:
             raise ConfigError(f"loss.head={self.head!r}: expected one of {', '.join(HEADS)}")
         if self.embed_grad not in EMBED_GRADS:
@@ -102,6 +113,20 @@ def trim_batch(batch: dict) -> dict:
         cont = base + (ar.unsqueeze(0) - last.unsqueeze(1))
         out["position_ids"] = torch.where(tail, cont, pos)
     return out
+
+
+def text_only_positions(input_ids: torch.Tensor, position_ids: torch.Tensor, weights: torch.Tensor,
+                        new_from: int) -> torch.Tensor:
+    """Bool [B, L]: the positions whose next token is trained (weight > 0) inside a document (documents restart
+    at position id 0) that holds no id >= new_from (the new vocabulary: layout and visual tokens)."""
+    new = (input_ids >= new_from).long()
+    doc = (position_ids == 0).long().cumsum(1)  # document index per column (0: a row's lead-in before any start)
+    has_new = torch.zeros(input_ids.shape[0], int(doc.max()) + 1, dtype=torch.long, device=input_ids.device)
+    has_new.scatter_reduce_(1, doc, new, reduce="amax")
+    clean = has_new.gather(1, doc) == 0
+    trained = torch.zeros_like(clean)
+    trained[:, :-1] = weights[:, 1:] > 0
+    return clean & trained
 
 
 # --- where the head's rows live ------------------------------------------------------------------------------
@@ -246,8 +271,11 @@ class LossHead:
         if self.head == "plain" and self.settings.embed_grad != "input":
             raise ConfigError("loss.embed_grad=head_only needs loss.head full or constrained (the plain head "
                               "goes through the model's own forward)")
+        if self.settings.text_kl_weight > 0 and self.head == "plain":
+            raise ConfigError("loss.text_kl_weight needs loss.head full or constrained")
         self._plain_loss = plain_loss  # the trainer passes its weighted_lm_loss (tests patch it there)
         self.timing: dict[str, float] | None = None  # set to {} to collect body/head seconds (tools/bench_train.py)
+        self.last_text_kl: float | None = None  # the last training call's mean KL to the base (None: no such positions)
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, int]:
         if self.head == "plain":
@@ -261,6 +289,11 @@ class LossHead:
         h = self.hidden_states(model, batch)
         t1 = time.perf_counter()
         loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"])
+        if self.settings.text_kl_weight > 0 and torch.is_grad_enabled():
+            kl = self.text_kl(model, batch, h)
+            self.last_text_kl = None if kl is None else float(kl.detach())
+            if kl is not None:
+                loss = loss + self.settings.text_kl_weight * kl
         if self.timing is not None:
             self.timing["body_fwd"] = self.timing.get("body_fwd", 0.0) + t1 - t0
             self.timing["head_fwd"] = self.timing.get("head_fwd", 0.0) + time.perf_counter() - t1
@@ -275,6 +308,32 @@ class LossHead:
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.embed_grad == "input"):
             emb = rows.lookup(batch.get("model_input_ids", batch["input_ids"]))  # noisy inputs (input_noise.py)
         return body(inputs_embeds=emb, **kw).last_hidden_state
+
+    def text_kl(self, model, batch: dict, h: torch.Tensor) -> torch.Tensor | None:
+        """Mean KL(base || model) over the trained positions of the documents without new-vocabulary tokens."""
+        if not callable(getattr(model, "disable_adapter", None)):
+            raise ConfigError("loss.text_kl_weight needs a LoRA run (the base is the model with its adapter off)")
+        pos = text_only_positions(batch["input_ids"], batch["position_ids"], batch["weights"], self.vocab.vision_start_id)
+        rows_used = torch.nonzero(pos.any(1)).flatten()
+        if rows_used.numel() == 0:
+            return None
+        sub = {k: v[rows_used] for k, v in batch.items()}
+        with torch.no_grad(), model.disable_adapter():
+            ht = self.hidden_states(model, sub)
+        sel = pos[rows_used]
+        hs, ht = h[rows_used][sel], ht[sel]  # [P, H]
+        rows = HeadRows(model)
+        n_text = self.vocab.vision_start_id  # the base vocabulary: rows [0, offset)
+        # the model's side: the rows a text turn samples from (the text rows and <|vision_start|>), so mass it puts on
+        # starting a clip in plain text is paid for; the base has only the text rows
+        W_turn, W_text = rows.rows(0, n_text + 1), rows.rows(0, n_text).detach()
+        total = hs.new_zeros((), dtype=torch.float32)
+        step = max(1, min(self.settings.chunk_tokens, 512))
+        for s in range(0, hs.shape[0], step):
+            logp_t = (ht[s : s + step] @ W_text.t()).float().log_softmax(-1)
+            logp_s = (hs[s : s + step] @ W_turn.t()).float().log_softmax(-1)[:, :n_text]
+            total = total + (logp_t.exp() * (logp_t - logp_s)).sum()
+        return total / hs.shape[0]
 
     def loss_from_hidden(self, model, h: torch.Tensor, input_ids: torch.Tensor,
                          weights: torch.Tensor) -> tuple[torch.Tensor, int]:

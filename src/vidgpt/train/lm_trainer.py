@@ -392,7 +392,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     timed_out = resume and clock.out()  # a resumed run whose budget is spent takes no step (every rank reads the same state)
     while state["step"] < t.steps and not timed_out:
         step = state["step"]
-        losses, bad = [], 0
+        losses, bad, text_kls = [], 0, []
         for k in range(t.grad_accum):
             batch = _to(collate([next(rows) for _ in range(t.micro_batch_size)]), accelerator.device)
             if cfg.data.input_noise > 0:
@@ -404,6 +404,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             ctx = accelerator.no_sync(model) if k < t.grad_accum - 1 else _null()
             with ctx:
                 loss, _ = forward_loss(model, batch, amp, loss_head)
+                if loss_head.last_text_kl is not None:
+                    text_kls.append(loss_head.last_text_kl)
+                    loss_head.last_text_kl = None
                 bad += int(not torch.isfinite(loss).item())
                 accelerator.backward(loss / t.grad_accum)
             losses.append(loss.detach().float())
@@ -436,6 +439,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         rec = {"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "time": round(time.time(), 3)}
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
+        if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)
+            rec["text_kl"] = sum(text_kls) / len(text_kls)
         if timed_out:
             rec["event"] = "time_budget"
         if state["step"] % max(1, t.log_every) == 0 or final:
