@@ -250,14 +250,14 @@ def test_cli_weight_flags(monkeypatch, tmp_path):
 
     def fake(d, device=None, fast=True, decode_options=None, light=False):
         seen.append(decode_options["dtype"] + ("+head" if decode_options.get("int8_head") else "")
-                    + ("" if decode_options["cfg_fine"] else "+bp-cfg"))
+                    + ("+fine-cfg" if decode_options["cfg_fine"] else ""))
         assert light == fast  # the CLI loads the light model on the fast path
         raise Stop
 
     monkeypatch.setattr(pl.VidGPT, "from_pretrained", staticmethod(fake))
     monkeypatch.setattr(pl, "resolve_model_dir", lambda m: tmp_path)
     flag_sets = [([], "auto"), (["--fp32-weights"], "fp32"), (["--bf16-weights"], "bf16"),
-                 (["--cfg-blueprint-only"], "auto+bp-cfg")]
+                 (["--cfg-fine"], "auto+fine-cfg")]
     from vidgpt.generate.fast_decode import int8_supported
 
     if int8_supported():

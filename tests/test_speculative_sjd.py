@@ -223,7 +223,7 @@ def test_generate_cli_passes_the_speculative_mode(monkeypatch):
     for argv, mode in ((["--speculative", "3", "--speculative-mode", "sjd"], "sjd"), (["--speculative", "3"], "exact")):
         with pytest.raises(Stop):
             cmd._load(p.parse_args(["--model", "m", *argv]))
-        assert seen == {"speculative": 3, "speculative_mode": mode, "dtype": "auto", "cfg_fine": True}  # auto: bf16 weights where native
+        assert seen == {"speculative": 3, "speculative_mode": mode, "dtype": "auto", "cfg_fine": False}  # auto: bf16 weights where native
     for argv, want in (([], {"speculative": cmd.AUTO_SPECULATIVE, "speculative_mode": "exact",
                              "speculative_give_up": cmd.AUTO_GIVE_UP}),  # the default: drafts while they pay
                        (["--speculative-mode", "sjd"], {"speculative": cmd.AUTO_SPECULATIVE, "speculative_mode": "sjd",
@@ -232,7 +232,7 @@ def test_generate_cli_passes_the_speculative_mode(monkeypatch):
         seen.clear()
         with pytest.raises(Stop):
             cmd._load(p.parse_args(["--model", "m", *argv]))
-        assert seen == {**want, "dtype": "auto", "cfg_fine": True}
+        assert seen == {**want, "dtype": "auto", "cfg_fine": False}
     with pytest.raises(SystemExit):
         p.parse_args(["--speculative-mode", "fast"])
 
