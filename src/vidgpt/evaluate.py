@@ -403,27 +403,30 @@ def eval_continuation(pipe, cfg: EvalConfig, world, bar=None) -> dict:
 
 
 def perplexity(model, tokenizer, text: str, max_len: int = 1024, rows: int | None = None) -> dict:
-    """Token-level perplexity of `text` (chunks of max_len tokens; the first token of each is context).
-    rows: the softmax over the first `rows` rows only (e.g. what a text turn may sample: the text ids and
-    <|vision_start|>), else over every row."""
+    """Token-level perplexity of `text` (chunks of max_len tokens; the first token of each is context), the softmax
+    over every row. rows: also `text_rows`, the perplexity with the softmax over the first `rows` rows only (e.g.
+    what a text turn may sample: the text ids and <|vision_start|>), from the same forward passes."""
     import torch
 
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     device = next(model.parameters()).device
-    nll, count = 0.0, 0
+    nll, nll_rows, count = 0.0, 0.0, 0
+    ce = torch.nn.functional.cross_entropy
     with torch.inference_mode():
         for s in range(0, len(ids) - 1, max_len - 1):
             chunk = torch.tensor([ids[s : s + max_len]], device=device)
             if chunk.shape[1] < 2:
                 break
             logits = model(input_ids=chunk, use_cache=False).logits[0, :-1].float()
+            nll += float(ce(logits, chunk[0, 1:], reduction="sum"))
             if rows is not None:
-                logits = logits[:, :rows]
-            loss = torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="sum")
-            nll += float(loss)
+                nll_rows += float(ce(logits[:, :rows], chunk[0, 1:], reduction="sum"))
             count += chunk.shape[1] - 1
     mean = nll / max(count, 1)
-    return {"perplexity": math.exp(mean), "nll": mean, "tokens": count}
+    out = {"perplexity": math.exp(mean), "nll": mean, "tokens": count}
+    if rows is not None:
+        out["text_rows"] = math.exp(nll_rows / max(count, 1))
+    return out
 
 
 def base_answers(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -464,10 +467,8 @@ def eval_language(pipe, cfg: EvalConfig) -> dict:
 
     text = heldout_text()
     max_len = min(1024, pipe.max_positions)
-    trained = perplexity(pipe.model, pipe.text_tokenizer, text, max_len)
-    # what a text turn samples from: the constrained decoder allows the text rows and <|vision_start|> there
-    trained["text_rows"] = perplexity(pipe.model, pipe.text_tokenizer, text, max_len,
-                                      rows=pipe.vocab.vision_start_id + 1)["perplexity"]
+    # text_rows: what a text turn samples from (the constrained decoder allows the text rows and <|vision_start|>)
+    trained = perplexity(pipe.model, pipe.text_tokenizer, text, max_len, rows=pipe.vocab.vision_start_id + 1)
     trained_answers = [pipe.generate_text(Sample([Turn("user", [p])]), max_new_tokens=cfg.max_new_tokens, seed=0,
                                           temperature=0.0) for p in cfg.text_prompts]
     section = {"heldout_chars": len(text), "trained": trained, "base": None, "base_name": None, "base_error": None}

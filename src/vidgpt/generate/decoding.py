@@ -115,6 +115,15 @@ def _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, index, vocab_si
     return sample_with_noise(logits, sampling, u)
 
 
+def still_guided(backend, N: int, use_cfg: bool, cfg_until: int | None, index: int) -> bool:
+    """Whether position `index` of the turn is drawn with guidance; at cfg_until the unconditional rows are dropped
+    from the backend's cache (`keep_rows`), once, and it is not any more (constrained_decode's cfg_until)."""
+    if use_cfg and cfg_until is not None and index >= cfg_until:
+        backend.keep_rows(N)
+        return False
+    return use_cfg
+
+
 def can_speculate(backend) -> bool:
     """True when the backend's own class feeds several positions per pass (a wrapper that only
     forwards attributes, like the server's progress watch, keeps the one-token loop it observes)."""
@@ -183,9 +192,7 @@ def constrained_decode(
             progress.update(1)
         if constraint.done or (max_steps is not None and step >= max_steps):
             break
-        if use_cfg and cfg_until is not None and step >= cfg_until:
-            backend.keep_rows(N)
-            use_cfg = False
+        use_cfg = still_guided(backend, N, use_cfg, cfg_until, step)
         state = backend.step(torch.cat([tok, tok]) if use_cfg else tok)
     if stats is not None:
         stats.update(passes=step, tokens=step, accepted=0)

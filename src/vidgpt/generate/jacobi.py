@@ -91,7 +91,7 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
     unconditional rows are dropped (`backend.keep_rows`) and the rest is drawn from the conditional rows alone
     (decoding.constrained_decode). No window crosses that index.
     """
-    from .decoding import DecodeOutput, _choose
+    from .decoding import DecodeOutput, _choose, still_guided
 
     mode = mode or getattr(backend, "speculative_mode", None) or "exact"
     if mode not in MODES:
@@ -117,9 +117,7 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
         if give_up_below > 0 and gave_up_at is None and passes == PROBE_PASSES and \
                 (done - 1) / passes < give_up_below:
             gave_up_at, done_at_give_up, k = passes, done, 0
-        if use_cfg and cfg_until is not None and done >= cfg_until:
-            backend.keep_rows(N)
-            use_cfg = False
+        use_cfg = still_guided(backend, N, use_cfg, cfg_until, done)
         w = min(k, total - done - 1)
         if use_cfg and cfg_until is not None:
             w = min(w, cfg_until - done - 1)  # the guided part ends with a pass of its own
@@ -249,7 +247,7 @@ def sjd_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: boo
     fewest (a row's later accepted drafts are drawn again; that changes which draw, not its law).
     Needs sampling (temperature > 0; greedy decoding has nothing to gain and takes the exact path).
     """
-    from .decoding import DecodeOutput
+    from .decoding import DecodeOutput, still_guided
 
     plan = constraint.remaining_plan()
     total = len(plan) if max_steps is None else min(len(plan), max_steps)
@@ -271,12 +269,10 @@ def sjd_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: boo
     drafts: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (ids [N], q) for positions done, done+1, ...
     passes, accepted = 0, 0
     while done < total:
-        if use_cfg and cfg_until is not None and done >= cfg_until:  # as in jacobi_decode
-            backend.keep_rows(N)
-            use_cfg = False
+        use_cfg = still_guided(backend, N, use_cfg, cfg_until, done)
         w = min(k, total - done - 1)
         if use_cfg and cfg_until is not None:
-            w = min(w, cfg_until - done - 1)
+            w = min(w, cfg_until - done - 1)  # as in jacobi_decode
         window = drafts[:w]
         while len(window) < w:  # past what was drafted: repeat the last token, a point mass
             window.append(((window[-1][0] if window else tok).clone(), None))

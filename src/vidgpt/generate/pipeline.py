@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import GenerationError, ModelError
-from ..geometry import ClipGeometry, block_length, factors_of, section_lengths, video_shape
+from ..geometry import ClipGeometry, block_length, factors_of, video_shape
 from ..layout import DEFAULT_CONTINUE, Layout, Sample, Turn, VisualBlock
 from ..vocab import UnifiedVocab
 from .constraints import ShapeLimits, StructureConstraint
@@ -223,8 +223,8 @@ class VidGPT:
         total = block_length(shape, self.vocab.spec.subtokens, "blueprint" in sections, "fine" in sections)
         cfg_until = None
         if not self.cfg_fine and "blueprint" in sections and "fine" in sections:
-            # <|vision_start|>, 3 header ids, <|blueprint|>, the blueprint: guided; from <|fine|> on: not
-            cfg_until = 5 + section_lengths(shape, self.vocab.spec.subtokens, True, False)["blueprint"]
+            # guided up to the blueprint's end; from <|fine|> on, the conditional rows alone
+            cfg_until = [lo for lo, _ in con.remaining_plan()].index(self.vocab.fine_id)
         self.last_stats.clear()  # this call's counts only (a K=0 call after a K=4 one keeps no "mode" / "gave_up_at")
         with clip_progress(shape, self.vocab.spec.subtokens, sections, enabled=progress, desc=desc) as bar:
             out = constrained_decode(
