@@ -20,7 +20,8 @@ import time
 import torch
 
 from ..errors import VidgptError
-from ..layout import block_length, blueprint_shape
+from ..generate.constraints import block_plan
+from ..layout import block_length
 
 
 class JobCancelled(VidgptError):
@@ -101,8 +102,9 @@ class Watch:
                     if not has_bp:
                         row.state = "off"
                         continue
-                    t, bh, bw = blueprint_shape(shape)
-                    row.fine_at = row.start + 5 + t * bh * bw * S
+                    # where <|fine|> comes, read from the block's plan (as pipeline.sample_blocks' cfg_until)
+                    plan = block_plan(v, shape, ("blueprint", "fine"))
+                    row.fine_at = row.start + [lo for lo, _ in plan].index(v.fine_id)
                     row.state = "wait"
             elif row.state == "wait" and i == row.fine_at:
                 row.state = "off"
