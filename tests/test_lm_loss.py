@@ -248,6 +248,44 @@ def test_text_kl_is_zero_at_the_base_and_trains_the_adapter_towards_it():
         assert float(ev) == pytest.approx(float(plain(lm.model, b)[0]), abs=1e-6)
 
 
+def test_text_kl_over_all_rows_also_pays_for_mass_on_new_rows():
+    """text_kl_rows="all": at the base's hidden states what is left is -log(1 - m), m the mass on every new row."""
+    from vidgpt.train.lm_loss import HeadRows, text_only_positions
+
+    lm = make_lm(lora=True)
+    b = text_and_video_batch(lm)
+    turn = LossHead(lm.vocab, LossSettings(head="constrained", text_kl_weight=1.0))
+    every = LossHead(lm.vocab, LossSettings(head="constrained", text_kl_weight=1.0, text_kl_rows="all"))
+    tb = trim_batch(b)
+    with torch.no_grad():
+        with lm.model.disable_adapter():
+            h = every.hidden_states(lm.model, tb)
+        sel = text_only_positions(tb["input_ids"], tb["position_ids"], tb["weights"], lm.vocab.vision_start_id)
+        rows = HeadRows(lm.model)
+        p = (h[sel] @ rows.rows(0, rows.num_rows).t()).softmax(-1)
+        m_new = p[:, lm.vocab.vision_start_id:].sum(-1)
+        assert float(m_new.min()) > 0
+        expect = float(-torch.log1p(-m_new).mean())
+        assert float(every.text_kl(lm.model, tb, h)) == pytest.approx(expect, rel=1e-4, abs=1e-6)
+        assert float(every.text_kl(lm.model, tb, h)) > float(turn.text_kl(lm.model, tb, h))
+    # training on it lowers the mass on the new rows in plain text
+    opt = torch.optim.SGD([q for q in lm.model.parameters() if q.requires_grad], lr=0.5)
+
+    def mass():
+        with torch.no_grad():
+            hh = every.hidden_states(lm.model, tb)[sel]
+            return float((hh @ rows.rows(0, rows.num_rows).t()).softmax(-1)[:, lm.vocab.vision_start_id:].sum(-1).mean())
+
+    before = mass()
+    for _ in range(5):
+        opt.zero_grad()
+        every.text_kl(lm.model, tb, every.hidden_states(lm.model, tb)).backward()
+        opt.step()
+    assert mass() < before
+    with pytest.raises(ConfigError, match="text_kl_rows"):
+        LossSettings(text_kl_rows="visual").check()
+
+
 def test_text_kl_needs_lora_and_a_fast_head():
     lm = make_lm(lora=False)
     head = LossHead(lm.vocab, LossSettings(head="constrained", text_kl_weight=1.0))

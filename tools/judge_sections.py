@@ -7,7 +7,7 @@ the fine section would give).
 
 Prints the running colour shares and, at the end, the judge's shares per way (colour, shape, motion, object, clip).
 The prompts are `vidgpt.evaluate.heldout_items` (the held-out compositions of the world given by --set), sampled
-with CFG 3 from generator seed --seed, --batch clips per decode call.
+with CFG --cfg (3), --temperature (1) and --top-k (none) from generator seed --seed, --batch clips per decode call.
 """
 
 from __future__ import annotations
@@ -35,13 +35,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8", "auto"),
                     help="decoder weights (fast_decode.FastDecoder dtype; int8 smoothed on the model's int8_maxima)")
+    ap.add_argument("--cfg", type=float, default=3.0, help="guidance scale (EvalConfig.cfg; 3 = vidgpt generate's)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--no-cfg-fine", action="store_true",
                     help="guidance on the header and blueprint only (decode option cfg_fine=False)")
     args = ap.parse_args(argv)
 
     pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine})
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
-                     seed=args.seed)
+                     seed=args.seed, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k)
     items = heldout_items(cfg, cfg.world())
     gen = make_generator(args.seed, pipe.device)
     tok = pipe.video_tokenizer

@@ -26,7 +26,9 @@ KL(base || model) of the next-token distribution (the model's over the rows a te
 and <|vision_start|>), the base being the same model with its adapter switched off (the text rows are frozen, so
 that is the embedded backbone itself), times the weight; the mean over those positions is
 added to the loss (training only: evaluation losses stay comparable). Cross entropy on a text sample teaches one
-token a position; the KL gives the whole distribution the base had there.
+token a position; the KL gives the whole distribution the base had there. `text_kl_rows: all` normalises the model's
+side over every row instead: the KL then also pays -log(1 - m) for the mass m the model puts on any new row in plain
+text (what the all-row perplexity of `vidgpt eval model` counts and a text turn never samples).
 
 `embed_grad`: `input` (exact) or `head_only`: the input embedding is looked up without gradient, so the
 new rows learn through the tied output head only and the backward pass stops at the lowest trainable
@@ -48,6 +50,7 @@ from .bit_rows import bit_rows_of
 
 HEADS = ("auto", "plain", "full", "constrained")
 EMBED_GRADS = ("input", "head_only")
+TEXT_KL_ROWS = ("turn", "all")
 
 
 @dataclass
@@ -56,10 +59,13 @@ class LossSettings:
     embed_grad: str = "input"  # input | head_only (approximation: new rows learn through the tied head only)
     chunk_tokens: int = 2048  # positions per head matmul (bounds the logits held at once)
     text_kl_weight: float = 0.0  # KL(base || model) on text-only documents (see the module docstring); 0 = off
+    text_kl_rows: str = "turn"  # the model's side over: turn (text rows + <|vision_start|>) | all (every row)
 
     def check(self) -> "LossSettings":
         if self.text_kl_weight < 0:
             raise ConfigError(f"loss.text_kl_weight={self.text_kl_weight}: must be >= 0")
+        if self.text_kl_rows not in TEXT_KL_ROWS:
+            raise ConfigError(f"loss.text_kl_rows={self.text_kl_rows!r}: expected one of {', '.join(TEXT_KL_ROWS)}")
         if self.head not in HEADS:
             raise ConfigError(f"loss.head={self.head!r}: expected one of {', '.join(HEADS)}")
         if self.embed_grad not in EMBED_GRADS:
@@ -325,8 +331,10 @@ class LossHead:
         rows = HeadRows(model)
         n_text = self.vocab.vision_start_id  # the base vocabulary: rows [0, offset)
         # the model's side: the rows a text turn samples from (the text rows and <|vision_start|>), so mass it puts on
-        # starting a clip in plain text is paid for; the base has only the text rows
-        W_turn, W_text = rows.rows(0, n_text + 1), rows.rows(0, n_text).detach()
+        # starting a clip in plain text is paid for; with text_kl_rows "all", every row (mass on any new row paid for);
+        # the base has only the text rows
+        hi = n_text + 1 if self.settings.text_kl_rows == "turn" else rows.num_rows
+        W_turn, W_text = rows.rows(0, hi), rows.rows(0, n_text).detach()
         total = hs.new_zeros((), dtype=torch.float32)
         step = max(1, min(self.settings.chunk_tokens, 512))
         for s in range(0, hs.shape[0], step):
