@@ -56,6 +56,11 @@ def block_plan(vocab: UnifiedVocab, shape: Sequence[int], sections: Sequence[str
     return head + section_plan(vocab, shape, sections)
 
 
+def fine_index(vocab: UnifiedVocab, shape: Sequence[int]) -> int:
+    """Where <|fine|> comes in a blueprint + fine block of a fixed shape, counted from <|vision_start|> (0)."""
+    return [lo for lo, _ in block_plan(vocab, shape, SECTIONS)].index(vocab.fine_id)
+
+
 @dataclass
 class ShapeLimits:
     """What a free header may choose: latent t up to max_t, h/w in [min_hw, max_hw].

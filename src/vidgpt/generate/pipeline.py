@@ -27,7 +27,7 @@ from ..errors import GenerationError, ModelError
 from ..geometry import ClipGeometry, block_length, factors_of, video_shape
 from ..layout import DEFAULT_CONTINUE, Layout, Sample, Turn, VisualBlock
 from ..vocab import UnifiedVocab
-from .constraints import ShapeLimits, StructureConstraint
+from .constraints import ShapeLimits, StructureConstraint, fine_index
 from .decoding import constrained_decode
 from .fast_decode import make_backend
 from .progress import clip_progress
@@ -224,7 +224,7 @@ class VidGPT:
         cfg_until = None
         if not self.cfg_fine and "blueprint" in sections and "fine" in sections:
             # guided up to the blueprint's end; from <|fine|> on, the conditional rows alone
-            cfg_until = [lo for lo, _ in con.remaining_plan()].index(self.vocab.fine_id)
+            cfg_until = fine_index(self.vocab, shape)
         self.last_stats.clear()  # this call's counts only (a K=0 call after a K=4 one keeps no "mode" / "gave_up_at")
         with clip_progress(shape, self.vocab.spec.subtokens, sections, enabled=progress, desc=desc) as bar:
             out = constrained_decode(

@@ -20,7 +20,7 @@ import time
 import torch
 
 from ..errors import VidgptError
-from ..generate.constraints import block_plan
+from ..generate.constraints import fine_index
 from ..layout import block_length
 
 
@@ -102,9 +102,7 @@ class Watch:
                     if not has_bp:
                         row.state = "off"
                         continue
-                    # where <|fine|> comes, read from the block's plan (as pipeline.sample_blocks' cfg_until)
-                    plan = block_plan(v, shape, ("blueprint", "fine"))
-                    row.fine_at = row.start + [lo for lo, _ in plan].index(v.fine_id)
+                    row.fine_at = row.start + fine_index(v, shape)  # where <|fine|> comes (as pipeline's cfg_until)
                     row.state = "wait"
             elif row.state == "wait" and i == row.fine_at:
                 row.state = "off"
