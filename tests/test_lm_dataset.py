@@ -162,3 +162,36 @@ def test_text_corpus_is_prose():
     docs = text_corpus(max_docs=50)
     assert len(docs) == 50
     assert all(len(d) >= 160 and ">>>" not in d and ":func:" not in d for d in docs)
+
+
+def test_objects_cross_the_frame_within_the_clip_whatever_its_length():
+    """A linear move crosses 28-42% of the frame in the clip itself: the world's fixed 2.125 s made a 9-frame
+    clip's object move only ~16% of the frame (1 s of 2.125), about one cell of the 8x8 blueprint."""
+    from vidgpt.data.lm_dataset import clip_world
+    from vidgpt.data.synthetic import sample_scene
+    from vidgpt.data.world.scene import DIRECTIONS
+
+    for frames, fps in ((9, 8.0), (17, 8.0), (5, 4.0)):
+        world = clip_world(WorldConfig(max_objects=1), frames, fps)
+        assert world.duration == pytest.approx(frames / fps)
+        span = (frames - 1) / fps  # seconds from the first frame to the last
+        moved = []
+        for seed in range(60):
+            obj = sample_scene(np.random.default_rng(seed), world, "train").objects[0]
+            if obj.motion in DIRECTIONS:
+                moved.append(obj.speed * span)
+        assert len(moved) > 10
+        lo, hi = 0.28 * span / world.duration, 0.42 * span / world.duration
+        assert all(lo - 1e-3 <= m <= hi + 1e-3 for m in moved), (frames, min(moved), max(moved))
+    assert min(moved) > 0.2  # 5 frames at 4 fps: 1.0 s of 1.25
+    assert clip_world(WorldConfig(), 9, 8.0, duration=2.125).duration == 2.125
+    with pytest.raises(DataError, match="duration"):
+        BuildLMConfig(num=1, duration=0)
+
+
+def test_build_lm_cli_takes_the_duration_as_its_own_flag(tmp_path, capsys):
+    from vidgpt.cli import main
+
+    assert main(["data", "build-lm", "--out", str(tmp_path / "s"), "--num", "1", "--set", "duration=3"]) == 1
+    assert "--duration SECONDS" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -80,10 +80,15 @@ class EvalConfig:
     world_set: list[str] = field(default_factory=list)
 
     def world(self):
-        """The WorldConfig these settings name."""
+        """The WorldConfig these settings name, its objects moving over the clip's own length as `vidgpt data
+        build-lm` lays them out (unless `duration=` is set): edit sources and continuations move as training clips."""
+        from .data.lm_dataset import clip_world
         from .data.synthetic import load_world_config
 
-        return load_world_config(self.world_config or None, list(self.world_set))
+        world = load_world_config(self.world_config or None, list(self.world_set))
+        if any(s.split("=", 1)[0].strip() == "duration" for s in self.world_set):
+            return world
+        return clip_world(world, self.frames, self.fps)
 
     def resolved(self) -> "EvalConfig":
         c = EvalConfig(**asdict(self))

@@ -32,6 +32,8 @@ def register_lm_data_commands(g) -> None:
     p.add_argument("--fps", type=float, default=8.0, help="frames per second of the world (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0); use another for more distinct data")
     p.add_argument("--config", help="world config YAML (default: built-in, same as configs/data/world.yaml)")
+    p.add_argument("--duration", type=float, help="seconds a linear move's 28-42%% of the frame takes and objects stay "
+                   "in frame (default: the clip's own length, frames / fps)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a world config value")
     p.add_argument("--general-edits", type=float, default=0.25, help="share of edits that are general edits (default 0.25)")
     p.add_argument("--no-blueprint", action="store_true", help="no blueprint codes (multiples of 8 then suffice)")
@@ -50,14 +52,17 @@ def _build_lm(args) -> int:
     from pathlib import Path
 
     from ..data.lm_dataset import BuildLMConfig, build_lm_shards, caption_manifest, write_text_corpus
+    from ..errors import ConfigError
     from ..data.synthetic import load_world_config
 
     cfg = BuildLMConfig(
         num=args.num, images=args.images, edits=args.edits, continuations=args.continuations, frames=args.frames,
         height=args.height or args.size, width=args.width or args.size, fps=args.fps, seed=args.seed,
         batch_size=args.batch_size, records_per_chunk=args.records_per_chunk, blueprint=not args.no_blueprint,
-        general_edits=args.general_edits,
+        general_edits=args.general_edits, duration=args.duration,
     )
+    if any(o.split("=", 1)[0].strip() == "duration" for o in args.overrides):
+        raise ConfigError("build-lm: set the world's duration with --duration SECONDS (default: the clip's length)")
     world = load_world_config(args.config, args.overrides)
     if args.text_out:
         path, n = write_text_corpus(args.text_out)

@@ -71,11 +71,17 @@ class BuildLMConfig:
     edit_kinds: list[str] = field(default_factory=lambda: list(SCENE_EDIT_KINDS))
     general_edits: float = 0.25  # share of edit units that are general edits (inpaint, reverse, ...)
     short_context: float = 0.5  # share of continuations whose source is the last 2 latent frames only
+    # seconds over which the world lays out its objects and sets a linear move's speed (the object crosses 28-42% of
+    # the frame in that time); None: the clip's own length, frames / fps, so a 9-frame clip moves as far as a
+    # 17-frame one (the world's fixed 2.125 s made 9-frame objects cross only ~16% of the frame)
+    duration: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("num", "images", "edits", "continuations"):
             if getattr(self, name) < 0:
                 raise DataError(f"build-lm: --{name} must be >= 0, got {getattr(self, name)}")
+        if self.duration is not None and not self.duration > 0:
+            raise DataError(f"build-lm: --duration must be > 0 seconds, got {self.duration}")
         if self.num + self.images + self.edits + self.continuations == 0:
             raise DataError("build-lm: nothing to do (--num, --images, --edits and --continuations are all 0)")
         if self.frames < 5 or (self.frames - 1) % 4:
@@ -133,6 +139,12 @@ class BuildResult:
 def unit_rng(seed: int, kind: str, index: int) -> np.random.Generator:
     """The generator of unit `index` of `kind`: depends on nothing else (resume, extend)."""
     return np.random.default_rng([int(seed), 7919, _KIND_STREAM[kind], int(index)])
+
+
+def clip_world(world, frames: int, fps: float, duration: float | None = None):
+    """The world config whose objects move and stay in frame over `duration` seconds (default: the clip's own length,
+    frames / fps), so a linear move crosses 28-42% of the frame within the clip whatever its length."""
+    return dataclasses.replace(world, duration=duration if duration is not None else frames / fps)
 
 
 def long_world(world, frames: int, fps: float):
@@ -303,12 +315,12 @@ def build_lm_shards(
     from .shards import ShardWriter
     from .synthetic import WorldConfig
 
-    world = world or WorldConfig()
+    world = clip_world(world or WorldConfig(), cfg.frames, cfg.fps, cfg.duration)
     recaptions = load_recaptions(recaptions_path) if recaptions_path else None
     out = Path(out_dir)
     tok_info = tokenizer_info(tokenizer)
     settings = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in ("num", "images", "edits", "continuations", "batch_size", "records_per_chunk")}
+                if k not in ("num", "images", "edits", "continuations", "batch_size", "records_per_chunk", "duration")}
     info = {"format": "vidgpt-synthetic-lm", "tokenizer": shard_tokenizer_key(out, 0, tokenizer), "world": _world_hash(world),
             "recaptions": _file_hash(recaptions_path), **settings}
     result = BuildResult(out)
@@ -364,7 +376,7 @@ def caption_manifest(cfg: BuildLMConfig, world=None) -> list[dict]:
     video / image / continuation unit (scenes only: fast, nothing rendered), for `vidgpt data recaption`."""
     from .synthetic import STYLES, WorldConfig, captions, sample_scene
 
-    world = world or WorldConfig()
+    world = clip_world(world or WorldConfig(), cfg.frames, cfg.fps, cfg.duration)
     short = STYLES.index("short")
     out = []
     for kind, i in planned_units(cfg):
