@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 
 def main(argv=None) -> int:
     import torch
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--no-cfg-fine", action="store_true",
                     help="guidance on the header and blueprint only (decode option cfg_fine=False)")
+    ap.add_argument("--motion-table", action="store_true",
+                    help="also print, per section, how far the objects of straight-move prompts move and where to")
     args = ap.parse_args(argv)
 
     pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine})
@@ -65,7 +69,40 @@ def main(argv=None) -> int:
     for k, v in res.items():
         sh = attribute_shares(v)
         print(f"{k:10s} " + " ".join(f"{a} {sh[a]:.3f}" for a in ("color", "shape", "motion", "object", "clip")))
+    if args.motion_table:
+        print(motion_table(items, res))
     return 0
+
+
+def motion_table(items, res) -> str:
+    """Objects asked for a straight move (one of the 8 directions): their observed centroid speed (frame widths a
+    second, from the judge's track; the judge calls a clip a move from 0.05), the share fast enough to be called a move,
+    the share moving the asked way (within 45 degrees, fast enough), and the speed the world renders such moves at."""
+    from vidgpt.data.judge import MIN_SPEED
+    from vidgpt.data.world.scene import DIRECTIONS
+
+    lines = ["| section | straight-move objects seen | mean speed (frame/s) | median | moving (>= 0.05) | "
+             "moving the asked way |", "|---|---|---|---|---|---|"]
+    asked = [(i, o) for i, (scene, _, _) in enumerate(items) for o in scene.objects if o.motion in DIRECTIONS]
+    for key, verdicts in res.items():
+        speeds, right = [], 0
+        for i, o in asked:
+            v = next((x for x in verdicts[i].objects if x.motion.expected == o.motion and "vx" in x.measures), None)
+            if v is None:
+                continue
+            vx, vy = v.measures["vx"], v.measures["vy"]
+            sp = float(np.hypot(vx, vy))
+            speeds.append(sp)
+            dx, dy = DIRECTIONS[o.motion]
+            right += sp >= MIN_SPEED and (vx * dx + vy * dy) / sp >= np.cos(np.pi / 4)
+        if speeds:
+            sp = np.asarray(speeds)
+            lines.append(f"| {key} | {len(sp)} of {len(asked)} | {sp.mean():.3f} | {np.median(sp):.3f} | "
+                         f"{(sp >= MIN_SPEED).mean():.2f} | {right / len(sp):.2f} |")
+    ref = [o.speed for _, o in asked]
+    if ref:
+        lines.append(f"(the world renders these moves at {np.mean(ref):.3f} frame/s on average)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
