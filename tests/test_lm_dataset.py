@@ -167,8 +167,7 @@ def test_text_corpus_is_prose():
 def test_objects_cross_the_frame_within_the_clip_whatever_its_length():
     """A linear move crosses 28-42% of the frame in the clip itself: the world's fixed 2.125 s made a 9-frame
     clip's object move only ~16% of the frame (1 s of 2.125), about one cell of the 8x8 blueprint."""
-    from vidgpt.data.lm_dataset import clip_world
-    from vidgpt.data.synthetic import sample_scene
+    from vidgpt.data.synthetic import clip_world, sample_scene
     from vidgpt.data.world.scene import DIRECTIONS
 
     for frames, fps in ((9, 8.0), (17, 8.0), (5, 4.0)):

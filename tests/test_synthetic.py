@@ -183,3 +183,17 @@ def test_object_cover_is_where_render_paints_and_pools_to_the_code_grid():
     assert np.array_equal(code_object_mask(cover, (3, 4, 4)), m.reshape(3, 4, 2, 4, 2).any(axis=(2, 4)))  # coarser cells
     with pytest.raises(SceneError):
         code_object_mask(cover, (4, 8, 8))  # 8 frames after the first do not split into 3 slices
+
+
+def test_synth_lays_the_world_out_over_the_clip(tmp_path):
+    """`data synth --frames 9` moves objects over its 9 frames (1.125 s at 8 fps), not the built-in 17-frame 2.125 s;
+    an explicit --set duration wins."""
+    import yaml
+
+    from vidgpt.cli import main
+
+    for extra, want in (([], 9 / 8), (["--set", "duration=3"], 3.0)):
+        out = tmp_path / f"s{len(extra)}"
+        assert main(["data", "synth", "--out", str(out), "--num", "1", "--frames", "9", "--height", "32", "--width", "32",
+                     "--no-progress", *extra]) == 0
+        assert yaml.safe_load((out / "world.yaml").read_text())["duration"] == want

@@ -82,13 +82,10 @@ class EvalConfig:
     def world(self):
         """The WorldConfig these settings name, its objects moving over the clip's own length as `vidgpt data
         build-lm` lays them out (unless `duration=` is set): edit sources and continuations move as training clips."""
-        from .data.lm_dataset import clip_world
-        from .data.synthetic import load_world_config
+        from .data.synthetic import clip_world, duration_overridden, load_world_config
 
         world = load_world_config(self.world_config or None, list(self.world_set))
-        if any(s.split("=", 1)[0].strip() == "duration" for s in self.world_set):
-            return world
-        return clip_world(world, self.frames, self.fps)
+        return world if duration_overridden(self.world_set) else clip_world(world, self.frames, self.fps)
 
     def resolved(self) -> "EvalConfig":
         c = EvalConfig(**asdict(self))

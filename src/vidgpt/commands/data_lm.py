@@ -53,7 +53,7 @@ def _build_lm(args) -> int:
 
     from ..data.lm_dataset import BuildLMConfig, build_lm_shards, caption_manifest, write_text_corpus
     from ..errors import ConfigError
-    from ..data.synthetic import load_world_config
+    from ..data.synthetic import duration_overridden, load_world_config
 
     cfg = BuildLMConfig(
         num=args.num, images=args.images, edits=args.edits, continuations=args.continuations, frames=args.frames,
@@ -61,7 +61,7 @@ def _build_lm(args) -> int:
         batch_size=args.batch_size, records_per_chunk=args.records_per_chunk, blueprint=not args.no_blueprint,
         general_edits=args.general_edits, duration=args.duration,
     )
-    if any(o.split("=", 1)[0].strip() == "duration" for o in args.overrides):
+    if duration_overridden(args.overrides):
         raise ConfigError("build-lm: set the world's duration with --duration SECONDS (default: the clip's length)")
     world = load_world_config(args.config, args.overrides)
     if args.text_out:

@@ -140,14 +140,13 @@ def _eval_synthetic(tok, args) -> None:
 
     from tqdm import tqdm
 
-    from ..data.lm_dataset import clip_world
-    from ..data.synthetic import load_world_config
+    from ..data.synthetic import clip_world, duration_overridden, load_world_config
     from ..tokenizer_ceiling import heldout_scenes, roundtrip_judge
 
     if args.size % (2 * tok.space_factor):
         raise VidgptError(f"--size {args.size}: the round-trip judge needs a multiple of {2 * tok.space_factor} (blueprint at half size)")
     world = load_world_config(args.world_config or None, args.world_set)
-    if not any(s.split("=", 1)[0].strip() == "duration" for s in args.world_set):
+    if not duration_overridden(args.world_set):
         world = clip_world(world, args.frames, 8.0)  # objects move over the clip as in `vidgpt data build-lm`'s clips
     scenes = heldout_scenes(args.synthetic, seed=args.seed, config=world)
     for blueprint in (False, True):

@@ -141,12 +141,6 @@ def unit_rng(seed: int, kind: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), 7919, _KIND_STREAM[kind], int(index)])
 
 
-def clip_world(world, frames: int, fps: float, duration: float | None = None):
-    """The world config whose objects move and stay in frame over `duration` seconds (default: the clip's own length,
-    frames / fps), so a linear move crosses 28-42% of the frame within the clip whatever its length."""
-    return dataclasses.replace(world, duration=duration if duration is not None else frames / fps)
-
-
 def long_world(world, frames: int, fps: float):
     """The world config with objects kept in frame for two clips (continuations)."""
     return dataclasses.replace(world, duration=max(world.duration, 2 * frames / fps))
@@ -313,7 +307,7 @@ def build_lm_shards(
 
     from .ingest import shard_tokenizer_key, tokenizer_info, write_report_and_manifest
     from .shards import ShardWriter
-    from .synthetic import WorldConfig
+    from .synthetic import WorldConfig, clip_world
 
     world = clip_world(world or WorldConfig(), cfg.frames, cfg.fps, cfg.duration)
     recaptions = load_recaptions(recaptions_path) if recaptions_path else None
@@ -374,7 +368,7 @@ def build_lm_shards(
 def caption_manifest(cfg: BuildLMConfig, world=None) -> list[dict]:
     """JSONL records {"caption": short caption, "captions": [all styles], "unit": key} of every planned
     video / image / continuation unit (scenes only: fast, nothing rendered), for `vidgpt data recaption`."""
-    from .synthetic import STYLES, WorldConfig, captions, sample_scene
+    from .synthetic import STYLES, WorldConfig, captions, clip_world, sample_scene
 
     world = clip_world(world or WorldConfig(), cfg.frames, cfg.fps, cfg.duration)
     short = STYLES.index("short")

@@ -24,6 +24,8 @@ from .world.scene import (
     Scene,
     SceneError,
     WorldConfig,
+    clip_world,
+    duration_overridden,
     is_heldout,
     load_world_config,
     sample_scene,
@@ -34,6 +36,7 @@ from .world.training import random_training_clip
 __all__ = [
     "BACKGROUNDS", "BACKGROUND_COLORS", "CAMERA_MOVES", "DIRECTIONS", "EDIT_KINDS", "MOTIONS", "MOTION_WORDS",
     "OBJECT_COLORS", "SHAPES", "SIZES", "STYLES", "Background", "Camera", "ObjectSpec", "Scene", "SceneError",
-    "WorldConfig", "caption", "captions", "is_heldout", "load_world_config", "make_edit_pair", "random_training_clip",
+    "WorldConfig", "caption", "captions", "clip_world", "duration_overridden", "is_heldout", "load_world_config",
+    "make_edit_pair", "random_training_clip",
     "code_object_mask", "render_object_cover", "render_scene", "sample_scene",
 ]

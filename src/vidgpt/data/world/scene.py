@@ -348,6 +348,18 @@ def sample_scene(
     return Scene(objects=objects, background=background, camera=sample_camera(rng, config, background))
 
 
+def clip_world(config: WorldConfig, frames: int, fps: float, duration: float | None = None) -> WorldConfig:
+    """`config` with its objects laid out and moving over `duration` seconds (default: the clip's own length,
+    frames / fps), so a linear move crosses 28-42% of the frame within the clip whatever its length (the built-in
+    2.125 s is a 17-frame clip at 8 fps; a 9-frame clip would show only half the move)."""
+    return dataclasses.replace(config, duration=duration if duration is not None else frames / fps)
+
+
+def duration_overridden(overrides) -> bool:
+    """True when KEY=VALUE overrides set the world's `duration` themselves."""
+    return any(str(o).split("=", 1)[0].strip() == "duration" for o in overrides or [])
+
+
 def load_world_config(path=None, overrides=None) -> WorldConfig:
     """WorldConfig from a YAML file (configs/data/world.yaml) or the defaults."""
     from ...config import load_config
