@@ -52,8 +52,8 @@ def _build_lm(args) -> int:
     from pathlib import Path
 
     from ..data.lm_dataset import BuildLMConfig, build_lm_shards, caption_manifest, write_text_corpus
-    from ..errors import ConfigError
     from ..data.synthetic import duration_overridden, load_world_config
+    from ..errors import ConfigError
 
     cfg = BuildLMConfig(
         num=args.num, images=args.images, edits=args.edits, continuations=args.continuations, frames=args.frames,

@@ -147,7 +147,7 @@ def _eval_synthetic(tok, args) -> None:
         raise VidgptError(f"--size {args.size}: the round-trip judge needs a multiple of {2 * tok.space_factor} (blueprint at half size)")
     world = load_world_config(args.world_config or None, args.world_set)
     if not duration_overridden(args.world_set):
-        world = clip_world(world, args.frames, 8.0)  # objects move over the clip as in `vidgpt data build-lm`'s clips
+        world = clip_world(world, args.frames, 8.0)  # the judge renders at 8 fps; objects move as in build-lm's clips
     scenes = heldout_scenes(args.synthetic, seed=args.seed, config=world)
     for blueprint in (False, True):
         bar = tqdm(total=len(scenes), desc="blueprint" if blueprint else "fine", disable=not sys.stderr.isatty() or args.json, leave=False)
