@@ -82,10 +82,9 @@ class EvalConfig:
     def world(self):
         """The WorldConfig these settings name, its objects moving over the clip's own length as `vidgpt data
         build-lm` lays them out (unless `duration=` is set): edit sources and continuations move as training clips."""
-        from .data.synthetic import clip_world, duration_overridden, load_world_config
+        from .data.synthetic import load_world_config
 
-        world = load_world_config(self.world_config or None, list(self.world_set))
-        return world if duration_overridden(self.world_set) else clip_world(world, self.frames, self.fps)
+        return load_world_config(self.world_config or None, list(self.world_set), frames=self.frames, fps=self.fps)
 
     def resolved(self) -> "EvalConfig":
         c = EvalConfig(**asdict(self))

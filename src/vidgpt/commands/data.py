@@ -65,17 +65,14 @@ def _synth(args) -> int:
     from ..config import save_config
     from ..errors import DataError
     from ..utils import atomic_path
-    from ..data.synthetic import (
-        captions, clip_world, duration_overridden, load_world_config, make_edit_pair, render_scene, sample_scene)
+    from ..data.synthetic import captions, load_world_config, make_edit_pair, render_scene, sample_scene
     from ..data.video_io import save_contact_sheet, write_video
 
     if args.num < 0 or args.edits < 0 or args.num + args.edits == 0:
         raise DataError(f"synth: nothing to do (--num {args.num}, --edits {args.edits})")
     if args.frames < 1 or args.height < 8 or args.width < 8 or args.fps <= 0:
         raise DataError(f"synth: bad clip size {args.frames}x{args.height}x{args.width} at {args.fps} fps")
-    config = load_world_config(args.config, args.overrides)
-    if args.frames > 1 and not duration_overridden(args.overrides):
-        config = clip_world(config, args.frames, args.fps)  # moves cross 28-42% of the frame within the clip
+    config = load_world_config(args.config, args.overrides, frames=args.frames, fps=args.fps)  # moves within the clip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     image = args.frames == 1

@@ -140,14 +140,12 @@ def _eval_synthetic(tok, args) -> None:
 
     from tqdm import tqdm
 
-    from ..data.synthetic import clip_world, duration_overridden, load_world_config
+    from ..data.synthetic import load_world_config
     from ..tokenizer_ceiling import heldout_scenes, roundtrip_judge
 
     if args.size % (2 * tok.space_factor):
         raise VidgptError(f"--size {args.size}: the round-trip judge needs a multiple of {2 * tok.space_factor} (blueprint at half size)")
-    world = load_world_config(args.world_config or None, args.world_set)
-    if not duration_overridden(args.world_set):
-        world = clip_world(world, args.frames, 8.0)  # the judge renders at 8 fps; objects move as in build-lm's clips
+    world = load_world_config(args.world_config or None, args.world_set, frames=args.frames)  # the judge renders at 8 fps
     scenes = heldout_scenes(args.synthetic, seed=args.seed, config=world)
     for blueprint in (False, True):
         bar = tqdm(total=len(scenes), desc="blueprint" if blueprint else "fine", disable=not sys.stderr.isatty() or args.json, leave=False)

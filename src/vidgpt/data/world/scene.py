@@ -360,8 +360,12 @@ def duration_overridden(overrides) -> bool:
     return any(str(o).split("=", 1)[0].strip() == "duration" for o in overrides or [])
 
 
-def load_world_config(path=None, overrides=None) -> WorldConfig:
-    """WorldConfig from a YAML file (configs/data/world.yaml) or the defaults."""
+def load_world_config(path=None, overrides=None, frames: int | None = None, fps: float = 8.0) -> WorldConfig:
+    """WorldConfig from a YAML file (configs/data/world.yaml) or the defaults. With `frames` (> 1): laid out over
+    that clip's own length (`clip_world`) unless the overrides set `duration` themselves."""
     from ...config import load_config
 
-    return load_config(WorldConfig, path, overrides)
+    config = load_config(WorldConfig, path, overrides)
+    if frames is not None and frames > 1 and not duration_overridden(overrides):
+        config = clip_world(config, frames, fps)
+    return config
