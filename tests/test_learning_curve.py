@@ -60,3 +60,33 @@ def test_compare_writes_table_json_and_plot(lc, tmp_path):
     assert "### a" in md and "### b" in md and "CPU-hours" in md
     assert len(json.loads((tmp_path / "out" / "curve.json").read_text())) == 2
     assert (tmp_path / "out" / "curve.png").stat().st_size > 1000
+
+
+def write_pieces_csv(path: Path, rows: list[tuple]) -> Path:
+    head = "lineage,point,tokens,cpu_hours,n,preview_colour,preview_motion,full_colour,full_motion,source\n"
+    path.write_text(head + "".join(",".join("" if v is None else str(v) for v in r) + "\n" for r in rows))
+    return path
+
+
+def test_pieces_fits_a_rising_lineage_and_refuses_noise(lc, tmp_path):
+    rows = []
+    for i, t in enumerate((1e5, 3e5, 1e6, 3e6)):
+        colour = round(logistic(t, -12.0, 0.9), 4)
+        motion = (0.05, 0.10, 0.04, 0.08)[i]  # flat, noisy: no trend to extrapolate
+        rows.append(("rising", f"step {i}", int(t), round(t / 100 / 3600, 4), 100, colour, motion, None, None, "x"))
+    rows.append(("later", "only point", int(2e7), None, 100, 0.9, 0.1, 0.9, 0.1, "y"))
+    lineages = lc.read_pieces(write_pieces_csv(tmp_path / "p.csv", rows))
+    assert list(lineages) == ["rising", "later"] and len(lineages["rising"]) == 4
+    fits = lc.pieces_fits(lineages["rising"])
+    expect = math.exp((math.log(4) + 12.0) / 0.9)
+    assert fits["preview_colour"]["ok"] and abs(math.log(fits["preview_colour"]["tokens"] / expect)) < 0.01
+    assert abs(fits["preview_colour"]["cpu_hours"] - expect / 100 / 3600) / (expect / 100 / 3600) < 0.01
+    assert not fits["preview_motion"]["ok"] and "noise" in fits["preview_motion"]["why"]
+    assert not fits["full_colour"]["ok"]  # no full-clip figures in this lineage
+    assert not lc.pieces_fits(lineages["later"])["preview_colour"]["ok"]  # one point spans no tokens
+
+    out = tmp_path / "out"
+    assert lc.main(["pieces", str(tmp_path / "p.csv"), "--out", str(out), "--pool", "r", "--pool", "l"]) == 0
+    md = (out / "pieces.md").read_text()
+    assert "| rising | step 0 |" in md and "r, all points pooled, preview colour: 80% at" in md
+    assert "no extrapolation" in md and (out / "pieces.png").stat().st_size > 1000

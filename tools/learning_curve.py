@@ -420,6 +420,153 @@ def write_curve(out: Path, curves: list[dict]) -> None:
     plot(curves, out / "curve.png")
 
 
+# --- the default model's recorded pieces ---------------------------------------------------------------------
+
+CHANCE = {"colour": 1 / 9, "motion": 1 / 13}  # a guess among the world's 9 colours / 13 motions (the judge's classes)
+PIECE_ATTRS = (("preview_colour", "preview colour"), ("preview_motion", "preview motion"),
+               ("full_colour", "full-clip colour"), ("full_motion", "full-clip motion"))
+
+
+def read_pieces(csv_path: Path) -> dict[str, list[dict]]:
+    """Lineage -> its recorded evaluation points (docs/curves/pieces.csv), in token order."""
+    import csv
+
+    lineages: dict[str, list[dict]] = {}
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            pt = {"point": row["point"], "tokens": float(row["tokens"]), "n": int(row["n"]), "source": row["source"],
+                  "cpu_hours": float(row["cpu_hours"]) if row["cpu_hours"] else None}
+            for key, _ in PIECE_ATTRS:
+                pt[key] = float(row[key]) if row.get(key) else None
+            lineages.setdefault(row["lineage"], []).append(pt)
+    for pts in lineages.values():
+        pts.sort(key=lambda p: p["tokens"])
+    return lineages
+
+
+def pieces_fits(points: list[dict]) -> dict[str, dict]:
+    """Per attribute: the logit-vs-ln-tokens fit to 80%, where the lineage spans at least 2x in tokens."""
+    fits = {}
+    for key, _ in PIECE_ATTRS:
+        pts = [(p["tokens"], p[key], p["n"]) for p in points if p[key] is not None]
+        toks = [t for t, _, _ in pts]
+        if len(pts) < 3 or max(toks) < 2 * min(toks):
+            fits[key] = {"ok": False, "why": "fewer than 3 points or under a 2x span of tokens"}
+            continue
+        e = extrapolate(pts)
+        if "beta" in e:
+            e["beta_se"] = slope_se(pts)
+            if e["ok"] and e["beta"] < 2 * e["beta_se"]:
+                e = {**e, "ok": False, "why": f"the slope {e['beta']:.2f} +- {e['beta_se']:.2f} (logit per ln token) "
+                     "is within two standard errors of zero: no rising trend the points can tell from noise"}
+        hrs = [(p["tokens"], p["cpu_hours"]) for p in points if p["cpu_hours"]]
+        if e["ok"] and hrs:
+            t_last, h_last = max(hrs)
+            e["tokens_per_s"] = t_last / (h_last * 3600)
+            e["cpu_hours"] = e["tokens"] / e["tokens_per_s"] / 3600
+        fits[key] = e
+    return fits
+
+
+def slope_se(points: list[tuple[float, float, int]]) -> float:
+    """Standard error of the logit-vs-ln-tokens slope (the same clipping as extrapolate)."""
+    xs, ys = [], []
+    for tokens, a, n in points:
+        eps = 0.5 / max(n, 1)
+        a = min(max(a, eps), 1 - eps)
+        xs.append(math.log(tokens))
+        ys.append(math.log(a / (1 - a)))
+    if len(xs) < 3:
+        return float("inf")
+    x, y = np.asarray(xs), np.asarray(ys)
+    beta, alpha = np.polyfit(x, y, 1)
+    resid = y - (alpha + beta * x)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    return float(math.sqrt(float((resid ** 2).sum()) / (len(x) - 2) / sxx)) if sxx > 0 else float("inf")
+
+
+def pool_lineages(lineages: dict[str, list[dict]], prefix: str) -> dict[str, list[dict]]:
+    """Add one lineage holding every point of the lineages whose name starts with `prefix`."""
+    pts = [p for name, ps in lineages.items() if name.startswith(prefix) for p in ps]
+    if not pts:
+        return lineages
+    return {**lineages, f"{prefix}, all points pooled": sorted(pts, key=lambda p: p["tokens"])}
+
+
+def pieces_table(lineages: dict[str, list[dict]], pooled: tuple[str, ...] = ()) -> str:
+    lines = ["| lineage | point | tokens | CPU hours | n | " + " | ".join(name for _, name in PIECE_ATTRS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(PIECE_ATTRS)]
+    for name, pts in lineages.items():
+        if name in pooled:
+            continue
+        for p in pts:
+            hrs = "-" if p["cpu_hours"] is None else f"{p['cpu_hours']:.2f}"
+            lines.append(f"| {name} | {p['point']} | {p['tokens'] / 1e6:.2f} M | {hrs} | {p['n']} | "
+                         + " | ".join(_f(p[k]) for k, _ in PIECE_ATTRS) + " |")
+    lines += ["", f"Fits of logit(share) against ln(tokens) within each lineage, to {TARGET:.0%}:", ""]
+    for name, pts in lineages.items():
+        for key, label in PIECE_ATTRS:
+            e = pieces_fits(pts)[key]
+            if e["ok"]:
+                hours = f", ~{e['cpu_hours']:.1f} CPU-hours at its {e['tokens_per_s']:.0f} tokens/s" if "cpu_hours" in e else ""
+                lines.append(f"- {name}, {label}: {TARGET:.0%} at ~{e['tokens'] / 1e6:,.3g} M tokens{hours} "
+                             f"(slope {e['beta']:.2f} +- {e['beta_se']:.2f} logit per ln token)")
+            elif "beta" in e:
+                lines.append(f"- {name}, {label}: no extrapolation, {e['why']}")
+    return "\n".join(lines)
+
+
+def pieces_plot(lineages: dict[str, list[dict]], png: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    for ax, attr in zip(axes, ("colour", "motion")):
+        for i, (name, pts) in enumerate(lineages.items()):
+            colour = f"C{i}"
+            for section, style in (("preview", "o-"), ("full", "s--")):
+                key = f"{section}_{attr}"
+                xy = [(p["tokens"], p[key]) for p in pts if p[key] is not None]
+                if xy:
+                    ax.plot(*zip(*xy), style, color=colour, alpha=0.85 if section == "preview" else 0.6,
+                            label=f"{name}: {'blueprint preview' if section == 'preview' else 'full clip'}")
+        ax.axhline(TARGET, color="grey", lw=0.8, ls="--")
+        chance = CHANCE[attr]
+        ax.axhline(chance, color="grey", lw=0.8, ls=":")
+        ax.annotate(f"chance ~{chance:.2f}", (0.01, chance + 0.01), xycoords=("axes fraction", "data"), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("training tokens (cumulative within the lineage)")
+        ax.set_title(f"held-out prompts: {attr} right")
+    axes[0].set_ylabel("share of held-out prompts (judge)")
+    axes[1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def cmd_pieces(args) -> int:
+    from vidgpt.utils import atomic_write_text
+
+    lineages = read_pieces(Path(args.csv))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pooled = lineages
+    for prefix in args.pool:
+        pooled = pool_lineages(pooled, prefix)
+    text = pieces_table(pooled, pooled=tuple(k for k in pooled if k not in lineages))
+    atomic_write_text(out / "pieces.md", text + "\n")
+    png = pieces_plot(lineages, out / "pieces.png")
+    print(text)
+    print(f"wrote {out / 'pieces.md'}" + (f" and {png}" if png else ""))
+    return 0
+
+
 # --- commands -------------------------------------------------------------------------------------------------
 
 
@@ -498,6 +645,12 @@ def main(argv=None) -> int:
     c.add_argument("dirs", nargs="+")
     c.add_argument("--out", required=True)
     c.set_defaults(func=cmd_compare)
+    pc = sub.add_parser("pieces", help="the default model's recorded evaluations (a CSV) as curves, fits and a plot")
+    pc.add_argument("csv", help="e.g. docs/curves/pieces.csv: lineage, point, tokens, cpu_hours, n, preview/full shares")
+    pc.add_argument("--out", required=True)
+    pc.add_argument("--pool", action="append", default=[], metavar="PREFIX",
+                    help="also fit all points of the lineages whose name starts with PREFIX together (repeatable)")
+    pc.set_defaults(func=cmd_pieces)
     args = ap.parse_args(argv)
     if args.cmd == "run" and len(args.budgets) < 3:
         print("note: the issue asks for 3+ budgets", file=sys.stderr)
