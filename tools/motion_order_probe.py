@@ -13,6 +13,10 @@ between latent frames under the true motion word and under a swapped one (left<-
     OMP_NUM_THREADS=1 python tools/motion_order_probe.py --shards data/lm13/t2v data/lm14/m4a data/lm14/m4b \
         --orders frame,time --minutes 12
 
+Order "grid" is the frame-major order with learned (latent frame, row, column) embeddings added to every code's
+input, so a head can find "the cell one column to my left in the frame before" by content instead of by a RoPE
+offset of 65 positions against 64 (what a 3D position scheme would give the LM).
+
 Order "plan" is the frame-major order with a plan written before each latent frame: two tokens, the column and
 row of the object's centre in that frame (the centroid of the shards' blueprint_object_mask in that frame; a third
 token when the mask is empty). The model then writes where the object goes
@@ -69,11 +73,11 @@ def permutation(shape, order: str) -> np.ndarray:
     idx = np.arange(t * h * w).reshape(t, h, w)
     if order == "frame":
         return idx.reshape(-1)
-    if order in ("frame", "plan"):
+    if order in ("frame", "plan", "grid"):
         return idx.reshape(-1)
     if order == "time":
         return idx.transpose(1, 2, 0).reshape(-1)
-    raise SystemExit(f"unknown order {order!r}: frame, time or plan")
+    raise SystemExit(f"unknown order {order!r}: frame, time, plan or grid")
 
 
 def centre(mask: np.ndarray) -> tuple[float, float] | None:
@@ -139,9 +143,18 @@ class Block(nn.Module):
 
 
 class Toy(nn.Module):
-    def __init__(self, vocab: int, d: int, layers: int, heads: int, n: int):
+    def __init__(self, vocab: int, d: int, layers: int, heads: int, n: int, grid: tuple[int, int, int] | None = None):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
+        # order "grid": learned (latent frame, row, column) embeddings added to the code positions (frame-major,
+        # after the 3 conditioning tokens), so "the cell one column left, one frame earlier" is content a head can
+        # match, not only a RoPE offset of 65 against 64
+        self.grid = grid
+        if grid is not None:
+            t, h, w = grid
+            self.pos_t, self.pos_h, self.pos_w = nn.Embedding(t, d), nn.Embedding(h, d), nn.Embedding(w, d)
+            i = torch.arange(t * h * w)
+            self.register_buffer("cell", torch.stack((i // (h * w), (i // w) % h, i % w)), persistent=False)
         rope = Rope(d // heads, n)
         self.blocks = nn.ModuleList(Block(d, heads, rope) for _ in range(layers))
         self.norm = nn.RMSNorm(d)
@@ -149,6 +162,10 @@ class Toy(nn.Module):
 
     def forward(self, ids):
         x = self.emb(ids)
+        if self.grid is not None:
+            L = ids.shape[1] - 3
+            f, r, c = self.cell[:, :L]
+            x = torch.cat([x[:, :3], x[:, 3:] + self.pos_t(f) + self.pos_h(r) + self.pos_w(c)], dim=1)
         for b in self.blocks:
             x = b(x)
         return self.head(self.norm(x))
@@ -231,7 +248,7 @@ def main() -> None:
 
         n = 3 + t * per_frame
         torch.manual_seed(a.seed)
-        model = Toy(V, a.d, a.layers, max(1, a.d // 64), n)
+        model = Toy(V, a.d, a.layers, max(1, a.d // 64), n, grid=shape if order == "grid" else None)
         opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
         tr = np.stack([seq(r) for r in train])
         ht = torch.as_tensor(np.stack([seq(r) for r in sw]))
