@@ -1,0 +1,56 @@
+"""tools/motion_order_probe.py: the orders' layouts, the grid embeddings' cell indices and the move reader."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "motion_order_probe.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("motion_order_probe", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_orders(probe):
+    shape = (3, 2, 4)
+    assert (probe.permutation(shape, "grid") == np.arange(24)).all()
+    time_major = probe.permutation(shape, "time")
+    assert list(time_major[:3]) == [0, 8, 16]  # one cell's latent frames next to each other
+    with pytest.raises(SystemExit):
+        probe.permutation(shape, "spiral")
+
+
+def test_grid_embeddings_index_frame_row_column(probe):
+    torch.manual_seed(0)
+    t, h, w = 3, 8, 8
+    toy = probe.Toy(vocab=20, d=64, layers=1, heads=1, n=3 + t * h * w, grid=(t, h, w))
+    assert tuple(toy.cell[:, 65].tolist()) == (1, 0, 1)  # frame-major: 64 cells a frame, 8 a row
+    assert tuple(toy.cell[:, 191].tolist()) == (2, 7, 7)
+    ids = torch.randint(0, 20, (2, 3 + 10))
+    out = toy(ids)
+    assert out.shape == (2, 13, 20)
+    # the embeddings touch the code positions only: the conditioning tokens' logits do not depend on them
+    with torch.no_grad():
+        toy.pos_w.weight.add_(1.0)
+    out2 = toy(ids)
+    assert torch.allclose(out[:, :3], out2[:, :3]) and not torch.allclose(out[:, 3:], out2[:, 3:])
+
+
+def test_moved_reads_a_shift(probe):
+    codes = np.zeros((3, 8, 8), dtype=np.int64)
+    mask0 = np.zeros((8, 8), dtype=bool)
+    mask0[3:5, 1:3] = True
+    for f, x in enumerate((1, 3, 5)):
+        codes[f, 3:5, x : x + 2] = 7
+    assert probe.moved(codes, mask0) == "moving right"
+    assert probe.moved(codes[:, :, ::-1].copy(), mask0[:, ::-1].copy()) == "moving left"
+    assert probe.moved(np.zeros((3, 8, 8), dtype=np.int64), mask0) is None  # nothing changed
