@@ -505,8 +505,9 @@ def pieces_table(lineages: dict[str, list[dict]], pooled: tuple[str, ...] = ()) 
                          + " | ".join(_f(p[k]) for k, _ in PIECE_ATTRS) + " |")
     lines += ["", f"Fits of logit(share) against ln(tokens) within each lineage, to {TARGET:.0%}:", ""]
     for name, pts in lineages.items():
+        fits = pieces_fits(pts)
         for key, label in PIECE_ATTRS:
-            e = pieces_fits(pts)[key]
+            e = fits[key]
             if e["ok"]:
                 hours = f", ~{e['cpu_hours']:.1f} CPU-hours at its {e['tokens_per_s']:.0f} tokens/s" if "cpu_hours" in e else ""
                 lines.append(f"- {name}, {label}: {TARGET:.0%} at ~{e['tokens'] / 1e6:,.3g} M tokens{hours} "
