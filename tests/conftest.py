@@ -23,6 +23,22 @@ def smooth_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """A loader of tools/NAME.py as a module (the tools are scripts, not a package): `load_tool("learning_curve")`."""
+    import importlib.util
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, tools / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
 @pytest.fixture
 def one_thread():
     """Run the test on one torch thread and restore the count after (2 shared cores: tiny models only contend).

@@ -4,7 +4,6 @@ loss on the answers only, deterministic and resumable. Tiny random models built 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from vidgpt.errors import DataError
 from vidgpt.evaluate import TEXT_PROMPTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +174,8 @@ def test_same_seed_same_file_and_a_rerun_extends_it(tmp_path, toy, temperature):
         make_chat_text(tmp_path / "a", model, tok, ChatTextConfig(num=6, **other))
 
 
-def test_cli_writes_pairs(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_chat_text", ROOT / "tools" / "make_chat_text.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_cli_writes_pairs(tmp_path, capsys, load_tool):
+    tool = load_tool("make_chat_text")
     out = tmp_path / "chat"
     assert tool.main(["--backbone", "tiny-llama", "--out", str(out), "--num", "3", "--max-new-tokens", "4",
                       "--truncated", "keep", "--quiet"]) == 0

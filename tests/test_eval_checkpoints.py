@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,11 +18,8 @@ TINY_YAML = ROOT / "configs" / "lm" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def ec():
-    spec = importlib.util.spec_from_file_location("eval_checkpoints", ROOT / "tools" / "eval_checkpoints.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def ec(load_tool):
+    return load_tool("eval_checkpoints")
 
 
 def sets(tok, steps):

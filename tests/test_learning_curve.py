@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "learning_curve.py"
-
-
 @pytest.fixture(scope="module")
-def lc():
-    spec = importlib.util.spec_from_file_location("learning_curve", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def lc(load_tool):
+    return load_tool("learning_curve")
 
 
 def logistic(tokens, alpha, beta):

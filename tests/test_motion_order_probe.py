@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "motion_order_probe.py"
-
-
 @pytest.fixture(scope="module")
-def probe():
-    spec = importlib.util.spec_from_file_location("motion_order_probe", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def probe(load_tool):
+    return load_tool("motion_order_probe")
 
 
 def test_orders(probe):

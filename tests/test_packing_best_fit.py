@@ -1,6 +1,5 @@
 """Best-fit packing (`data.packing: best_fit`): greedy's row format, far less padding, deterministic, resumable."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,13 +18,6 @@ from vidgpt.vocab import UnifiedVocab, VocabSpec
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = UnifiedVocab(VocabSpec(6), offset=128)
 SEQ = 64
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("pack_fill", ROOT / "tools" / "pack_fill.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def docs_of(lengths, w=1.0):
@@ -134,8 +126,8 @@ def test_long_documents_follow_the_same_rule():
     assert b.stats.split == 1 and b.stats.tokens == 20
 
 
-def test_pad_share_on_the_gpu_mixture_is_far_below_greedy():
-    tool = _tool()
+def test_pad_share_on_the_gpu_mixture_is_far_below_greedy(load_tool):
+    tool = load_tool("pack_fill")
     lengths = tool.mixture_lengths(2000, seed=0)  # ~270 / ~1,010 / ~2,000 and text 50-1,500; rows of 2,304
     greedy = tool.pad_share(Packer(2304), lengths)
     best = tool.pad_share(BestFitPacker(2304), lengths)
@@ -148,8 +140,8 @@ def test_pad_share_on_the_gpu_mixture_is_far_below_greedy():
     check_rows(a, docs, 2304)
 
 
-def test_the_tool_prints_the_table(capsys):
-    assert _tool().main(["--docs", "200", "--open-rows", "2", "8"]) == 0
+def test_the_tool_prints_the_table(capsys, load_tool):
+    assert load_tool("pack_fill").main(["--docs", "200", "--open-rows", "2", "8"]) == 0
     out = capsys.readouterr().out
     assert "| greedy | 1 |" in out and "| best_fit | 8 |" in out
 

@@ -315,8 +315,9 @@ def evaluate_point(args, data: Path, run: Path, chat: bool) -> dict:
 # --- fit, table, plot -----------------------------------------------------------------------------------------
 
 
-def extrapolate(points: list[tuple[float, float, int]], target: float = TARGET) -> dict:
-    """Fit logit(a) = alpha + beta * ln(tokens) on (tokens, adherence, objects); tokens where a = target."""
+def logit_points(points: list[tuple[float, float, int]]) -> tuple[list[float], list[float]]:
+    """(ln tokens, logit adherence) of the usable (tokens, adherence, objects) points; a share of 0 or 1 is clipped
+    half an object in from the edge."""
     xs, ys = [], []
     for tokens, a, n in points:
         if a is None or tokens is None or tokens <= 0:
@@ -325,6 +326,12 @@ def extrapolate(points: list[tuple[float, float, int]], target: float = TARGET) 
         a = min(max(a, eps), 1 - eps)
         xs.append(math.log(tokens))
         ys.append(math.log(a / (1 - a)))
+    return xs, ys
+
+
+def extrapolate(points: list[tuple[float, float, int]], target: float = TARGET) -> dict:
+    """Fit logit(a) = alpha + beta * ln(tokens) on (tokens, adherence, objects); tokens where a = target."""
+    xs, ys = logit_points(points)
     if len(xs) < 2 or len(set(xs)) < 2:
         return {"ok": False, "why": "fewer than 2 budgets with a result"}
     beta, alpha = np.polyfit(xs, ys, 1)
@@ -469,13 +476,8 @@ def pieces_fits(points: list[dict]) -> dict[str, dict]:
 
 
 def slope_se(points: list[tuple[float, float, int]]) -> float:
-    """Standard error of the logit-vs-ln-tokens slope (the same clipping as extrapolate)."""
-    xs, ys = [], []
-    for tokens, a, n in points:
-        eps = 0.5 / max(n, 1)
-        a = min(max(a, eps), 1 - eps)
-        xs.append(math.log(tokens))
-        ys.append(math.log(a / (1 - a)))
+    """Standard error of the logit-vs-ln-tokens slope that extrapolate fits."""
+    xs, ys = logit_points(points)
     if len(xs) < 3:
         return float("inf")
     x, y = np.asarray(xs), np.asarray(ys)

@@ -71,8 +71,6 @@ def permutation(shape, order: str) -> np.ndarray:
     """Indices into the frame-major flattening that give the sequence in `order`."""
     t, h, w = shape
     idx = np.arange(t * h * w).reshape(t, h, w)
-    if order == "frame":
-        return idx.reshape(-1)
     if order in ("frame", "plan", "grid"):
         return idx.reshape(-1)
     if order == "time":
