@@ -258,3 +258,28 @@ def test_object_weight_weighs_pixels_off_the_background():
     weighted = [reconstruction_loss(y, x, 1.0, 1.0, 0.5, object_weight=4.0) for y in (on_object, on_background)]
     assert weighted[0] > plain[0] and weighted[1] < plain[1] and weighted[0] > 2 * weighted[1]
     assert reconstruction_loss(x, x, 1.0, 1.0, 0.5, object_weight=4.0) == 0
+
+
+def test_a_deeper_decoder_warm_starts_as_the_source_and_keeps_the_codes(tmp_path):
+    torch.manual_seed(0)
+    start = VideoTokenizer(tiny_cfg(tmp_path).model).save_pretrained(tmp_path / "start")
+    before = VideoTokenizer.from_pretrained(start).eval()
+    cfg = tiny_cfg(tmp_path, "train.train_parts=decoder", f"train.init_from={start}", "model.decoder_res_blocks=3",
+                   "train.steps=4", "train.warmup_steps=1")
+    tr = TokenizerTrainer(cfg, tmp_path / "run", **QUIET)
+    tr.model.eval()
+    x = clips(2, T=5, seed=3)
+    with torch.no_grad():
+        codes = before.encode(x)
+        assert torch.equal(tr.model.encode(x), codes)
+        assert torch.allclose(tr.model.decode(codes), before.decode(codes), atol=1e-6)  # new blocks start as identities
+    assert sum(p.numel() for p in tr.trained_params) > sum(p.numel() for p in before.decoder.parameters())
+    tr.run()
+    after = VideoTokenizer.from_pretrained(tmp_path / "run")
+    assert after.config.decoder_blocks == 3 and all(len(stage) == 3 for stage in after.decoder.stages)
+    assert after.config_hash() == before.config_hash() and after.encoder_fingerprint() == before.encoder_fingerprint()
+    assert torch.equal(after.encode(x), codes)
+    with pytest.raises(TrainingError, match="can only grow"):  # a shallower decoder than the source's is refused
+        TokenizerTrainer(tiny_cfg(tmp_path, f"train.init_from={tmp_path / 'run'}", "train.train_parts=decoder"), tmp_path / "y", **QUIET)
+    with pytest.raises(ValueError, match="decoder_res_blocks"):
+        TokenizerConfig(num_res_blocks=2, decoder_res_blocks=1)

@@ -24,6 +24,8 @@ LATER_ARCHITECTURE_FIELDS = {"patch_size": 1, "space_factor": 8, "res_time_kerne
 # Architecture fields that change what the codes mean but not the weights' shapes: a run may start from a
 # tokenizer that differs from its config only in these (train.init_from, a warm start that re-learns the codes).
 WEIGHT_COMPATIBLE_FIELDS = ("space_pad_mode",)
+# Fields that only size the decoder: codes keep their meaning (and their hash); a warm start may add to them.
+DECODER_ONLY_FIELDS = ("decoder_res_blocks",)
 
 
 @dataclass
@@ -54,6 +56,10 @@ class TokenizerConfig:
     # grid, so one flat colour codes to ~35 different codes over a 64 px image; "replicate" makes a flat region
     # code to one code wherever it is (a constant input stays constant through every layer)
     space_pad_mode: str = "zeros"
+    # residual blocks per decoder stage when more than num_res_blocks: decoder capacity that does not change the
+    # codes (not in the architecture hash; the encoder fingerprint stays). A warm start from a tokenizer with fewer
+    # appends the extra blocks with their last conv at zero, so training starts from the source's exact output.
+    decoder_res_blocks: int | None = None
 
     # LFQ losses (see lfq.py)
     commitment_weight: float = 0.25
@@ -86,8 +92,15 @@ class TokenizerConfig:
         for m in self.channel_mults:
             if (self.channels * m) % self.norm_groups:
                 raise ValueError(f"channels*{m} = {self.channels * m} is not divisible by norm_groups={self.norm_groups}")
+        if self.decoder_res_blocks is not None and self.decoder_res_blocks < self.num_res_blocks:
+            raise ValueError(f"decoder_res_blocks ({self.decoder_res_blocks}) must be >= num_res_blocks ({self.num_res_blocks})")
         if self.entropy_group_bits < 1:
             raise ValueError("entropy_group_bits must be >= 1")
+
+    @property
+    def decoder_blocks(self) -> int:
+        """Residual blocks in each decoder stage."""
+        return self.decoder_res_blocks or self.num_res_blocks
 
     @property
     def spatial_downsamplings(self) -> int:

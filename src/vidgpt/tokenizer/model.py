@@ -78,7 +78,7 @@ class Decoder(nn.Module):
         cin = ch[-1]
         for i in reversed(range(len(ch))):
             blocks = nn.ModuleList()
-            for _ in range(cfg.num_res_blocks):
+            for _ in range(cfg.decoder_blocks):
                 blocks.append(ResBlock(cin, ch[i], g, pm, zc, cfg.res_time_kernel))
                 cin = ch[i]
             self.stages.append(blocks)

@@ -125,6 +125,24 @@ def decoder_only_forward(model: VideoTokenizer, x: torch.Tensor, encoder_fp32: b
     return TokenizerOutput(model.decoder(bits), lfq)
 
 
+def load_with_deeper_decoder(model: VideoTokenizer, src: VideoTokenizer) -> int:
+    """Load `src` into `model`, whose decoder stages have more residual blocks; returns how many were added.
+
+    The extra blocks come after the source's in each stage (same width in and out, so their skip is the identity);
+    their last conv starts at zero, so each is an identity and the model's output equals the source's."""
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    keep = src.config.decoder_blocks
+    bad = [k for k in missing if not (k.startswith("decoder.stages.") and int(k.split(".")[3]) >= keep)]
+    if unexpected or bad:
+        raise TrainingError(f"warm start with a deeper decoder: unexpected {list(unexpected)[:3]}, missing {bad[:3]}")
+    added = sorted({".".join(k.split(".")[:4]) for k in missing})  # decoder.stages.<stage>.<block>
+    for name in added:
+        conv = model.get_submodule(name).conv2.conv
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    return len(added)
+
+
 class TokenizerTrainer:
     """Holds model, optimizers, data and state; `run()` trains to cfg.train.steps."""
 
@@ -195,7 +213,15 @@ class TokenizerTrainer:
             return
         if src.config_hash() != self.model.config_hash():
             raise TrainingError(f"train.init_from {directory}: its architecture differs from this config's model (hash {src.config_hash()} vs {self.model.config_hash()})")
-        self.model.load_state_dict(src.state_dict())
+        grown = ours.decoder_blocks - src.config.decoder_blocks
+        if grown < 0:
+            raise TrainingError(f"train.init_from {directory}: its decoder has {src.config.decoder_blocks} residual blocks a stage, "
+                                f"this config's {ours.decoder_blocks} (model.decoder_res_blocks can only grow in a warm start)")
+        if grown:
+            added = load_with_deeper_decoder(self.model, src)
+            self.log(f"initialised the weights from {directory}; {added} new decoder blocks start as identities")
+        else:
+            self.model.load_state_dict(src.state_dict())
         if self.decoder_only:  # same encoder: codes named by the source's weights fingerprint stay valid
             self.model.code_compatible = list(dict.fromkeys([src.weights_fingerprint(), *src.code_compatible]))
         self.log(f"initialised the weights from {directory}")
