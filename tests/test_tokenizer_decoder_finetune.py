@@ -283,3 +283,16 @@ def test_a_deeper_decoder_warm_starts_as_the_source_and_keeps_the_codes(tmp_path
         TokenizerTrainer(tiny_cfg(tmp_path, f"train.init_from={tmp_path / 'run'}", "train.train_parts=decoder"), tmp_path / "y", **QUIET)
     with pytest.raises(ValueError, match="decoder_res_blocks"):
         TokenizerConfig(num_res_blocks=2, decoder_res_blocks=1)
+
+
+def test_a_checkpoint_from_before_a_new_model_field_resumes(tmp_path):
+    cfg = tiny_cfg(tmp_path, "train.steps=6", "train.stop_at=2", "train.warmup_steps=1")
+    TokenizerTrainer(cfg, tmp_path / "run", **QUIET).run()
+    path = tmp_path / "run" / "checkpoint" / "state.pt"
+    state = torch.load(path, weights_only=False)
+    del state["model_config"]["decoder_res_blocks"]  # written before the field existed
+    torch.save(state, path)
+    resumed = TokenizerTrainer(tiny_cfg(tmp_path, "train.steps=6", "train.stop_at=3", "train.warmup_steps=1"), tmp_path / "run", resume=True, **QUIET)
+    assert resumed.step == 2
+    with pytest.raises(TrainingError, match="another model config"):
+        TokenizerTrainer(tiny_cfg(tmp_path, "model.decoder_res_blocks=2"), tmp_path / "run", resume=True, **QUIET)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import save_config, to_dict
-from ..errors import TrainingError
+from ..config import from_dict, save_config, to_dict
+from ..errors import ConfigError, TrainingError
 from ..metrics import psnr
 from ..tokenizer import TokenizerConfig, VideoTokenizer, codebook_usage
 from ..tokenizer.discriminator import PatchDiscriminator3D
@@ -201,6 +201,17 @@ class TokenizerTrainer:
         """Start from a trained tokenizer's weights (a warm start with a fresh optimizer and schedule)."""
         src = VideoTokenizer.from_pretrained(directory)
         ours = self.model.config
+        grown = ours.decoder_blocks - src.config.decoder_blocks
+        if grown < 0:
+            raise TrainingError(f"train.init_from {directory}: its decoder has {src.config.decoder_blocks} residual blocks a stage, "
+                                f"this config's {ours.decoder_blocks} (model.decoder_res_blocks can only grow in a warm start)")
+
+        def load() -> str:
+            if grown:
+                return f"; {load_with_deeper_decoder(self.model, src)} new decoder blocks start as identities"
+            self.model.load_state_dict(src.state_dict())
+            return ""
+
         same = dataclasses.replace(src.config, **{k: getattr(ours, k) for k in WEIGHT_COMPATIBLE_FIELDS})
         if same.architecture_hash() == ours.architecture_hash() and src.config_hash() != self.model.config_hash():
             changed = ", ".join(f"{k}: {getattr(src.config, k)} -> {getattr(ours, k)}" for k in WEIGHT_COMPATIBLE_FIELDS
@@ -208,23 +219,15 @@ class TokenizerTrainer:
             if self.decoder_only:
                 raise TrainingError(f"train.init_from {directory}: train.train_parts=decoder keeps the source's encoder, "
                                     f"but this config changes what its codes mean ({changed})")
-            self.model.load_state_dict(src.state_dict())  # the same tensors; the codes are re-learned from here
-            self.log(f"initialised the weights from {directory} ({changed})")
+            note = load()  # the same tensors; the codes are re-learned from here
+            self.log(f"initialised the weights from {directory} ({changed}){note}")
             return
         if src.config_hash() != self.model.config_hash():
             raise TrainingError(f"train.init_from {directory}: its architecture differs from this config's model (hash {src.config_hash()} vs {self.model.config_hash()})")
-        grown = ours.decoder_blocks - src.config.decoder_blocks
-        if grown < 0:
-            raise TrainingError(f"train.init_from {directory}: its decoder has {src.config.decoder_blocks} residual blocks a stage, "
-                                f"this config's {ours.decoder_blocks} (model.decoder_res_blocks can only grow in a warm start)")
-        if grown:
-            added = load_with_deeper_decoder(self.model, src)
-            self.log(f"initialised the weights from {directory}; {added} new decoder blocks start as identities")
-        else:
-            self.model.load_state_dict(src.state_dict())
+        note = load()
         if self.decoder_only:  # same encoder: codes named by the source's weights fingerprint stay valid
             self.model.code_compatible = list(dict.fromkeys([src.weights_fingerprint(), *src.code_compatible]))
-        self.log(f"initialised the weights from {directory}")
+        self.log(f"initialised the weights from {directory}{note}")
 
     # --- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -257,7 +260,11 @@ class TokenizerTrainer:
             state = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as e:  # noqa: BLE001
             raise TrainingError(f"{path}: cannot read checkpoint ({' '.join(str(e).split())})") from e
-        if state.get("model_config") != to_dict(self.cfg.model):
+        try:  # fields added since the checkpoint was written take their defaults
+            saved = to_dict(from_dict(TokenizerConfig, state.get("model_config")))
+        except ConfigError:
+            saved = None
+        if saved != to_dict(self.cfg.model):
             raise TrainingError(f"{path}: checkpoint was trained with another model config; use the same --config/--set")
         if state.get("train_parts", "all") != self.cfg.train.train_parts:
             raise TrainingError(f"{path}: checkpoint was trained with train.train_parts={state.get('train_parts', 'all')}, "

@@ -1,0 +1,45 @@
+"""tools/tokenizer_probes.py: the degradations the judge is measured on, and the shape classifier's inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
+from vidgpt.tokenizer_ceiling import heldout_scenes, roundtrip_judge
+from vidgpt.data.synthetic import WorldConfig
+
+
+@pytest.fixture(scope="module")
+def probes(load_tool):
+    return load_tool("tokenizer_probes")
+
+
+def test_blur_and_pooling_keep_shape_and_mean(probes):
+    x = torch.rand(2, 3, 3, 32, 32) * 2 - 1
+    assert torch.equal(probes.blur(x, 0), x)
+    for y in (probes.blur(x, 1.5), probes.pool_up(x, 8)):
+        assert y.shape == x.shape
+        assert abs(y.mean() - x.mean()) < 0.02  # both move detail, not brightness
+        assert y.std() < x.std()
+    flat = torch.full((1, 3, 2, 16, 16), 0.3)
+    assert torch.allclose(probes.pool_up(flat, 4), flat, atol=1e-6) and torch.allclose(probes.blur(flat, 2.0), flat, atol=1e-6)
+
+
+def test_the_judge_sees_shapes_through_a_light_blur_and_not_through_a_coarse_thumbnail(probes):
+    scenes = heldout_scenes(6, seed=0, config=WorldConfig(**probes.ONE_OBJECT))
+    fns = dict(probes.degradations())
+    clean = roundtrip_judge(probes.Degrader(fns["none"]), scenes, frames=1, size=128)
+    coarse = roundtrip_judge(probes.Degrader(lambda x: probes.pool_up(x, 32)), scenes, frames=1, size=128)
+    assert clean.clips_passed == 6 and clean.rates()["shape"] == 1.0
+    assert coarse.rates()["shape"] < 0.5  # a 4x4 thumbnail of a 128 px frame keeps no shape
+
+
+def test_shape_images_and_classifier_run_on_a_tiny_tokenizer(probes):
+    torch.manual_seed(0)
+    tok = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
+    bits, pooled, label = probes.shape_images(tok, n=20, size=64, seed=1)
+    assert bits.shape == (20, 6, 8, 8) and set(bits.unique().tolist()) <= {-1.0, 1.0}
+    assert pooled.shape == (20, 3, 8, 8) and label.shape == (20,) and int(label.max()) < 8
+    acc = probes.classifier_accuracy(pooled, label, epochs=1, width=8)
+    assert 0.0 <= acc <= 1.0
