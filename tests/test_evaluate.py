@@ -201,3 +201,28 @@ def test_tiny_random_model_runs_every_section(tmp_path):
     assert lang["base"] is None and "no backbone" in lang["base_error"]  # a pipeline made in memory names none
     assert [a["prompt"] for a in lang["answers"]] == ["hi there"]
     assert set(json.loads((tmp_path / "report.json").read_text())) >= {"adherence", "editing", "continuation", "language"}
+
+
+def test_opposite_motion_prompts_differ_from_the_prompts_in_the_motion_only():
+    cfg = ev.EvalConfig(n=40).resolved()
+    world = WorldConfig()
+    items = ev.heldout_items(cfg, world)
+    negatives = ev.opposite_motion_prompts(cfg, world)
+    assert len(negatives) == len(items)
+    flipped = 0
+    for (scene, _, prompt), neg in zip(items, negatives):
+        if all(o.motion in ev.OPPOSITE_MOTION for o in scene.objects):
+            assert neg and neg != prompt
+            flipped += 1
+        else:
+            assert neg == ""  # bounce, rotate and stay have no opposite
+    assert flipped >= 5
+    assert all(ev.OPPOSITE_MOTION[ev.OPPOSITE_MOTION[m]] == m for m in ev.OPPOSITE_MOTION)
+    # one object moving right: the negative names the same object moving left, in the same words otherwise
+    one = ev.EvalConfig(n=60, world_set=["max_objects=1", "backgrounds=[solid]"]).resolved()
+    w1 = one.world()
+    pairs = [(s, p, n) for (s, _, p), n in zip(ev.heldout_items(one, w1), ev.opposite_motion_prompts(one, w1)) if n]
+    assert pairs
+    for scene, prompt, neg in pairs:
+        same = sum(a == b for a, b in zip(prompt.split(), neg.split()))
+        assert same >= len(prompt.split()) - 4, (prompt, neg)

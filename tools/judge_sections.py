@@ -7,7 +7,8 @@ the fine section would give).
 
 Prints the running colour shares and, at the end, the judge's shares per way (colour, shape, motion, object, clip).
 The prompts are `vidgpt.evaluate.heldout_items` (the held-out compositions of the world given by --set), sampled
-with CFG --cfg (3), --temperature (1) and --top-k (none) from generator seed --seed, --batch clips per decode call.
+with CFG --cfg (3), --temperature (1) and --top-k (none) from generator seed --seed, --batch clips per decode call;
+--negative opposite-motion guides away from the same caption with the motion reversed instead of the empty prompt.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
 
     from vidgpt.data.judge import judge_clip
-    from vidgpt.evaluate import EvalConfig, attribute_shares, generate_batch, heldout_items
+    from vidgpt.evaluate import EvalConfig, attribute_shares, generate_batch, heldout_items, opposite_motion_prompts
     from vidgpt.generate.pipeline import VidGPT
     from vidgpt.generate.sampling import make_generator
 
@@ -42,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--no-cfg-fine", action="store_true",
                     help="guidance on the header and blueprint only (decode option cfg_fine=False)")
+    ap.add_argument("--negative", choices=("empty", "opposite-motion"), default="empty",
+                    help="the guidance's negative prompt: the empty prompt (vidgpt generate's default) or the same caption "
+                         "with every motion reversed (evaluate.opposite_motion_prompts; empty where a motion has no opposite)")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     args = ap.parse_args(argv)
@@ -50,13 +54,14 @@ def main(argv=None) -> int:
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
                      seed=args.seed, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k)
     items = heldout_items(cfg, cfg.world())
+    negatives = opposite_motion_prompts(cfg, cfg.world()) if args.negative == "opposite-motion" else [""] * len(items)
     gen = make_generator(args.seed, pipe.device)
     tok = pipe.video_tokenizer
     res = {"full": [], "preview": [], "upsampled": []}
     t0 = time.time()
     for s in range(0, len(items), args.batch):
         batch = items[s : s + args.batch]
-        blocks, full, preview = generate_batch(pipe, [p for _, _, p in batch], cfg, gen)
+        blocks, full, preview = generate_batch(pipe, [p for _, _, p in batch], cfg, gen, negatives[s : s + args.batch])
         with torch.inference_mode():
             half = tok.decode(torch.stack([b.blueprint for b in blocks]).to(tok.device))
             up = F.interpolate(half, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False).clamp(-1, 1)

@@ -158,14 +158,16 @@ def _sampling(cfg: EvalConfig):
     return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, cfg=cfg.cfg)
 
 
-def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen):
-    """Text prompts -> (blocks, full frames uint8 [N,T,H,W,3], preview frames [N,T,H/2,W/2,3] or None)."""
+def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: list[str] | None = None):
+    """Text prompts -> (blocks, full frames uint8 [N,T,H,W,3], preview frames [N,T,H/2,W/2,3] or None).
+    negatives: one negative prompt per prompt for the guidance (default: the empty prompt)."""
     from .layout import Sample, Turn
 
     sampling = _sampling(cfg)
     shape = pipe.latent_shape(cfg.frames, cfg.size, cfg.size)
     ids = [pipe.layout.prompt_ids(Sample([Turn("user", [p])])) for p in prompts]
-    uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [""])]))] * len(prompts) if sampling.use_cfg else None
+    negatives = negatives or [""] * len(prompts)
+    uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for n in negatives] if sampling.use_cfg else None
     blocks, _ = pipe.sample_blocks(ids, uncond, shape, pipe.sections(), sampling, gen)
     full = pipe.to_frames(pipe.decode_blocks(blocks))
     preview = None
@@ -212,6 +214,30 @@ def heldout_items(cfg: EvalConfig, world, n: int | None = None) -> list[tuple]:
         style = STYLES[i % len(STYLES)]
         items.append((scene, style, caption(scene, rng, style)))
     return items
+
+
+OPPOSITE_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up", "up-left": "down-right",
+                   "down-right": "up-left", "up-right": "down-left", "down-left": "up-right", "grow": "shrink", "shrink": "grow"}
+
+
+def opposite_motion_prompts(cfg: EvalConfig, world, n: int | None = None) -> list[str]:
+    """For each of heldout_items' prompts, the same scene captioned in the same style with every object's motion
+    reversed (left <-> right, grow <-> shrink, ...; bounce, rotate and stay have no opposite and give the empty
+    prompt): a negative prompt that differs from the prompt in the motion only."""
+    import dataclasses
+
+    from .data.synthetic import STYLES, caption, sample_scene
+
+    out = []
+    for i in range(cfg.n if n is None else n):
+        rng = _rng(cfg.seed, 1, i)
+        scene = sample_scene(rng, world, "heldout")  # the same draws as heldout_items, so the caption's draws match
+        if not all(o.motion in OPPOSITE_MOTION for o in scene.objects):
+            out.append("")
+            continue
+        flipped = dataclasses.replace(scene, objects=[dataclasses.replace(o, motion=OPPOSITE_MOTION[o.motion]) for o in scene.objects])
+        out.append(caption(flipped, rng, STYLES[i % len(STYLES)]))
+    return out
 
 
 def freeform_items(cfg: EvalConfig, world) -> list[tuple]:
