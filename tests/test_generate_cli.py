@@ -108,3 +108,26 @@ def test_empty_prompt_and_unreadable_clip(model_dir, tmp_path, capsys):
     bad.write_bytes(b"not a video")
     one_line_error(capsys, ["edit", str(bad), "make it blue", "-o", str(tmp_path / "o.mp4"), "--model", str(model_dir)],
                    "bad.mp4")
+
+
+def test_contrast_motion_passes_the_reversed_prompt_as_negative(model_dir, tmp_path, capsys, monkeypatch, tiny):
+    seen = []
+    real = tiny.generate
+    monkeypatch.setattr(tiny, "generate", lambda prompt, **kw: seen.append(kw["negative_prompt"]) or real(prompt, **kw))
+    common = ["--model", str(model_dir), "--frames", "1", "--height", "16", "--width", "16", "--seed", "0", "--no-progress"]
+    assert main(["generate", "a red ball moving to the left", "-o", str(tmp_path / "a.png"), "--contrast-motion", *common]) == 0
+    assert seen[-1] == "a red ball moving to the right" and "negative prompt: a red ball moving to the right" in capsys.readouterr().err
+    assert main(["generate", "a red ball", "-o", str(tmp_path / "b.png"), "--contrast-motion", *common]) == 0
+    assert seen[-1] == "" and "none" in capsys.readouterr().err  # nothing to reverse: plain guidance
+    one_line_error(capsys, ["generate", "a ball moving up", "--contrast-motion", "--negative", "blur", *common], "--contrast-motion")
+
+
+def test_reversed_motion_words():
+    from vidgpt.generate.motion_contrast import reversed_motion
+
+    assert reversed_motion("A purple star slides diagonally down and to the left") == "A purple star slides diagonally up and to the right"
+    assert reversed_motion("a blue hexagon growing") == "a blue hexagon shrinking"
+    assert reversed_motion("Spins Counterclockwise; GETS BIGGER") == "Spins Clockwise; GETS SMALLER"
+    assert reversed_motion("moving up-left") == "moving down-right"
+    assert reversed_motion("a red circle on a plain background") == ""
+    assert reversed_motion("leftward, then upright") == "rightward, then upright"  # whole words only

@@ -24,8 +24,6 @@ LATER_ARCHITECTURE_FIELDS = {"patch_size": 1, "space_factor": 8, "res_time_kerne
 # Architecture fields that change what the codes mean but not the weights' shapes: a run may start from a
 # tokenizer that differs from its config only in these (train.init_from, a warm start that re-learns the codes).
 WEIGHT_COMPATIBLE_FIELDS = ("space_pad_mode",)
-# Fields that only size the decoder: codes keep their meaning (and their hash); a warm start may add to them.
-DECODER_ONLY_FIELDS = ("decoder_res_blocks",)
 
 
 @dataclass
