@@ -23,7 +23,6 @@ def smooth_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-
 @pytest.fixture(scope="session")
 def load_tool():
     """A loader of tools/NAME.py as a module (the tools are scripts, not a package): `load_tool("learning_curve")`."""
@@ -38,6 +37,7 @@ def load_tool():
         return mod
 
     return load
+
 
 @pytest.fixture
 def one_thread():

@@ -158,7 +158,6 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seed", type=int, default=5)
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     (run_degrade if args.cmd == "degrade" else run_probe)(args)
 
 

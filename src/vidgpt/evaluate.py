@@ -203,8 +203,10 @@ def edit_batch(pipe, clips: list[np.ndarray], instructions: list[str], task: str
 # --- 1 + 2: adherence on held-out compositions ----------------------------------------------------
 
 
-def heldout_items(cfg: EvalConfig, world, n: int | None = None) -> list[tuple]:
-    """(scene, style, prompt) of the first n (default cfg.n) held-out prompts: caption styles in turn."""
+def heldout_items(cfg: EvalConfig, world, n: int | None = None, recaption=None) -> list[tuple]:
+    """(scene, style, prompt) of the first n (default cfg.n) held-out prompts: caption styles in turn.
+    recaption(scene) -> another scene or None: the prompt captions that scene instead, with the same draws (None
+    gives the prompt "")."""
     from .data.synthetic import STYLES, caption, sample_scene
 
     items = []
@@ -212,7 +214,8 @@ def heldout_items(cfg: EvalConfig, world, n: int | None = None) -> list[tuple]:
         rng = _rng(cfg.seed, 1, i)
         scene = sample_scene(rng, world, "heldout")
         style = STYLES[i % len(STYLES)]
-        items.append((scene, style, caption(scene, rng, style)))
+        told = scene if recaption is None else recaption(scene)
+        items.append((scene, style, caption(told, rng, style) if told is not None else ""))
     return items
 
 
@@ -226,18 +229,12 @@ def opposite_motion_prompts(cfg: EvalConfig, world, n: int | None = None) -> lis
     prompt): a negative prompt that differs from the prompt in the motion only."""
     import dataclasses
 
-    from .data.synthetic import STYLES, caption, sample_scene
-
-    out = []
-    for i in range(cfg.n if n is None else n):
-        rng = _rng(cfg.seed, 1, i)
-        scene = sample_scene(rng, world, "heldout")  # the same draws as heldout_items, so the caption's draws match
+    def reversed_scene(scene):
         if not all(o.motion in OPPOSITE_MOTION for o in scene.objects):
-            out.append("")
-            continue
-        flipped = dataclasses.replace(scene, objects=[dataclasses.replace(o, motion=OPPOSITE_MOTION[o.motion]) for o in scene.objects])
-        out.append(caption(flipped, rng, STYLES[i % len(STYLES)]))
-    return out
+            return None
+        return dataclasses.replace(scene, objects=[dataclasses.replace(o, motion=OPPOSITE_MOTION[o.motion]) for o in scene.objects])
+
+    return [prompt for _, _, prompt in heldout_items(cfg, world, n, recaption=reversed_scene)]
 
 
 def freeform_items(cfg: EvalConfig, world) -> list[tuple]:
