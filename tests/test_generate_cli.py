@@ -123,7 +123,7 @@ def test_contrast_motion_passes_the_reversed_prompt_as_negative(model_dir, tmp_p
 
 
 def test_reversed_motion_words():
-    from vidgpt.generate.motion_contrast import reversed_motion
+    from vidgpt.data.motion_words import reversed_motion
 
     assert reversed_motion("A purple star slides diagonally down and to the left") == "A purple star slides diagonally up and to the right"
     assert reversed_motion("a blue hexagon growing") == "a blue hexagon shrinking"

@@ -181,7 +181,7 @@ def _generate(args) -> int:
         raise GenerationError("the prompt is empty; describe the clip to generate")
     negative = args.negative
     if args.contrast_motion:
-        from ..generate.motion_contrast import reversed_motion
+        from ..data.motion_words import reversed_motion
 
         if negative:
             raise GenerationError("--contrast-motion makes its own negative prompt; drop --negative or --contrast-motion")

@@ -30,6 +30,10 @@ token a position; the KL gives the whole distribution the base had there. `text_
 side over every row instead: the KL then also pays -log(1 - m) for the mass m the model puts on any new row in plain
 text (what the all-row perplexity of `vidgpt eval model` counts and a text turn never samples).
 
+`motion_contrast_weight` > 0: the contrastive motion loss (vidgpt.train.motion_pairs; the trainer adds it): a clip's
+blueprint under its caption against the same codes under the caption with the motion reversed. `row_nll` gives the
+per-document likelihoods it compares (one document a row).
+
 `embed_grad`: `input` (exact) or `head_only`: the input embedding is looked up without gradient, so the
 new rows learn through the tied output head only and the backward pass stops at the lowest trainable
 layer (with LoRA on the upper layers only, see vidgpt.train.lora_layers). An approximation: its quality
@@ -38,7 +42,7 @@ cost is measured by tools/learning_curve.py, never assumed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +64,14 @@ class LossSettings:
     chunk_tokens: int = 2048  # positions per head matmul (bounds the logits held at once)
     text_kl_weight: float = 0.0  # KL(base || model) on text-only documents (see the module docstring); 0 = off
     text_kl_rows: str = "turn"  # the model's side over: turn (text rows + <|vision_start|>) | all (every row)
+    # the contrastive motion loss (vidgpt.train.motion_pairs): clip under its caption vs under the reversed motion
+    motion_contrast_weight: float = 0.0  # its weight in the loss; 0 = off
+    motion_contrast_pairs: int = 1  # pairs per micro-step (each pair: two blueprint-only documents, ~250 tokens each)
+    motion_contrast_beta: float = 1.0  # -log sigmoid(beta * margin), the margin in nats a clip
+    motion_contrast_paths: list[str] = field(default_factory=list)  # shards the pairs come from; [] = the first
+    #                                                                  shards source of data.sources
+    motion_contrast_eval_paths: list[str] = field(default_factory=list)  # held-out pairs for eval_contrast_margin:
+    #                                                   every record of these shards; [] = the held-out split of the above
 
     def check(self) -> "LossSettings":
         if self.text_kl_weight < 0:
@@ -72,6 +84,9 @@ class LossSettings:
             raise ConfigError(f"loss.embed_grad={self.embed_grad!r}: expected one of {', '.join(EMBED_GRADS)}")
         if self.chunk_tokens < 1:
             raise ConfigError(f"loss.chunk_tokens={self.chunk_tokens}: must be >= 1")
+        if self.motion_contrast_weight < 0 or self.motion_contrast_beta <= 0 or self.motion_contrast_pairs < 1:
+            raise ConfigError(f"loss.motion_contrast_weight={self.motion_contrast_weight} (>= 0), motion_contrast_beta="
+                              f"{self.motion_contrast_beta} (> 0), motion_contrast_pairs={self.motion_contrast_pairs} (>= 1)")
         return self
 
 
@@ -345,23 +360,45 @@ class LossHead:
 
     def loss_from_hidden(self, model, h: torch.Tensor, input_ids: torch.Tensor,
                          weights: torch.Tensor) -> tuple[torch.Tensor, int]:
-        H = h.shape[-1]
-        hs = h[:, :-1].reshape(-1, H)
-        tgt = input_ids[:, 1:].reshape(-1)
         w = weights[:, 1:].reshape(-1)
         sel = torch.nonzero(w > 0).flatten()
         n = int(sel.numel())
         if n == 0:
             return h.sum() * 0.0, 0
-        hs, tgt, w = hs[sel], tgt[sel], w[sel].float()
+        ce = self.selected_ce(model, h, input_ids, sel)
+        return (ce * w[sel].float()).sum() / n, n
+
+    def selected_ce(self, model, h: torch.Tensor, input_ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        """The CE [N] (fp32, under this head's row sets) of predicting token t+1 at the flat positions `sel` of
+        [B, L-1] (row-major), from the hidden states h [B, L, H]."""
+        H = h.shape[-1]
+        hs = h[:, :-1].reshape(-1, H)[sel]
+        tgt = input_ids[:, 1:].reshape(-1)[sel]
         rows = HeadRows(model)
-        total = hs.new_zeros((), dtype=torch.float32)
         step = self.settings.chunk_tokens
+        parts, where = [], []
         for lo, hi, pos in target_groups(tgt, self.vocab, rows.num_rows, self.head):
             W = rows.rows(lo, hi)
             for s in range(0, pos.numel(), step):
                 p = pos[s : s + step]
                 logits = (hs[p] @ W.t()).float()
-                ce = F.cross_entropy(logits, tgt[p] - lo, reduction="none")
-                total = total + (ce * w[p]).sum()
-        return total / n, n
+                parts.append(F.cross_entropy(logits, tgt[p] - lo, reduction="none"))
+                where.append(p)
+        ce = torch.cat(parts)
+        return torch.zeros_like(ce).index_copy(0, torch.cat(where), ce)
+
+    def row_nll(self, model, batch: dict) -> torch.Tensor:
+        """Per row: the summed negative log-likelihood [B] of the tokens with weight > 0 (weights only select; the
+        fast heads' row sets, or the full vocabulary with the plain head). One document per row is the caller's job."""
+        ids, w = batch["input_ids"], batch["weights"][:, 1:]
+        sel = torch.nonzero(w.reshape(-1) > 0).flatten()
+        if self.head == "plain":
+            logits = model(input_ids=ids, position_ids=batch["position_ids"], use_cache=False).logits[:, :-1]
+            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1])[sel], ids[:, 1:].reshape(-1)[sel],
+                                 reduction="none")
+        else:
+            if sel.numel() == 0:
+                return self.hidden_states(model, batch).sum() * 0.0 + w.new_zeros(ids.shape[0])
+            ce = self.selected_ce(model, self.hidden_states(model, batch), ids, sel)
+        rows = torch.div(sel, w.shape[1], rounding_mode="floor")
+        return torch.zeros(ids.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)

@@ -5,9 +5,10 @@ mixed text/video documents (vidgpt.train.lm_data) go through the model with posi
 document (no cross-document attention, vidgpt.attention); the loss is a weighted next-token cross entropy
 on the token kinds the config names (VISUAL tokens weighted by `visual_loss_weight`), normalised by the
 number of trained tokens of each micro-batch, computed by vidgpt.train.lm_loss (on a single-process CPU run
-without the 65.7k-wide logits: `loss.head`, see there). AdamW, linear warmup then cosine to `min_lr_ratio`, grad
-clipping, gradient accumulation, bf16 autocast on CUDA, optional gradient checkpointing, full finetuning
-or LoRA (new token rows trainable). A non-finite loss skips the optimizer update; `max_nonfinite` of them
+without the 65.7k-wide logits: `loss.head`, see there), plus the contrastive motion loss when
+`loss.motion_contrast_weight` > 0 (vidgpt.train.motion_pairs: prompt-swapped pairs from their own resumable stream,
+margins logged). AdamW, linear warmup then cosine to `min_lr_ratio`, grad clipping, gradient accumulation, bf16
+autocast on CUDA, optional gradient checkpointing, full finetuning or LoRA (new token rows trainable). A non-finite loss skips the optimizer update; `max_nonfinite` of them
 stop the run with a TrainingError.
 
 OUT/ holds: checkpoints/step-NNNNNNN/ (accelerate state: model, optimizer, RNG; + scheduler and
@@ -295,6 +296,51 @@ def evaluate(accelerator, model, rows: list[dict], micro: int, amp, loss_head: L
     return float(tot[0] / tot[1].clamp(min=1))
 
 
+def motion_pair_streams(cfg: LMTrainConfig, lm, world: int, saved: dict | None):
+    """(training pairs, held-out pairs) of the contrastive motion loss, or (None, None) when it is off."""
+    c, t = cfg.loss, cfg.train
+    if c.motion_contrast_weight <= 0:
+        return None, None
+    if world > 1:
+        raise ConfigError("loss.motion_contrast_weight runs on one process (its second forward a micro-step is not "
+                          "DDP/FSDP-safe yet)")
+    from .motion_pairs import MotionPairs
+
+    pairs = MotionPairs(cfg.data, c.motion_contrast_paths, lm.vocab, lm.text_tokenizer, t.seed, "train")
+    if saved is not None:
+        pairs.load(saved)
+    eval_pairs = None
+    if t.eval_batches > 0:
+        if c.motion_contrast_eval_paths:  # every record of these shards is held out
+            from dataclasses import replace
+
+            data = replace(cfg.data, holdout_every=1)
+            src = MotionPairs(data, c.motion_contrast_eval_paths, lm.vocab, lm.text_tokenizer, t.seed, "eval")
+        else:
+            src = MotionPairs(cfg.data, c.motion_contrast_paths, lm.vocab, lm.text_tokenizer, t.seed, "eval")
+        eval_pairs = src.take(EVAL_PAIRS_PER_BATCH * t.eval_batches)
+    return pairs, eval_pairs
+
+
+EVAL_PAIRS_PER_BATCH = 4
+
+
+def evaluate_pairs(model, eval_pairs: list, amp, loss_head: LossHead, pad_id: int, device) -> dict:
+    """The held-out pairs' mean margin (nats a clip) and the share the caption wins."""
+    from .motion_pairs import pair_batch, pair_margins
+
+    model.eval()
+    ms = []
+    with torch.no_grad():
+        for i in range(0, len(eval_pairs), EVAL_PAIRS_PER_BATCH):
+            with amp():
+                ms.append(pair_margins(loss_head, model, _to(pair_batch(eval_pairs[i : i + EVAL_PAIRS_PER_BATCH], pad_id),
+                                                                       device)).float())
+    model.train()
+    m = torch.cat(ms)
+    return {"eval_contrast_margin": float(m.mean()), "eval_contrast_true_lower": float((m > 0).float().mean())}
+
+
 def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Run training; returns the last logged metrics. OUT/model is the final vidgpt LM directory."""
     from tqdm import tqdm
@@ -380,9 +426,13 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.eval_batches > 0:
         gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "eval", pad_id, rank, world)
         eval_rows = [next(gen) for _ in range(t.eval_batches * t.micro_batch_size)]
+    pairs, eval_pairs = motion_pair_streams(cfg, lm, world, state.get("pairs"))
     if init_info and eval_rows and state["step"] == 0:  # the loss the new piece starts from (= the source's)
-        log.write({"step": 0, "event": "init_from", "eval_loss": evaluate(accelerator, model, eval_rows, t.micro_batch_size,
-                                                                          amp, loss_head)})
+        rec0 = {"step": 0, "event": "init_from", "eval_loss": evaluate(accelerator, model, eval_rows, t.micro_batch_size,
+                                                                      amp, loss_head)}
+        if eval_pairs:
+            rec0.update(evaluate_pairs(model, eval_pairs, amp, loss_head, pad_id, accelerator.device))
+        log.write(rec0)
 
     last: dict = {}
     bar = tqdm(total=t.steps, initial=state["step"], disable=not (progress_wanted(progress) and accelerator.is_main_process),
@@ -392,7 +442,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     timed_out = resume and clock.out()  # a resumed run whose budget is spent takes no step (every rank reads the same state)
     while state["step"] < t.steps and not timed_out:
         step = state["step"]
-        losses, bad, text_kls = [], 0, []
+        losses, bad, text_kls, margins, closses = [], 0, [], [], []
         for k in range(t.grad_accum):
             batch = _to(collate([next(rows) for _ in range(t.micro_batch_size)]), accelerator.device)
             if cfg.data.input_noise > 0:
@@ -407,8 +457,19 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                 if loss_head.last_text_kl is not None:
                     text_kls.append(loss_head.last_text_kl)
                     loss_head.last_text_kl = None
-                bad += int(not torch.isfinite(loss).item())
-                accelerator.backward(loss / t.grad_accum)
+                total = loss
+                if pairs is not None:  # the contrastive motion loss (vidgpt.train.motion_pairs)
+                    from .motion_pairs import contrast_loss, pair_batch, pair_margins
+
+                    pb = _to(pair_batch(pairs.take(cfg.loss.motion_contrast_pairs), pad_id), accelerator.device)
+                    with amp():
+                        m = pair_margins(loss_head, model, pb).float()
+                    closs = contrast_loss(m, cfg.loss.motion_contrast_beta)
+                    total = loss + cfg.loss.motion_contrast_weight * closs
+                    margins.append(m.detach())
+                    closses.append(float(closs.detach()))
+                bad += int(not torch.isfinite(total).item())
+                accelerator.backward(total / t.grad_accum)
             losses.append(loss.detach().float())
         state["rows"] += rows_per_step
         bad_all = int(accelerator.reduce(torch.tensor([bad], device=accelerator.device), reduction="sum").item())
@@ -441,6 +502,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             rec["grad_norm"] = float(gnorm)
         if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)
             rec["text_kl"] = sum(text_kls) / len(text_kls)
+        if margins:  # this step's pairs: the mean margin (nats a clip) and contrast loss
+            rec["contrast_margin"] = float(torch.cat(margins).mean())
+            rec["motion_contrast"] = sum(closses) / len(closses)
         if timed_out:
             rec["event"] = "time_budget"
         if state["step"] % max(1, t.log_every) == 0 or final:
@@ -449,12 +513,16 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             t0, tokens_since = time.time(), 0
         if eval_rows and ((t.eval_every and state["step"] % t.eval_every == 0) or final):
             rec["eval_loss"] = evaluate(accelerator, model, eval_rows, t.micro_batch_size, amp, loss_head)
+            if eval_pairs:
+                rec.update(evaluate_pairs(model, eval_pairs, amp, loss_head, pad_id, accelerator.device))
         log.write(rec)
         last = rec
         bar.set_postfix(loss=f"{mean_loss:.3f}")
         if (t.ckpt_every and state["step"] % t.ckpt_every == 0) or final:
             state["stats"] = stats.as_dict()
             state["data"] = gather_data_state(accelerator, rows)  # every rank: each stream's position
+            if pairs is not None:
+                state["pairs"] = pairs.state()
             fold_bit_rows(accelerator.unwrap_model(model))  # checkpoints hold plain rows (A = 0); the run continues unchanged
             save_checkpoint(accelerator, out, state["step"], state, t.keep_checkpoints)
     bar.close()

@@ -1,11 +1,11 @@
-"""Motion-contrast guidance: the negative prompt is the prompt with its motion reversed.
+"""A caption with its motion reversed: `reversed_motion("a red circle moving to the left")` -> "a red circle moving to
+the right"; a caption with no direction / growth / spin word gives "". Word-level and case-keeping, so free-form
+prompts work too.
 
-Classifier-free guidance pushes a sample along (conditional - negative). With the empty prompt as the negative that
-difference carries everything the prompt says (colour, shape, motion) at once; with the same prompt moving the
-other way it carries the motion alone, so the guidance scale amplifies what the model knows about direction without
-touching the rest. `reversed_motion("a red circle moving to the left")` -> "a red circle moving to the right";
-a prompt with no motion word gives "" (plain guidance). Word-level and case-keeping, so free-form prompts work too.
-Measured on the default model in model/README.md ("Motion-contrast guidance").
+Two users: motion-contrast guidance (`vidgpt generate --contrast-motion`: the negative prompt is the prompt moving the
+other way, so the guidance scale amplifies what the model knows about direction without touching colour or shape;
+measured in model/README.md, "Motion-contrast guidance"), and the contrastive motion loss of training
+(vidgpt.train.motion_pairs: the same clip under its caption and under the reversed one).
 """
 
 from __future__ import annotations
