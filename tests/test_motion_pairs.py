@@ -39,8 +39,8 @@ def test_pair_documents():
     fmt = PairFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, prompt_dropout=1.0, object_loss_weight=4.0))
     rec = _record(0)
     pair = fmt(rec, np.random.default_rng(0))
-    assert pair.reversed_caption == pair.caption.replace("right", "left")
-    for doc, cap in ((pair.true, pair.caption), (pair.reversed, pair.reversed_caption)):
+    assert pair.other == pair.caption.replace("right", "left")
+    for doc, cap in ((pair.better, pair.caption), (pair.worse, pair.other)):
         user, assistant = layout.parse(doc.input_ids).turns
         assert user.text() == cap  # never prompt-dropped
         block = assistant.blocks()[0]
@@ -135,14 +135,14 @@ def test_trainer_logs_margins_and_resumes_exactly(tmp_path, killed_lm_run):
 
 def test_pairs_need_shards_and_one_process(tmp_path):
     from vidgpt.errors import ConfigError
-    from vidgpt.train.lm_trainer import motion_pair_streams
+    from vidgpt.train.lm_trainer import pair_objectives
 
     cfg = load_config(LMTrainConfig, TINY_YAML, ["loss.motion_contrast_weight=1.0"])  # synthetic source only
     lm = _tiny_lm()
     with pytest.raises(ConfigError, match="shards"):
-        motion_pair_streams(cfg, lm, 1, None)
+        pair_objectives(cfg, lm, 1, {})
     with pytest.raises(ConfigError, match="one process"):
-        motion_pair_streams(_cfg(tmp_path, 1.0), lm, 2, None)
+        pair_objectives(_cfg(tmp_path, 1.0), lm, 2, {})
     with pytest.raises(ConfigError, match="motion_contrast_beta"):
         LossSettings(motion_contrast_beta=0.0).check()
     eval_only = MotionPairs(LMDataConfig(chat=False, holdout_every=1), [_shards(tmp_path)], lm.vocab, lm.text_tokenizer,

@@ -158,9 +158,11 @@ def _sampling(cfg: EvalConfig):
     return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, cfg=cfg.cfg)
 
 
-def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: list[str] | None = None):
+def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: list[str] | None = None,
+                   blueprint_only: bool = False):
     """Text prompts -> (blocks, full frames uint8 [N,T,H,W,3], preview frames [N,T,H/2,W/2,3] or None).
-    negatives: one negative prompt per prompt for the guidance (default: the empty prompt)."""
+    negatives: one negative prompt per prompt for the guidance (default: the empty prompt). blueprint_only: sample the
+    blueprint section alone and decode only the previews (full frames None)."""
     from .layout import Sample, Turn
 
     sampling = _sampling(cfg)
@@ -168,8 +170,8 @@ def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: li
     ids = [pipe.layout.prompt_ids(Sample([Turn("user", [p])])) for p in prompts]
     negatives = negatives or [""] * len(prompts)
     uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for n in negatives] if sampling.use_cfg else None
-    blocks, _ = pipe.sample_blocks(ids, uncond, shape, pipe.sections(), sampling, gen)
-    full = pipe.to_frames(pipe.decode_blocks(blocks))
+    blocks, _ = pipe.sample_blocks(ids, uncond, shape, pipe.sections(blueprint_only), sampling, gen)
+    full = None if blueprint_only else pipe.to_frames(pipe.decode_blocks(blocks))
     preview = None
     if all(b.blueprint is not None for b in blocks):
         import torch

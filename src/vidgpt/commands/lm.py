@@ -1,4 +1,4 @@
-"""`vidgpt lm extend|train|merge|info`."""
+"""`vidgpt lm extend|train|build-prefs|merge|info`."""
 
 from __future__ import annotations
 
@@ -57,6 +57,27 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_merge)
 
+    p = g.add_parser(
+        "build-prefs", help="preference pairs from the model's own blueprints (for loss.preference_weight)",
+        description="Render fresh train-split scenes of straight moves, sample the model's blueprints for their captions, "
+        "judge each one's motion with the project's judge, and write every wrong-way sample as a pair against the true "
+        "clip's blueprint, with the model's own margin as the DPO reference (vidgpt.train.preference_pairs).",
+    )
+    p.add_argument("--model", default="model", help="the vidgpt LM that samples (and is the reference; default model/)")
+    p.add_argument("--out", required=True, help="output shard directory")
+    p.add_argument("--num", type=int, default=100, help="scenes drawn (non-straight moves are skipped; default 100)")
+    p.add_argument("--samples", type=int, default=2, help="blueprints sampled per prompt (default 2)")
+    p.add_argument("--frames", type=int, default=9, help="frames per clip (default 9)")
+    p.add_argument("--size", type=int, default=128, help="clip side (default 128)")
+    p.add_argument("--duration", type=float, help="as build-lm's --duration (default: the clip's own length)")
+    p.add_argument("--seed", type=int, default=0, help="scenes and sampling seed (default 0)")
+    p.add_argument("--cfg", type=float, default=3.0, help="guidance scale of the sampling (default 3, vidgpt generate's)")
+    p.add_argument("--batch", type=int, default=8, help="blueprints sampled per call (default 8)")
+    p.add_argument("--config", help="world config YAML (default: built-in)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a world config value")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_build_prefs)
+
     p = g.add_parser("info", help="say what a directory holds",
                      description="Say what a directory holds: a vidgpt LM (full or delta form, vocabulary, layout, adapter), "
                      "a plain transformers model (family, shape, context, chat template, whether `lm extend` takes it), "
@@ -64,6 +85,19 @@ def register(sub) -> None:
     p.add_argument("model", help="a directory")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=_info)
+
+
+def _build_prefs(args) -> int:
+    from ..data.synthetic import duration_overridden, load_world_config
+    from ..errors import ConfigError
+    from ..train.preference_pairs import PreferenceBuild, build_preferences
+
+    if duration_overridden(args.overrides):
+        raise ConfigError("build-prefs: set the world's duration with --duration SECONDS")
+    b = PreferenceBuild(num=args.num, samples=args.samples, frames=args.frames, size=args.size, duration=args.duration,
+                        seed=args.seed, cfg=args.cfg, batch=args.batch)
+    build_preferences(args.model, args.out, b, load_world_config(args.config, args.overrides), progress=not args.no_progress)
+    return 0
 
 
 def _extend(args) -> int:

@@ -72,6 +72,13 @@ class LossSettings:
     #                                                                  shards source of data.sources
     motion_contrast_eval_paths: list[str] = field(default_factory=list)  # held-out pairs for eval_contrast_margin:
     #                                                   every record of these shards; [] = the held-out split of the above
+    # DPO on preference pairs from the model's own blueprints (vidgpt.train.preference_pairs, `vidgpt lm build-prefs`)
+    preference_weight: float = 0.0  # its weight in the loss; 0 = off
+    preference_pairs: int = 1  # pairs a micro-step
+    preference_beta: float = 0.1  # -log sigmoid(beta * (margin - reference margin)), margins in nats a blueprint
+    preference_paths: list[str] = field(default_factory=list)  # their shards
+    preference_eval_paths: list[str] = field(default_factory=list)  # held-out pairs (all records); [] = the held-out
+    #                                                                  split (data.holdout_every) of preference_paths
 
     def check(self) -> "LossSettings":
         if self.text_kl_weight < 0:
@@ -84,6 +91,9 @@ class LossSettings:
             raise ConfigError(f"loss.embed_grad={self.embed_grad!r}: expected one of {', '.join(EMBED_GRADS)}")
         if self.chunk_tokens < 1:
             raise ConfigError(f"loss.chunk_tokens={self.chunk_tokens}: must be >= 1")
+        if self.preference_weight < 0 or self.preference_beta <= 0 or self.preference_pairs < 1:
+            raise ConfigError(f"loss.preference_weight={self.preference_weight} (>= 0), preference_beta="
+                              f"{self.preference_beta} (> 0), preference_pairs={self.preference_pairs} (>= 1)")
         if self.motion_contrast_weight < 0 or self.motion_contrast_beta <= 0 or self.motion_contrast_pairs < 1:
             raise ConfigError(f"loss.motion_contrast_weight={self.motion_contrast_weight} (>= 0), motion_contrast_beta="
                               f"{self.motion_contrast_beta} (> 0), motion_contrast_pairs={self.motion_contrast_pairs} (>= 1)")

@@ -296,49 +296,95 @@ def evaluate(accelerator, model, rows: list[dict], micro: int, amp, loss_head: L
     return float(tot[0] / tot[1].clamp(min=1))
 
 
-def motion_pair_streams(cfg: LMTrainConfig, lm, world: int, saved: dict | None):
-    """(training pairs, held-out pairs) of the contrastive motion loss, or (None, None) when it is off."""
-    c, t = cfg.loss, cfg.train
-    if c.motion_contrast_weight <= 0:
-        return None, None
-    if world > 1:
-        raise ConfigError("loss.motion_contrast_weight runs on one process (its second forward a micro-step is not "
-                          "DDP/FSDP-safe yet)")
-    from .motion_pairs import MotionPairs
+@dataclass
+class PairObjective:
+    """A pair loss the trainer adds each micro-step (vidgpt.train.motion_pairs / preference_pairs)."""
 
-    pairs = MotionPairs(cfg.data, c.motion_contrast_paths, lm.vocab, lm.text_tokenizer, t.seed, "train")
-    if saved is not None:
-        pairs.load(saved)
-    eval_pairs = None
-    if t.eval_batches > 0:
-        if c.motion_contrast_eval_paths:  # every record of these shards is held out
-            from dataclasses import replace
-
-            data = replace(cfg.data, holdout_every=1)
-            src = MotionPairs(data, c.motion_contrast_eval_paths, lm.vocab, lm.text_tokenizer, t.seed, "eval")
-        else:
-            src = MotionPairs(cfg.data, c.motion_contrast_paths, lm.vocab, lm.text_tokenizer, t.seed, "eval")
-        eval_pairs = src.take(EVAL_PAIRS_PER_BATCH * t.eval_batches)
-    return pairs, eval_pairs
+    name: str  # contrast | pref: the log's key prefix
+    stream: object  # .take(n) -> [Pair]; .state() / .load()
+    eval_pairs: list | None
+    weight: float
+    beta: float
+    per_step: int  # pairs a micro-step
+    loss_key: str  # its loss in the log
+    state_key: str  # its stream position in trainer_state.json
+    wins_key: str  # the held-out share with m > m_ref
 
 
 EVAL_PAIRS_PER_BATCH = 4
 
 
-def evaluate_pairs(model, eval_pairs: list, amp, loss_head: LossHead, pad_id: int, device) -> dict:
-    """The held-out pairs' mean margin (nats a clip) and the share the caption wins."""
-    from .motion_pairs import pair_batch, pair_margins
+def pair_objectives(cfg: LMTrainConfig, lm, world: int, state: dict) -> list[PairObjective]:
+    """The pair losses the config turns on: the contrastive motion loss, DPO on preference pairs (each with its
+    training stream, resumed from `state`, and its held-out pairs)."""
+    c, t = cfg.loss, cfg.train
+    out = []
+    if c.motion_contrast_weight <= 0 and c.preference_weight <= 0:
+        return out
+    if world > 1:
+        raise ConfigError("loss.motion_contrast_weight / preference_weight run on one process (their second forward "
+                          "a micro-step is not DDP/FSDP-safe yet)")
+    n_eval = EVAL_PAIRS_PER_BATCH * t.eval_batches
+    if c.motion_contrast_weight > 0:
+        from .motion_pairs import MotionPairs
+
+        pairs = MotionPairs(cfg.data, c.motion_contrast_paths, lm.vocab, lm.text_tokenizer, t.seed, "train")
+        if state.get("pairs") is not None:
+            pairs.load(state["pairs"])
+        ev = None
+        if n_eval:
+            if c.motion_contrast_eval_paths:  # every record of these shards is held out
+                from dataclasses import replace
+
+                src = MotionPairs(replace(cfg.data, holdout_every=1), c.motion_contrast_eval_paths, lm.vocab,
+                                  lm.text_tokenizer, t.seed, "eval")
+            else:
+                src = MotionPairs(cfg.data, c.motion_contrast_paths, lm.vocab, lm.text_tokenizer, t.seed, "eval")
+            ev = src.take(n_eval)
+        out.append(PairObjective("contrast", pairs, ev, c.motion_contrast_weight, c.motion_contrast_beta,
+                                 c.motion_contrast_pairs, "motion_contrast", "pairs", "eval_contrast_true_lower"))
+    if c.preference_weight > 0:
+        from .preference_pairs import PreferencePairs
+
+        pairs = PreferencePairs(cfg.data, c.preference_paths, lm.vocab, lm.text_tokenizer, t.seed, "train")
+        if state.get("preference_pairs") is not None:
+            pairs.load(state["preference_pairs"])
+        ev = None
+        if n_eval:
+            ev_paths = c.preference_eval_paths or c.preference_paths
+            ev = PreferencePairs(cfg.data, ev_paths, lm.vocab, lm.text_tokenizer, t.seed, "eval",
+                                 holdout_every=1 if c.preference_eval_paths else None).take(n_eval)
+        out.append(PairObjective("pref", pairs, ev, c.preference_weight, c.preference_beta, c.preference_pairs,
+                                 "preference", "preference_pairs", "eval_pref_wins"))
+    return out
+
+
+def evaluate_pairs(model, obj: PairObjective, amp, loss_head: LossHead, pad_id: int, device) -> dict:
+    """The held-out pairs' mean margin m - m_ref (nats a clip) and the share with m > m_ref."""
+    from .motion_pairs import pair_batch, pair_margins, ref_margins
 
     model.eval()
     ms = []
     with torch.no_grad():
-        for i in range(0, len(eval_pairs), EVAL_PAIRS_PER_BATCH):
+        for i in range(0, len(obj.eval_pairs), EVAL_PAIRS_PER_BATCH):
+            part = obj.eval_pairs[i : i + EVAL_PAIRS_PER_BATCH]
             with amp():
-                ms.append(pair_margins(loss_head, model, _to(pair_batch(eval_pairs[i : i + EVAL_PAIRS_PER_BATCH], pad_id),
-                                                                       device)).float())
+                m = pair_margins(loss_head, model, _to(pair_batch(part, pad_id), device)).float()
+            ms.append(m - ref_margins(part, m.device))
     model.train()
     m = torch.cat(ms)
-    return {"eval_contrast_margin": float(m.mean()), "eval_contrast_true_lower": float((m > 0).float().mean())}
+    return {f"eval_{obj.name}_margin": float(m.mean()), obj.wins_key: float((m > 0).float().mean())}
+
+
+def pair_loss(model, obj: PairObjective, amp, loss_head: LossHead, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, margins - ref margins) of `obj.per_step` fresh training pairs."""
+    from .motion_pairs import contrast_loss, pair_batch, pair_margins, ref_margins
+
+    part = obj.stream.take(obj.per_step)
+    with amp():
+        m = pair_margins(loss_head, model, _to(pair_batch(part, pad_id), device)).float()
+    ref = ref_margins(part, m.device)
+    return contrast_loss(m, obj.beta, ref), (m - ref).detach()
 
 
 def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -426,12 +472,13 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.eval_batches > 0:
         gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "eval", pad_id, rank, world)
         eval_rows = [next(gen) for _ in range(t.eval_batches * t.micro_batch_size)]
-    pairs, eval_pairs = motion_pair_streams(cfg, lm, world, state.get("pairs"))
+    objectives = pair_objectives(cfg, lm, world, state)
     if init_info and eval_rows and state["step"] == 0:  # the loss the new piece starts from (= the source's)
         rec0 = {"step": 0, "event": "init_from", "eval_loss": evaluate(accelerator, model, eval_rows, t.micro_batch_size,
                                                                       amp, loss_head)}
-        if eval_pairs:
-            rec0.update(evaluate_pairs(model, eval_pairs, amp, loss_head, pad_id, accelerator.device))
+        for obj in objectives:
+            if obj.eval_pairs:
+                rec0.update(evaluate_pairs(model, obj, amp, loss_head, pad_id, accelerator.device))
         log.write(rec0)
 
     last: dict = {}
@@ -442,7 +489,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     timed_out = resume and clock.out()  # a resumed run whose budget is spent takes no step (every rank reads the same state)
     while state["step"] < t.steps and not timed_out:
         step = state["step"]
-        losses, bad, text_kls, margins, closses = [], 0, [], [], []
+        losses, bad, text_kls = [], 0, []
+        margins: dict = {obj.name: ([], []) for obj in objectives}  # margins, losses of this step's pairs
         for k in range(t.grad_accum):
             batch = _to(collate([next(rows) for _ in range(t.micro_batch_size)]), accelerator.device)
             if cfg.data.input_noise > 0:
@@ -458,16 +506,11 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                     text_kls.append(loss_head.last_text_kl)
                     loss_head.last_text_kl = None
                 total = loss
-                if pairs is not None:  # the contrastive motion loss (vidgpt.train.motion_pairs)
-                    from .motion_pairs import contrast_loss, pair_batch, pair_margins
-
-                    pb = _to(pair_batch(pairs.take(cfg.loss.motion_contrast_pairs), pad_id), accelerator.device)
-                    with amp():
-                        m = pair_margins(loss_head, model, pb).float()
-                    closs = contrast_loss(m, cfg.loss.motion_contrast_beta)
-                    total = loss + cfg.loss.motion_contrast_weight * closs
-                    margins.append(m.detach())
-                    closses.append(float(closs.detach()))
+                for obj in objectives:  # pair losses (motion contrast, preferences)
+                    ploss, m = pair_loss(model, obj, amp, loss_head, pad_id, accelerator.device)
+                    total = total + obj.weight * ploss
+                    margins[obj.name][0].append(m)
+                    margins[obj.name][1].append(float(ploss.detach()))
                 bad += int(not torch.isfinite(total).item())
                 accelerator.backward(total / t.grad_accum)
             losses.append(loss.detach().float())
@@ -502,9 +545,10 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             rec["grad_norm"] = float(gnorm)
         if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)
             rec["text_kl"] = sum(text_kls) / len(text_kls)
-        if margins:  # this step's pairs: the mean margin (nats a clip) and contrast loss
-            rec["contrast_margin"] = float(torch.cat(margins).mean())
-            rec["motion_contrast"] = sum(closses) / len(closses)
+        for obj in objectives:  # this step's pairs: the mean margin (nats a clip, less the reference's) and loss
+            ms, ls = margins[obj.name]
+            rec[f"{obj.name}_margin"] = float(torch.cat(ms).mean())
+            rec[obj.loss_key] = sum(ls) / len(ls)
         if timed_out:
             rec["event"] = "time_budget"
         if state["step"] % max(1, t.log_every) == 0 or final:
@@ -513,16 +557,17 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             t0, tokens_since = time.time(), 0
         if eval_rows and ((t.eval_every and state["step"] % t.eval_every == 0) or final):
             rec["eval_loss"] = evaluate(accelerator, model, eval_rows, t.micro_batch_size, amp, loss_head)
-            if eval_pairs:
-                rec.update(evaluate_pairs(model, eval_pairs, amp, loss_head, pad_id, accelerator.device))
+            for obj in objectives:
+                if obj.eval_pairs:
+                    rec.update(evaluate_pairs(model, obj, amp, loss_head, pad_id, accelerator.device))
         log.write(rec)
         last = rec
         bar.set_postfix(loss=f"{mean_loss:.3f}")
         if (t.ckpt_every and state["step"] % t.ckpt_every == 0) or final:
             state["stats"] = stats.as_dict()
             state["data"] = gather_data_state(accelerator, rows)  # every rank: each stream's position
-            if pairs is not None:
-                state["pairs"] = pairs.state()
+            for obj in objectives:
+                state[obj.state_key] = obj.stream.state()
             fold_bit_rows(accelerator.unwrap_model(model))  # checkpoints hold plain rows (A = 0); the run continues unchanged
             save_checkpoint(accelerator, out, state["step"], state, t.keep_checkpoints)
     bar.close()

@@ -24,7 +24,7 @@ measured while the run trains.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,19 +32,24 @@ import torch.nn.functional as F
 
 from ..data.motion_words import reversed_motion
 from ..errors import ConfigError, DataError
-from ..layout import VISUAL, blueprint_shape
-from .lm_data import LMDataConfig, RecordFormatter, RecordSource, RecordTable, SourceConfig, _source_seed
+from ..layout import VISUAL, VisualBlock, blueprint_shape
+from .lm_data import LMDataConfig, RecordSource, RecordTable, SourceConfig, _source_seed, kind_weights, to_document
 from .packing import Document, collate
 
 PAIR_STREAM = 900  # source index of the pair stream in _source_seed (far from the mixture's sources)
 
 
 @dataclass
-class MotionPair:
-    true: Document  # the blueprint under the record's caption
-    reversed: Document  # the same codes under the caption with its motion reversed
+class Pair:
+    """Two documents the loss compares: `better` should be the likelier one. Here (motion contrast) the blueprint under
+    the record's caption and the same codes under the caption with its motion reversed; in
+    vidgpt.train.preference_pairs a true blueprint and the model's own wrong-way one, under one caption."""
+
+    better: Document
+    worse: Document
     caption: str
-    reversed_caption: str
+    other: str  # what `worse` differs by: the reversed caption here, a note on the sample there
+    ref_margin: float = 0.0  # the reference model's margin (DPO); 0 = none
 
 
 def later_frames_only(doc: Document, bp_shape: tuple) -> Document:
@@ -59,15 +64,29 @@ def later_frames_only(doc: Document, bp_shape: tuple) -> Document:
     return Document(list(doc.input_ids), w, list(doc.kinds))
 
 
+def blueprint_document(layout, weights_by_kind: dict, caption: str, shape: tuple, bp_codes, where: str = "record") -> Document:
+    """The text-to-video document of `caption` cut to its blueprint section (data.blueprint_only's form), weighted on
+    the blueprint's codes of latent frames >= 1 only."""
+    from .. import layout as L
+
+    bp = blueprint_shape(shape)
+    codes = np.asarray(bp_codes, dtype=np.int64)
+    if codes.size != int(np.prod(bp)):
+        raise DataError(f"{where}: {codes.size} blueprint codes for a {'x'.join(map(str, bp))} blueprint")
+    f = layout.format(L.text_to_video(caption, VisualBlock(shape, fine=None, blueprint=codes.reshape(bp))))
+    return later_frames_only(to_document(f.input_ids, f.kinds, weights_by_kind), bp)
+
+
 class PairFormatter:
-    """record -> MotionPair, or None when the record has no pair (an edit, an image, no blueprint, no motion word)."""
+    """record -> Pair, or None when the record has no pair (an edit, an image, no blueprint, no motion word)."""
 
     def __init__(self, vocab, text_tokenizer, cfg: LMDataConfig):
-        # the blueprint section only, always prompted; the records' own loss weights are replaced by the selection
-        self.fmt = RecordFormatter(vocab, text_tokenizer, replace(cfg, blueprint=True, blueprint_only=1.0,
-                                                                  prompt_dropout=0.0))
+        from ..layout import Layout
 
-    def __call__(self, rec: dict, rng: np.random.Generator, where: str = "record") -> MotionPair | None:
+        self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat)
+        self.wk = kind_weights(cfg)
+
+    def __call__(self, rec: dict, rng: np.random.Generator, where: str = "record") -> Pair | None:
         if rec.get("codes") is None or rec.get("edit") or rec.get("blueprint_codes") is None:
             return None
         shape = tuple(int(x) for x in rec.get("shape") or ())
@@ -78,9 +97,8 @@ class PairFormatter:
             return None
         cap = caps[int(rng.integers(len(caps)))]
         rev = reversed_motion(cap)
-        bp = blueprint_shape(shape)
-        docs = [later_frames_only(self.fmt({**rec, "caption": c, "captions": [c]}, rng, where), bp) for c in (cap, rev)]
-        return MotionPair(docs[0], docs[1], cap, rev)
+        docs = [blueprint_document(self.layout, self.wk, c, shape, rec["blueprint_codes"], where) for c in (cap, rev)]
+        return Pair(docs[0], docs[1], cap, rev)
 
 
 def pair_source_config(data: LMDataConfig, paths: list[str]) -> SourceConfig:
@@ -104,10 +122,10 @@ class MotionPairs:
                                    _source_seed(seed, PAIR_STREAM, split, stream), split, data.holdout_every,
                                    stream, n_streams, RecordTable(src))
 
-    def next(self) -> MotionPair:
+    def next(self) -> Pair:
         return self.source.next()
 
-    def take(self, n: int) -> list[MotionPair]:
+    def take(self, n: int) -> list[Pair]:
         return [self.next() for _ in range(n)]
 
     def state(self) -> dict:
@@ -117,9 +135,9 @@ class MotionPairs:
         self.source.load(state)
 
 
-def pair_batch(pairs: list[MotionPair], pad_id: int = 0) -> dict:
-    """Rows true_0, reversed_0, true_1, ...: one document a row, right-padded (weight 0), positions from 0."""
-    docs = [d for p in pairs for d in (p.true, p.reversed)]
+def pair_batch(pairs: list[Pair], pad_id: int = 0) -> dict:
+    """Rows better_0, worse_0, better_1, ...: one document a row, right-padded (weight 0), positions from 0."""
+    docs = [d for p in pairs for d in (p.better, p.worse)]
     L = max(len(d) for d in docs)
     rows = []
     for d in docs:
@@ -131,11 +149,15 @@ def pair_batch(pairs: list[MotionPair], pad_id: int = 0) -> dict:
 
 
 def pair_margins(loss_head, model, batch: dict) -> torch.Tensor:
-    """m [P] = NLL(reversed) - NLL(caption) of each pair (pair_batch's row order), in nats a clip."""
+    """m [P] = NLL(worse) - NLL(better) of each pair (pair_batch's row order), in nats a clip."""
     nll = loss_head.row_nll(model, batch)
     return nll[1::2] - nll[0::2]
 
 
-def contrast_loss(margins: torch.Tensor, beta: float) -> torch.Tensor:
-    """-log sigmoid(beta * m), the mean over the pairs."""
-    return F.softplus(-beta * margins).mean()
+def contrast_loss(margins: torch.Tensor, beta: float, ref: torch.Tensor | None = None) -> torch.Tensor:
+    """-log sigmoid(beta * (m - ref)), the mean over the pairs (ref: the reference model's margins, DPO; None = 0)."""
+    return F.softplus(-beta * (margins if ref is None else margins - ref)).mean()
+
+
+def ref_margins(pairs: list[Pair], device=None) -> torch.Tensor:
+    return torch.tensor([p.ref_margin for p in pairs], dtype=torch.float32, device=device)
