@@ -104,3 +104,8 @@ def test_video_to_llm_to_video(tmp_path, one_thread, capsys):
     assert set(rows) == {"full", "preview", "upsampled"}
     assert all(set(r) == {"color", "shape", "motion", "object", "clip"} and all(0 <= v <= 1 for v in r.values())
                for r in rows.values())
+    # --preview-only: the blueprint sampled alone, its preview judged (one row)
+    assert judge_sections.main([str(run / "model"), "--n", "2", "--frames", "9", "--size", "32", "--batch", "2",
+                                "--preview-only"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1].split()
+    assert last[0] == "preview" and last[1::2] == ["color", "shape", "motion", "object", "clip"]
