@@ -325,35 +325,26 @@ def pair_objectives(cfg: LMTrainConfig, lm, world: int, state: dict) -> list[Pai
         raise ConfigError("loss.motion_contrast_weight / preference_weight run on one process (their second forward "
                           "a micro-step is not DDP/FSDP-safe yet)")
     n_eval = EVAL_PAIRS_PER_BATCH * t.eval_batches
+
+    def streams(kind, paths: list[str], eval_paths: list[str], saved: dict | None):
+        """(training stream resumed from `saved`, held-out pairs: every record of eval_paths, or the held-out split)."""
+        pairs = kind(cfg.data, paths, lm.vocab, lm.text_tokenizer, t.seed, "train")
+        if saved is not None:
+            pairs.load(saved)
+        ev = kind(cfg.data, eval_paths or paths, lm.vocab, lm.text_tokenizer, t.seed, "eval",
+                  holdout_every=1 if eval_paths else None).take(n_eval) if n_eval else None
+        return pairs, ev
+
     if c.motion_contrast_weight > 0:
         from .motion_pairs import MotionPairs
 
-        pairs = MotionPairs(cfg.data, c.motion_contrast_paths, lm.vocab, lm.text_tokenizer, t.seed, "train")
-        if state.get("pairs") is not None:
-            pairs.load(state["pairs"])
-        ev = None
-        if n_eval:
-            if c.motion_contrast_eval_paths:  # every record of these shards is held out
-                from dataclasses import replace
-
-                src = MotionPairs(replace(cfg.data, holdout_every=1), c.motion_contrast_eval_paths, lm.vocab,
-                                  lm.text_tokenizer, t.seed, "eval")
-            else:
-                src = MotionPairs(cfg.data, c.motion_contrast_paths, lm.vocab, lm.text_tokenizer, t.seed, "eval")
-            ev = src.take(n_eval)
+        pairs, ev = streams(MotionPairs, c.motion_contrast_paths, c.motion_contrast_eval_paths, state.get("pairs"))
         out.append(PairObjective("contrast", pairs, ev, c.motion_contrast_weight, c.motion_contrast_beta,
                                  c.motion_contrast_pairs, "motion_contrast", "pairs", "eval_contrast_true_lower"))
     if c.preference_weight > 0:
         from .preference_pairs import PreferencePairs
 
-        pairs = PreferencePairs(cfg.data, c.preference_paths, lm.vocab, lm.text_tokenizer, t.seed, "train")
-        if state.get("preference_pairs") is not None:
-            pairs.load(state["preference_pairs"])
-        ev = None
-        if n_eval:
-            ev_paths = c.preference_eval_paths or c.preference_paths
-            ev = PreferencePairs(cfg.data, ev_paths, lm.vocab, lm.text_tokenizer, t.seed, "eval",
-                                 holdout_every=1 if c.preference_eval_paths else None).take(n_eval)
+        pairs, ev = streams(PreferencePairs, c.preference_paths, c.preference_eval_paths, state.get("preference_pairs"))
         out.append(PairObjective("pref", pairs, ev, c.preference_weight, c.preference_beta, c.preference_pairs,
                                  "preference", "preference_pairs", "eval_pref_wins"))
     return out

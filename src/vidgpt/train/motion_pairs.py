@@ -112,15 +112,10 @@ def pair_source_config(data: LMDataConfig, paths: list[str]) -> SourceConfig:
                       "or loss.motion_contrast_paths")
 
 
-class MotionPairs:
-    """Endless motion pairs of one split (resumable: `state()` / `load()`)."""
+class PairStream:
+    """Endless pairs of one split from a RecordSource whose formatter makes Pairs (resumable: `state()` / `load()`)."""
 
-    def __init__(self, data: LMDataConfig, paths: list[str], vocab, text_tokenizer, seed: int, split: str = "train",
-                 stream: int = 0, n_streams: int = 1):
-        src = pair_source_config(data, paths)
-        self.source = RecordSource(src, PairFormatter(vocab, text_tokenizer, data),
-                                   _source_seed(seed, PAIR_STREAM, split, stream), split, data.holdout_every,
-                                   stream, n_streams, RecordTable(src))
+    source: RecordSource
 
     def next(self) -> Pair:
         return self.source.next()
@@ -133,6 +128,17 @@ class MotionPairs:
 
     def load(self, state: dict) -> None:
         self.source.load(state)
+
+
+class MotionPairs(PairStream):
+    """Motion pairs (caption vs reversed caption) from a shards source of text-to-video records."""
+
+    def __init__(self, data: LMDataConfig, paths: list[str], vocab, text_tokenizer, seed: int, split: str = "train",
+                 holdout_every: int | None = None):
+        src = pair_source_config(data, paths)
+        hold = data.holdout_every if holdout_every is None else holdout_every
+        self.source = RecordSource(src, PairFormatter(vocab, text_tokenizer, data),
+                                   _source_seed(seed, PAIR_STREAM, split, 0), split, hold, 0, 1, RecordTable(src))
 
 
 def pair_batch(pairs: list[Pair], pad_id: int = 0) -> dict:

@@ -31,7 +31,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..layout import blueprint_shape
 from .lm_data import LMDataConfig, RecordSource, RecordTable, SourceConfig, _source_seed, kind_weights
-from .motion_pairs import Pair, blueprint_document
+from .motion_pairs import Pair, PairStream, blueprint_document
 
 PREF_STREAM = 901  # source index of the preference stream in _source_seed
 
@@ -55,8 +55,8 @@ class PreferenceFormatter:
                     float(rec.get("ref_margin") or 0.0))
 
 
-class PreferencePairs:
-    """Endless preference pairs of one split from shards of `build_preferences` (resumable)."""
+class PreferencePairs(PairStream):
+    """Preference pairs of one split from shards of `build_preferences`."""
 
     def __init__(self, data: LMDataConfig, paths: list[str], vocab, text_tokenizer, seed: int, split: str = "train",
                  holdout_every: int | None = None):
@@ -66,18 +66,6 @@ class PreferencePairs:
         hold = data.holdout_every if holdout_every is None else holdout_every
         self.source = RecordSource(src, PreferenceFormatter(vocab, text_tokenizer, data),
                                    _source_seed(seed, PREF_STREAM, split, 0), split, hold, 0, 1, RecordTable(src))
-
-    def next(self) -> Pair:
-        return self.source.next()
-
-    def take(self, n: int) -> list[Pair]:
-        return [self.next() for _ in range(n)]
-
-    def state(self) -> dict:
-        return self.source.state()
-
-    def load(self, state: dict) -> None:
-        self.source.load(state)
 
 
 # --- building the pairs -------------------------------------------------------------------------------------------
