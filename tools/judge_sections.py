@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     ap.add_argument("--preview-only", action="store_true",
-                    help="sample the blueprint section alone and judge its preview (~5x faster: a quick motion check of a "
-                         "checkpoint; its draws differ from a full run's after the first batch)")
+                    help="sample the blueprint section alone and judge its preview: the full run's preview columns "
+                         "(the sampler's noise is keyed by position, so the blueprints are the same), ~5x faster")
     args = ap.parse_args(argv)
 
     pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine})
