@@ -30,9 +30,10 @@ token a position; the KL gives the whole distribution the base had there. `text_
 side over every row instead: the KL then also pays -log(1 - m) for the mass m the model puts on any new row in plain
 text (what the all-row perplexity of `vidgpt eval model` counts and a text turn never samples).
 
-`motion_contrast_weight` > 0: the contrastive motion loss (vidgpt.train.motion_pairs; the trainer adds it): a clip's
-blueprint under its caption against the same codes under the caption with the motion reversed. `row_nll` gives the
-per-document likelihoods it compares (one document a row).
+`motion_contrast_weight` / `preference_weight` > 0: pair losses the trainer adds (vidgpt.train.motion_pairs: a clip's
+blueprint under its caption against the same codes under the caption with the motion reversed;
+vidgpt.train.preference_pairs: DPO of a true blueprint over the model's own wrong-way one). `row_nll` gives the
+per-document likelihoods they compare (one document a row).
 
 `embed_grad`: `input` (exact) or `head_only`: the input embedding is looked up without gradient, so the
 new rows learn through the tied output head only and the backward pass stops at the lowest trainable

@@ -5,11 +5,12 @@ mixed text/video documents (vidgpt.train.lm_data) go through the model with posi
 document (no cross-document attention, vidgpt.attention); the loss is a weighted next-token cross entropy
 on the token kinds the config names (VISUAL tokens weighted by `visual_loss_weight`), normalised by the
 number of trained tokens of each micro-batch, computed by vidgpt.train.lm_loss (on a single-process CPU run
-without the 65.7k-wide logits: `loss.head`, see there), plus the contrastive motion loss when
-`loss.motion_contrast_weight` > 0 (vidgpt.train.motion_pairs: prompt-swapped pairs from their own resumable stream,
-margins logged). AdamW, linear warmup then cosine to `min_lr_ratio`, grad clipping, gradient accumulation, bf16
-autocast on CUDA, optional gradient checkpointing, full finetuning or LoRA (new token rows trainable). A non-finite loss skips the optimizer update; `max_nonfinite` of them
-stop the run with a TrainingError.
+without the 65.7k-wide logits: `loss.head`, see there), plus the pair losses the config turns on (one process):
+the contrastive motion loss (`loss.motion_contrast_weight`, vidgpt.train.motion_pairs) and DPO on preference pairs
+(`loss.preference_weight`, vidgpt.train.preference_pairs), each from its own resumable pair stream, margins logged.
+AdamW, linear warmup then cosine to `min_lr_ratio`, grad clipping, gradient accumulation, bf16 autocast on CUDA,
+optional gradient checkpointing, full finetuning or LoRA (new token rows trainable). A non-finite loss skips the
+optimizer update; `max_nonfinite` of them stop the run with a TrainingError.
 
 OUT/ holds: checkpoints/step-NNNNNNN/ (accelerate state: model, optimizer, RNG; + scheduler and
 trainer_state.json with the data position), written to a temp name and renamed, last `keep_checkpoints`
