@@ -353,30 +353,30 @@ def pair_objectives(cfg: LMTrainConfig, lm, world: int, state: dict) -> list[Pai
 
 def evaluate_pairs(model, obj: PairObjective, amp, loss_head: LossHead, pad_id: int, device) -> dict:
     """The held-out pairs' mean margin m - m_ref (nats a clip) and the share with m > m_ref."""
-    from .motion_pairs import pair_batch, pair_margins, ref_margins
-
     model.eval()
-    ms = []
     with torch.no_grad():
-        for i in range(0, len(obj.eval_pairs), EVAL_PAIRS_PER_BATCH):
-            part = obj.eval_pairs[i : i + EVAL_PAIRS_PER_BATCH]
-            with amp():
-                m = pair_margins(loss_head, model, _to(pair_batch(part, pad_id), device)).float()
-            ms.append(m - ref_margins(part, m.device))
+        ms = [margins_over_ref(model, obj.eval_pairs[i : i + EVAL_PAIRS_PER_BATCH], amp, loss_head, pad_id, device)[0]
+              for i in range(0, len(obj.eval_pairs), EVAL_PAIRS_PER_BATCH)]
     model.train()
     m = torch.cat(ms)
     return {f"eval_{obj.name}_margin": float(m.mean()), obj.wins_key: float((m > 0).float().mean())}
 
 
+def margins_over_ref(model, pairs: list, amp, loss_head: LossHead, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m - m_ref, m) of `pairs`: their margins under the model (fp32) less the reference's."""
+    from .motion_pairs import pair_batch, pair_margins, ref_margins
+
+    with amp():
+        m = pair_margins(loss_head, model, _to(pair_batch(pairs, pad_id), device)).float()
+    return m - ref_margins(pairs, m.device), m
+
+
 def pair_loss(model, obj: PairObjective, amp, loss_head: LossHead, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, margins - ref margins) of `obj.per_step` fresh training pairs."""
-    from .motion_pairs import contrast_loss, pair_batch, pair_margins, ref_margins
+    from .motion_pairs import contrast_loss
 
-    part = obj.stream.take(obj.per_step)
-    with amp():
-        m = pair_margins(loss_head, model, _to(pair_batch(part, pad_id), device)).float()
-    ref = ref_margins(part, m.device)
-    return contrast_loss(m, obj.beta, ref), (m - ref).detach()
+    over, _ = margins_over_ref(model, obj.stream.take(obj.per_step), amp, loss_head, pad_id, device)
+    return contrast_loss(over, obj.beta), over.detach()
 
 
 def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:

@@ -34,7 +34,7 @@ from ..data.motion_words import reversed_motion
 from ..errors import ConfigError, DataError
 from ..layout import VISUAL, VisualBlock, blueprint_shape
 from .lm_data import LMDataConfig, RecordSource, RecordTable, SourceConfig, _source_seed, kind_weights, to_document
-from .packing import Document, collate
+from .packing import Document, collate, pack
 
 PAIR_STREAM = 900  # source index of the pair stream in _source_seed (far from the mixture's sources)
 
@@ -77,14 +77,21 @@ def blueprint_document(layout, weights_by_kind: dict, caption: str, shape: tuple
     return later_frames_only(to_document(f.input_ids, f.kinds, weights_by_kind), bp)
 
 
-class PairFormatter:
-    """record -> Pair, or None when the record has no pair (an edit, an image, no blueprint, no motion word)."""
+class BlueprintPairFormatter:
+    """What both pair formatters hold: the layout and the kind weights their blueprint documents are made with."""
 
     def __init__(self, vocab, text_tokenizer, cfg: LMDataConfig):
         from ..layout import Layout
 
         self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat)
         self.wk = kind_weights(cfg)
+
+    def document(self, caption: str, shape: tuple, bp_codes, where: str) -> Document:
+        return blueprint_document(self.layout, self.wk, caption, shape, bp_codes, where)
+
+
+class PairFormatter(BlueprintPairFormatter):
+    """record -> Pair, or None when the record has no pair (an edit, an image, no blueprint, no motion word)."""
 
     def __call__(self, rec: dict, rng: np.random.Generator, where: str = "record") -> Pair | None:
         if rec.get("codes") is None or rec.get("edit") or rec.get("blueprint_codes") is None:
@@ -97,7 +104,7 @@ class PairFormatter:
             return None
         cap = caps[int(rng.integers(len(caps)))]
         rev = reversed_motion(cap)
-        docs = [blueprint_document(self.layout, self.wk, c, shape, rec["blueprint_codes"], where) for c in (cap, rev)]
+        docs = [self.document(c, shape, rec["blueprint_codes"], where) for c in (cap, rev)]
         return Pair(docs[0], docs[1], cap, rev)
 
 
@@ -142,16 +149,10 @@ class MotionPairs(PairStream):
 
 
 def pair_batch(pairs: list[Pair], pad_id: int = 0) -> dict:
-    """Rows better_0, worse_0, better_1, ...: one document a row, right-padded (weight 0), positions from 0."""
+    """Rows better_0, worse_0, better_1, ...: one document a row (packing's rows, padded to the longest)."""
     docs = [d for p in pairs for d in (p.better, p.worse)]
     L = max(len(d) for d in docs)
-    rows = []
-    for d in docs:
-        pad = L - len(d)
-        rows.append({"input_ids": torch.tensor(d.input_ids + [pad_id] * pad, dtype=torch.long),
-                     "position_ids": torch.arange(L, dtype=torch.long),
-                     "weights": torch.tensor(list(d.weights) + [0.0] * pad, dtype=torch.float32)})
-    return collate(rows)
+    return collate([row for d in docs for row in pack([d], L, pad_id)])
 
 
 def pair_margins(loss_head, model, batch: dict) -> torch.Tensor:

@@ -30,27 +30,20 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..layout import blueprint_shape
-from .lm_data import LMDataConfig, RecordSource, RecordTable, SourceConfig, _source_seed, kind_weights
-from .motion_pairs import Pair, PairStream, blueprint_document
+from .lm_data import LMDataConfig, RecordSource, RecordTable, SourceConfig, _source_seed
+from .motion_pairs import BlueprintPairFormatter, Pair, PairStream
 
 PREF_STREAM = 901  # source index of the preference stream in _source_seed
 
 
-class PreferenceFormatter:
+class PreferenceFormatter(BlueprintPairFormatter):
     """A preference record -> Pair (better = the true blueprint, worse = the sample; ref margin), or None."""
 
-    def __init__(self, vocab, text_tokenizer, cfg: LMDataConfig):
-        from ..layout import Layout
-
-        self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat)
-        self.wk = kind_weights(cfg)
-
-    def __call__(self, rec: dict, rng: np.random.Generator, where: str = "record") -> Pair | None:
+    def __call__(self, rec: dict, rng: np.random.Generator | None = None, where: str = "record") -> Pair | None:
         if rec.get("win_blueprint") is None or rec.get("lose_blueprint") is None:
             return None
         shape = tuple(int(x) for x in rec["shape"])
-        docs = [blueprint_document(self.layout, self.wk, rec["caption"], shape, rec[k], where)
-                for k in ("win_blueprint", "lose_blueprint")]
+        docs = [self.document(rec["caption"], shape, rec[k], where) for k in ("win_blueprint", "lose_blueprint")]
         return Pair(docs[0], docs[1], rec["caption"], str(rec.get("observed") or "no motion"),
                     float(rec.get("ref_margin") or 0.0))
 
@@ -133,27 +126,34 @@ def build_preferences(model_dir, out, b: PreferenceBuild, world, progress: bool 
     from ..utils import progress_wanted
 
     bar = tqdm(total=len(todo), desc="build-prefs", unit="blueprint", disable=not progress_wanted(progress))
+    shape = pipe.latent_shape(b.frames, b.size, b.size)
+    truth: dict[int, list[int]] = {}  # prompt index -> its true clip's blueprint codes (rendered and encoded once)
     for s in range(0, len(todo), b.batch):
         part = todo[s : s + b.batch]
         blocks, _, preview = generate_batch(pipe, [c for _, _, c in part], ecfg, gen, blueprint_only=True)
-        truth = encode_batch(pipe.video_tokenizer, [render_scene(sc, b.frames, b.size, b.size, b.fps) for _, sc, _ in part],
-                             True, len(part))
-        for (i, scene, cap), blk, frames, (_, true_bp) in zip(part, blocks, preview, truth):
+        new = {i: sc for i, sc, _ in part if i not in truth}
+        if new:
+            coded = encode_batch(pipe.video_tokenizer, [render_scene(sc, b.frames, b.size, b.size, b.fps)
+                                                        for sc in new.values()], True, len(new))
+            truth.update({i: bp.reshape(-1).tolist() for i, (_, bp) in zip(new, coded)})
+        wrong = []
+        for (i, scene, cap), blk, frames in zip(part, blocks, preview):
             counts["samples"] += 1
             verdict = judge_clip(frames, scene, fps=b.fps).objects[0]
             if verdict.motion.passed:
                 counts["right"] += 1
                 continue
             counts["wrong"] += 1
-            shape = pipe.latent_shape(b.frames, b.size, b.size)
-            rec = {"caption": cap, "shape": list(shape), "blueprint_shape": list(blueprint_shape(shape)),
-                   "win_blueprint": true_bp.reshape(-1).tolist(), "lose_blueprint": blk.blueprint.reshape(-1).tolist(),
-                   "asked": scene.objects[0].motion, "observed": verdict.motion.observed,
-                   "source": f"prefs:{b.seed}/{i}/{counts['samples']}", "scene": scene.to_dict()}
-            pair = fmt(rec, np.random.default_rng(0))
+            wrong.append({"caption": cap, "shape": list(shape), "blueprint_shape": list(blueprint_shape(shape)),
+                          "win_blueprint": truth[i], "lose_blueprint": blk.blueprint.reshape(-1).tolist(),
+                          "asked": scene.objects[0].motion, "observed": verdict.motion.observed,
+                          "source": f"prefs:{b.seed}/{i}/{counts['samples']}", "scene": scene.to_dict()})
+        if wrong:  # the reference margins of this batch's pairs, in one forward
             with torch.no_grad():
-                rec["ref_margin"] = float(pair_margins(head, ref_model, pair_batch([pair], pipe.pad_id))[0])
-            records.append(rec)
+                m = pair_margins(head, ref_model, pair_batch([fmt(r, None) for r in wrong], pipe.pad_id))
+            for rec, x in zip(wrong, m.tolist()):
+                rec["ref_margin"] = float(x)
+            records += wrong
         bar.update(len(part))
     bar.close()
     out = Path(out)
