@@ -94,3 +94,37 @@ def test_preference_settings_are_checked():
     lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1})
     with pytest.raises(ConfigError, match="preference_paths"):
         PreferencePairs(LMDataConfig(), [], lm.vocab, lm.text_tokenizer, 0)
+
+
+def test_own_winners_pair_right_and_wrong_samples_of_one_prompt(built, tmp_path, monkeypatch):
+    """--winners own: both sides are the model's samples for the same caption, the better one judged right on
+    motion, both right on colour; each wrong sample is used once, at most per_prompt a prompt."""
+    import vidgpt.data.judge as judge
+    from vidgpt.train.preference_pairs import _own_pairs, _Sample
+
+    calls = []
+
+    def fake_judge(frames, scene, fps=8.0):  # every third sample moves right; every fifth has the wrong colour
+        n = len(calls)
+        calls.append(n)
+        check = judge.AttributeCheck
+        v = judge.ObjectVerdict(0, check("red", "red", n % 5 != 4), check("circle", "circle", True),
+                                check("right", "right" if n % 3 == 0 else "left", n % 3 == 0), len(frames))
+        return judge.JudgeResult([v], [], v.passed)
+
+    monkeypatch.setattr(judge, "judge_clip", fake_judge)
+    model, _, _, _ = built
+    b = PreferenceBuild(num=6, samples=6, frames=5, size=32, seed=1, batch=4, winners="own", per_prompt=2)
+    counts = build_preferences(model, tmp_path / "own", b, WorldConfig(max_objects=1, backgrounds=["solid"]))
+    recs = pq.read_table(tmp_path / "own" / "part-00000-00000.parquet").to_pylist()
+    assert counts["samples"] == len(calls) == 6 * counts["prompts"]
+    assert counts["right"] == sum(1 for n in calls if n % 3 == 0)
+    assert 0 < counts["pairs"] == len(recs) <= 2 * counts["prompts"] and counts["prompts_paired"] <= counts["prompts"]
+    for r in recs:
+        assert r["observed"] == "left" and r["win_blueprint"] != r["lose_blueprint"] and np.isfinite(r["ref_margin"])
+    # the pairing rule itself: wrong-colour samples never enter; right ones are reused in turn
+    s = [_Sample(0, [k], k in (0, 3), k != 4, "x") for k in range(6)]
+    assert [(a.codes[0], w.codes[0]) for a, w in _own_pairs(s, 3)] == [(0, 1), (3, 2), (0, 5)]
+    assert _own_pairs([x for x in s if not x.motion_ok], 3) == []
+    with pytest.raises(Exception, match="winners"):
+        build_preferences(model, tmp_path / "bad", PreferenceBuild(winners="best"), WorldConfig())

@@ -73,6 +73,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="scenes and sampling seed (default 0)")
     p.add_argument("--cfg", type=float, default=3.0, help="guidance scale of the sampling (default 3, vidgpt generate's)")
     p.add_argument("--batch", type=int, default=8, help="blueprints sampled per call (default 8)")
+    p.add_argument("--winners", choices=["truth", "own"], default="truth",
+                   help="the better side of a pair: the true clip's blueprint (truth, the default) or one of the model's "
+                   "own samples of the same prompt that moved the asked way (own: both sides on-policy)")
+    p.add_argument("--per-prompt", type=int, default=4, help="with --winners own: at most this many pairs a prompt (default 4)")
     p.add_argument("--config", help="world config YAML (default: built-in)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a world config value")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -95,7 +99,7 @@ def _build_prefs(args) -> int:
     if duration_overridden(args.overrides):
         raise ConfigError("build-prefs: set the world's duration with --duration SECONDS")
     b = PreferenceBuild(num=args.num, samples=args.samples, frames=args.frames, size=args.size, duration=args.duration,
-                        seed=args.seed, cfg=args.cfg, batch=args.batch)
+                        seed=args.seed, cfg=args.cfg, batch=args.batch, winners=args.winners, per_prompt=args.per_prompt)
     build_preferences(args.model, args.out, b, load_world_config(args.config, args.overrides), progress=not args.no_progress)
     return 0
 

@@ -66,6 +66,9 @@ class PreferencePairs(PairStream):
 STRAIGHT = ("left", "right", "up", "down", "up-left", "up-right", "down-left", "down-right")
 
 
+WINNERS = ("truth", "own")
+
+
 @dataclass
 class PreferenceBuild:
     num: int = 100  # scenes (prompts) drawn; those with any non-straight motion are skipped
@@ -78,6 +81,11 @@ class PreferenceBuild:
     cfg: float = 3.0  # guidance scale of the sampling (vidgpt generate's)
     temperature: float = 1.0
     batch: int = 8  # blueprints sampled per call
+    # what a pair's `better` side is: "truth", the true clip's blueprint (every wrong-way sample is a pair);
+    # "own", one of the model's own samples for the same prompt that the judge passed on motion (both sides
+    # on-policy, so a pair differs mainly in where the object went; both sides' colour passed too)
+    winners: str = "truth"
+    per_prompt: int = 4  # "own": at most this many pairs a prompt (each wrong sample once, the right ones in turn)
 
 
 def _scenes(b: PreferenceBuild, world) -> list[tuple]:
@@ -91,6 +99,23 @@ def _scenes(b: PreferenceBuild, world) -> list[tuple]:
         if all(o.motion in STRAIGHT for o in scene.objects):
             out.append((i, scene, caption(scene, rng, STYLES[i % len(STYLES)])))
     return out
+
+
+@dataclass
+class _Sample:
+    prompt: int  # index of the prompt's scene
+    codes: list[int]  # the sampled blueprint, flat
+    motion_ok: bool
+    colour_ok: bool
+    observed: str
+
+
+def _own_pairs(samples: list[_Sample], per_prompt: int) -> list[tuple[_Sample, _Sample]]:
+    """(right, wrong) pairs of one prompt's samples: every sample with the right colour whose motion failed, up to
+    per_prompt of them, each against a right-motion, right-colour sample of the same prompt taken in turn."""
+    right = [x for x in samples if x.motion_ok and x.colour_ok]
+    wrong = [x for x in samples if not x.motion_ok and x.colour_ok]
+    return [(right[j % len(right)], w) for j, w in enumerate(wrong[:per_prompt])] if right else []
 
 
 def build_preferences(model_dir, out, b: PreferenceBuild, world, progress: bool = False, log=print) -> dict:
@@ -108,6 +133,10 @@ def build_preferences(model_dir, out, b: PreferenceBuild, world, progress: bool 
 
     if b.samples < 1 or b.num < 1:
         raise ConfigError(f"build-prefs: --num {b.num} and --samples {b.samples} must be >= 1")
+    if b.winners not in WINNERS:
+        raise ConfigError(f"build-prefs: --winners must be one of {', '.join(WINNERS)}, not {b.winners!r}")
+    if b.winners == "own" and (b.samples < 2 or b.per_prompt < 1):
+        raise ConfigError("build-prefs: --winners own pairs samples of one prompt: --samples >= 2, --per-prompt >= 1")
     world = clip_world(world, b.frames, b.fps, b.duration)
     pipe = VidGPT.from_pretrained(model_dir, decode_options={"cfg_fine": False})
     if not pipe.blueprint:
@@ -119,7 +148,8 @@ def build_preferences(model_dir, out, b: PreferenceBuild, world, progress: bool 
     head = LossHead(pipe.vocab, LossSettings(head="constrained"))
     ref_model = load_vidgpt_lm(model_dir).model  # fp32, LoRA merged: the reference NLLs (the pipeline may run bf16)
     items = _scenes(b, world)
-    records, counts = [], {"prompts": len(items), "samples": 0, "wrong": 0, "right": 0}
+    scenes = {i: (scene, cap) for i, scene, cap in items}
+    counts = {"prompts": len(items), "samples": 0, "wrong": 0, "right": 0}
     todo = [(i, scene, cap) for i, scene, cap in items for _ in range(b.samples)]
     from tqdm.auto import tqdm
 
@@ -127,42 +157,50 @@ def build_preferences(model_dir, out, b: PreferenceBuild, world, progress: bool 
 
     bar = tqdm(total=len(todo), desc="build-prefs", unit="blueprint", disable=not progress_wanted(progress))
     shape = pipe.latent_shape(b.frames, b.size, b.size)
-    truth: dict[int, list[int]] = {}  # prompt index -> its true clip's blueprint codes (rendered and encoded once)
+    sampled: dict[int, list[_Sample]] = {i: [] for i, _, _ in items}
     for s in range(0, len(todo), b.batch):
         part = todo[s : s + b.batch]
         blocks, _, preview = generate_batch(pipe, [c for _, _, c in part], ecfg, gen, blueprint_only=True)
-        new = {i: sc for i, sc, _ in part if i not in truth}
-        if new:
-            coded = encode_batch(pipe.video_tokenizer, [render_scene(sc, b.frames, b.size, b.size, b.fps)
-                                                        for sc in new.values()], True, len(new))
-            truth.update({i: bp.reshape(-1).tolist() for i, (_, bp) in zip(new, coded)})
-        wrong = []
-        for (i, scene, cap), blk, frames in zip(part, blocks, preview):
+        for (i, scene, _), blk, frames in zip(part, blocks, preview):
+            v = judge_clip(frames, scene, fps=b.fps).objects[0]
+            sampled[i].append(_Sample(i, blk.blueprint.reshape(-1).tolist(), bool(v.motion.passed),
+                                      bool(v.color.passed), str(v.motion.observed)))
             counts["samples"] += 1
-            verdict = judge_clip(frames, scene, fps=b.fps).objects[0]
-            if verdict.motion.passed:
-                counts["right"] += 1
-                continue
-            counts["wrong"] += 1
-            wrong.append({"caption": cap, "shape": list(shape), "blueprint_shape": list(blueprint_shape(shape)),
-                          "win_blueprint": truth[i], "lose_blueprint": blk.blueprint.reshape(-1).tolist(),
-                          "asked": scene.objects[0].motion, "observed": verdict.motion.observed,
-                          "source": f"prefs:{b.seed}/{i}/{counts['samples']}", "scene": scene.to_dict()})
-        if wrong:  # the reference margins of this batch's pairs, in one forward
-            with torch.no_grad():
-                m = pair_margins(head, ref_model, pair_batch([fmt(r, None) for r in wrong], pipe.pad_id))
-            for rec, x in zip(wrong, m.tolist()):
-                rec["ref_margin"] = float(x)
-            records += wrong
+            counts["right" if v.motion.passed else "wrong"] += 1
         bar.update(len(part))
     bar.close()
+
+    if b.winners == "truth":  # the true clips' blueprints, rendered and encoded once a prompt
+        truth = {}
+        for s in range(0, len(items), b.batch):
+            part = items[s : s + b.batch]
+            coded = encode_batch(pipe.video_tokenizer, [render_scene(sc, b.frames, b.size, b.size, b.fps)
+                                                        for _, sc, _ in part], True, len(part))
+            truth.update({i: bp.reshape(-1).tolist() for (i, _, _), (_, bp) in zip(part, coded)})
+        pairs = [(truth[i], x) for i, xs in sampled.items() for x in xs if not x.motion_ok]
+    else:
+        pairs = [(w.codes, x) for xs in sampled.values() for w, x in _own_pairs(xs, b.per_prompt)]
+    records = []
+    for n, (win, lose) in enumerate(pairs):
+        scene, cap = scenes[lose.prompt]
+        records.append({"caption": cap, "shape": list(shape), "blueprint_shape": list(blueprint_shape(shape)),
+                        "win_blueprint": win, "lose_blueprint": lose.codes, "asked": scene.objects[0].motion,
+                        "observed": lose.observed, "source": f"prefs:{b.seed}/{lose.prompt}/{n}",
+                        "scene": scene.to_dict()})
+    for s in range(0, len(records), b.batch):  # the reference margins, a batch of pairs a forward
+        part = records[s : s + b.batch]
+        with torch.no_grad():
+            m = pair_margins(head, ref_model, pair_batch([fmt(r, None) for r in part], pipe.pad_id))
+        for rec, x in zip(part, m.tolist()):
+            rec["ref_margin"] = float(x)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_parquet(records, out / "part-00000-00000.parquet")
     counts["pairs"] = len(records)
+    counts["prompts_paired"] = len({r["source"].split("/")[1] for r in records})
     (out / "report.json").write_text(json.dumps({"build": b.__dict__, "model": str(model_dir), "counts": counts}, indent=1))
     log(f"build-prefs: {counts['prompts']} prompts, {counts['samples']} sampled blueprints, {counts['right']} moved the "
-        f"asked way, {counts['pairs']} pairs -> {out}")
+        f"asked way, {counts['pairs']} pairs ({b.winners} winners, {counts['prompts_paired']} prompts) -> {out}")
     return counts
 
 
@@ -171,8 +209,8 @@ def _write_parquet(records: list[dict], path: Path) -> None:
     import pyarrow.parquet as pq
 
     if not records:
-        raise DataError("build-prefs: no pair (every sampled blueprint moved the asked way, or no prompt was a straight "
-                        "move); raise --num or --samples")
+        raise DataError("build-prefs: no pair (no wrong-way sample, no prompt with both a right and a wrong one, or no "
+                        "straight move among the prompts); raise --num or --samples")
     rows = [dict(r, scene=json.dumps(r["scene"])) for r in records]
     tmp = path.with_suffix(".tmp")
     pq.write_table(pa.Table.from_pylist(rows), tmp)
