@@ -43,3 +43,21 @@ def test_shape_images_and_classifier_run_on_a_tiny_tokenizer(probes):
     assert pooled.shape == (20, 3, 8, 8) and label.shape == (20,) and int(label.max()) < 8
     acc = probes.classifier_accuracy(pooled, label, epochs=1, width=8)
     assert 0.0 <= acc <= 1.0
+
+
+def test_oracle_takes_the_quantizer_out_and_puts_it_back(probes):
+    torch.manual_seed(0)
+    tok = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
+    x = torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        signed = tok(x).lfq.quantized
+        with probes.without_quantizer():
+            out = tok(x)
+        after = tok(x).lfq.quantized
+    assert set(signed.unique().tolist()) == {-1.0, 1.0} and torch.equal(after, signed)
+    z = tok.quantizer.normalize(tok.encoder(x))
+    assert torch.allclose(out.lfq.quantized, z) and out.lfq.quantized.unique().numel() > 2
+    assert float(out.lfq.commitment_loss) == 0.0 and float(out.lfq.entropy_loss) == 0.0
+    net = probes.Unquantized(tok)
+    assert torch.allclose(net.encode(x), z, atol=1e-6)
+    assert net.decode(net.encode(x)).shape == x.shape and not torch.allclose(net.decode(z), tok.decode(tok.encode(x)))

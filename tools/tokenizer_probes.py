@@ -4,6 +4,11 @@
 degrade  -- the judge on one-object held-out scenes after fixed, tokenizer-free degradations (Gaussian blur of
             sigma px; average-pooling by f then upsampling back): how sharp a reconstruction must be for the judge
             to see the right shape, and what a plain f x f thumbnail keeps.
+oracle   -- can this encoder and decoder carry the shapes at all when the codes do not limit them? The tokenizer's
+            sign quantizer is taken out (the decoder reads the normalised latent itself: K real numbers a cell, not K
+            bits), the whole model trained on from a tokenizer as `vidgpt tokenizer train` would, then judged like
+            `vidgpt tokenizer eval`. Near the quantized run = the network is the limit (width, depth, loss); far
+            above = the 14 bits are (more bits, or finer cells).
 probe    -- is the shape in the codes? A small conv classifier (8 shapes) trained on a tokenizer's codes (its K bits
             per cell) of one-object images, against the same classifier on the image average-pooled to the code
             grid (what a blurred thumbnail carries). Codes far above the thumbnail = the decoder wastes them;
@@ -11,12 +16,16 @@ probe    -- is the shape in the codes? A small conv classifier (8 shapes) traine
 
     python tools/tokenizer_probes.py degrade --n 100
     python tools/tokenizer_probes.py probe --tokenizer tokenizer --n 4000 --epochs 15
+    python tools/tokenizer_probes.py oracle --out runs/tokx/oracle --set train.init_from=tokenizer \
+        --set data.world_prob=1.0 --set 'data.sizes=[128]' --set train.lr=2.0e-4 --set train.stop_at=600
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +36,7 @@ from vidgpt.data.synthetic import WorldConfig, render_scene, sample_scene
 from vidgpt.data.video_io import frames_to_tensor
 from vidgpt.data.world.shapes import SHAPES
 from vidgpt.tokenizer import VideoTokenizer
-from vidgpt.tokenizer.lfq import codes_to_bits
+from vidgpt.tokenizer.lfq import LFQ, LFQOutput, codes_to_bits
 from vidgpt.tokenizer_ceiling import heldout_scenes, roundtrip_judge
 
 ONE_OBJECT = dict(max_objects=1, backgrounds=["solid"])
@@ -87,6 +96,58 @@ def run_degrade(args) -> None:
         r = roundtrip_judge(Degrader(fn), scenes, frames=args.frames, size=args.size)
         rt = r.rates()
         print(f"| {name} | {r.clips_passed}/{r.clips} | {rt['color']:.2f} | {rt['shape']:.2f} | {rt['motion']:.2f} |", flush=True)
+
+
+class Unquantized:
+    """Stands in for a tokenizer in roundtrip_judge: encode gives the normalised latent, decode reads it as is."""
+
+    def __init__(self, tok: VideoTokenizer):
+        self.tok, self.space_factor = tok, tok.space_factor
+
+    @torch.inference_mode()
+    def encode(self, x):
+        return self.tok.quantizer.normalize(self.tok.encoder(x.to(self.tok.device)))
+
+    @torch.inference_mode()
+    def decode(self, z):
+        return self.tok.decoder(z).float().clamp(-1, 1)
+
+
+@contextmanager
+def without_quantizer():
+    """Every LFQ passes its normalised latent through unquantized (no sign, no commitment or entropy loss)."""
+    forward = LFQ.forward
+
+    def through(self, z, with_losses=True):
+        z = self.normalize(z)
+        zero = z.new_zeros(())
+        return LFQOutput(z, self.codes(z), zero, zero, zero, zero)
+
+    LFQ.forward = through
+    try:
+        yield
+    finally:
+        LFQ.forward = forward
+
+
+def run_oracle(args) -> None:
+    from vidgpt.config import load_config
+    from vidgpt.train.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
+
+    cfg = load_config(TokenizerTrainConfig, args.config, args.overrides)
+    if args.steps:
+        with without_quantizer():
+            train_tokenizer(cfg, args.out, resume=args.resume, progress=False)
+    tok = VideoTokenizer.from_pretrained(args.out).float().eval()
+    net = Unquantized(tok)
+    scenes = heldout_scenes(args.n, seed=args.seed, config=WorldConfig(**ONE_OBJECT))
+    print(f"| {args.out}, quantizer taken out ({args.n} one-object held-out scenes) | whole clips | colour | shape | motion |")
+    print("|---|---|---|---|---|")
+    for frames in args.frames:
+        r = roundtrip_judge(net, scenes, frames=frames, size=args.size)
+        rt = r.rates()
+        print(f"| {frames}x{args.size}x{args.size} | {r.clips_passed}/{r.clips} | {rt['color']:.2f} | {rt['shape']:.2f} | "
+              f"{rt['motion']:.2f} |", flush=True)
 
 
 def shape_images(tok: VideoTokenizer, n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,8 +218,18 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--seed", type=int, default=5)
+    o = sub.add_parser("oracle", help="train and judge the tokenizer with its quantizer taken out")
+    o.add_argument("--config", default="configs/tokenizer/cpu_8x_replicate.yaml")
+    o.add_argument("--out", type=Path, required=True)
+    o.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    o.add_argument("--resume", action="store_true")
+    o.add_argument("--no-train", dest="steps", action="store_false", help="only judge what --out holds")
+    o.add_argument("--n", type=int, default=100)
+    o.add_argument("--frames", type=int, nargs="+", default=[1, 9])
+    o.add_argument("--size", type=int, default=128)
+    o.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    (run_degrade if args.cmd == "degrade" else run_probe)(args)
+    {"degrade": run_degrade, "probe": run_probe, "oracle": run_oracle}[args.cmd](args)
 
 
 if __name__ == "__main__":
