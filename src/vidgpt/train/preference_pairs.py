@@ -9,7 +9,9 @@ way barely more often than chance, and reranking its own samples by its own like
    them), the model samples `samples` blueprints for the scene's caption (blueprint only, guidance as `vidgpt generate`
    samples it); each is decoded at half size and the project's judge checks its object's motion against the scene.
    Every sample whose motion is wrong becomes a pair: the true clip's blueprint (encoded by the model's tokenizer) is
-   `better`, the sample `worse`, both under the same caption. The reference margin (the sampling model's own
+   `better`, the sample `worse`, both under the same caption. With `winners="own"` (`--winners own`) the better side
+   is instead one of the model's own samples of the same prompt that the judge passed on motion (both sides right on
+   colour): both on-policy, so a pair differs mainly in where the object went. The reference margin (the sampling model's own
    NLL(worse) - NLL(better) over the blueprint's latent frames >= 1, fp32) is stored with the pair.
    `vidgpt lm build-prefs --model model --out DIR ...` writes them as shards (Parquet).
 2. `loss.preference_weight` > 0 (the trainer): each micro-step adds weight x the mean over `loss.preference_pairs`
