@@ -11,8 +11,8 @@ way barely more often than chance, and reranking its own samples by its own like
    Every sample whose motion is wrong becomes a pair: the true clip's blueprint (encoded by the model's tokenizer) is
    `better`, the sample `worse`, both under the same caption. With `winners="own"` (`--winners own`) the better side
    is instead one of the model's own samples of the same prompt that the judge passed on motion (both sides right on
-   colour): both on-policy, so a pair differs mainly in where the object went. The reference margin (the sampling model's own
-   NLL(worse) - NLL(better) over the blueprint's latent frames >= 1, fp32) is stored with the pair.
+   colour): both on-policy, so a pair differs mainly in where the object went. The reference margin (the sampling
+   model's own NLL(worse) - NLL(better) over the blueprint's latent frames >= 1, fp32) is stored with the pair.
    `vidgpt lm build-prefs --model model --out DIR ...` writes them as shards (Parquet).
 2. `loss.preference_weight` > 0 (the trainer): each micro-step adds weight x the mean over `loss.preference_pairs`
    pairs of -log sigmoid(beta * (m - m_ref)), m = NLL(worse) - NLL(better) under the weights being trained: DPO,
@@ -199,7 +199,7 @@ def build_preferences(model_dir, out, b: PreferenceBuild, world, progress: bool 
     out.mkdir(parents=True, exist_ok=True)
     _write_parquet(records, out / "part-00000-00000.parquet")
     counts["pairs"] = len(records)
-    counts["prompts_paired"] = len({r["source"].split("/")[1] for r in records})
+    counts["prompts_paired"] = len({lose.prompt for _, lose in pairs})
     (out / "report.json").write_text(json.dumps({"build": b.__dict__, "model": str(model_dir), "counts": counts}, indent=1))
     log(f"build-prefs: {counts['prompts']} prompts, {counts['samples']} sampled blueprints, {counts['right']} moved the "
         f"asked way, {counts['pairs']} pairs ({b.winners} winners, {counts['prompts_paired']} prompts) -> {out}")
