@@ -135,7 +135,7 @@ def run_oracle(args) -> None:
     from vidgpt.train.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 
     cfg = load_config(TokenizerTrainConfig, args.config, args.overrides)
-    if args.steps:
+    if args.train:
         with without_quantizer():
             train_tokenizer(cfg, args.out, resume=args.resume, progress=False)
     tok = VideoTokenizer.from_pretrained(args.out).float().eval()
@@ -223,7 +223,7 @@ def main(argv=None) -> None:
     o.add_argument("--out", type=Path, required=True)
     o.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     o.add_argument("--resume", action="store_true")
-    o.add_argument("--no-train", dest="steps", action="store_false", help="only judge what --out holds")
+    o.add_argument("--no-train", dest="train", action="store_false", help="only judge what --out holds")
     o.add_argument("--n", type=int, default=100)
     o.add_argument("--frames", type=int, nargs="+", default=[1, 9])
     o.add_argument("--size", type=int, default=128)
