@@ -172,10 +172,11 @@ def build_preferences(model_dir, out, b: PreferenceBuild, world, progress: bool 
         bar.update(len(part))
     bar.close()
 
-    if b.winners == "truth":  # the true clips' blueprints, rendered and encoded once a prompt
+    if b.winners == "truth":  # the true clips' blueprints, rendered and encoded once for each prompt that has a pair
+        need = [(i, sc, c) for i, sc, c in items if not all(x.motion_ok for x in sampled[i])]
         truth = {}
-        for s in range(0, len(items), b.batch):
-            part = items[s : s + b.batch]
+        for s in range(0, len(need), b.batch):
+            part = need[s : s + b.batch]
             coded = encode_batch(pipe.video_tokenizer, [render_scene(sc, b.frames, b.size, b.size, b.fps)
                                                         for _, sc, _ in part], True, len(part))
             truth.update({i: bp.reshape(-1).tolist() for (i, _, _), (_, bp) in zip(part, coded)})
