@@ -56,3 +56,25 @@ def test_shipped_tokenizer_round_trip_guard():
     assert rep.original_pass_rate == 1.0
     rates = rep.rates()
     assert rates["color"] >= 11 / 13 and rates["motion"] >= 11 / 13 and rates["shape"] >= 4 / 13, rep.summary()
+
+
+def test_extra_colour_blobs_are_counted():
+    """A decoder that adds a patch of named colours no object has: every clip fails, counted as an extra colour."""
+    from vidgpt.data.synthetic import WorldConfig
+    from vidgpt.data.world.palette import object_palette
+
+    names, palette = object_palette()
+    scenes = heldout_scenes(3, seed=1, config=WorldConfig(max_objects=1))
+    clean = roundtrip_judge(IdentityTokenizer(), scenes, frames=5, size=64)
+    assert clean.clips_with_extra == 0 and clean.to_dict()["clips_with_extra_colour"] == 0
+
+    def painted(c):  # two 12x12 patches (yellow, cyan) inside the frame: a one-object scene cannot own both
+        out = c.clone()
+        for row, name in ((4, "yellow"), (48, "cyan")):
+            rgb = torch.tensor(palette[names.index(name)], dtype=c.dtype) / 127.5 - 1.0
+            out[:, :, :, row : row + 12, 4:16] = rgb.view(1, 3, 1, 1, 1)
+        return out
+
+    rep = roundtrip_judge(IdentityTokenizer(), scenes, frames=5, size=64, decode_fn=painted)
+    assert rep.clips_with_extra == 3 and rep.clip_pass_rate == 0.0 and rep.original_pass_rate == 1.0
+    assert "3 with an extra colour" in rep.summary()

@@ -61,3 +61,22 @@ def test_oracle_takes_the_quantizer_out_and_puts_it_back(probes):
     net = probes.Unquantized(tok)
     assert torch.allclose(net.encode(x), z, atol=1e-6)
     assert net.decode(net.encode(x)).shape == x.shape and not torch.allclose(net.decode(z), tok.decode(tok.encode(x)))
+
+
+def test_widen_keeps_the_source_and_starts_the_new_bits_unread(probes):
+    torch.manual_seed(0)
+    src = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
+    dst = probes.widened(src, 8).eval()
+    assert dst.codebook_bits == 8 and dst.encoder.conv_out.weight.shape[0] == 8
+    assert torch.equal(dst.encoder.conv_out.weight[:6], src.encoder.conv_out.weight)
+    assert not dst.encoder.conv_out.weight[6:].any() and not dst.encoder.conv_out.bias[6:].any()
+    x = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        codes = src.encode(x)
+        # the decoder reads only the source's bits: any value of the two new bits decodes the same
+        for high in (0, 1, 3):
+            assert torch.allclose(dst.decode(codes + high * 2**6), src.decode(codes), atol=1e-5)
+        # the encoder writes the source's latent into the first channels (the new ones are 0 before normalising)
+        assert torch.allclose(dst.encoder(x)[:, :6], src.encoder(x), atol=1e-6) and not dst.encoder(x)[:, 6:].any()
+    with pytest.raises(SystemExit, match="below"):
+        probes.widened(src, 5)

@@ -9,6 +9,11 @@ oracle   -- can this encoder and decoder carry the shapes at all when the codes 
             bits), the whole model trained on from a tokenizer as `vidgpt tokenizer train` would, then judged like
             `vidgpt tokenizer eval`. Near the quantized run = the network is the limit (width, depth, loss); far
             above = the 14 bits are (more bits, or finer cells).
+widen    -- a tokenizer with more bits a cell, warm-started from one with fewer: every weight that reads or writes the K
+            latent channels keeps the source's slice; the new channels start at zero (the encoder writes 0 there, the
+            decoder ignores them), so training starts from the source's reconstructions and learns what the new bits
+            carry. Trained like any warm start (`train.init_from` = the widened directory, `model.codebook_bits` = K):
+            do more bits remove what the sign quantizer costs (hue-shifted blobs), and at what LM vocabulary?
 probe    -- is the shape in the codes? A small conv classifier (8 shapes) trained on a tokenizer's codes (its K bits
             per cell) of one-object images, against the same classifier on the image average-pooled to the code
             grid (what a blurred thumbnail carries). Codes far above the thumbnail = the decoder wastes them;
@@ -16,6 +21,7 @@ probe    -- is the shape in the codes? A small conv classifier (8 shapes) traine
 
     python tools/tokenizer_probes.py degrade --n 100
     python tools/tokenizer_probes.py probe --tokenizer tokenizer --n 4000 --epochs 15
+    python tools/tokenizer_probes.py widen --bits 16 --out runs/tokx/k16_init
     python tools/tokenizer_probes.py oracle --out runs/tokx/oracle --set train.init_from=tokenizer \
         --set data.world_prob=1.0 --set 'data.sizes=[128]' --set train.lr=2.0e-4 --set train.stop_at=600
 """
@@ -23,6 +29,7 @@ probe    -- is the shape in the codes? A small conv classifier (8 shapes) traine
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,6 +157,39 @@ def run_oracle(args) -> None:
               f"{rt['motion']:.2f} |", flush=True)
 
 
+def widened(src: VideoTokenizer, bits: int) -> VideoTokenizer:
+    """A copy of `src` with `bits` latent channels (>= src's). Tensors that differ in one dimension (the K channels)
+    keep src's values in the leading slice; the rest is zero, so the new channels are written as 0 and read by nothing."""
+    if bits < src.codebook_bits:
+        raise SystemExit(f"widen: --bits {bits} is below the source's {src.codebook_bits}")
+    dst = VideoTokenizer(dataclasses.replace(src.config, codebook_bits=bits))
+    state = dst.state_dict()
+    for name, value in src.state_dict().items():
+        target = state[name]
+        if target.shape != value.shape:
+            grown = [i for i, (a, b) in enumerate(zip(target.shape, value.shape)) if a != b]
+            if target.dim() != value.dim() or len(grown) != 1 or target.shape[grown[0]] < value.shape[grown[0]]:
+                raise SystemExit(f"widen: {name} {tuple(value.shape)} -> {tuple(target.shape)} is not a K channel change")
+            target.zero_()
+        target[tuple(slice(0, n) for n in value.shape)] = value
+    dst.load_state_dict(state)
+    return dst
+
+
+def run_widen(args) -> None:
+    src = VideoTokenizer.from_pretrained(args.tokenizer).float()
+    dst = widened(src, args.bits).eval()
+    dst.save_pretrained(args.out)
+    scenes = heldout_scenes(8, seed=args.seed, config=WorldConfig(**ONE_OBJECT))
+    x = torch.stack([frames_to_tensor(render_scene(s, frames=9, height=128, width=128)) for s in scenes[:4]])
+    with torch.inference_mode():
+        a, b = src.encode(x), dst.encode(x)
+        low = (b % (2**src.codebook_bits) == a).float().mean().item()
+        gap = (src.decode(a) - dst.decode(b)).abs().mean().item()
+    print(f"wrote {args.out}: K {src.codebook_bits} -> {args.bits}; on 4 clips the low {src.codebook_bits} bits agree at "
+          f"{100 * low:.1f}% of cells, reconstructions differ by {gap:.4f} (mean |diff|, [-1, 1] scale)")
+
+
 def shape_images(tok: VideoTokenizer, n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(code bits [n, K, h, w] as +-1, image pooled to the code grid [n, 3, h, w], shape index [n]) of one-object
     images of the world's train split."""
@@ -228,8 +268,13 @@ def main(argv=None) -> None:
     o.add_argument("--frames", type=int, nargs="+", default=[1, 9])
     o.add_argument("--size", type=int, default=128)
     o.add_argument("--seed", type=int, default=0)
+    w = sub.add_parser("widen", help="write a tokenizer with more bits a cell, warm-started from one with fewer")
+    w.add_argument("--tokenizer", default="tokenizer")
+    w.add_argument("--bits", type=int, required=True)
+    w.add_argument("--out", type=Path, required=True)
+    w.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    {"degrade": run_degrade, "probe": run_probe, "oracle": run_oracle}[args.cmd](args)
+    {"degrade": run_degrade, "probe": run_probe, "oracle": run_oracle, "widen": run_widen}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class RoundTripReport:
     originals_passed: int = 0  # the same judged on the un-tokenized clips
     objects: int = 0
     object_passed: dict = field(default_factory=lambda: {a: 0 for a in ATTRIBUTES})
+    clips_with_extra: int = 0  # reconstructions showing a named colour no object has (a hue-shifted blob): fails the clip
     failures: list = field(default_factory=list)  # (clip index, one-line summary) of the failed ones
 
     @property
@@ -69,6 +70,7 @@ class RoundTripReport:
             "clip_pass_rate": round(self.clip_pass_rate, 4),
             "original_pass_rate": round(self.original_pass_rate, 4),
             "objects": self.objects,
+            "clips_with_extra_colour": self.clips_with_extra,
             **{f"object_{a}": round(r, 4) for a, r in self.rates().items()},
         }
 
@@ -78,18 +80,19 @@ class RoundTripReport:
         per = ", ".join(f"{a} {100 * r[a]:.0f}%" for a in attrs)
         return (
             f"{self.mode} round trip {self.clip_size}: {self.clips_passed}/{self.clips} clips pass the judge "
-            f"({100 * self.clip_pass_rate:.0f}%; originals {100 * self.original_pass_rate:.0f}%); objects: {per}"
+            f"({100 * self.clip_pass_rate:.0f}%; originals {100 * self.original_pass_rate:.0f}%); objects: {per}; "
+            f"{self.clips_with_extra} with an extra colour"
         )
 
 
-def _verdict(frames: np.ndarray, scene: Scene, mode: str) -> tuple[bool, dict[str, bool], str]:
+def _verdict(frames: np.ndarray, scene: Scene, mode: str) -> tuple[bool, dict[str, bool], str, bool]:
     res = judge_clip(frames, scene)
     attrs = {a: [getattr(o, a).passed for o in res.objects] for a in ATTRIBUTES}
     if mode == "blueprint":
         ok = all(all(attrs[a]) for a in ("color", "motion")) and not res.extra_colors
     else:
         ok = res.passed
-    return ok, attrs, res.summary().replace("\n", "; ")
+    return ok, attrs, res.summary().replace("\n", "; "), bool(res.extra_colors)
 
 
 @torch.inference_mode()
@@ -116,8 +119,9 @@ def roundtrip_judge(
         if report is None:
             report = RoundTripReport(mode, f"{frames}x{x.shape[-2]}x{x.shape[-1]}")
         for i, scene in enumerate(group):
-            orig_ok, _, _ = _verdict(tensor_to_frames(x[i]), scene, mode)
-            ok, attrs, text = _verdict(tensor_to_frames(recon[i]), scene, mode)
+            orig_ok = _verdict(tensor_to_frames(x[i]), scene, mode)[0]
+            ok, attrs, text, extra = _verdict(tensor_to_frames(recon[i]), scene, mode)
+            report.clips_with_extra += extra
             report.clips += 1
             report.clips_passed += ok
             report.originals_passed += orig_ok
