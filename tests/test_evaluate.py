@@ -226,3 +226,24 @@ def test_opposite_motion_prompts_differ_from_the_prompts_in_the_motion_only():
     for scene, prompt, neg in pairs:
         same = sum(a == b for a, b in zip(prompt.split(), neg.split()))
         assert same >= len(prompt.split()) - 4, (prompt, neg)
+
+
+def test_generate_batch_guides_with_the_models_default_negative(monkeypatch):
+    """`vidgpt eval model` measures what `vidgpt generate` does: negative "default" = VidGPT.default_negative."""
+    from vidgpt.backbone import toy_text_tokenizer
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline(text_tokenizer=toy_text_tokenizer(), bits=6, max_latent_t=4, max_latent_hw=4, hidden=32)
+    seen = []
+    real = pipe.layout.prompt_ids
+    monkeypatch.setattr(pipe.layout, "prompt_ids", lambda sample: seen.append(sample.turns[0].content[0]) or real(sample))
+    prompts = ["a red ball moving left", "a red ball bouncing up and down"]
+    for negative, contrast, expected in (("default", True, ["a red ball moving right", ""]), ("default", False, ["", ""]),
+                                         ("empty", True, ["", ""])):
+        monkeypatch.setattr(pipe, "contrast_motion", contrast)
+        seen.clear()
+        cfg = ev.EvalConfig(frames=1, size=32, negative=negative)
+        ev.generate_batch(pipe, prompts, cfg, torch.Generator().manual_seed(0), blueprint_only=True)
+        assert seen == prompts + expected, (negative, contrast, seen)
+    with pytest.raises(ev.ConfigError, match="negative"):
+        ev.generate_batch(pipe, prompts, ev.EvalConfig(frames=1, size=32, negative="opposite"), torch.Generator())

@@ -116,7 +116,7 @@ def test_contrast_motion_passes_the_reversed_prompt_as_negative(model_dir, tmp_p
     monkeypatch.setattr(tiny, "generate", lambda prompt, **kw: seen.append(kw["negative_prompt"]) or real(prompt, **kw))
     common = ["--model", str(model_dir), "--frames", "1", "--height", "16", "--width", "16", "--seed", "0", "--no-progress"]
     assert main(["generate", "a red ball moving to the left", "-o", str(tmp_path / "a.png"), "--contrast-motion", *common]) == 0
-    assert seen[-1] == "a red ball moving to the right" and "negative prompt: a red ball moving to the right" in capsys.readouterr().err
+    assert seen[-1] == "a red ball moving to the right" and "(motion contrast): a red ball moving to the right" in capsys.readouterr().err
     assert main(["generate", "a red ball", "-o", str(tmp_path / "b.png"), "--contrast-motion", *common]) == 0
     assert seen[-1] == "" and "none" in capsys.readouterr().err  # nothing to reverse: plain guidance
     one_line_error(capsys, ["generate", "a ball moving up", "--contrast-motion", "--negative", "blur", *common], "--contrast-motion")
@@ -131,3 +131,34 @@ def test_reversed_motion_words():
     assert reversed_motion("moving up-left") == "moving down-right"
     assert reversed_motion("a red circle on a plain background") == ""
     assert reversed_motion("leftward, then upright") == "rightward, then upright"  # whole words only
+    # both ends named: nothing to reverse (a negative that says the same thing would cancel the guidance)
+    assert reversed_motion("A green hexagon bounces up and down like a ball") == ""
+    assert reversed_motion("hops up and down, then slides left") == "hops up and down, then slides right"
+    assert reversed_motion("spins clockwise", spin=False) == "" and reversed_motion("spins clockwise") == "spins counterclockwise"
+    assert reversed_motion("spins clockwise and grows", spin=False) == "spins clockwise and shrinks"
+
+
+def test_a_model_that_contrasts_motion_does_it_by_default(model_dir, tmp_path, capsys, monkeypatch, tiny):
+    seen = []
+    real = tiny.generate
+    monkeypatch.setattr(tiny, "generate", lambda prompt, **kw: seen.append(kw["negative_prompt"]) or real(prompt, **kw))
+    monkeypatch.setattr(tiny, "contrast_motion", True)
+    common = ["--model", str(model_dir), "--frames", "1", "--height", "16", "--width", "16", "--seed", "0", "--no-progress"]
+    out = str(tmp_path / "a.png")
+    assert main(["generate", "a red ball moving up", "-o", out, *common]) == 0
+    assert seen[-1] == "a red ball moving down" and "motion contrast" in capsys.readouterr().err
+    assert main(["generate", "a red ball moving up", "-o", out, "--no-contrast-motion", *common]) == 0
+    assert seen[-1] == ""
+    assert main(["generate", "a red ball moving up", "-o", out, "--negative", "blur", *common]) == 0
+    assert seen[-1] == "blur"  # an explicit negative prompt wins over the model's default
+    assert main(["generate", "a red ball bouncing up and down", "-o", out, *common]) == 0
+    assert seen[-1] == ""
+    # the library: negative_prompt=None is the model's default, "" the empty prompt
+    assert tiny.default_negative("a ball moving left") == "a ball moving right"
+    assert tiny.default_negative("a ball moving left", contrast_motion=False) == ""
+    kw = dict(frames=1, height=16, width=16, seed=3)
+    by_default = real("a ball moving left", **kw).videos
+    assert np.array_equal(by_default, real("a ball moving left", negative_prompt="a ball moving right", **kw).videos)
+    monkeypatch.setattr(tiny, "contrast_motion", False)
+    assert np.array_equal(real("a ball moving left", **kw).videos, real("a ball moving left", negative_prompt="", **kw).videos)
+    assert tiny.default_negative("a ball moving left") == ""

@@ -130,6 +130,22 @@ def test_same_shape_unseeded_requests_are_decoded_in_one_batch(client, app):
     assert jobs[4]["result"]["clips"][0]["frames"] == 9
 
 
+def test_generations_without_a_negative_prompt_get_the_models_default(client, app, pipe, monkeypatch):
+    calls = []
+    real = pipe.default_negative
+    monkeypatch.setattr(pipe, "contrast_motion", True)
+    monkeypatch.setattr(pipe, "default_negative", lambda prompt, *a: calls.append(prompt) or real(prompt, *a))
+    with Gate(app) as g:
+        single = submit(client, {"prompt": "a ball moving left", "seed": 1, **SMALL})
+        assert g.entered.wait(10)
+        batched = [submit(client, {"prompt": f"ball {i} moving up", **SMALL}) for i in range(2)]
+        explicit = submit(client, {"prompt": "ball moving up", "negative_prompt": "", **SMALL})
+    jobs = [finished(client, app, j) for j in [single, *batched, explicit]]
+    assert all(j["status"] == "done" for j in jobs), [j["error"] for j in jobs]
+    assert [j["batch_size"] for j in jobs] == [1, 3, 3, 3]
+    assert calls == ["a ball moving left", "ball 0 moving up", "ball 1 moving up"]  # not for the explicit ""
+
+
 def test_queue_limit_and_cancel_queued(pipe):
     app = create_app(pipe, ServeSettings(queue_limit=2))
     with TestClient(app) as client:

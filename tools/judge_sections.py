@@ -43,9 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--no-cfg-fine", action="store_true",
                     help="guidance on the header and blueprint only (decode option cfg_fine=False)")
-    ap.add_argument("--negative", choices=("empty", "opposite-motion"), default="empty",
-                    help="the guidance's negative prompt: the empty prompt (vidgpt generate's default) or the same caption "
-                         "with every motion reversed (evaluate.opposite_motion_prompts; empty where a motion has no opposite)")
+    ap.add_argument("--negative", choices=("empty", "opposite-motion", "default"), default="empty",
+                    help="the guidance's negative prompt: the empty prompt, the same caption with every motion reversed "
+                         "(evaluate.opposite_motion_prompts; empty where a motion has no opposite), or default: what "
+                         "`vidgpt generate` uses on this model (VidGPT.default_negative of each prompt)")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     ap.add_argument("--preview-only", action="store_true",
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
                      seed=args.seed, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k)
     items = heldout_items(cfg, cfg.world())
-    negatives = opposite_motion_prompts(cfg, cfg.world()) if args.negative == "opposite-motion" else [""] * len(items)
+    negatives = {"opposite-motion": lambda: opposite_motion_prompts(cfg, cfg.world()), "empty": lambda: [""] * len(items),
+                 "default": lambda: [pipe.default_negative(p) for _, _, p in items]}[args.negative]()
     gen = make_generator(args.seed, pipe.device)
     tok = pipe.video_tokenizer
     res = {"preview": []} if args.preview_only else {"full": [], "preview": [], "upsampled": []}

@@ -40,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import GenerationError, ModelError, VidgptError
+from .errors import ConfigError, GenerationError, ModelError, VidgptError
 from .utils import progress_wanted
 
 EDIT_EVAL_KINDS = ["color", "motion", "add", "remove"]
@@ -63,6 +63,9 @@ class EvalConfig:
     size: int = 128  # height = width
     fps: float = 8.0
     cfg: float = 3.0  # classifier-free guidance scale
+    # the guidance's negative prompt for text-to-video: "default" = what `vidgpt generate` uses on this model
+    # (VidGPT.default_negative: the prompt with its motion reversed on a model with contrast_motion, else empty); "empty"
+    negative: str = "default"
     temperature: float = 1.0
     top_k: int | None = None
     seed: int = 0
@@ -161,14 +164,18 @@ def _sampling(cfg: EvalConfig):
 def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: list[str] | None = None,
                    blueprint_only: bool = False):
     """Text prompts -> (blocks, full frames uint8 [N,T,H,W,3], preview frames [N,T,H/2,W/2,3] or None).
-    negatives: one negative prompt per prompt for the guidance (default: the empty prompt). blueprint_only: sample the
-    blueprint section alone and decode only the previews (full frames None)."""
+    negatives: one negative prompt per prompt for the guidance (default: cfg.negative: "default" = the pipeline's
+    default_negative of each prompt, what `vidgpt generate` does; "empty" = the empty prompt). blueprint_only: sample
+    the blueprint section alone and decode only the previews (full frames None)."""
     from .layout import Sample, Turn
 
     sampling = _sampling(cfg)
     shape = pipe.latent_shape(cfg.frames, cfg.size, cfg.size)
     ids = [pipe.layout.prompt_ids(Sample([Turn("user", [p])])) for p in prompts]
-    negatives = negatives or [""] * len(prompts)
+    if negatives is None:
+        if cfg.negative not in ("default", "empty"):
+            raise ConfigError(f"eval: negative={cfg.negative!r}; expected default or empty")
+        negatives = [pipe.default_negative(p) if cfg.negative == "default" else "" for p in prompts]
     uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for n in negatives] if sampling.use_cfg else None
     blocks, _ = pipe.sample_blocks(ids, uncond, shape, pipe.sections(blueprint_only), sampling, gen)
     full = None if blueprint_only else pipe.to_frames(pipe.decode_blocks(blocks))
@@ -529,6 +536,12 @@ def _cell(text: str | None, limit: int = 120) -> str:
     return t if len(t) <= limit else t[: limit - 1] + "…"
 
 
+def _negative_words(c: dict) -> str:
+    if c.get("negative", "empty") == "empty" or not c.get("contrast_motion"):
+        return "empty"
+    return "the prompt with its motion reversed"
+
+
 def world_line(c: dict) -> str:
     """The world the scenes came from, as the report config records it."""
     parts = [f"`{c['world_config']}`" if c.get("world_config") else "built-in world config"]
@@ -539,7 +552,7 @@ def world_line(c: dict) -> str:
 def markdown_report(rep: dict) -> str:
     c = rep["config"]
     lines = [f"# vidgpt evaluation: {rep['model']}", "",
-             f"{c['frames']}x{c['size']}x{c['size']} clips, cfg {c['cfg']}, temperature {c['temperature']}, seed {c['seed']}", "",
+             f"{c['frames']}x{c['size']}x{c['size']} clips, cfg {c['cfg']} (negative prompt: {_negative_words(c)}), temperature {c['temperature']}, seed {c['seed']}", "",
              f"World: {world_line(c)}", ""]
     a = rep.get("adherence")
     if a:
@@ -656,7 +669,8 @@ def evaluate_model(model_dir=None, cfg: EvalConfig | None = None, out=None, prog
         pipe = VidGPT.from_pretrained(model_dir)
     timing["load"] = time.time() - t0
     rep: dict = {"format": "vidgpt-eval", "version": 1, "model": str(model_dir) if model_dir else "(in memory)",
-                 "config": asdict(cfg), "world": asdict(world), "device": str(pipe.device)}
+                 "config": {**asdict(cfg), "contrast_motion": bool(getattr(pipe, "contrast_motion", False))},
+                 "world": asdict(world), "device": str(pipe.device)}
     total = cfg.n + cfg.freeform + cfg.edits + cfg.continuations
     bar = tqdm(total=total, desc="eval", unit="clip", disable=not progress_wanted(progress), dynamic_ncols=True)
     sheet: list[dict] = []

@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--size", type=int,
                    help="height = width, a multiple of 16 (default: the model's default clip when square, else 128)")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3.0; 1 = off)")
+    p.add_argument("--negative", choices=["default", "empty"], default="default",
+                   help="text-to-video guidance's negative prompt: default = what `vidgpt generate` uses on this model "
+                        "(the prompt with its motion reversed on a model that contrasts motion), empty = the empty prompt")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--top-k", type=int, help="top-k sampling")
     p.add_argument("--batch-size", type=int, default=8, help="samples per decode call (default 8)")
@@ -64,7 +67,7 @@ def _model(args) -> int:
             print(f"vidgpt: note: scenes from the model's scope ({', '.join(args.world_set)}); "
                   "--set or --world-config to choose others", file=sys.stderr)
     cfg = EvalConfig(n=args.n, freeform=args.freeform, edits=args.edits, continuations=args.continuations,
-                     frames=args.frames or 17, size=args.size or 128, cfg=args.cfg, temperature=args.temperature,
+                     frames=args.frames or 17, size=args.size or 128, cfg=args.cfg, negative=args.negative, temperature=args.temperature,
                      top_k=args.top_k, seed=args.seed,
                      batch_size=args.batch_size, edit_split=args.edit_split, language=not args.no_language,
                      world_config=args.world_config, world_set=list(args.world_set))

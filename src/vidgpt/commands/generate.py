@@ -41,7 +41,8 @@ def _model_args(p) -> None:
 def _sampling_args(p) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same clip)")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off; default 3)")
-    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt for guidance (default empty)")
+    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt for guidance (default: the empty prompt, or for `generate` on a model that "
+                        "contrasts motion the prompt with its motion reversed)")
     p.add_argument("--cfg-fine", action="store_true",
                    help="guide the fine section too. Default: guidance on the clip's header and blueprint only, the fine "
                         "section drawn from the conditional row alone (half the rows a pass, 1.5-1.6x faster at 17 "
@@ -70,10 +71,14 @@ def register(sub) -> None:
     p.add_argument("--grid", action="store_true", help="also write a PNG contact sheet of the frames")
     p.add_argument("--fps", type=float, default=None, help="frames per second of the written video (default: the model's, 8)")
     p.add_argument("--no-expand", action="store_true", help="do not let the LM expand the prompt into a detailed caption")
-    p.add_argument("--contrast-motion", action="store_true",
-                   help="guide away from the prompt with its motion reversed (\"moving right\" -> \"moving left\") instead "
-                        "of the empty prompt: the guidance then carries the motion alone (on the default model: objects "
-                        "moving the asked way 17%% -> 35%% of straight moves; model/README.md)")
+    contrast = p.add_mutually_exclusive_group()
+    contrast.add_argument("--contrast-motion", dest="contrast_motion", action="store_true", default=None,
+                          help="guide away from the prompt with its motion reversed (\"moving right\" -> \"moving left\") "
+                               "instead of the empty prompt, so the guidance carries the direction. Default: on when the "
+                               "model's vidgpt.json says so (the shipped model: yes; model/README.md, \"Motion-contrast "
+                               "guidance\") and no --negative is given")
+    contrast.add_argument("--no-contrast-motion", dest="contrast_motion", action="store_false",
+                          help="guide away from the empty prompt (or --negative) even on a model that contrasts motion")
     _sampling_args(p)
     _model_args(p)
     p.set_defaults(func=_generate)
@@ -179,16 +184,14 @@ def _generate(args) -> int:
 
     if not args.prompt.strip():
         raise GenerationError("the prompt is empty; describe the clip to generate")
-    negative = args.negative
-    if args.contrast_motion:
-        from ..data.motion_words import reversed_motion
-
-        if negative:
-            raise GenerationError("--contrast-motion makes its own negative prompt; drop --negative or --contrast-motion")
-        negative = reversed_motion(args.prompt)
-        print(f"negative prompt: {negative}" if negative else "negative prompt: none (the prompt names no motion to reverse)",
-              file=sys.stderr)
+    if args.contrast_motion and args.negative:
+        raise GenerationError("--contrast-motion makes its own negative prompt; drop --negative or --contrast-motion")
     pipe = _load(args)
+    negative = args.negative or pipe.default_negative(args.prompt, args.contrast_motion)
+    if negative and not args.negative:
+        print(f"negative prompt (motion contrast): {negative}", file=sys.stderr)
+    elif args.contrast_motion:
+        print("negative prompt: none (the prompt names no motion to reverse)", file=sys.stderr)
     out = pipe.generate(
         args.prompt, frames=args.frames, height=args.height, width=args.width, num=args.num, seed=args.seed,
         cfg=args.cfg, negative_prompt=negative, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

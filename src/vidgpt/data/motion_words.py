@@ -27,6 +27,10 @@ for _a, _b in _PAIRS:
     _SWAP.setdefault(_a, _b)
     _SWAP.setdefault(_b, _a)
 _WORD = re.compile(r"\b(" + "|".join(sorted(_SWAP, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+_SPIN = {"clockwise", "counterclockwise", "anticlockwise"}
+# "bounces up and down", "from side to side": both ends named, nothing to reverse
+_BOTH_WAYS = re.compile(r"\b(up and down|down and up|left and right|right and left|back and forth|side to side)\b",
+                        re.IGNORECASE)
 
 
 def _keep_case(src: str, word: str) -> str:
@@ -37,7 +41,20 @@ def _keep_case(src: str, word: str) -> str:
     return word
 
 
-def reversed_motion(prompt: str) -> str:
-    """The prompt with every direction / growth / spin word swapped for its opposite; "" if it has none."""
-    out, n = _WORD.subn(lambda m: _keep_case(m.group(0), _SWAP[m.group(0).lower()]), prompt)
-    return out if n else ""
+def reversed_motion(prompt: str, spin: bool = True) -> str:
+    """The prompt with every direction / growth / spin word swapped for its opposite; "" if it has none.
+
+    Phrases that name both ends ("bounces up and down") are kept as they are. spin=False leaves clockwise /
+    counterclockwise alone (a prompt whose only motion word is a spin direction then gives "")."""
+    kept = [(m.start(), m.end()) for m in _BOTH_WAYS.finditer(prompt)]
+
+    def swap(m):
+        word = m.group(0)
+        if any(a <= m.start() < b for a, b in kept) or (not spin and word.lower() in _SPIN):
+            return word
+        swap.n += 1
+        return _keep_case(word, _SWAP[word.lower()])
+
+    swap.n = 0
+    out = _WORD.sub(swap, prompt)
+    return out if swap.n else ""

@@ -10,7 +10,9 @@ One call samples, for each of `num` samples, one assistant turn under the struct
 blueprint in context, `<|vision_end|>`. `blueprint_only=True` stops after the blueprint and decodes
 it as a preview: the video tokenizer decodes the blueprint codes at half size and the frames are
 upsampled 2x for display. Classifier-free guidance runs conditional and unconditional (negative
-prompt) rows in one batch. Longer videos than one clip (`clip_frames`) are continued clip by clip,
+prompt) rows in one batch; with no negative prompt given, a model whose vidgpt.json sets `"contrast_motion": true`
+guides away from the prompt with its motion reversed ("moving right" -> "moving left", `default_negative`), so the
+guidance carries the direction, else from the empty prompt. Longer videos than one clip (`clip_frames`) are continued clip by clip,
 each conditioned on the last `context_frames` latent frames of the clip before, and stitched.
 """
 
@@ -87,6 +89,8 @@ class VidGPT:
         layout_meta = self.meta.get("layout", {}) or {}
         self.blueprint = bool(layout_meta.get("blueprint", True))
         self.prompt_expansion = bool(self.meta.get("prompt_expansion", False))
+        # guide away from the prompt with its motion reversed when no negative prompt is given (default_negative)
+        self.contrast_motion = bool(self.meta.get("contrast_motion", False))
         self.fps = float(self.meta.get("fps", 8))
         clip = self.meta.get("default_clip") or {}
         # the clip size the model was trained on (vidgpt.json "default_clip"); 17x128x128 when not recorded
@@ -301,6 +305,16 @@ class VidGPT:
             bp = tok.encode(blueprint_input(x, self.space_factor).to(tok.device)).cpu()
         return VisualBlock(tuple(fine.shape), fine=fine, blueprint=bp)
 
+    def default_negative(self, prompt: str, contrast_motion: bool | None = None) -> str:
+        """The negative prompt used when none is given: with motion contrast (contrast_motion, default: the model's
+        vidgpt.json setting) the prompt with its direction / growth words reversed ("" when it names none: bounce,
+        rotate, stay; spin directions are not reversed, the judge does not check them); without it the empty prompt."""
+        if not (self.contrast_motion if contrast_motion is None else contrast_motion):
+            return ""
+        from ..data.motion_words import reversed_motion
+
+        return reversed_motion(prompt, spin=False)
+
     # --- public API --------------------------------------------------------------------------
     def generate(
         self,
@@ -311,7 +325,7 @@ class VidGPT:
         num: int = 1,
         seed: int | None = None,
         cfg: float = 3.0,
-        negative_prompt: str = "",
+        negative_prompt: str | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -325,6 +339,9 @@ class VidGPT:
         """Text -> `num` clips of `frames` x `height` x `width` (images: frames=1).
 
         frames, height, width: None = the model's default clip (`default_clip`, what it was trained on).
+
+        negative_prompt: what the guidance steers away from; None = `default_negative(prompt)` (the prompt with its
+        motion reversed on a model with `contrast_motion`, else ""); "" = the empty prompt.
 
         clip_frames: when set and smaller than `frames`, draw `clip_frames`-frame clips one after
         another, each a continuation of the last `context_frames` latent frames of the one before,
@@ -345,6 +362,8 @@ class VidGPT:
                 raise GenerationError("blueprint_only previews one clip; drop clip_frames or blueprint_only")
         shape = self.latent_shape(first_frames, height, width, "blueprint" in sections)
         text = prompt.strip()
+        if negative_prompt is None:
+            negative_prompt = self.default_negative(text)
         if expand if expand is not None else self.prompt_expansion:
             from .prompt_expansion import expand_prompt
 

@@ -15,7 +15,10 @@ class Sampling(BaseModel):
     temperature: float = Field(1.0, ge=0, le=10, description="0 = greedy")
     top_k: Optional[int] = Field(None, ge=1)
     top_p: Optional[float] = Field(None, gt=0, le=1)
-    negative_prompt: str = Field("", max_length=2000)
+    negative_prompt: Optional[str] = Field(
+        None, max_length=2000,
+        description="what the guidance steers away from; none = the model's default (generation on a model that contrasts "
+                    "motion: the prompt with its motion reversed; else the empty prompt); \"\" = the empty prompt")
 
 
 class GenerationRequest(Sampling):

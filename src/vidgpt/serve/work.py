@@ -194,7 +194,9 @@ class Work:
         prompts = [pipe.layout.prompt_ids(Sample([Turn("user", [j.params["prompt"]])])) for j in batch]
         uncond = None
         if sampling.use_cfg:
-            uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [j.params["negative_prompt"]])])) for j in batch]
+            negatives = [j.params["negative_prompt"] for j in batch]
+            negatives = [pipe.default_negative(j.params["prompt"]) if n is None else n for n, j in zip(negatives, batch)]
+            uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for n in negatives]
         blocks, _ = pipe.sample_blocks(prompts, uncond, shape, sections, sampling, make_generator(None, pipe.device))
         videos = pipe.to_frames(pipe.decode_blocks(blocks, preview=p0["blueprint_only"]))
         for j, v, b in zip(batch, videos, blocks):
@@ -207,7 +209,7 @@ class Work:
         out = self.pipe.edit(
             src.frames, p["instruction"], task=p["task"], mask=tuple(p["mask"]) if p["mask"] else None,
             height=p["height"], width=p["width"], max_frames=p["max_frames"], seed=p["seed"], cfg=p["cfg"],
-            negative_prompt=p["negative_prompt"], temperature=p["temperature"], top_k=p["top_k"], top_p=p["top_p"],
+            negative_prompt=p["negative_prompt"] or "", temperature=p["temperature"], top_k=p["top_k"], top_p=p["top_p"],
         )
         plan = out.extra["plan"]
         clip = self.clips.add(out.videos[0], "edit", f"{p['task']}: {plan.instruction}", out.blocks[0])

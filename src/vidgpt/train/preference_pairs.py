@@ -162,7 +162,8 @@ def build_preferences(model_dir, out, b: PreferenceBuild, world, progress: bool 
     sampled: dict[int, list[_Sample]] = {i: [] for i, _, _ in items}
     for s in range(0, len(todo), b.batch):
         part = todo[s : s + b.batch]
-        blocks, _, preview = generate_batch(pipe, [c for _, _, c in part], ecfg, gen, blueprint_only=True)
+        blocks, _, preview = generate_batch(pipe, [c for _, _, c in part], ecfg, gen, [""] * len(part),
+                                           blueprint_only=True)
         for (i, scene, _), blk, frames in zip(part, blocks, preview):
             v = judge_clip(frames, scene, fps=b.fps).objects[0]
             sampled[i].append(_Sample(i, blk.blueprint.reshape(-1).tolist(), bool(v.motion.passed),
