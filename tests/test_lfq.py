@@ -51,3 +51,30 @@ def test_straight_through_gradient_and_outputs():
 
 def test_codebook_usage():
     assert codebook_usage(torch.tensor([0, 1, 1, 3]), 2) == 0.75
+
+
+def test_rms_norm_codes_a_cell_by_its_own_signs():
+    """norm="rms": a cell's code is the signs of its own latent, whatever the rest of the frame holds; "frame" lets
+    the frame's mean move the threshold (a cell's code changes when another cell changes)."""
+    torch.manual_seed(0)
+    z = torch.randn(1, 6, 1, 4, 4)
+    other = z.clone()
+    other[:, :, :, 1:, :] += 3.0  # every cell but the first row changes
+    rms, frame = LFQ(6, norm="rms"), LFQ(6)
+    assert torch.equal(rms(z).codes, bits_to_codes(torch.where(z > 0, 1.0, -1.0).movedim(1, -1)))
+    assert torch.equal(rms(z).codes[..., 0, :], rms(other).codes[..., 0, :])
+    assert not torch.equal(frame(z).codes[..., 0, :], frame(other).codes[..., 0, :])
+    out = rms(z)
+    assert torch.allclose(rms.normalize(z).pow(2).mean(1), torch.ones(1, 1, 4, 4), atol=1e-4)
+    assert torch.isfinite(out.commitment_loss) and torch.isfinite(out.entropy_loss)
+
+
+def test_lfq_norm_is_a_code_changing_field_that_keeps_the_weights():
+    from vidgpt.tokenizer.config import WEIGHT_COMPATIBLE_FIELDS, TokenizerConfig
+
+    a, b = TokenizerConfig(), TokenizerConfig(lfq_norm="rms")
+    assert a.architecture_hash() != b.architecture_hash() and "lfq_norm" in WEIGHT_COMPATIBLE_FIELDS
+    import pytest
+
+    with pytest.raises(ValueError, match="lfq_norm"):
+        TokenizerConfig(lfq_norm="cell")

@@ -38,6 +38,7 @@ def test_ship_a_checkpoint_then_start_the_next_piece_from_it(tmp_path):
     meta = json.loads((out / "vidgpt.json").read_text())
     assert meta["form"] == "delta" and meta["scope"] == {"world_set": ["max_objects=1"]}
     assert meta["trained"]["from"] == "checkpoint" and meta["trained"]["step"] == 4
+    assert "contrast_motion" not in meta  # recorded only when asked for (a measured choice)
     with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())
         assert keys and all("lora_" in k for k in keys)  # the trained rows live in new_rows only
@@ -56,3 +57,8 @@ def test_ship_a_checkpoint_then_start_the_next_piece_from_it(tmp_path):
         piece.model.eval()
         want = shipped.model(input_ids=ids).logits
         assert torch.allclose(piece.model(input_ids=ids).logits, want, atol=1e-4)
+
+    # --contrast-motion records the generation default that VidGPT reads
+    again = tmp_path / "shipped_contrast"
+    ship_model.ship(run / "checkpoints" / "step-0000004", again, ["max_objects=1"], None, contrast_motion=True)
+    assert json.loads((again / "vidgpt.json").read_text())["contrast_motion"] is True

@@ -93,7 +93,7 @@ def _rows_into_new_rows(d: Path) -> None:
 
 
 def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | None, note: str = "",
-         status: str = "") -> dict:
+         status: str = "", contrast_motion: bool = False) -> dict:
     import torch
 
     from vidgpt.backbone import save_vidgpt_lm
@@ -111,6 +111,10 @@ def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | No
 
     meta = lm.meta
     meta["scope"] = {"world_set": list(world_set)}
+    if contrast_motion:  # generation guides away from the prompt with its motion reversed (VidGPT.default_negative)
+        meta["contrast_motion"] = True
+    else:
+        meta.pop("contrast_motion", None)
     if status:
         meta["status"] = status  # printed by `vidgpt generate` / `chat` at load (e.g. a model still in training)
     else:
@@ -184,9 +188,12 @@ def main(argv=None) -> int:
     ap.add_argument("--note", default="", help="a line recorded in vidgpt.json trained.note")
     ap.add_argument("--status", default="", help="a line users see when they load the model (vidgpt.json status), "
                     "e.g. that it does not follow prompts yet")
+    ap.add_argument("--contrast-motion", action="store_true",
+                    help="record vidgpt.json contrast_motion: generation without a negative prompt guides away from the "
+                         "prompt with its motion reversed (measure it first: tools/judge_sections.py --negative)")
     args = ap.parse_args(argv)
     res = ship(Path(args.source), Path(args.out), args.world_set, Path(args.tokenizer) if args.tokenizer else None,
-               args.note, args.status)
+               args.note, args.status, args.contrast_motion)
     rep = check(Path(args.out), res.pop("fp32_model"))
     print(json.dumps({**res, **rep}, indent=1, default=str))
     print(f"note: {args.out} has no int8 calibration now; for `--int8-weights` run "

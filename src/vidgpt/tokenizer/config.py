@@ -20,10 +20,11 @@ ARCHITECTURE_FIELDS = (
 )
 # Architecture fields added later: they enter the hash only when not at their default, so the
 # codes of tokenizers trained before them keep their hash.
-LATER_ARCHITECTURE_FIELDS = {"patch_size": 1, "space_factor": 8, "res_time_kernel": 3, "space_pad_mode": "zeros"}
+LATER_ARCHITECTURE_FIELDS = {"patch_size": 1, "space_factor": 8, "res_time_kernel": 3, "space_pad_mode": "zeros",
+                             "lfq_norm": "frame"}
 # Architecture fields that change what the codes mean but not the weights' shapes: a run may start from a
 # tokenizer that differs from its config only in these (train.init_from, a warm start that re-learns the codes).
-WEIGHT_COMPATIBLE_FIELDS = ("space_pad_mode",)
+WEIGHT_COMPATIBLE_FIELDS = ("space_pad_mode", "lfq_norm")
 
 
 @dataclass
@@ -58,6 +59,10 @@ class TokenizerConfig:
     # codes (not in the architecture hash; the encoder fingerprint stays). A warm start from a tokenizer with fewer
     # appends the extra blocks with their last conv at zero, so training starts from the source's exact output.
     decoder_res_blocks: int | None = None
+    # what the sign quantizer normalises its input by: "frame" = mean and variance over (K, h, w) of each frame (a
+    # cell's bits then depend on the rest of the frame: the threshold moves with the background), "rms" = each cell's
+    # root mean square over its K channels (a cell's bits are the signs of its own latent; no weights change)
+    lfq_norm: str = "frame"
 
     # LFQ losses (see lfq.py)
     commitment_weight: float = 0.25
@@ -92,6 +97,8 @@ class TokenizerConfig:
                 raise ValueError(f"channels*{m} = {self.channels * m} is not divisible by norm_groups={self.norm_groups}")
         if self.decoder_res_blocks is not None and self.decoder_res_blocks < self.num_res_blocks:
             raise ValueError(f"decoder_res_blocks ({self.decoder_res_blocks}) must be >= num_res_blocks ({self.num_res_blocks})")
+        if self.lfq_norm not in ("frame", "rms"):
+            raise ValueError(f"lfq_norm must be 'frame' or 'rms', got {self.lfq_norm!r}")
         if self.entropy_group_bits < 1:
             raise ValueError("entropy_group_bits must be >= 1")
 

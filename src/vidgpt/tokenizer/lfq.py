@@ -77,18 +77,23 @@ def codebook_usage(codes: torch.Tensor, bits: int) -> float:
 
 
 class LFQ(nn.Module):
-    """Sign quantizer over K channels with a per-frame GroupNorm(affine=False) in front."""
+    """Sign quantizer over K channels with a normalisation in front: per frame (GroupNorm(1, affine=False) over K, h,
+    w; norm="frame") or per cell (divided by its RMS over the K channels, so the signs are the latent's own; "rms")."""
 
-    def __init__(self, bits: int, inv_temperature: float = 1.0, group_bits: int = 14, max_positions: int = 4096):
+    def __init__(self, bits: int, inv_temperature: float = 1.0, group_bits: int = 14, max_positions: int = 4096,
+                 norm: str = "frame"):
         super().__init__()
+        self.norm = norm
         self.bits = bits
         self.inv_temperature = inv_temperature
         self.group_bits = group_bits
         self.max_positions = max_positions
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        """Zero mean / unit variance over (K, h, w) of each frame: [B, K, t, h, w], fp32."""
+        """Zero mean / unit variance over (K, h, w) of each frame, or unit RMS over K per cell: [B, K, t, h, w], fp32."""
         z = z.float()
+        if self.norm == "rms":
+            return z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-5)
         var, mean = torch.var_mean(z, dim=(1, 3, 4), keepdim=True, unbiased=False)
         return (z - mean) * torch.rsqrt(var + 1e-5)
 

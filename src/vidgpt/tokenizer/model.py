@@ -133,7 +133,7 @@ class VideoTokenizer(nn.Module):
         self.config = config or TokenizerConfig()
         c = self.config
         self.encoder = Encoder(c)
-        self.quantizer = LFQ(c.codebook_bits, c.inv_temperature, c.entropy_group_bits, c.entropy_max_positions)
+        self.quantizer = LFQ(c.codebook_bits, c.inv_temperature, c.entropy_group_bits, c.entropy_max_positions, c.lfq_norm)
         self.decoder = Decoder(c)
         if c.space_pad_mode != "zeros":
             set_space_padding(self, c.space_pad_mode)
