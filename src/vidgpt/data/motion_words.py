@@ -2,8 +2,9 @@
 the right"; a caption with no direction / growth / spin word gives "". Word-level and case-keeping, so free-form
 prompts work too.
 
-Two users: motion-contrast guidance (`vidgpt generate --contrast-motion`: the negative prompt is the prompt moving the
-other way, so the guidance scale amplifies what the model knows about direction without touching colour or shape;
+Two users: motion-contrast guidance (`VidGPT.default_negative`, on by default for a model whose vidgpt.json sets
+`contrast_motion`, else `vidgpt generate --contrast-motion`: the negative prompt is the prompt moving the other way,
+so the guidance scale amplifies what the model knows about direction without touching colour or shape;
 measured in model/README.md, "Motion-contrast guidance"), and the contrastive motion loss of training
 (vidgpt.train.motion_pairs: the same clip under its caption and under the reversed one).
 """
