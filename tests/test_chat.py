@@ -67,3 +67,19 @@ def test_overflow_raises_when_even_the_referred_clip_does_not_fit(text_tok):
     small.chat("make a dot", session=s, seed=0, frames=5, height=32, width=32)
     with pytest.raises(GenerationError, match="does not fit"):
         small.chat("make it blue " * 20, session=s, seed=1)
+
+
+def test_a_clip_turn_guides_away_from_the_message_with_its_motion_reversed(pipe, monkeypatch):
+    """On a model that contrasts motion, the guidance's other row is the same context with the message's motion
+    reversed; otherwise (or when the message names no motion) the message is left out."""
+    import vidgpt.generate.chat as chat
+
+    rows = []
+    real = chat.constrained_decode
+    monkeypatch.setattr(chat, "constrained_decode", lambda *a, **k: rows.append(k["uncond_prompts"]) or real(*a, **k))
+    reversed_ids = pipe.layout.prompt_ids(chat.Sample([chat.Turn("user", ["make a red circle moving left"])]))
+    empty_ids = pipe.layout.prompt_ids(chat.Sample([chat.Turn("user", [])]))
+    for contrast, want in ((True, reversed_ids), (False, empty_ids)):
+        monkeypatch.setattr(pipe, "contrast_motion", contrast)
+        pipe.chat("make a red circle moving right", session=ChatSession(), frames=5, height=16, width=16, seed=0)
+        assert rows[-1] == [want], contrast

@@ -210,7 +210,9 @@ def chat(
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg if mode == "clip" else 1.0)
     uncond = None
     if sampling.use_cfg:
-        uncond = [pipe.layout.prompt_ids(Sample(turns + [Turn("user", list(attach or []))]))]
+        # the same context with the message left out, or (a model that contrasts motion) with its motion reversed
+        negative = pipe.default_negative(message)
+        uncond = [pipe.layout.prompt_ids(Sample(turns + [Turn("user", list(attach or []) + ([negative] if negative else []))]))]
     out = constrained_decode(
         pipe.backend, [prompt_ids], con, sampling, make_generator(seed, pipe.device), uncond_prompts=uncond,
         pad_id=pipe.pad_id, vocab_size=pipe.vocab.end, max_steps=reply_len,
