@@ -118,3 +118,31 @@ def test_cpu_bf16_autocast_trains(tmp_path, monkeypatch):
     assert math.isfinite(last["loss"]) and last["psnr"] > 0
     off = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", ["train.device=cpu", "data.eval_clips=1"])
     assert not TokenizerTrainer(off, tmp_path / "off", progress=False, log=lambda *a: None).amp
+
+
+def test_cell_means_and_the_cell_colour_head_train_and_resume(tmp_path):
+    from vidgpt.errors import TrainingError
+    from vidgpt.tokenizer.losses import cell_means
+    from vidgpt.train.tokenizer_trainer import TokenizerTrainer
+
+    x = smooth_clip(T=9, H=32, W=32)
+    m = cell_means(x, 8)
+    assert m.shape == (1, 3, 3, 4, 4)
+    assert torch.allclose(m[:, :, 0], x[:, :, 0].reshape(1, 3, 4, 8, 4, 8).mean((3, 5)), atol=1e-6)  # frame 0 alone
+    assert torch.allclose(m[:, :, 2], x[:, :, 5:9].reshape(1, 3, 4, 4, 8, 4, 8).mean((2, 4, 6)), atol=1e-6)
+    assert torch.allclose(cell_means(torch.full((2, 3, 5, 16, 16), 0.25), 8), torch.full((2, 3, 2, 2, 2), 0.25))
+
+    sets = ["train.steps=2", "train.log_every=1", "train.ckpt_every=2", "data.eval_clips=1", "train.cell_colour_weight=1.0"]
+    cfg = load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", sets)
+    run = TokenizerTrainer(cfg, tmp_path / "a", progress=False, log=lambda *a: None)
+    before = [p.detach().clone() for p in run.colour_head.parameters()]
+    run.run()
+    logs = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["cell_colour"]) for r in logs if "cell_colour" in r) and any("cell_colour" in r for r in logs)
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.colour_head.parameters()))  # the head is trained
+    again = TokenizerTrainer(load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", sets[1:] + ["train.steps=3"]),
+                             tmp_path / "a", resume=True, progress=False, log=lambda *a: None)
+    assert again.step == 2 and all(torch.equal(a, b) for a, b in zip(run.colour_head.parameters(), again.colour_head.parameters()))
+    with pytest.raises(TrainingError, match="decoder-only"):
+        TokenizerTrainer(load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", sets + ["train.train_parts=decoder"]),
+                         tmp_path / "b", progress=False, log=lambda *a: None)

@@ -94,6 +94,23 @@ def tokenizer_loss(
     return loss, logs
 
 
+def cell_means(x: torch.Tensor, space_factor: int) -> torch.Tensor:
+    """Each latent cell's mean colour: video [B, 3, 1+4n, H, W] -> [B, 3, 1+n, H/f, W/f] (frame 0 alone, then groups of
+    4 frames, as the causal encoder folds time)."""
+    first = x[:, :, :1]
+    if x.shape[2] > 1:
+        b, c, t, h, w = x.shape
+        rest = x[:, :, 1:].reshape(b, c, (t - 1) // 4, 4, h, w).mean(3)
+        first = torch.cat([first, rest], 2)
+    return F.avg_pool3d(first, (1, space_factor, space_factor))
+
+
+def cell_colour_loss(head: nn.Module, quantized: torch.Tensor, x: torch.Tensor, space_factor: int) -> torch.Tensor:
+    """MSE between a linear read-out of the quantized bits (`head`: a 1x1x1 conv K -> 3) and each cell's mean colour:
+    an auxiliary that asks the codes to say the cell's colour plainly, so a colour survives the sign quantizer."""
+    return F.mse_loss(head(quantized.float()), cell_means(x.float(), space_factor))
+
+
 def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     return F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()
 

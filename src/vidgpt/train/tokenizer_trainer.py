@@ -26,7 +26,7 @@ from ..errors import ConfigError, TrainingError
 from ..metrics import psnr
 from ..tokenizer import TokenizerConfig, VideoTokenizer, codebook_usage
 from ..tokenizer.discriminator import PatchDiscriminator3D
-from ..tokenizer.losses import LeCam, hinge_d_loss, hinge_g_loss, reconstruction_loss, tokenizer_loss
+from ..tokenizer.losses import LeCam, cell_colour_loss, hinge_d_loss, hinge_g_loss, reconstruction_loss, tokenizer_loss
 from ..tokenizer.config import WEIGHT_COMPATIBLE_FIELDS
 from ..tokenizer.model import TokenizerOutput
 from ..utils import atomic_dir, cpu_bf16_if_native, pick_device, progress_wanted
@@ -73,6 +73,9 @@ class TokenizerTrainLoop:
     l2_weight: float = 0.0
     grad_weight: float = 0.0  # sharpness: L1 between the spatial gradients of reconstruction and input
     object_weight: float = 0.0  # pixels off their frame's background (objects, textures) weigh 1 + this much
+    # auxiliary (issue 9's colour blobs): a linear read-out of the quantized bits must give each latent cell's mean
+    # colour (losses.cell_colour_loss; its 1x1 head is trained with the model, kept in the checkpoint, not shipped)
+    cell_colour_weight: float = 0.0
     seed: int = 0
     init_from: str = ""  # a tokenizer directory whose weights start a new run (same model config); "" = random
     train_parts: str = "all"  # "all", or "decoder": encoder + quantizer frozen (run under no_grad, eval mode),
@@ -169,7 +172,14 @@ class TokenizerTrainer:
         if self.decoder_only:
             for p in (*self.model.encoder.parameters(), *self.model.quantizer.parameters()):
                 p.requires_grad_(False)
+        self.colour_head = None
+        if t.cell_colour_weight > 0:
+            if self.decoder_only:
+                raise TrainingError("train.cell_colour_weight shapes the codes; a decoder-only run keeps them (set it to 0)")
+            self.colour_head = torch.nn.Conv3d(cfg.model.codebook_bits, 3, 1).to(self.device)
         self.trained_params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.colour_head is not None:
+            self.trained_params += list(self.colour_head.parameters())
         self.opt = torch.optim.AdamW(self.trained_params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(t))
         self.disc = self.opt_d = None
@@ -237,6 +247,7 @@ class TokenizerTrainer:
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
             "disc": self.disc.state_dict() if self.disc else None,
+            "colour_head": self.colour_head.state_dict() if self.colour_head is not None else None,
             "lecam": self.lecam.state_dict() if self.disc else None,
             "opt_d": self.opt_d.state_dict() if self.opt_d else None,
             "rng": {
@@ -270,6 +281,10 @@ class TokenizerTrainer:
             raise TrainingError(f"{path}: checkpoint was trained with train.train_parts={state.get('train_parts', 'all')}, "
                                 f"not {self.cfg.train.train_parts}; use the same or start a new run with train.init_from")
         self.model.load_state_dict(state["model"])
+        if self.colour_head is not None:
+            if state.get("colour_head") is None:
+                raise TrainingError(f"{path}: checkpoint has no cell-colour head; resume with train.cell_colour_weight=0")
+            self.colour_head.load_state_dict(state["colour_head"])
         self.model.code_compatible = list(state.get("code_compatible", []))
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
@@ -316,6 +331,10 @@ class TokenizerTrainer:
             else:
                 out = self.model(x)
                 loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight, t.grad_weight, t.object_weight)
+                if self.colour_head is not None:
+                    colour = cell_colour_loss(self.colour_head, out.lfq.quantized, x, self.model.space_factor)
+                    loss = loss + t.cell_colour_weight * colour
+                    logs["cell_colour"] = colour.item()
             if use_disc:
                 with torch.autocast(self.device.type, enabled=False) if t.disc_fp32 else contextlib.nullcontext():
                     g = hinge_g_loss(self.disc(out.recon.float() if t.disc_fp32 else out.recon))
