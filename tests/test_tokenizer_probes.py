@@ -80,3 +80,12 @@ def test_widen_keeps_the_source_and_starts_the_new_bits_unread(probes):
         assert torch.allclose(dst.encoder(x)[:, :6], src.encoder(x), atol=1e-6) and not dst.encoder(x)[:, 6:].any()
     with pytest.raises(SystemExit, match="below"):
         probes.widened(src, 5)
+
+
+def test_blobs_prints_a_row_per_split(probes, tmp_path, capsys):
+    torch.manual_seed(0)
+    VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).save_pretrained(tmp_path / "tok")
+    probes.main(["blobs", str(tmp_path / "tok"), "--n", "2", "--size", "32"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {tmp_path / 'tok'}")]
+    assert [r.split(" | ")[1:3] for r in rows] == [["train", "1x32x32"], ["heldout", "1x32x32"], ["heldout", "9x32x32"]]
+    assert all(0 <= int(r.split(" | ")[3]) <= 2 and 0 <= int(r.split(" | ")[-1].rstrip(" |")) <= 2 for r in rows)

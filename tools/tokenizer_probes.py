@@ -9,6 +9,9 @@ oracle   -- can this encoder and decoder carry the shapes at all when the codes 
             bits), the whole model trained on from a tokenizer as `vidgpt tokenizer train` would, then judged like
             `vidgpt tokenizer eval`. Near the quantized run = the network is the limit (width, depth, loss); far
             above = the 14 bits are (more bits, or finer cells).
+blobs    -- the round-trip judge on train-split and held-out one-object scenes (images, then 9-frame clips), with the
+            count of reconstructions showing a named colour no object has (the hue-shifted blobs of an under-precise
+            cell colour): is a failure the held-out composition, the shape or the colour?
 widen    -- a tokenizer with more bits a cell, warm-started from one with fewer: every weight that reads or writes the K
             latent channels keeps the source's slice; the new channels start at zero (the encoder writes 0 there, the
             decoder ignores them), so training starts from the source's reconstructions and learns what the new bits
@@ -21,6 +24,7 @@ probe    -- is the shape in the codes? A small conv classifier (8 shapes) traine
 
     python tools/tokenizer_probes.py degrade --n 100
     python tools/tokenizer_probes.py probe --tokenizer tokenizer --n 4000 --epochs 15
+    python tools/tokenizer_probes.py blobs --tokenizer tokenizer runs/tokx/s2_rms
     python tools/tokenizer_probes.py widen --bits 16 --out runs/tokx/k16_init
     python tools/tokenizer_probes.py oracle --out runs/tokx/oracle --set train.init_from=tokenizer \
         --set data.world_prob=1.0 --set 'data.sizes=[128]' --set train.lr=2.0e-4 --set train.stop_at=600
@@ -157,6 +161,21 @@ def run_oracle(args) -> None:
               f"{rt['motion']:.2f} |", flush=True)
 
 
+def run_blobs(args) -> None:
+    cfg = WorldConfig(**ONE_OBJECT)
+    print(f"| tokenizer | scenes ({args.n} one-object, seed {args.seed}) | clip | pass | colour | shape | motion | "
+          "with an extra colour |")
+    print("|---|---|---|---|---|---|---|---|")
+    for directory in args.tokenizers:
+        tok = VideoTokenizer.from_pretrained(directory).eval()
+        for split, frames in (("train", 1), ("heldout", 1), ("heldout", 9)):
+            scenes = heldout_scenes(args.n, seed=args.seed, config=cfg, split=split)
+            r = roundtrip_judge(tok, scenes, frames=frames, size=args.size)
+            rt = r.rates()
+            print(f"| {directory} | {split} | {frames}x{args.size}x{args.size} | {r.clips_passed} | {rt['color']:.2f} | "
+                  f"{rt['shape']:.2f} | {rt['motion']:.2f} | {r.clips_with_extra} |", flush=True)
+
+
 def widened(src: VideoTokenizer, bits: int) -> VideoTokenizer:
     """A copy of `src` with `bits` latent channels (>= src's). Tensors that differ in one dimension (the K channels)
     keep src's values in the leading slice; the rest is zero, so the new channels are written as 0 and read by nothing."""
@@ -268,13 +287,19 @@ def main(argv=None) -> None:
     o.add_argument("--frames", type=int, nargs="+", default=[1, 9])
     o.add_argument("--size", type=int, default=128)
     o.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("blobs", help="round trip on train-split and held-out scenes, with the extra-colour count")
+    b.add_argument("tokenizers", nargs="+")
+    b.add_argument("--n", type=int, default=100)
+    b.add_argument("--size", type=int, default=128)
+    b.add_argument("--seed", type=int, default=0)
     w = sub.add_parser("widen", help="write a tokenizer with more bits a cell, warm-started from one with fewer")
     w.add_argument("--tokenizer", default="tokenizer")
     w.add_argument("--bits", type=int, required=True)
     w.add_argument("--out", type=Path, required=True)
     w.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    {"degrade": run_degrade, "probe": run_probe, "oracle": run_oracle, "widen": run_widen}[args.cmd](args)
+    {"degrade": run_degrade, "probe": run_probe, "oracle": run_oracle, "widen": run_widen,
+     "blobs": run_blobs}[args.cmd](args)
 
 
 if __name__ == "__main__":
