@@ -24,6 +24,7 @@ def test_the_shipped_model_is_small_and_describes_itself():
     meta = json.loads((MODEL / "vidgpt.json").read_text())
     assert meta["form"] == "delta" and meta["base"] == "smollm2-135m"
     assert meta["default_clip"] == {"frames": 9, "height": 128, "width": 128}
+    assert meta["contrast_motion"] is True  # motion-contrast guidance by default (model/README.md, measured at n = 300)
     assert (MODEL / meta["video_tokenizer"] / "config.json").is_file()
     size = sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file())
     assert size <= 50 * 2**20, f"model/ holds {size / 2**20:.1f} MB"
@@ -34,6 +35,7 @@ def test_the_main_job_draws_a_clip_of_the_default_size():
 
     pipe = VidGPT.from_pretrained(device="cpu")
     assert pipe.default_clip == (9, 128, 128)
+    assert pipe.default_negative("a red circle moving right") == "a red circle moving left"
     out = pipe.generate("a red circle moving right", seed=0, progress=False)
     video = np.asarray(out.videos[0])
     assert video.shape == (9, 128, 128, 3) and video.dtype == np.uint8
