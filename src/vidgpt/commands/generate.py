@@ -41,7 +41,8 @@ def _model_args(p) -> None:
 def _sampling_args(p) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same clip)")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off; default 3)")
-    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt for guidance (default: the empty prompt, or for `generate` on a model that "
+    p.add_argument("--negative", default="", metavar="TEXT",
+                   help="negative prompt for guidance (default: the empty prompt, or for `generate` on a model that "
                         "contrasts motion the prompt with its motion reversed)")
     p.add_argument("--cfg-fine", action="store_true",
                    help="guide the fine section too. Default: guidance on the clip's header and blueprint only, the fine "

@@ -12,8 +12,8 @@ it as a preview: the video tokenizer decodes the blueprint codes at half size an
 upsampled 2x for display. Classifier-free guidance runs conditional and unconditional (negative
 prompt) rows in one batch; with no negative prompt given, a model whose vidgpt.json sets `"contrast_motion": true`
 guides away from the prompt with its motion reversed ("moving right" -> "moving left", `default_negative`), so the
-guidance carries the direction, else from the empty prompt. Longer videos than one clip (`clip_frames`) are continued clip by clip,
-each conditioned on the last `context_frames` latent frames of the clip before, and stitched.
+guidance carries the direction, else from the empty prompt. Longer videos than one clip (`clip_frames`) are
+continued clip by clip, each conditioned on the last `context_frames` latent frames of the clip before, and stitched.
 """
 
 from __future__ import annotations
