@@ -58,8 +58,12 @@ def main(argv=None) -> int:
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
                      seed=args.seed, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k)
     items = heldout_items(cfg, cfg.world())
-    negatives = {"opposite-motion": lambda: opposite_motion_prompts(cfg, cfg.world()), "empty": lambda: [""] * len(items),
-                 "default": lambda: [pipe.default_negative(p) for _, _, p in items]}[args.negative]()
+    if args.negative == "opposite-motion":
+        negatives = opposite_motion_prompts(cfg, cfg.world())
+    elif args.negative == "default":
+        negatives = [pipe.default_negative(p) for _, _, p in items]
+    else:
+        negatives = [""] * len(items)
     gen = make_generator(args.seed, pipe.device)
     tok = pipe.video_tokenizer
     res = {"preview": []} if args.preview_only else {"full": [], "preview": [], "upsampled": []}

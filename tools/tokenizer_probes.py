@@ -24,7 +24,7 @@ probe    -- is the shape in the codes? A small conv classifier (8 shapes) traine
 
     python tools/tokenizer_probes.py degrade --n 100
     python tools/tokenizer_probes.py probe --tokenizer tokenizer --n 4000 --epochs 15
-    python tools/tokenizer_probes.py blobs --tokenizer tokenizer runs/tokx/s2_rms
+    python tools/tokenizer_probes.py blobs tokenizer runs/tokx/s2_rms
     python tools/tokenizer_probes.py widen --bits 16 --out runs/tokx/k16_init
     python tools/tokenizer_probes.py oracle --out runs/tokx/oracle --set train.init_from=tokenizer \
         --set data.world_prob=1.0 --set 'data.sizes=[128]' --set train.lr=2.0e-4 --set train.stop_at=600

@@ -552,7 +552,8 @@ def world_line(c: dict) -> str:
 def markdown_report(rep: dict) -> str:
     c = rep["config"]
     lines = [f"# vidgpt evaluation: {rep['model']}", "",
-             f"{c['frames']}x{c['size']}x{c['size']} clips, cfg {c['cfg']} (negative prompt: {_negative_words(c)}), temperature {c['temperature']}, seed {c['seed']}", "",
+             f"{c['frames']}x{c['size']}x{c['size']} clips, cfg {c['cfg']} (negative prompt: {_negative_words(c)}), "
+             f"temperature {c['temperature']}, seed {c['seed']}", "",
              f"World: {world_line(c)}", ""]
     a = rep.get("adherence")
     if a:

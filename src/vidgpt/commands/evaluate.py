@@ -67,8 +67,8 @@ def _model(args) -> int:
             print(f"vidgpt: note: scenes from the model's scope ({', '.join(args.world_set)}); "
                   "--set or --world-config to choose others", file=sys.stderr)
     cfg = EvalConfig(n=args.n, freeform=args.freeform, edits=args.edits, continuations=args.continuations,
-                     frames=args.frames or 17, size=args.size or 128, cfg=args.cfg, negative=args.negative, temperature=args.temperature,
-                     top_k=args.top_k, seed=args.seed,
+                     frames=args.frames or 17, size=args.size or 128, cfg=args.cfg, negative=args.negative,
+                     temperature=args.temperature, top_k=args.top_k, seed=args.seed,
                      batch_size=args.batch_size, edit_split=args.edit_split, language=not args.no_language,
                      world_config=args.world_config, world_set=list(args.world_set))
     world = cfg.world()  # a bad --set fails here, before the model loads

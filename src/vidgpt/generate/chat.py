@@ -212,7 +212,8 @@ def chat(
     if sampling.use_cfg:
         # the same context with the message left out, or (a model that contrasts motion) with its motion reversed
         negative = pipe.default_negative(message)
-        uncond = [pipe.layout.prompt_ids(Sample(turns + [Turn("user", list(attach or []) + ([negative] if negative else []))]))]
+        content = list(attach or []) + ([negative] if negative else [])
+        uncond = [pipe.layout.prompt_ids(Sample(turns + [Turn("user", content)]))]
     out = constrained_decode(
         pipe.backend, [prompt_ids], con, sampling, make_generator(seed, pipe.device), uncond_prompts=uncond,
         pad_id=pipe.pad_id, vocab_size=pipe.vocab.end, max_steps=reply_len,

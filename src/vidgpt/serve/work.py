@@ -194,8 +194,8 @@ class Work:
         prompts = [pipe.layout.prompt_ids(Sample([Turn("user", [j.params["prompt"]])])) for j in batch]
         uncond = None
         if sampling.use_cfg:
-            negatives = [j.params["negative_prompt"] for j in batch]
-            negatives = [pipe.default_negative(j.params["prompt"]) if n is None else n for n, j in zip(negatives, batch)]
+            negatives = [pipe.default_negative(j.params["prompt"]) if j.params["negative_prompt"] is None
+                         else j.params["negative_prompt"] for j in batch]
             uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for n in negatives]
         blocks, _ = pipe.sample_blocks(prompts, uncond, shape, sections, sampling, make_generator(None, pipe.device))
         videos = pipe.to_frames(pipe.decode_blocks(blocks, preview=p0["blueprint_only"]))
