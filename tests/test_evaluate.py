@@ -228,6 +228,30 @@ def test_opposite_motion_prompts_differ_from_the_prompts_in_the_motion_only():
         assert same >= len(prompt.split()) - 4, (prompt, neg)
 
 
+def test_other_motion_prompts_turn_every_direction_a_quarter_at_a_time():
+    assert [ev.turned_motion("right", q) for q in range(4)] == ["right", "down", "left", "up"]
+    assert [ev.turned_motion("up-left", q) for q in (1, 2, 3)] == ["up-right", "down-right", "down-left"]
+    assert [ev.turned_motion("grow", q) for q in (1, 2, 3)] == [None, "shrink", None]
+    assert ev.turned_motion("rotate", 2) is None and ev.turned_motion("stay", 1) is None
+    one = ev.EvalConfig(n=60, world_set=["max_objects=1", "backgrounds=[solid]"]).resolved()
+    w1 = one.world()
+    items, others = ev.heldout_items(one, w1), ev.other_motion_prompts(one, w1)
+    opposite = ev.opposite_motion_prompts(one, w1)
+    assert len(others) == len(items)
+    straight = 0
+    for (scene, _, prompt), negs, opp in zip(items, others, opposite):
+        motion = scene.objects[0].motion
+        if motion in ev._COMPASS:
+            straight += 1
+            assert len(negs) == 3 and len(set(negs)) == 3 and prompt not in negs
+            assert negs[1] == opp  # the half turn is the reversed caption
+        elif motion in ("grow", "shrink"):
+            assert negs == [opp]
+        else:
+            assert negs == [""]
+    assert straight >= 10
+
+
 def test_generate_batch_guides_with_the_models_default_negative(monkeypatch):
     """`vidgpt eval model` measures what `vidgpt generate` does: negative "default" = VidGPT.default_negative."""
     from vidgpt.backbone import toy_text_tokenizer
@@ -247,3 +271,9 @@ def test_generate_batch_guides_with_the_models_default_negative(monkeypatch):
         assert seen == prompts + expected, (negative, contrast, seen)
     with pytest.raises(ev.ConfigError, match="negative"):
         ev.generate_batch(pipe, prompts, ev.EvalConfig(frames=1, size=32, negative="opposite"), torch.Generator())
+    # several negatives for a prompt: each is one group of rows, the other prompt's negative repeated in every group
+    seen.clear()
+    ev.generate_batch(pipe, prompts, ev.EvalConfig(frames=1, size=32), torch.Generator().manual_seed(0),
+                      negatives=[["a red ball moving up", "a red ball moving right", "a red ball moving down"], ""],
+                      blueprint_only=True)
+    assert seen == prompts + ["a red ball moving up", "", "a red ball moving right", "", "a red ball moving down", ""]

@@ -94,3 +94,36 @@ def test_too_long_for_context(text_tok):
     small = tiny_pipeline(text_tok, bits=6, max_positions=200)
     with pytest.raises(GenerationError, match="positions"):
         small.generate("x", frames=9, height=64, width=64)
+
+
+def test_follow_blueprint_guides_the_fine_codes_against_a_still_blueprint(text_tok, monkeypatch):
+    from vidgpt.generate import pipeline as pl
+
+    plain = tiny_pipeline(text_tok, bits=6)
+    guided = tiny_pipeline(text_tok, bits=6, decode_options={"follow_blueprint": 3.0})
+    a = plain.generate("a red circle moving right", frames=9, height=32, width=32, seed=5, cfg=3.0)
+    seen = []
+    real = pl.constrained_decode
+
+    def record(backend, prompts, con, sampling, *args, **kw):
+        seen.append((list(map(list, prompts)), kw.get("uncond_prompts"), sampling.cfg))
+        return real(backend, prompts, con, sampling, *args, **kw)
+
+    monkeypatch.setattr(pl, "constrained_decode", record)
+    b = guided.generate("a red circle moving right", frames=9, height=32, width=32, seed=5, cfg=3.0)
+    # the blueprint pass draws with the same noise as the one-pass decode: the same blueprint
+    assert torch.equal(a.blocks[0].blueprint, b.blocks[0].blueprint) and b.blocks[0].fine.shape == (3, 4, 4)
+    assert [cfg for _, _, cfg in seen] == [3.0, 3.0]
+    (cond, neg, _) = seen[1]
+    bp = b.blocks[0].blueprint
+    v = guided.vocab
+    head = cond[0][-(len(guided.layout.encode_block(pl.VisualBlock(b.blocks[0].shape, blueprint=bp)))):]
+    assert head[-1] == v.fine_id and v.codes_to_ids(bp).flatten().tolist() == head[-1 - bp.numel():-1]
+    still = pl.still_blueprint(bp)
+    assert torch.equal(still[2], bp[0]) and torch.equal(still[0], bp[0])
+    assert neg[0][:-1 - bp.numel()] == cond[0][:-1 - bp.numel()]  # same prompt and header ...
+    assert neg[0][-1 - bp.numel():-1] == v.codes_to_ids(still).flatten().tolist()  # ... over the still blueprint
+    # the ids returned are the whole block: prompt + them parses back to the blocks
+    assert b.token_ids[0][: len(head)] == head
+    with pytest.raises(GenerationError, match="follow_blueprint"):
+        tiny_pipeline(text_tok, bits=6, decode_options={"follow_blueprint": -1})

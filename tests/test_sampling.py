@@ -6,7 +6,8 @@ import torch
 from vidgpt.errors import GenerationError
 from vidgpt.generate.constraints import StructureConstraint
 from vidgpt.generate.decoding import constrained_decode
-from vidgpt.generate.sampling import SamplingConfig, apply_cfg, filter_logits, make_generator, sample
+from vidgpt.generate.sampling import (SamplingConfig, apply_cfg, filter_logits, make_generator, negative_groups,
+                                      sample)
 from vidgpt.vocab import UnifiedVocab, VocabSpec
 
 
@@ -99,3 +100,60 @@ def test_positional_draws_are_exact_and_keyed_by_position():
     top2 = {int(sample_with_noise(logits, SamplingConfig(top_k=2), noise(i, 1))) for i in range(200)}
     assert top2 == {0, 1}
     assert int(sample_with_noise(logits, SamplingConfig(temperature=0), noise(0, 1))) == 0
+
+
+def test_cfg_with_several_negative_groups_guides_away_from_their_mean():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(8, 5, generator=g)  # 2 conditional rows, 3 groups of 2 negative rows
+    c = logits[:2]
+    u = (logits[2:4] + logits[4:6] + logits[6:8]) / 3
+    assert torch.allclose(apply_cfg(logits, 3.0, 2), u + 3.0 * (c - u), atol=1e-6)
+    with pytest.raises(GenerationError, match="whole groups"):
+        apply_cfg(logits[:7], 3.0, 2)
+
+
+def test_negative_groups_weigh_every_samples_negatives_equally():
+    groups = negative_groups(["a", ["b", "c", "d"], ["e", "f"]])
+    assert len(groups) == 6 and all(len(g) == 3 for g in groups)  # lcm(1, 3, 2) groups of one prompt a sample
+    assert [g[0] for g in groups] == ["a"] * 6
+    assert sorted(g[1] for g in groups) == ["b", "b", "c", "c", "d", "d"]
+    assert sorted(g[2] for g in groups) == ["e", "e", "e", "f", "f", "f"]
+    assert negative_groups(["x", "y"]) == [["x", "y"]]
+    with pytest.raises(GenerationError, match="empty list"):
+        negative_groups(["x", []])
+
+
+class GroupBackend(FakeBackend):
+    """Conditional row first, then one fixed negative row per group; checks every row is fed each step."""
+
+    def __init__(self, cond, negatives):
+        self.cond, self.negatives = cond, negatives
+
+    def _state(self, rows):
+        return torch.cat([self.cond, *self.negatives])[:rows]
+
+
+def test_decode_loop_feeds_and_averages_every_negative_group():
+    vocab = UnifiedVocab(VocabSpec(2, 1, 2, 2), offset=10)
+    V = vocab.end
+    lo, _ = vocab.group_range(0)
+    cond = torch.zeros(1, V)
+    cond[0, lo + 1], cond[0, lo + 2], cond[0, lo + 3] = 1.0, 0.9, 0.8
+    # negative A likes code 1, negative B likes code 2: only their mean makes code 3 the guided choice
+    neg_a, neg_b = torch.zeros(1, V), torch.zeros(1, V)
+    neg_a[0, lo + 1] = 3.0
+    neg_b[0, lo + 2] = 3.0
+    backend = GroupBackend(cond, [neg_a, neg_b])
+    con = StructureConstraint(vocab, 1, shape=(1, 1, 1), sections=("fine",))
+    out = constrained_decode(backend, [[1, 2]], con, SamplingConfig(temperature=0, cfg=2.0),
+                             uncond_prompts=[[3], [4]], vocab_size=V)
+    assert backend.rows == 3 and out.tokens[0, 5].item() == lo + 3
+    backend = GroupBackend(cond, [neg_a])  # one group: away from code 1 only -> code 2
+    con = StructureConstraint(vocab, 1, shape=(1, 1, 1), sections=("fine",))
+    out = constrained_decode(backend, [[1, 2]], con, SamplingConfig(temperature=0, cfg=2.0),
+                             uncond_prompts=[[3]], vocab_size=V)
+    assert out.tokens[0, 5].item() == lo + 2
+    con = StructureConstraint(vocab, 2, shape=(1, 1, 1), sections=("fine",))
+    with pytest.raises(GenerationError, match="multiple"):
+        constrained_decode(backend, [[1], [2]], con, SamplingConfig(temperature=0, cfg=2.0),
+                           uncond_prompts=[[3]], vocab_size=V)

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
 
     from vidgpt.data.judge import judge_clip
-    from vidgpt.evaluate import EvalConfig, attribute_shares, generate_batch, heldout_items, opposite_motion_prompts
+    from vidgpt.evaluate import EvalConfig, attribute_shares, generate_batch, heldout_items, opposite_motion_prompts, other_motion_prompts
     from vidgpt.generate.pipeline import VidGPT
     from vidgpt.generate.sampling import make_generator
 
@@ -43,10 +43,15 @@ def main(argv=None) -> int:
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--no-cfg-fine", action="store_true",
                     help="guidance on the header and blueprint only (decode option cfg_fine=False)")
-    ap.add_argument("--negative", choices=("empty", "opposite-motion", "default"), default="empty",
+    ap.add_argument("--negative", choices=("empty", "opposite-motion", "other-motions", "default"), default="empty",
                     help="the guidance's negative prompt: the empty prompt, the same caption with every motion reversed "
-                         "(evaluate.opposite_motion_prompts; empty where a motion has no opposite), or default: what "
+                         "(evaluate.opposite_motion_prompts; empty where a motion has no opposite), other-motions: the "
+                         "caption with every direction turned by 90, 180 and 270 degrees, guided away from together "
+                         "(evaluate.other_motion_prompts), or default: what "
                          "`vidgpt generate` uses on this model (VidGPT.default_negative of each prompt)")
+    ap.add_argument("--follow-blueprint", type=float, default=1.0,
+                    help="guidance scale of the fine section away from the same prompt over a still blueprint "
+                         "(decode option follow_blueprint; 1 = off)")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     ap.add_argument("--preview-only", action="store_true",
@@ -54,12 +59,15 @@ def main(argv=None) -> int:
                          "(the sampler's noise is keyed by position, so the blueprints are the same), ~5x faster")
     args = ap.parse_args(argv)
 
-    pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine})
+    pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine,
+                                                             "follow_blueprint": args.follow_blueprint})
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
                      seed=args.seed, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k)
     items = heldout_items(cfg, cfg.world())
     if args.negative == "opposite-motion":
         negatives = opposite_motion_prompts(cfg, cfg.world())
+    elif args.negative == "other-motions":
+        negatives = other_motion_prompts(cfg, cfg.world())
     elif args.negative == "default":
         negatives = [pipe.default_negative(p) for _, _, p in items]
     else:

@@ -164,9 +164,11 @@ def _sampling(cfg: EvalConfig):
 def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: list[str] | None = None,
                    blueprint_only: bool = False):
     """Text prompts -> (blocks, full frames uint8 [N,T,H,W,3], preview frames [N,T,H/2,W/2,3] or None).
-    negatives: one negative prompt per prompt for the guidance (default: cfg.negative: "default" = the pipeline's
+    negatives: one negative prompt (or a list of them, guided away from together: sampling.negative_groups) per
+    prompt for the guidance (default: cfg.negative: "default" = the pipeline's
     default_negative of each prompt, what `vidgpt generate` does; "empty" = the empty prompt). blueprint_only: sample
     the blueprint section alone and decode only the previews (full frames None)."""
+    from .generate.sampling import negative_groups
     from .layout import Sample, Turn
 
     sampling = _sampling(cfg)
@@ -176,7 +178,10 @@ def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: li
         if cfg.negative not in ("default", "empty"):
             raise ConfigError(f"eval: negative={cfg.negative!r}; expected default or empty")
         negatives = [pipe.default_negative(p) if cfg.negative == "default" else "" for p in prompts]
-    uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for n in negatives] if sampling.use_cfg else None
+    uncond = None
+    if sampling.use_cfg:
+        uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for group in negative_groups(negatives)
+                  for n in group]
     blocks, _ = pipe.sample_blocks(ids, uncond, shape, pipe.sections(blueprint_only), sampling, gen)
     full = None if blueprint_only else pipe.to_frames(pipe.decode_blocks(blocks))
     preview = None
@@ -244,6 +249,45 @@ def opposite_motion_prompts(cfg: EvalConfig, world, n: int | None = None) -> lis
         return dataclasses.replace(scene, objects=[dataclasses.replace(o, motion=OPPOSITE_MOTION[o.motion]) for o in scene.objects])
 
     return [prompt for _, _, prompt in heldout_items(cfg, world, n, recaption=reversed_scene)]
+
+
+# the eight directions in clockwise order on the screen: a quarter turn is two steps
+_COMPASS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")
+
+
+def turned_motion(motion: str, quarter_turns: int) -> str | None:
+    """A direction turned by quarter_turns x 90 degrees clockwise ("right", 1 -> "down"); grow / shrink turned by an
+    odd number of quarter turns have no counterpart (None), by two they swap; other motions give None."""
+    if motion in _COMPASS:
+        return _COMPASS[(_COMPASS.index(motion) + 2 * quarter_turns) % len(_COMPASS)]
+    if motion in ("grow", "shrink") and quarter_turns % 2 == 0:
+        return OPPOSITE_MOTION[motion] if quarter_turns % 4 else motion
+    return None
+
+
+def other_motion_prompts(cfg: EvalConfig, world, n: int | None = None) -> list[list[str]]:
+    """For each of heldout_items' prompts, the same scene captioned in the same style with every object's direction
+    turned by 90, 180 and 270 degrees: three negative prompts that differ from the prompt in the direction only, so
+    guidance away from their mean pushes from every other way at once, where the reversed caption
+    (opposite_motion_prompts) pushes from one. Growth / shrinking gives its one opposite; bounce, rotate and stay
+    the empty prompt."""
+    import dataclasses
+
+    def turned_scene(q):
+        def recaption(scene):
+            motions = [turned_motion(o.motion, q) for o in scene.objects]
+            if any(m is None for m in motions):
+                return None
+            return dataclasses.replace(scene, objects=[dataclasses.replace(o, motion=m)
+                                                       for o, m in zip(scene.objects, motions)])
+        return recaption
+
+    turns = [[p for _, _, p in heldout_items(cfg, world, n, recaption=turned_scene(q))] for q in (1, 2, 3)]
+    out = []
+    for quarter, half, three_quarter in zip(*turns):
+        negatives = [t for t in (quarter, half, three_quarter) if t]
+        out.append(negatives or [""])
+    return out
 
 
 def freeform_items(cfg: EvalConfig, world) -> list[tuple]:

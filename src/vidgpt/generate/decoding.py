@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from ..errors import GenerationError
 from .constraints import StructureConstraint, range_mask
 from .sampling import PositionalNoise, SamplingConfig, apply_cfg, sample_with_noise
 
@@ -154,7 +155,8 @@ def constrained_decode(
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
     Rows are [cond_0 .. cond_{N-1}, uncond_0 .. uncond_{N-1}]; the token drawn for sample i is
-    fed to both of its rows. `progress` is an optional tqdm-like object updated as tokens come.
+    fed to both of its rows. `uncond_prompts` may hold G * N prompts (G groups of N, group-major): sample i is then
+    guided away from the mean of its G negative rows (sampling.apply_cfg). `progress` is an optional tqdm-like object updated as tokens come.
     Token i is drawn with the noise of position i (sampling.PositionalNoise), so the result does
     not depend on how many tokens a forward pass decides. speculative=k > 0 decodes the lockstep
     (fixed-shape) part with speculative Jacobi decoding over windows of k drafted tokens
@@ -170,6 +172,9 @@ def constrained_decode(
     N = len(prompts)
     use_cfg = uncond_prompts is not None and sampling.use_cfg
     rows = list(prompts) + (list(uncond_prompts) if use_cfg else [])
+    if use_cfg and (not uncond_prompts or len(uncond_prompts) % N):
+        raise GenerationError(f"guidance: {len(uncond_prompts)} negative prompts for {N} samples; expected a multiple")
+    copies = len(rows) // N
     ids, mask = left_pad(rows, pad_id, backend.device)
     extra = int(speculative) + 1 if speculative else 0
     state = backend.prefill(ids, mask, max_len=ids.shape[1] + (max_steps or 0) + 1 + extra)
@@ -193,7 +198,7 @@ def constrained_decode(
         if constraint.done or (max_steps is not None and step >= max_steps):
             break
         use_cfg = still_guided(backend, N, use_cfg, cfg_until, step)
-        state = backend.step(torch.cat([tok, tok]) if use_cfg else tok)
+        state = backend.step(tok.repeat(copies) if use_cfg else tok)
     if stats is not None:
         stats.update(passes=step, tokens=step, accepted=0)
     tokens = torch.stack(out, dim=1).cpu() if out else torch.zeros((N, 0), dtype=torch.long)

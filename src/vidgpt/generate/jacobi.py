@@ -103,6 +103,7 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
     plan = constraint.remaining_plan()
     total = len(plan) if max_steps is None else min(len(plan), max_steps)
     device = backend.device
+    state_rows = state.shape[0]  # N conditional rows and, with guidance, whole groups of N negative rows
     cache = _NoiseCache(noise)
     first = _choose(backend, state, *plan[0], N, use_cfg, sampling, cache, 0, None, device)
     out = [first.view(N, 1)]
@@ -132,7 +133,7 @@ def jacobi_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: 
                 d[:, j] = lo
         feed = torch.cat([tok.view(N, 1), d], dim=1)  # [N, w + 1]
         p0 = backend.position
-        h = backend.step_many(torch.cat([feed, feed]) if use_cfg else feed)
+        h = backend.step_many(feed.repeat(state_rows // N, 1) if use_cfg else feed)
         passes += 1
         y = _draw(backend, h, plan, done, N, use_cfg, sampling, cache, device)  # [N, w + 1]
         match = (d == y[:, :w]).all(0)  # draft j was drawn there too
@@ -252,6 +253,7 @@ def sjd_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: boo
     plan = constraint.remaining_plan()
     total = len(plan) if max_steps is None else min(len(plan), max_steps)
     device = backend.device
+    state_rows = state.shape[0]  # N conditional rows and, with guidance, whole groups of N negative rows
     rand = _Uniforms(noise, device)
 
     def fresh(P, lo):  # a new draw at one position: (token ids [N], its q or None)
@@ -286,7 +288,7 @@ def sjd_decode(backend, state, constraint, sampling, noise, N: int, use_cfg: boo
         d = torch.stack([t for t, _ in window], dim=1) if w else tok.new_empty(N, 0)
         feed = torch.cat([tok.view(N, 1), d], dim=1)  # [N, w + 1]
         p0 = backend.position
-        h = backend.step_many(torch.cat([feed, feed]) if use_cfg else feed)
+        h = backend.step_many(feed.repeat(state_rows // N, 1) if use_cfg else feed)
         passes += 1
         P = _probs(backend, h, plan, done, N, use_cfg, sampling)  # w + 1 entries
         # test the drafts in order; a row stops at its first rejection

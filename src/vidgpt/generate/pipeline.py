@@ -40,6 +40,12 @@ from ..utils import progress_wanted
 __all__ = ["GenerationResult", "VidGPT", "default_model_dir", "resolve_model_dir"]
 
 
+def still_blueprint(codes: torch.Tensor) -> torch.Tensor:
+    """Blueprint codes [t, h, w] held still: every latent frame the first one's (the tokenizer codes a still clip's
+    later latent frames exactly as its first; the negative of `follow_blueprint`'s guidance)."""
+    return codes[:1].expand_as(codes).clone()
+
+
 def default_model_dir() -> Path:
     """$VIDGPT_MODEL if set, else the repository's shipped `model/` directory."""
     env = os.environ.get("VIDGPT_MODEL")
@@ -109,6 +115,12 @@ class VidGPT:
         # classifier-free guidance on the fine section too (False: on the header and blueprint only, then the
         # unconditional rows are dropped: half the rows a pass for ~80% of the ids; an approximation)
         self.cfg_fine = bool(opts.pop("cfg_fine", True))
+        # guidance scale of the fine section towards the blueprint's motion: the fine codes are drawn a second pass,
+        # guided away from the same prompt and header over the blueprint held still at its first latent frame
+        # (1 = off; sample_blocks). Default: the model's vidgpt.json "follow_blueprint", else off.
+        self.follow_blueprint = float(opts.pop("follow_blueprint", self.meta.get("follow_blueprint", 1.0)) or 1.0)
+        if self.follow_blueprint < 0:
+            raise GenerationError(f"follow_blueprint {self.follow_blueprint}: a guidance scale must be >= 0")
         if self.speculative < 0:
             raise GenerationError(f"speculative {self.speculative}: drafts per pass must be >= 0 (0 = one token a pass)")
         self.backend = make_backend(model, fast, **opts)
@@ -219,7 +231,14 @@ class VidGPT:
         progress: bool = False,
         desc: str = "sampling",
     ) -> tuple[list[VisualBlock], list[list[int]]]:
-        """One constrained block per prompt. Returns the parsed blocks and each row's ids (+ tail)."""
+        """One constrained block per prompt. Returns the parsed blocks and each row's ids (+ tail).
+
+        With `follow_blueprint` != 1 and both sections, two passes: the header and blueprint as usual (guided by
+        `uncond`), then the fine section guided by `follow_blueprint` away from rows that see the same prompt over
+        the blueprint held still (still_blueprint): what the fine codes owe to the blueprint's motion is amplified.
+        """
+        if self.follow_blueprint != 1.0 and tuple(sections) == ("blueprint", "fine"):
+            return self._sample_following_blueprint(prompts, uncond, shape, sampling, generator, progress, desc)
         longest = max(len(p) for p in list(prompts) + list(uncond or []))
         left = self.check_fits(longest, shape, sections)
         n = len(prompts)
@@ -242,6 +261,41 @@ class VidGPT:
             ids = out.tokens[i].tolist() + self.tail_ids
             full = list(prompts[i]) + ids
             sample = self.layout.parse(full)  # the constraint guarantees this parses
+            blocks.append(sample.turns[-1].blocks()[-1])
+            rows.append(ids)
+        return blocks, rows
+
+    def _sample_following_blueprint(self, prompts, uncond, shape, sampling, generator, progress, desc):
+        """sample_blocks' two-pass path: blueprints first, then the fine sections against still blueprints."""
+        import dataclasses
+
+        first, _ = self.sample_blocks(prompts, uncond, shape, ("blueprint",), sampling, generator, progress, desc)
+        heads, still = [], []
+        for b in first:
+            heads.append(self.layout.encode_block(b)[:-1] + [self.vocab.fine_id])  # up to <|fine|>, no <|vision_end|>
+            still.append(self.layout.encode_block(dataclasses.replace(b, blueprint=still_blueprint(b.blueprint)))[:-1]
+                         + [self.vocab.fine_id])
+        cond = [list(p) + h for p, h in zip(prompts, heads)]
+        neg = [list(p) + h for p, h in zip(prompts, still)]
+        n = len(prompts)
+        left = self.check_fits(max(len(p) for p in prompts), shape, ("blueprint", "fine"))
+        con = StructureConstraint(self.vocab, n, shape=shape, sections=("blueprint", "fine"), max_new_tokens=left,
+                                  pad_id=self.pad_id)
+        for _ in heads[0]:  # the header and blueprint are already drawn: the plan goes on from the fine codes
+            con.advance(None)
+        total = block_length(shape, self.vocab.spec.subtokens, True, True) - len(heads[0])
+        fine_sampling = dataclasses.replace(sampling, cfg=self.follow_blueprint)
+        with clip_progress(shape, self.vocab.spec.subtokens, ("fine",), enabled=progress, desc=desc) as bar:
+            out = constrained_decode(
+                self.backend, cond, con, fine_sampling, generator, uncond_prompts=neg, pad_id=self.pad_id,
+                vocab_size=self.vocab.end, progress=bar, max_steps=total, speculative=self.speculative,
+                stats=self.last_stats, speculative_mode=self.speculative_mode,
+                speculative_give_up=self.speculative_give_up,
+            )
+        blocks, rows = [], []
+        for i in range(n):
+            ids = heads[i] + out.tokens[i].tolist() + self.tail_ids
+            sample = self.layout.parse(list(prompts[i]) + ids)
             blocks.append(sample.turns[-1].blocks()[-1])
             rows.append(ids)
         return blocks, rows

@@ -54,13 +54,39 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
 
 
 def apply_cfg(logits: torch.Tensor, scale: float, n_cond: int) -> torch.Tensor:
-    """Rows [0, n_cond) are conditional, rows [n_cond, 2*n_cond) unconditional: u + s * (c - u).
+    """Rows [0, n_cond) are conditional, then G >= 1 groups of n_cond negative rows: u + s * (c - u), where u is the
+    mean of sample i's G negative rows (G = 1: the plain unconditional or negative-prompt guidance; G > 1: several
+    negative prompts at once, e.g. every other direction of a motion, `VidGPT.default_negatives`).
 
-    logits: [2*n_cond, V] -> [n_cond, V] (float32).
+    logits: [(1 + G) * n_cond, ...] -> [n_cond, ...] (float32).
     """
+    groups = logits.shape[0] // n_cond - 1
+    if groups < 1 or logits.shape[0] != (groups + 1) * n_cond:
+        raise GenerationError(f"guidance: {logits.shape[0]} rows is not {n_cond} conditional rows and whole groups "
+                              "of negative rows")
     c = logits[:n_cond].float()
-    u = logits[n_cond : 2 * n_cond].float()
+    u = logits[n_cond:].float()
+    u = u.view(groups, n_cond, *u.shape[1:]).mean(0) if groups > 1 else u
     return u + scale * (c - u)
+
+
+def guide_groups(rows: int, n_cond: int) -> int:
+    """How many copies of each drawn token the backend is fed: the conditional row plus its negative rows."""
+    return rows // n_cond
+
+
+def negative_groups(negatives) -> list[list[str]]:
+    """One negative prompt or a list of them per sample -> G groups of one prompt per sample (group-major, what
+    decoding.constrained_decode's uncond_prompts take flattened). A sample with fewer than G prompts has its list
+    repeated, and G is the least common multiple of the lists' lengths, so every sample's negatives weigh equally
+    in apply_cfg's mean."""
+    import math
+
+    lists = [[n] if isinstance(n, str) else list(n) for n in negatives]
+    if any(not lst for lst in lists):
+        raise GenerationError("guidance: a sample has an empty list of negative prompts")
+    G = math.lcm(*(len(lst) for lst in lists)) if lists else 1
+    return [[lst[g % len(lst)] for lst in lists] for g in range(G)]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
