@@ -157,3 +157,28 @@ def test_decode_loop_feeds_and_averages_every_negative_group():
     with pytest.raises(GenerationError, match="multiple"):
         constrained_decode(backend, [[1], [2]], con, SamplingConfig(temperature=0, cfg=2.0),
                            uncond_prompts=[[3]], vocab_size=V)
+
+
+def test_late_cfg_guides_from_the_given_index_on():
+    from vidgpt.generate.constraints import blueprint_frame_index, block_plan
+
+    vocab = UnifiedVocab(VocabSpec(2, 1, 4, 4), offset=10)
+    V = vocab.end
+    lo, _ = vocab.group_range(0)
+    cond, uncond = torch.zeros(1, V), torch.zeros(1, V)
+    cond[0, lo + 1], cond[0, lo + 2] = 1.0, 0.5
+    uncond[0, lo + 1], uncond[0, lo + 2] = 1.0, -3.0  # guided above 1.0 -> code 2; unguided -> code 1
+    shape = (2, 2, 2)
+    late = blueprint_frame_index(vocab, shape, 1)
+    plan = block_plan(vocab, shape, ("blueprint",))
+    # the blueprint is 2x1x1: <|blueprint|>, frame 0's one code, then frame 1's code at `late`
+    assert plan[late - 2][0] == vocab.blueprint_id
+    assert plan[late - 1] == plan[late] and plan[late][1] - plan[late][0] == 4
+    con = StructureConstraint(vocab, 1, shape=shape, sections=("blueprint",))
+    out = constrained_decode(FakeBackend(cond, uncond), [[1, 2]], con,
+                             SamplingConfig(temperature=0, cfg=1.0, late_cfg=3.0),
+                             uncond_prompts=[[3]], vocab_size=V, late_from=late)
+    codes = out.tokens[0].tolist()
+    assert codes[late - 1] == lo + 1 and codes[late] == lo + 2  # unguided before, guided from late_from on
+    with pytest.raises(GenerationError, match="late_cfg"):
+        SamplingConfig(late_cfg=-1)

@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8", "auto"),
                     help="decoder weights (fast_decode.FastDecoder dtype; int8 smoothed on the model's int8_maxima)")
     ap.add_argument("--cfg", type=float, default=3.0, help="guidance scale (EvalConfig.cfg; 3 = vidgpt generate's)")
+    ap.add_argument("--late-cfg", type=float, default=None,
+                    help="guidance scale from the blueprint's second latent frame on (EvalConfig.late_cfg; default: --cfg)")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--no-cfg-fine", action="store_true",
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine,
                                                              "follow_blueprint": args.follow_blueprint})
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
-                     seed=args.seed, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k)
+                     seed=args.seed, cfg=args.cfg, late_cfg=args.late_cfg, temperature=args.temperature, top_k=args.top_k)
     items = heldout_items(cfg, cfg.world())
     if args.negative == "opposite-motion":
         negatives = opposite_motion_prompts(cfg, cfg.world())

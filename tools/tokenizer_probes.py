@@ -17,6 +17,10 @@ widen    -- a tokenizer with more bits a cell, warm-started from one with fewer:
             decoder ignores them), so training starts from the source's reconstructions and learns what the new bits
             carry. Trained like any warm start (`train.init_from` = the widened directory, `model.codebook_bits` = K):
             do more bits remove what the sign quantizer costs (hue-shifted blobs), and at what LM vocabulary?
+agree    -- can an LM trained on one tokenizer's codes use another's? For two tokenizers of the same K (e.g. a warm
+            start and its source) on held-out 9-frame one-object clips: the share of bits and of whole codes the two
+            encoders agree on (fine and blueprint), and the round trip with the first's codes decoded by the second's
+            decoder (what shipping only the new decoder under an LM trained on the old codes would give).
 probe    -- is the shape in the codes? A small conv classifier (8 shapes) trained on a tokenizer's codes (its K bits
             per cell) of one-object images, against the same classifier on the image average-pooled to the code
             grid (what a blurred thumbnail carries). Codes far above the thumbnail = the decoder wastes them;
@@ -25,6 +29,7 @@ probe    -- is the shape in the codes? A small conv classifier (8 shapes) traine
     python tools/tokenizer_probes.py degrade --n 100
     python tools/tokenizer_probes.py probe --tokenizer tokenizer --n 4000 --epochs 15
     python tools/tokenizer_probes.py blobs tokenizer runs/tokx/s2_rms
+    python tools/tokenizer_probes.py agree tokenizer runs/tokx/l3_long
     python tools/tokenizer_probes.py widen --bits 16 --out runs/tokx/k16_init
     python tools/tokenizer_probes.py oracle --out runs/tokx/oracle --set train.init_from=tokenizer \
         --set data.world_prob=1.0 --set 'data.sizes=[128]' --set train.lr=2.0e-4 --set train.stop_at=600
@@ -176,6 +181,44 @@ def run_blobs(args) -> None:
                   f"{rt['shape']:.2f} | {rt['motion']:.2f} | {r.clips_with_extra} |", flush=True)
 
 
+@torch.inference_mode()
+def code_agreement(a: VideoTokenizer, b: VideoTokenizer, scenes, frames: int, size: int,
+                   blueprint: bool = False) -> tuple[float, float]:
+    """(share of bits, share of whole codes) that a's and b's encoders give alike on the scenes' clips."""
+    from vidgpt.tokenizer import blueprint_input
+
+    bits_same = codes_same = cells = 0
+    for s in range(0, len(scenes), 4):
+        x = torch.stack([frames_to_tensor(render_scene(sc, frames=frames, height=size, width=size))
+                         for sc in scenes[s : s + 4]])
+        if blueprint:
+            x = blueprint_input(x, a.space_factor)
+        ca, cb = a.encode(x.to(a.device)).cpu(), b.encode(x.to(b.device)).cpu()
+        K = a.quantizer.bits
+        bits_same += (codes_to_bits(ca, K) == codes_to_bits(cb, K)).float().mean(-1).sum().item()
+        codes_same += (ca == cb).sum().item()
+        cells += ca.numel()
+    return bits_same / cells, codes_same / cells
+
+
+def run_agree(args) -> None:
+    src = VideoTokenizer.from_pretrained(args.tokenizers[0]).eval()
+    scenes = heldout_scenes(args.n, seed=args.seed, config=WorldConfig(**ONE_OBJECT))
+    print(f"| codes of {args.tokenizers[0]} decoded by | bits alike (fine / blueprint) | codes alike (fine / blueprint) "
+          f"| 9x{args.size}x{args.size} round trip: pass | colour | shape | motion | with an extra colour |")
+    print("|---|---|---|---|---|---|---|---|")
+    for directory in args.tokenizers:
+        other = VideoTokenizer.from_pretrained(directory).eval()
+        if other.quantizer.bits != src.quantizer.bits:
+            raise SystemExit(f"{directory}: K = {other.quantizer.bits}, {args.tokenizers[0]} has {src.quantizer.bits}")
+        fine = code_agreement(src, other, scenes, 9, args.size)
+        bp = code_agreement(src, other, scenes, 9, args.size, blueprint=True)
+        r = roundtrip_judge(src, scenes, frames=9, size=args.size, decode_fn=other.decode)
+        rt = r.rates()
+        print(f"| {directory} | {fine[0]:.3f} / {bp[0]:.3f} | {fine[1]:.3f} / {bp[1]:.3f} | {r.clips_passed} | "
+              f"{rt['color']:.2f} | {rt['shape']:.2f} | {rt['motion']:.2f} | {r.clips_with_extra} |", flush=True)
+
+
 def widened(src: VideoTokenizer, bits: int) -> VideoTokenizer:
     """A copy of `src` with `bits` latent channels (>= src's). Tensors that differ in one dimension (the K channels)
     keep src's values in the leading slice; the rest is zero, so the new channels are written as 0 and read by nothing."""
@@ -292,6 +335,11 @@ def main(argv=None) -> None:
     b.add_argument("--n", type=int, default=100)
     b.add_argument("--size", type=int, default=128)
     b.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("agree", help="how alike two tokenizers' codes are, and the first's codes decoded by each")
+    g.add_argument("tokenizers", nargs="+", help="the source, then the tokenizers to compare with it")
+    g.add_argument("--n", type=int, default=100)
+    g.add_argument("--size", type=int, default=128)
+    g.add_argument("--seed", type=int, default=0)
     w = sub.add_parser("widen", help="write a tokenizer with more bits a cell, warm-started from one with fewer")
     w.add_argument("--tokenizer", default="tokenizer")
     w.add_argument("--bits", type=int, required=True)
@@ -299,7 +347,7 @@ def main(argv=None) -> None:
     w.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     {"degrade": run_degrade, "probe": run_probe, "oracle": run_oracle, "widen": run_widen,
-     "blobs": run_blobs}[args.cmd](args)
+     "blobs": run_blobs, "agree": run_agree}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class EvalConfig:
     size: int = 128  # height = width
     fps: float = 8.0
     cfg: float = 3.0  # classifier-free guidance scale
+    late_cfg: float | None = None  # the scale from the blueprint's second latent frame on (None = cfg)
     # the guidance's negative prompt for text-to-video: "default" = what `vidgpt generate` uses on this model
     # (VidGPT.default_negative: the prompt with its motion reversed on a model with contrast_motion, else empty); "empty"
     negative: str = "default"
@@ -158,7 +159,7 @@ def heldout_text() -> str:
 def _sampling(cfg: EvalConfig):
     from .generate.sampling import SamplingConfig
 
-    return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, cfg=cfg.cfg)
+    return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, cfg=cfg.cfg, late_cfg=cfg.late_cfg)
 
 
 def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: list[str] | None = None,

@@ -61,6 +61,16 @@ def fine_index(vocab: UnifiedVocab, shape: Sequence[int]) -> int:
     return [lo for lo, _ in block_plan(vocab, shape, SECTIONS)].index(vocab.fine_id)
 
 
+def blueprint_frame_index(vocab: UnifiedVocab, shape: Sequence[int], t: int) -> int:
+    """Where the blueprint's latent frame t begins in a block of a fixed shape with a blueprint, counted from
+    <|vision_start|> (0)."""
+    from ..geometry import blueprint_shape
+
+    _, bh, bw = blueprint_shape(tuple(shape))
+    start = [lo for lo, _ in block_plan(vocab, shape, ("blueprint",))].index(vocab.blueprint_id) + 1
+    return start + t * bh * bw * vocab.spec.subtokens
+
+
 @dataclass
 class ShapeLimits:
     """What a free header may choose: latent t up to max_t, h/w in [min_hw, max_hw].

@@ -9,6 +9,7 @@ computes only the rows asked for (a sliced lm_head); the plain one slices the fu
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -151,6 +152,7 @@ def constrained_decode(
     speculative_mode: str | None = None,
     speculative_give_up: float = 0.0,
     cfg_until: int | None = None,
+    late_from: int | None = None,
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
@@ -168,6 +170,9 @@ def constrained_decode(
     cfg_until: guide only the first `cfg_until` tokens of the turn (e.g. the header and the blueprint); then the
     unconditional rows are dropped from the cache (`backend.keep_rows`) and the rest is drawn from the conditional
     rows alone: fewer rows a pass (an approximation of guiding every token; pipeline `cfg_fine=False`).
+    late_from: with `sampling.late_cfg` set, the tokens from this index of the turn on are guided at that scale
+    instead of `sampling.cfg` (the pipeline: from the blueprint's second latent frame); such a turn is drawn one
+    token a pass (no speculative windows).
     """
     N = len(prompts)
     use_cfg = uncond_prompts is not None and sampling.use_cfg
@@ -179,7 +184,10 @@ def constrained_decode(
     extra = int(speculative) + 1 if speculative else 0
     state = backend.prefill(ids, mask, max_len=ids.shape[1] + (max_steps or 0) + 1 + extra)
     noise = PositionalNoise(generator, backend.device) if sampling.temperature > 0 else None
-    if speculative and constraint.lockstep and can_speculate(backend):
+    late = None
+    if late_from is not None and sampling.late_cfg is not None:
+        late = dataclasses.replace(sampling, cfg=sampling.late_cfg)
+    if speculative and constraint.lockstep and can_speculate(backend) and late is None:
         from .jacobi import jacobi_decode
 
         return jacobi_decode(backend, state, constraint, sampling, noise, N, use_cfg, int(speculative),
@@ -189,7 +197,8 @@ def constrained_decode(
     step = 0
     while not constraint.done:
         lo, hi = constraint.ranges()
-        tok = _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, step, vocab_size, backend.device)
+        now = late if late is not None and step >= late_from else sampling
+        tok = _choose(backend, state, lo, hi, N, use_cfg, now, noise, step, vocab_size, backend.device)
         constraint.advance(tok)
         out.append(tok)
         step += 1

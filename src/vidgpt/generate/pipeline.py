@@ -29,7 +29,7 @@ from ..errors import GenerationError, ModelError
 from ..geometry import ClipGeometry, block_length, factors_of, video_shape
 from ..layout import DEFAULT_CONTINUE, Layout, Sample, Turn, VisualBlock
 from ..vocab import UnifiedVocab
-from .constraints import ShapeLimits, StructureConstraint, fine_index
+from .constraints import ShapeLimits, StructureConstraint, blueprint_frame_index, fine_index
 from .decoding import constrained_decode
 from .fast_decode import make_backend
 from .progress import clip_progress
@@ -244,6 +244,8 @@ class VidGPT:
         n = len(prompts)
         con = StructureConstraint(self.vocab, n, shape=shape, sections=sections, max_new_tokens=left, pad_id=self.pad_id)
         total = block_length(shape, self.vocab.spec.subtokens, "blueprint" in sections, "fine" in sections)
+        # a late guidance scale starts at the blueprint's second latent frame (where the motion begins)
+        late_from = blueprint_frame_index(self.vocab, shape, 1) if "blueprint" in sections and shape[0] > 1 else None
         cfg_until = None
         if not self.cfg_fine and "blueprint" in sections and "fine" in sections:
             # guided up to the blueprint's end; from <|fine|> on, the conditional rows alone
@@ -254,7 +256,7 @@ class VidGPT:
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
                 pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
                 speculative=self.speculative, stats=self.last_stats, speculative_mode=self.speculative_mode,
-                speculative_give_up=self.speculative_give_up, cfg_until=cfg_until,
+                speculative_give_up=self.speculative_give_up, cfg_until=cfg_until, late_from=late_from,
             )
         blocks, rows = [], []
         for i in range(n):

@@ -27,6 +27,8 @@ class SamplingConfig:
     top_k: int | None = None
     top_p: float | None = None
     cfg: float = 1.0  # guidance scale; 1.0 = no guidance (no unconditional rows are run)
+    # guidance scale from the blueprint's second latent frame on (where a sample commits to its motion), None = cfg
+    late_cfg: float | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -37,10 +39,12 @@ class SamplingConfig:
             raise GenerationError(f"top_p={self.top_p}: must be in (0, 1]")
         if self.cfg < 0:
             raise GenerationError(f"cfg={self.cfg}: guidance scale must be >= 0")
+        if self.late_cfg is not None and self.late_cfg < 0:
+            raise GenerationError(f"late_cfg={self.late_cfg}: guidance scale must be >= 0")
 
     @property
     def use_cfg(self) -> bool:
-        return self.cfg != 1.0
+        return self.cfg != 1.0 or (self.late_cfg is not None and self.late_cfg != 1.0)
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
