@@ -127,3 +127,25 @@ def test_follow_blueprint_guides_the_fine_codes_against_a_still_blueprint(text_t
     assert b.token_ids[0][: len(head)] == head
     with pytest.raises(GenerationError, match="follow_blueprint"):
         tiny_pipeline(text_tok, bits=6, decode_options={"follow_blueprint": -1})
+
+
+def test_the_two_pass_decode_draws_what_the_one_pass_decode_draws(text_tok):
+    """follow_blueprint's passes share one positional noise: at scale 1 they give the one-pass tokens exactly (so a
+    run with the guidance on is paired, clip for clip, with one without it)."""
+    from vidgpt.generate.sampling import SamplingConfig, make_generator
+
+    pipe = tiny_pipeline(text_tok, bits=6, decode_options={"cfg_fine": False})
+    ids = [pipe.layout.prompt_ids(pl_sample(p)) for p in ("a red circle moving right", "a blue star")]
+    neg = [pipe.layout.prompt_ids(pl_sample(p)) for p in ("a red circle moving left", "")]
+    shape = pipe.latent_shape(9, 32, 32)
+    sampling = SamplingConfig(cfg=3.0)
+    one, rows_one = pipe.sample_blocks(ids, neg, shape, pipe.sections(), sampling, make_generator(7))
+    pipe.follow_blueprint = 1.0
+    two, rows_two = pipe._sample_following_blueprint(ids, neg, shape, sampling, make_generator(7), False, "x")
+    assert rows_one == rows_two and all(a == b for a, b in zip(one, two))
+
+
+def pl_sample(prompt):
+    from vidgpt.layout import Sample, Turn
+
+    return Sample([Turn("user", [prompt])])

@@ -153,6 +153,7 @@ def constrained_decode(
     speculative_give_up: float = 0.0,
     cfg_until: int | None = None,
     late_from: int | None = None,
+    noise: PositionalNoise | None = None,
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
@@ -173,6 +174,8 @@ def constrained_decode(
     late_from: with `sampling.late_cfg` set, the tokens from this index of the turn on are guided at that scale
     instead of `sampling.cfg` (the pipeline: from the blueprint's second latent frame); such a turn is drawn one
     token a pass (no speculative windows).
+    noise: the positional noise to draw with (default: a new one from `generator`); e.g. a shifted one for a decode
+    that goes on from tokens already drawn.
     """
     N = len(prompts)
     use_cfg = uncond_prompts is not None and sampling.use_cfg
@@ -183,7 +186,10 @@ def constrained_decode(
     ids, mask = left_pad(rows, pad_id, backend.device)
     extra = int(speculative) + 1 if speculative else 0
     state = backend.prefill(ids, mask, max_len=ids.shape[1] + (max_steps or 0) + 1 + extra)
-    noise = PositionalNoise(generator, backend.device) if sampling.temperature > 0 else None
+    if sampling.temperature <= 0:
+        noise = None
+    elif noise is None:
+        noise = PositionalNoise(generator, backend.device)
     late = None
     if late_from is not None and sampling.late_cfg is not None:
         late = dataclasses.replace(sampling, cfg=sampling.late_cfg)

@@ -225,7 +225,7 @@ class _Uniforms:
 
     def __init__(self, noise, device):
         self.gen = torch.Generator(device="cpu")
-        self.gen.manual_seed(int(noise.base ^ 0x5D3A_1F0B_77C2_9E41) % (2**63 - 1))
+        self.gen.manual_seed(int(noise.stream_seed))
         self.device = device
 
     def __call__(self, n: int) -> torch.Tensor:

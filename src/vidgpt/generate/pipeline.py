@@ -34,7 +34,7 @@ from .decoding import constrained_decode
 from .fast_decode import make_backend
 from .progress import clip_progress
 from .result import GenerationResult
-from .sampling import SamplingConfig, make_generator
+from .sampling import PositionalNoise, SamplingConfig, make_generator
 from ..utils import progress_wanted
 
 __all__ = ["GenerationResult", "VidGPT", "default_model_dir", "resolve_model_dir"]
@@ -230,6 +230,7 @@ class VidGPT:
         generator: torch.Generator | None,
         progress: bool = False,
         desc: str = "sampling",
+        noise=None,
     ) -> tuple[list[VisualBlock], list[list[int]]]:
         """One constrained block per prompt. Returns the parsed blocks and each row's ids (+ tail).
 
@@ -238,7 +239,7 @@ class VidGPT:
         the blueprint held still (still_blueprint): what the fine codes owe to the blueprint's motion is amplified.
         """
         if self.follow_blueprint != 1.0 and tuple(sections) == ("blueprint", "fine"):
-            return self._sample_following_blueprint(prompts, uncond, shape, sampling, generator, progress, desc)
+            return self._sample_following_blueprint(prompts, uncond, shape, sampling, generator, progress, desc, noise)
         longest = max(len(p) for p in list(prompts) + list(uncond or []))
         left = self.check_fits(longest, shape, sections)
         n = len(prompts)
@@ -256,7 +257,7 @@ class VidGPT:
                 self.backend, prompts, con, sampling, generator, uncond_prompts=uncond,
                 pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
                 speculative=self.speculative, stats=self.last_stats, speculative_mode=self.speculative_mode,
-                speculative_give_up=self.speculative_give_up, cfg_until=cfg_until, late_from=late_from,
+                speculative_give_up=self.speculative_give_up, cfg_until=cfg_until, late_from=late_from, noise=noise,
             )
         blocks, rows = [], []
         for i in range(n):
@@ -267,11 +268,16 @@ class VidGPT:
             rows.append(ids)
         return blocks, rows
 
-    def _sample_following_blueprint(self, prompts, uncond, shape, sampling, generator, progress, desc):
-        """sample_blocks' two-pass path: blueprints first, then the fine sections against still blueprints."""
+    def _sample_following_blueprint(self, prompts, uncond, shape, sampling, generator, progress, desc, noise=None):
+        """sample_blocks' two-pass path: blueprints first, then the fine sections against still blueprints. Both
+        passes draw with one positional noise (the second shifted to where the fine codes start), so the tokens
+        are those of a one-pass decode wherever the guidance does not change the distribution."""
         import dataclasses
 
-        first, _ = self.sample_blocks(prompts, uncond, shape, ("blueprint",), sampling, generator, progress, desc)
+        if noise is None and sampling.temperature > 0:
+            noise = PositionalNoise(generator, self.device)
+        first, _ = self.sample_blocks(prompts, uncond, shape, ("blueprint",), sampling, generator, progress, desc,
+                                      noise=noise)
         heads, still = [], []
         for b in first:
             heads.append(self.layout.encode_block(b)[:-1] + [self.vocab.fine_id])  # up to <|fine|>, no <|vision_end|>
@@ -293,6 +299,7 @@ class VidGPT:
                 vocab_size=self.vocab.end, progress=bar, max_steps=total, speculative=self.speculative,
                 stats=self.last_stats, speculative_mode=self.speculative_mode,
                 speculative_give_up=self.speculative_give_up,
+                noise=noise.shifted(len(heads[0])) if noise is not None else None,
             )
         blocks, rows = [], []
         for i in range(n):

@@ -12,6 +12,7 @@ the same seed (jacobi.py).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -119,17 +120,32 @@ def sample(logits: torch.Tensor, config: SamplingConfig, generator: torch.Genera
 
 
 class PositionalNoise:
-    """Uniform draws keyed by (seed, position): `noise(i, n)` is the same n numbers whenever asked for position i."""
+    """Uniform draws keyed by (seed, position): `noise(i, n)` is the same n numbers whenever asked for position i.
+
+    `shifted(k)` reads the same numbers k positions on: a decode that starts k tokens into a turn (the second pass
+    of `follow_blueprint`) draws with the numbers a one-pass decode of the whole turn would have used there."""
 
     def __init__(self, generator: torch.Generator | None, device: torch.device | str = "cpu"):
         g = generator if generator is not None else make_generator(None)
         self.base = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
         self.device = torch.device(device)
+        self.shift = 0
         self._gen = torch.Generator(device="cpu")
 
     def __call__(self, index: int, n: int) -> torch.Tensor:
-        self._gen.manual_seed((self.base + 0x9E3779B97F4A7C15 * (int(index) + 1)) % (2**63 - 1))
+        self._gen.manual_seed((self.base + 0x9E3779B97F4A7C15 * (int(index) + self.shift + 1)) % (2**63 - 1))
         return torch.rand(int(n), generator=self._gen, dtype=torch.float64).to(self.device)
+
+    def shifted(self, k: int) -> "PositionalNoise":
+        out = copy.copy(self)
+        out.shift = self.shift + int(k)
+        out._gen = torch.Generator(device="cpu")
+        return out
+
+    @property
+    def stream_seed(self) -> int:
+        """A seed for draws that are not keyed by position (the SJD path's stream), distinct for each shift."""
+        return (self.base ^ 0x5D3A_1F0B_77C2_9E41 ^ (0x9E3779B97F4A7C15 * self.shift)) % (2**63 - 1)
 
 
 def sample_with_noise(logits: torch.Tensor, config: SamplingConfig, uniform: torch.Tensor | None) -> torch.Tensor:
