@@ -149,3 +149,27 @@ def pl_sample(prompt):
     from vidgpt.layout import Sample, Turn
 
     return Sample([Turn("user", [prompt])])
+
+
+def test_follow_cells_moved_guides_only_under_the_blueprint_cells_that_changed(text_tok, monkeypatch):
+    from vidgpt.generate import pipeline as pl
+
+    pipe = tiny_pipeline(text_tok, bits=6, decode_options={"follow_blueprint": 2.5, "follow_cells": "moved"})
+    seen = []
+    real = pl.constrained_decode
+
+    def record(*args, **kw):
+        seen.append(kw.get("cfg_scales"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pl, "constrained_decode", record)
+    out = pipe.generate("a red circle moving right", frames=9, height=32, width=32, seed=2, num=2)
+    scales = seen[1]
+    assert seen[0] is None and scales.shape == (2, 3 * 4 * 4 + 1)  # the fine codes, then <|vision_end|>
+    for i, b in enumerate(out.blocks):
+        moved = b.blueprint != pl.still_blueprint(b.blueprint)  # [3, 2, 2]
+        want = moved.repeat_interleave(2, 1).repeat_interleave(2, 2).reshape(-1)
+        assert torch.equal(scales[i, :-1] == 2.5, want) and bool((scales[i][~torch.cat([want, torch.tensor([False])])] == 1).all())
+        assert not moved[0].any()  # the first latent frame is the still blueprint's own
+    with pytest.raises(GenerationError, match="follow_cells"):
+        tiny_pipeline(text_tok, bits=6, decode_options={"follow_cells": "some"})

@@ -182,3 +182,18 @@ def test_late_cfg_guides_from_the_given_index_on():
     assert codes[late - 1] == lo + 1 and codes[late] == lo + 2  # unguided before, guided from late_from on
     with pytest.raises(GenerationError, match="late_cfg"):
         SamplingConfig(late_cfg=-1)
+
+
+def test_per_row_guidance_scales_replace_the_sampling_scale():
+    vocab = UnifiedVocab(VocabSpec(2, 1, 2, 2), offset=10)
+    V = vocab.end
+    lo, _ = vocab.group_range(0)
+    cond, uncond = torch.zeros(1, V), torch.zeros(1, V)
+    cond[0, lo + 1], cond[0, lo + 2] = 1.0, 0.5
+    uncond[0, lo + 1], uncond[0, lo + 2] = 1.0, -3.0  # guided -> code 2; unguided -> code 1
+    con = StructureConstraint(vocab, 2, shape=(1, 1, 1), sections=("fine",))
+    scales = torch.ones(2, 7)
+    scales[1, 5] = 3.0  # the second sample guided at its code, the first not
+    out = constrained_decode(FakeBackend(cond, uncond), [[1, 2], [1, 2]], con, SamplingConfig(temperature=0, cfg=3.0),
+                             uncond_prompts=[[3], [3]], vocab_size=V, cfg_scales=scales)
+    assert out.tokens[:, 5].tolist() == [lo + 1, lo + 2]

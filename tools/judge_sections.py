@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--follow-blueprint", type=float, default=1.0,
                     help="guidance scale of the fine section away from the same prompt over a still blueprint "
                          "(decode option follow_blueprint; 1 = off)")
+    ap.add_argument("--follow-cells", choices=("all", "moved"), default="all",
+                    help="where --follow-blueprint guides: every fine code, or those under blueprint cells that moved")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     ap.add_argument("--preview-only", action="store_true",
@@ -62,7 +64,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine,
-                                                             "follow_blueprint": args.follow_blueprint})
+                                                             "follow_blueprint": args.follow_blueprint,
+                                                             "follow_cells": args.follow_cells})
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
                      seed=args.seed, cfg=args.cfg, late_cfg=args.late_cfg, temperature=args.temperature, top_k=args.top_k)
     items = heldout_items(cfg, cfg.world())

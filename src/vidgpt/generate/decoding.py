@@ -99,18 +99,20 @@ class DecodeOutput:
     steps: int
 
 
-def _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, index, vocab_size, device):
-    """The tokens [N] for one position from its backend state (any leading dims squeezed by the caller)."""
+def _choose(backend, state, lo, hi, N, use_cfg, sampling, noise, index, vocab_size, device, scale=None):
+    """The tokens [N] for one position from its backend state (any leading dims squeezed by the caller).
+    scale: the guidance scale of each row [N, 1] (default: sampling.cfg for all)."""
+    scale = sampling.cfg if scale is None else scale
     if isinstance(lo, int):
         if hi - lo == 1:
             return torch.full((N,), lo, dtype=torch.long, device=device)
         logits = backend.logits(state, lo, hi)
-        logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N]
+        logits = apply_cfg(logits, scale, N) if use_cfg else logits[:N]
         u = noise(index, N) if noise is not None else None
         return sample_with_noise(logits, sampling, u) + lo
     V = vocab_size or max(hi)
     logits = backend.logits(state, 0, V)
-    logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N].float()
+    logits = apply_cfg(logits, scale, N) if use_cfg else logits[:N].float()
     allowed = range_mask(lo, hi, V, logits.device)
     logits = logits.masked_fill(~allowed, float("-inf"))
     u = noise(index, N) if noise is not None else None
@@ -154,6 +156,7 @@ def constrained_decode(
     cfg_until: int | None = None,
     late_from: int | None = None,
     noise: PositionalNoise | None = None,
+    cfg_scales: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
@@ -176,6 +179,8 @@ def constrained_decode(
     token a pass (no speculative windows).
     noise: the positional noise to draw with (default: a new one from `generator`); e.g. a shifted one for a decode
     that goes on from tokens already drawn.
+    cfg_scales: [N, steps] the guidance scale of each sample at each position of the turn, in place of sampling.cfg
+    (e.g. guidance only on some cells); such a turn is drawn one token a pass.
     """
     N = len(prompts)
     use_cfg = uncond_prompts is not None and sampling.use_cfg
@@ -193,7 +198,7 @@ def constrained_decode(
     late = None
     if late_from is not None and sampling.late_cfg is not None:
         late = dataclasses.replace(sampling, cfg=sampling.late_cfg)
-    if speculative and constraint.lockstep and can_speculate(backend) and late is None:
+    if speculative and constraint.lockstep and can_speculate(backend) and late is None and cfg_scales is None:
         from .jacobi import jacobi_decode
 
         return jacobi_decode(backend, state, constraint, sampling, noise, N, use_cfg, int(speculative),
@@ -204,7 +209,8 @@ def constrained_decode(
     while not constraint.done:
         lo, hi = constraint.ranges()
         now = late if late is not None and step >= late_from else sampling
-        tok = _choose(backend, state, lo, hi, N, use_cfg, now, noise, step, vocab_size, backend.device)
+        scale = cfg_scales[:, step : step + 1].to(backend.device) if cfg_scales is not None else None
+        tok = _choose(backend, state, lo, hi, N, use_cfg, now, noise, step, vocab_size, backend.device, scale)
         constraint.advance(tok)
         out.append(tok)
         step += 1

@@ -119,6 +119,11 @@ class VidGPT:
         # guided away from the same prompt and header over the blueprint held still at its first latent frame
         # (1 = off; sample_blocks). Default: the model's vidgpt.json "follow_blueprint", else off.
         self.follow_blueprint = float(opts.pop("follow_blueprint", self.meta.get("follow_blueprint", 1.0)) or 1.0)
+        # where that guidance applies: "moved" = the fine cells under blueprint cells that differ from the still
+        # blueprint (where the object went or left), "all" = every fine code
+        self.follow_cells = str(opts.pop("follow_cells", self.meta.get("follow_cells", "all")))
+        if self.follow_cells not in ("moved", "all"):
+            raise GenerationError(f"follow_cells {self.follow_cells!r}: expected moved or all")
         if self.follow_blueprint < 0:
             raise GenerationError(f"follow_blueprint {self.follow_blueprint}: a guidance scale must be >= 0")
         if self.speculative < 0:
@@ -292,14 +297,22 @@ class VidGPT:
         for _ in heads[0]:  # the header and blueprint are already drawn: the plan goes on from the fine codes
             con.advance(None)
         total = block_length(shape, self.vocab.spec.subtokens, True, True) - len(heads[0])
-        fine_sampling = dataclasses.replace(sampling, cfg=self.follow_blueprint)
+        fine_sampling = dataclasses.replace(sampling, cfg=self.follow_blueprint, late_cfg=None)
+        scales = None
+        if self.follow_cells == "moved":
+            scales = torch.ones(n, total)
+            S = self.vocab.spec.subtokens
+            for i, b in enumerate(first):
+                moved = (b.blueprint != still_blueprint(b.blueprint)).repeat_interleave(2, 1).repeat_interleave(2, 2)
+                cells = moved[:, : shape[1], : shape[2]].reshape(-1).repeat_interleave(S)
+                scales[i, : cells.numel()][cells] = self.follow_blueprint
         with clip_progress(shape, self.vocab.spec.subtokens, ("fine",), enabled=progress, desc=desc) as bar:
             out = constrained_decode(
                 self.backend, cond, con, fine_sampling, generator, uncond_prompts=neg, pad_id=self.pad_id,
                 vocab_size=self.vocab.end, progress=bar, max_steps=total, speculative=self.speculative,
                 stats=self.last_stats, speculative_mode=self.speculative_mode,
                 speculative_give_up=self.speculative_give_up,
-                noise=noise.shifted(len(heads[0])) if noise is not None else None,
+                noise=noise.shifted(len(heads[0])) if noise is not None else None, cfg_scales=scales,
             )
         blocks, rows = [], []
         for i in range(n):
