@@ -78,3 +78,30 @@ def test_lfq_norm_is_a_code_changing_field_that_keeps_the_weights():
 
     with pytest.raises(ValueError, match="lfq_norm"):
         TokenizerConfig(lfq_norm="cell")
+
+
+def test_sticky_signs_keep_unsure_bits_from_the_latent_frame_before():
+    from vidgpt.tokenizer.lfq import sticky_signs
+
+    z = torch.tensor([0.9, 0.1, -0.05, -0.8, 0.02])  # one bit over 5 latent frames
+    z = z.view(1, 1, 5, 1, 1)
+    assert sticky_signs(z, 0.0).flatten().tolist() == [1, 1, -1, -1, 1]
+    # margin 0.2: 0.1, -0.05 and 0.02 are unsure and keep the frame before's bit; -0.8 is sure and flips
+    assert sticky_signs(z, 0.2).flatten().tolist() == [1, 1, 1, -1, -1]
+    # the first latent frame is never changed, even when unsure
+    assert sticky_signs(torch.tensor([0.05, -0.9]).view(1, 1, 2, 1, 1), 0.2).flatten().tolist() == [1, -1]
+
+
+def test_encode_with_a_sticky_margin_changes_only_unsure_bits():
+    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
+    from vidgpt.tokenizer.lfq import codes_to_bits
+
+    tok = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
+    x = torch.rand(1, 3, 9, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    plain, sticky = tok.encode(x), tok.encode(x, sticky=0.3)
+    assert torch.equal(plain[:, 0], sticky[:, 0]) and plain.shape == sticky.shape
+    with torch.inference_mode():
+        z = tok.quantizer.normalize(tok.encoder(x))
+    diff = codes_to_bits(plain, 6) != codes_to_bits(sticky, 6)  # [1, t, h, w, K]
+    assert bool((z.movedim(1, -1).abs()[diff] < 0.3).all())
+    assert torch.equal(tok.encode(x, sticky=0.0), plain)

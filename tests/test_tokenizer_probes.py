@@ -89,3 +89,27 @@ def test_blobs_prints_a_row_per_split(probes, tmp_path, capsys):
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {tmp_path / 'tok'}")]
     assert [r.split(" | ")[1:3] for r in rows] == [["train", "1x32x32"], ["heldout", "1x32x32"], ["heldout", "9x32x32"]]
     assert all(0 <= int(r.split(" | ")[3]) <= 2 and 0 <= int(r.split(" | ")[-1].rstrip(" |")) <= 2 for r in rows)
+
+
+def test_agree_finds_a_tokenizer_alike_itself_and_not_another(probes, tmp_path, capsys):
+    torch.manual_seed(0)
+    VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).save_pretrained(tmp_path / "a")
+    torch.manual_seed(1)
+    VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).save_pretrained(tmp_path / "b")
+    probes.main(["agree", str(tmp_path / "a"), str(tmp_path / "a"), str(tmp_path / "b"), "--n", "2", "--size", "32"])
+    rows = [ln.split(" | ") for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {tmp_path}")]
+    assert len(rows) == 3  # the source against itself (first), then a against a, then a against b
+    assert rows[1][1] == "1.000 / 1.000" and rows[1][2] == "1.000 / 1.000"  # itself: every bit and code alike
+    assert rows[1][3:] == rows[0][3:]  # decoded by its own decoder: its plain round trip
+    bits_b = [float(v) for v in rows[2][1].split(" / ")]
+    assert all(0.2 < b < 0.8 for b in bits_b)  # an unrelated random encoder agrees on about half the bits
+
+
+def test_stability_counts_background_codes_that_change(probes, tmp_path, capsys):
+    torch.manual_seed(0)
+    VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).save_pretrained(tmp_path / "a")
+    probes.main(["stability", str(tmp_path / "a"), "--n", "2", "--size", "32", "--away", "1"])
+    rows = [ln.split(" | ") for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {tmp_path}")]
+    assert [r[1] for r in rows] == ["fine", "blueprint"]
+    for r in rows:
+        assert 0.0 <= float(r[2].split()[0]) <= 1.0 and 0.0 <= float(r[3].split()[0]) <= 1.0

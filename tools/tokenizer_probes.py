@@ -21,6 +21,10 @@ agree    -- can an LM trained on one tokenizer's codes use another's? For two to
             start and its source) on held-out 9-frame one-object clips: the share of bits and of whole codes the two
             encoders agree on (fine and blueprint), and the round trip with the first's codes decoded by the second's
             decoder (what shipping only the new decoder under an LM trained on the old codes would give).
+stability -- do a tokenizer's background codes stay put while an object moves? On held-out one-object clips whose
+            object moves in a straight line: the share of code cells that change from one latent frame to the next,
+            split into cells that see the object (in either frame: `code_object_mask`) and cells that never do (pure
+            background, which an LM should be able to copy from the frame before). Fine grid and blueprint.
 probe    -- is the shape in the codes? A small conv classifier (8 shapes) trained on a tokenizer's codes (its K bits
             per cell) of one-object images, against the same classifier on the image average-pooled to the code
             grid (what a blurred thumbnail carries). Codes far above the thumbnail = the decoder wastes them;
@@ -30,6 +34,7 @@ probe    -- is the shape in the codes? A small conv classifier (8 shapes) traine
     python tools/tokenizer_probes.py probe --tokenizer tokenizer --n 4000 --epochs 15
     python tools/tokenizer_probes.py blobs tokenizer runs/tokx/s2_rms
     python tools/tokenizer_probes.py agree tokenizer runs/tokx/l3_long
+    python tools/tokenizer_probes.py stability tokenizer runs/tokx/l2_rms
     python tools/tokenizer_probes.py widen --bits 16 --out runs/tokx/k16_init
     python tools/tokenizer_probes.py oracle --out runs/tokx/oracle --set train.init_from=tokenizer \
         --set data.world_prob=1.0 --set 'data.sizes=[128]' --set train.lr=2.0e-4 --set train.stop_at=600
@@ -219,6 +224,51 @@ def run_agree(args) -> None:
               f"{rt['color']:.2f} | {rt['shape']:.2f} | {rt['motion']:.2f} | {r.clips_with_extra} |", flush=True)
 
 
+@torch.inference_mode()
+def run_stability(args) -> None:
+    from vidgpt.data.world.render import code_object_mask, render_object_cover
+    from vidgpt.tokenizer import blueprint_input
+
+    cfg = WorldConfig(**ONE_OBJECT, duration=args.duration)
+    straight = {"left", "right", "up", "down", "up-left", "up-right", "down-left", "down-right"}
+    scenes = [s for s in heldout_scenes(args.n * 3, seed=args.seed, config=cfg) if s.objects[0].motion in straight]
+    scenes = scenes[: args.n]
+    print(f"| tokenizer ({len(scenes)} straight moves, 9x{args.size}x{args.size}) | grid | cells changed between "
+          "latent frames: seeing the object | never seeing it (background) |")
+    print("|---|---|---|---|")
+    for directory in args.tokenizers:
+        tok = VideoTokenizer.from_pretrained(directory).eval()
+        name = f"{directory}, sticky {args.sticky}" if args.sticky > 0 else directory
+        for grid in ("fine", "blueprint"):
+            obj_changed = obj_cells = bg_changed = bg_cells = 0
+            bg_by_step = np.zeros(2)  # background cells changed from latent frame 0 to 1, and 1 to 2
+            bg_by_step_cells = np.zeros(2)
+            for sc in scenes:
+                x = frames_to_tensor(render_scene(sc, frames=9, height=args.size, width=args.size))[None]
+                if grid == "blueprint":
+                    x = blueprint_input(x, tok.space_factor)
+                codes = tok.encode(x.to(tok.device), sticky=args.sticky)[0].cpu().numpy()
+                cover = render_object_cover(sc, frames=9, height=x.shape[-2], width=x.shape[-1])
+                seen = code_object_mask(cover, codes.shape)
+                if args.away:  # count as background only the cells at least `away` cells from the object
+                    from scipy.ndimage import binary_dilation
+
+                    seen = binary_dilation(seen, structure=np.ones((1, 3, 3), bool), iterations=args.away)
+                changed = codes[1:] != codes[:-1]
+                near = seen[1:] | seen[:-1]
+                obj_changed += int((changed & near).sum())
+                obj_cells += int(near.sum())
+                bg_changed += int((changed & ~near).sum())
+                bg_cells += int((~near).sum())
+                for k in range(min(2, changed.shape[0])):
+                    bg_by_step[k] += int((changed[k] & ~near[k]).sum())
+                    bg_by_step_cells[k] += int((~near[k]).sum())
+            steps = bg_by_step / np.maximum(bg_by_step_cells, 1)
+            print(f"| {name} | {grid} | {obj_changed / max(obj_cells, 1):.3f} ({obj_cells} cells) | "
+                  f"{bg_changed / max(bg_cells, 1):.3f} ({bg_cells} cells; frame 0 -> 1: {steps[0]:.3f}, "
+                  f"1 -> 2: {steps[1]:.3f}) |", flush=True)
+
+
 def widened(src: VideoTokenizer, bits: int) -> VideoTokenizer:
     """A copy of `src` with `bits` latent channels (>= src's). Tensors that differ in one dimension (the K channels)
     keep src's values in the leading slice; the rest is zero, so the new channels are written as 0 and read by nothing."""
@@ -340,6 +390,14 @@ def main(argv=None) -> None:
     g.add_argument("--n", type=int, default=100)
     g.add_argument("--size", type=int, default=128)
     g.add_argument("--seed", type=int, default=0)
+    st = sub.add_parser("stability", help="background codes that change while an object moves")
+    st.add_argument("tokenizers", nargs="+")
+    st.add_argument("--n", type=int, default=48)
+    st.add_argument("--size", type=int, default=128)
+    st.add_argument("--duration", type=float, default=2.125, help="world.duration (the LM's clips: 2.125 s)")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--away", type=int, default=0, help="background = cells more than this many cells from the object")
+    st.add_argument("--sticky", type=float, default=0.0, help="encode with this hysteresis margin (lfq.sticky_signs)")
     w = sub.add_parser("widen", help="write a tokenizer with more bits a cell, warm-started from one with fewer")
     w.add_argument("--tokenizer", default="tokenizer")
     w.add_argument("--bits", type=int, required=True)
@@ -347,7 +405,8 @@ def main(argv=None) -> None:
     w.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     {"degrade": run_degrade, "probe": run_probe, "oracle": run_oracle, "widen": run_widen,
-     "blobs": run_blobs, "agree": run_agree}[args.cmd](args)
+     "blobs": run_blobs, "agree": run_agree,
+     "stability": run_stability}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from ..config import from_dict, to_dict
 from ..errors import ConfigError, TokenizerError
 from .config import TokenizerConfig
 from .layers import AdaptiveGroupNorm, CausalConv3d, Downsample, FrameGroupNorm, ResBlock, Upsample, depth_to_space, space_to_depth
-from .lfq import LFQ, LFQOutput, codes_to_bits
+from .lfq import LFQ, LFQOutput, bits_to_codes, codes_to_bits, sticky_signs
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -216,14 +216,18 @@ class VideoTokenizer(nn.Module):
             raise TokenizerError(f"codes span [{lo}, {hi}]; this tokenizer has {self.codebook_size} codes (K={self.codebook_bits})")
 
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Video [B,3,T,H,W] (or [3,T,H,W]) in [-1,1] -> LongTensor codes [B,t,h,w] (or [t,h,w])."""
+    def encode(self, x: torch.Tensor, sticky: float = 0.0) -> torch.Tensor:
+        """Video [B,3,T,H,W] (or [3,T,H,W]) in [-1,1] -> LongTensor codes [B,t,h,w] (or [t,h,w]).
+
+        sticky: a hysteresis margin in time (lfq.sticky_signs: from latent frame 1 on, a bit within this of the flip
+        keeps the previous latent frame's value; 0 = plain signs). A probe (tools/tokenizer_probes.py stability
+        --sticky): the codes that change near a moving object are not near-flip bits, so it buys little."""
         self.check_video(x)
         batched = x.dim() == 5
         x = x if batched else x.unsqueeze(0)
         x = x.to(self.device, next(self.parameters()).dtype)
         z = self.quantizer.normalize(self.encoder(x))
-        codes = self.quantizer.codes(z)
+        codes = bits_to_codes(sticky_signs(z, sticky).movedim(1, -1)) if sticky > 0 else self.quantizer.codes(z)
         return codes if batched else codes[0]
 
     @torch.inference_mode()
