@@ -127,6 +127,9 @@ def test_follow_blueprint_guides_the_fine_codes_against_a_still_blueprint(text_t
     assert b.token_ids[0][: len(head)] == head
     with pytest.raises(GenerationError, match="follow_blueprint"):
         tiny_pipeline(text_tok, bits=6, decode_options={"follow_blueprint": -1})
+    assert tiny_pipeline(text_tok, bits=6, decode_options={"follow_blueprint": 0}).follow_blueprint == 0.0
+    assert tiny_pipeline(text_tok, bits=6, meta={"follow_blueprint": 2}).follow_blueprint == 2.0
+    assert plain.follow_blueprint == 1.0  # off unless asked
 
 
 def test_the_two_pass_decode_draws_what_the_one_pass_decode_draws(text_tok):

@@ -162,7 +162,8 @@ def constrained_decode(
 
     Rows are [cond_0 .. cond_{N-1}, uncond_0 .. uncond_{N-1}]; the token drawn for sample i is
     fed to both of its rows. `uncond_prompts` may hold G * N prompts (G groups of N, group-major): sample i is then
-    guided away from the mean of its G negative rows (sampling.apply_cfg). `progress` is an optional tqdm-like object updated as tokens come.
+    guided away from the mean of its G negative rows (sampling.apply_cfg). `progress` is an optional tqdm-like
+    object updated as tokens come.
     Token i is drawn with the noise of position i (sampling.PositionalNoise), so the result does
     not depend on how many tokens a forward pass decides. speculative=k > 0 decodes the lockstep
     (fixed-shape) part with speculative Jacobi decoding over windows of k drafted tokens

@@ -118,7 +118,8 @@ class VidGPT:
         # guidance scale of the fine section towards the blueprint's motion: the fine codes are drawn a second pass,
         # guided away from the same prompt and header over the blueprint held still at its first latent frame
         # (1 = off; sample_blocks). Default: the model's vidgpt.json "follow_blueprint", else off.
-        self.follow_blueprint = float(opts.pop("follow_blueprint", self.meta.get("follow_blueprint", 1.0)) or 1.0)
+        follow = opts.pop("follow_blueprint", self.meta.get("follow_blueprint"))
+        self.follow_blueprint = 1.0 if follow is None else float(follow)
         # where that guidance applies: "moved" = the fine cells under blueprint cells that differ from the still
         # blueprint (where the object went or left), "all" = every fine code
         self.follow_cells = str(opts.pop("follow_cells", self.meta.get("follow_cells", "all")))
@@ -264,12 +265,14 @@ class VidGPT:
                 speculative=self.speculative, stats=self.last_stats, speculative_mode=self.speculative_mode,
                 speculative_give_up=self.speculative_give_up, cfg_until=cfg_until, late_from=late_from, noise=noise,
             )
+        return self._parse_rows(prompts, [out.tokens[i].tolist() for i in range(n)])
+
+    def _parse_rows(self, prompts, drawn: list[list[int]]) -> tuple[list[VisualBlock], list[list[int]]]:
+        """Each prompt's drawn ids (+ the tail) -> (its block, its ids); the constraint guarantees they parse."""
         blocks, rows = [], []
-        for i in range(n):
-            ids = out.tokens[i].tolist() + self.tail_ids
-            full = list(prompts[i]) + ids
-            sample = self.layout.parse(full)  # the constraint guarantees this parses
-            blocks.append(sample.turns[-1].blocks()[-1])
+        for prompt, ids in zip(prompts, drawn):
+            ids = ids + self.tail_ids
+            blocks.append(self.layout.parse(list(prompt) + ids).turns[-1].blocks()[-1])
             rows.append(ids)
         return blocks, rows
 
@@ -314,13 +317,7 @@ class VidGPT:
                 speculative_give_up=self.speculative_give_up,
                 noise=noise.shifted(len(heads[0])) if noise is not None else None, cfg_scales=scales,
             )
-        blocks, rows = [], []
-        for i in range(n):
-            ids = heads[i] + out.tokens[i].tolist() + self.tail_ids
-            sample = self.layout.parse(list(prompts[i]) + ids)
-            blocks.append(sample.turns[-1].blocks()[-1])
-            rows.append(ids)
-        return blocks, rows
+        return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
 
     def generate_text(self, sample: Sample, max_new_tokens: int = 128, seed: int | None = 0, temperature: float = 0.0) -> str:
         """Plain text answer (up to end of turn) to a generation prompt `sample` (chat layout)."""
