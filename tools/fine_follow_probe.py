@@ -44,7 +44,7 @@ def fine_nll(pipe, prompt: str, block) -> torch.Tensor:
 def main(argv=None) -> None:
     from vidgpt.data.synthetic import render_scene
     from vidgpt.evaluate import EvalConfig, heldout_items
-    from vidgpt.generate.pipeline import VidGPT, still_blueprint
+    from vidgpt.generate.pipeline import VidGPT, moved_fine_cells, still_blueprint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model")
@@ -61,14 +61,15 @@ def main(argv=None) -> None:
     world = cfg.world()
     straight = {"left", "right", "up", "down", "up-left", "up-right", "down-left", "down-right"}
     items = [it for it in heldout_items(cfg, world) if it[0].objects[0].motion in straight][: args.n]
+    if not items:
+        raise SystemExit(f"no straight move among the first {cfg.n} held-out scenes; ask for a larger --n")
     rows = []
     t0 = time.time()
     for k, (scene, _, prompt) in enumerate(items):
         frames = render_scene(scene, frames=args.frames, height=args.size, width=args.size, fps=cfg.fps)
         block = pipe.encode_frames(frames, blueprint=True)
         still = dataclasses.replace(block, blueprint=still_blueprint(block.blueprint))
-        moved = (block.blueprint != still.blueprint).repeat_interleave(2, 1).repeat_interleave(2, 2)
-        moved = moved[:, : block.shape[1], : block.shape[2]].reshape(-1)
+        moved = moved_fine_cells(block.blueprint, block.shape).reshape(-1)
         a, b = fine_nll(pipe, prompt, block), fine_nll(pipe, prompt, still)
         later = torch.zeros(block.shape, dtype=torch.bool)
         later[1:] = True

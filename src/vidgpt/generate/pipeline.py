@@ -46,6 +46,13 @@ def still_blueprint(codes: torch.Tensor) -> torch.Tensor:
     return codes[:1].expand_as(codes).clone()
 
 
+def moved_fine_cells(blueprint: torch.Tensor, fine_shape) -> torch.Tensor:
+    """bool [t, h, w] over the fine grid: the cells under blueprint cells whose code differs from the still
+    blueprint's (where the object went or left; latent frame 0 never)."""
+    moved = (blueprint != still_blueprint(blueprint)).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    return moved[:, : fine_shape[1], : fine_shape[2]]
+
+
 def default_model_dir() -> Path:
     """$VIDGPT_MODEL if set, else the repository's shipped `model/` directory."""
     env = os.environ.get("VIDGPT_MODEL")
@@ -306,8 +313,7 @@ class VidGPT:
             scales = torch.ones(n, total)
             S = self.vocab.spec.subtokens
             for i, b in enumerate(first):
-                moved = (b.blueprint != still_blueprint(b.blueprint)).repeat_interleave(2, 1).repeat_interleave(2, 2)
-                cells = moved[:, : shape[1], : shape[2]].reshape(-1).repeat_interleave(S)
+                cells = moved_fine_cells(b.blueprint, shape).reshape(-1).repeat_interleave(S)
                 scales[i, : cells.numel()][cells] = self.follow_blueprint
         with clip_progress(shape, self.vocab.spec.subtokens, ("fine",), enabled=progress, desc=desc) as bar:
             out = constrained_decode(

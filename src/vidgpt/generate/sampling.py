@@ -13,6 +13,7 @@ the same seed (jacobi.py).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,7 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
 def apply_cfg(logits: torch.Tensor, scale: float, n_cond: int) -> torch.Tensor:
     """Rows [0, n_cond) are conditional, then G >= 1 groups of n_cond negative rows: u + s * (c - u), where u is the
     mean of sample i's G negative rows (G = 1: the plain unconditional or negative-prompt guidance; G > 1: several
-    negative prompts at once, e.g. every other direction of a motion, `VidGPT.default_negatives`).
+    negative prompts at once, e.g. every other direction of a motion, `evaluate.other_motion_prompts`).
 
     logits: [(1 + G) * n_cond, ...] -> [n_cond, ...] (float32).
     """
@@ -75,18 +76,11 @@ def apply_cfg(logits: torch.Tensor, scale: float, n_cond: int) -> torch.Tensor:
     return u + scale * (c - u)
 
 
-def guide_groups(rows: int, n_cond: int) -> int:
-    """How many copies of each drawn token the backend is fed: the conditional row plus its negative rows."""
-    return rows // n_cond
-
-
 def negative_groups(negatives) -> list[list[str]]:
     """One negative prompt or a list of them per sample -> G groups of one prompt per sample (group-major, what
     decoding.constrained_decode's uncond_prompts take flattened). A sample with fewer than G prompts has its list
     repeated, and G is the least common multiple of the lists' lengths, so every sample's negatives weigh equally
     in apply_cfg's mean."""
-    import math
-
     lists = [[n] if isinstance(n, str) else list(n) for n in negatives]
     if any(not lst for lst in lists):
         raise GenerationError("guidance: a sample has an empty list of negative prompts")
