@@ -158,3 +158,32 @@ def test_motion_loss_weight_scales_the_cells_that_changed_since_the_previous_lat
     from vidgpt.errors import DataError
     with pytest.raises(DataError, match="motion_loss_weight"):
         RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, motion_loss_weight=0.0))
+
+
+def test_follow_loss_weight_scales_the_fine_codes_under_moved_blueprint_cells():
+    import pytest
+    from vidgpt.errors import DataError
+    from vidgpt.train.lm_data import blueprint_moved_fine
+
+    lm = _tiny_lm()
+    rec = _record(np.random.default_rng(3))
+    bp = np.array(rec["blueprint_codes"]).reshape(2, 2, 2)
+    bp[1] = bp[0]
+    bp[1, 0, 1] = (bp[0, 0, 1] + 1) % 64  # only the top-right blueprint cell of latent frame 1 changed
+    rec["blueprint_codes"] = bp.reshape(-1).tolist()
+    weights = _visual_weights(lm, rec)
+
+    base, follow = weights(), weights(follow_loss_weight=5.0)
+    want = np.zeros(8 + 32, dtype=bool)
+    want[8 + 16:] = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=bool).reshape(-1)
+    ratio = follow / base
+    assert np.allclose(ratio[want], 5.0) and np.allclose(ratio[~want], 1.0)  # blueprint and frame 0 untouched
+    assert np.allclose(weights(follow_loss_weight=1.0), base)
+    # the same cells as the probe's (and generation's) definition, cropped to an odd fine grid
+    assert blueprint_moved_fine(bp, (2, 3, 3))[1].tolist() == [[False, False, True]] * 2 + [[False] * 3]
+    # a still blueprint moves nothing; a blueprint that does not cover the fine grid is an error
+    assert not blueprint_moved_fine(bp[:1].repeat(2, 0), (2, 4, 4)).any()
+    with pytest.raises(DataError, match="does not cover"):
+        blueprint_moved_fine(bp, (2, 6, 4))
+    with pytest.raises(DataError, match="follow_loss_weight"):
+        RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, follow_loss_weight=0.0))

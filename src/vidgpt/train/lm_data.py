@@ -80,6 +80,9 @@ class LMDataConfig:
     motion_loss_weight: float = 1.0  # extra factor on the codes of latent frames >= 1 whose cell changed from
     #                                  object to background or back since the previous latent frame: where the object
     #                                  arrives and where it left, the codes that carry the prompt's motion
+    follow_loss_weight: float = 1.0  # extra factor on the fine codes of latent frames >= 1 under blueprint cells whose
+    #                                  code differs from the same cell's in latent frame 0 (where the blueprint says
+    #                                  the object went or left): the fine codes only the blueprint's motion decides
     input_noise: float = 0.0  # share of the trained video codes the model READS as random codes (the targets stay
     #                           true; vidgpt.train.input_noise): the prompt has to decide every code, not only the first
     input_noise_mode: str = "fixed"  # fixed: every row at input_noise; uniform: each row at U(0, input_noise)
@@ -254,6 +257,17 @@ def changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
     return out.reshape(-1)
 
 
+def blueprint_moved_fine(blueprint: np.ndarray, fine_shape: tuple) -> np.ndarray:
+    """bool [t, h, w] over the fine grid: the cells under blueprint cells [t, h/2, w/2] whose code differs from the
+    same cell's in latent frame 0 (latent frame 0 never); what `tools/fine_follow_probe.py` calls moved."""
+    bp = np.asarray(blueprint)
+    t, h, w = (int(x) for x in fine_shape)
+    if bp.ndim != 3 or bp.shape[0] != t or 2 * bp.shape[1] < h or 2 * bp.shape[2] < w:
+        raise DataError(f"a {'x'.join(map(str, bp.shape))} blueprint does not cover a {t}x{h}x{w} fine section")
+    moved = bp != bp[:1]
+    return moved.repeat(2, 1).repeat(2, 2)[:, :h, :w]
+
+
 class RecordFormatter:
     """Turns one record (code / tokens / text) into a Document through the layout."""
 
@@ -267,9 +281,10 @@ class RecordFormatter:
         self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat) if text_tokenizer is not None else None
         self.eos = getattr(text_tokenizer, "eos_token_id", None)
         self._warned_no_mask = False
-        if min(cfg.object_loss_weight, cfg.first_object_weight, cfg.motion_loss_weight) <= 0:
-            raise DataError(f"data.object_loss_weight, first_object_weight and motion_loss_weight must be > 0, got "
-                            f"{cfg.object_loss_weight}, {cfg.first_object_weight}, {cfg.motion_loss_weight}")
+        if min(cfg.object_loss_weight, cfg.first_object_weight, cfg.motion_loss_weight, cfg.follow_loss_weight) <= 0:
+            raise DataError(f"data.object_loss_weight, first_object_weight, motion_loss_weight and follow_loss_weight "
+                            f"must be > 0, got {cfg.object_loss_weight}, {cfg.first_object_weight}, "
+                            f"{cfg.motion_loss_weight}, {cfg.follow_loss_weight}")
 
     def _block(self, codes, shape, bp_codes=None, where="record") -> VisualBlock:
         if shape is None or codes is None:
@@ -317,6 +332,21 @@ class RecordFormatter:
             for i in np.asarray(visual)[changed].tolist():
                 doc.weights[i] *= c.motion_loss_weight
 
+    def _weight_following(self, doc: Document, target: VisualBlock, where: str) -> None:
+        """Multiply the weights of the target's fine codes under moved blueprint cells (`blueprint_moved_fine`) by
+        follow_loss_weight (in place); nothing when it is 1 or the target lacks either section."""
+        w = self.cfg.follow_loss_weight
+        if w == 1.0 or target.blueprint is None or target.fine is None:
+            return
+        moved = blueprint_moved_fine(target.blueprint, target.fine.shape).reshape(-1)
+        moved = np.repeat(moved, self.vocab.spec.subtokens)  # a code's sub-tokens share its weight
+        visual = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
+        if len(visual) < moved.size:
+            raise DataError(f"{where}: {len(visual)} video tokens for a fine section of {moved.size}")
+        fine_positions = np.asarray(visual[len(visual) - moved.size:])  # the target's fine section ends the document
+        for i in fine_positions[moved].tolist():
+            doc.weights[i] *= w
+
     def __call__(self, rec: dict, rng: np.random.Generator, where: str = "record") -> Document | None:
         from .. import layout as L
 
@@ -346,6 +376,7 @@ class RecordFormatter:
             f = self.layout.format(sample)
             doc = to_document(f.input_ids, f.kinds, self.wk)
             self._weight_objects(doc, rec, target, where)
+            self._weight_following(doc, target, where)
             return doc
         if rec.get("messages"):  # chat turns of text (vidgpt.data.chat_text): loss on the assistant's answers
             from ..data.chat_text import chat_sample

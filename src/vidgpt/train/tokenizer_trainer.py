@@ -30,6 +30,7 @@ from ..tokenizer.losses import LeCam, cell_colour_loss, hinge_d_loss, hinge_g_lo
 from ..tokenizer.config import WEIGHT_COMPATIBLE_FIELDS
 from ..tokenizer.model import TokenizerOutput
 from ..utils import atomic_dir, cpu_bf16_if_native, pick_device, progress_wanted
+from ..tokenizer.locality import locality_loss, paste_rectangles
 from .schedule import warmup_cosine
 from .tokenizer_data import ClipSampler, to_tensor
 
@@ -76,6 +77,10 @@ class TokenizerTrainLoop:
     # auxiliary (issue 9's colour blobs): a linear read-out of the quantized bits must give each latent cell's mean
     # colour (losses.cell_colour_loss; its 1x1 head is trained with the model, kept in the checkpoint, not shipped)
     cell_colour_weight: float = 0.0
+    # locality (issue 9, for the LM; vidgpt.tokenizer.locality): each clip is also encoded with a flat rectangle pasted
+    # in, and the normalised latents of the cells more than locality_radius cells from it must not change
+    locality_weight: float = 0.0
+    locality_radius: int = 1
     seed: int = 0
     init_from: str = ""  # a tokenizer directory whose weights start a new run (same model config); "" = random
     train_parts: str = "all"  # "all", or "decoder": encoder + quantizer frozen (run under no_grad, eval mode),
@@ -172,6 +177,11 @@ class TokenizerTrainer:
         if self.decoder_only:
             for p in (*self.model.encoder.parameters(), *self.model.quantizer.parameters()):
                 p.requires_grad_(False)
+        if t.locality_weight < 0 or t.locality_radius < 0:
+            raise TrainingError(f"train.locality_weight ({t.locality_weight}) and locality_radius ({t.locality_radius}) "
+                                "must be >= 0")
+        if t.locality_weight > 0 and self.decoder_only:
+            raise TrainingError("train.locality_weight shapes the codes; a decoder-only run keeps them (set it to 0)")
         self.colour_head = None
         if t.cell_colour_weight > 0:
             if self.decoder_only:
@@ -316,6 +326,19 @@ class TokenizerTrainer:
         x = to_tensor([self.sampler.sample(self.rng, frames, h, w) for _ in range(bs)])
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
+    def _forward(self, x: torch.Tensor) -> tuple[TokenizerOutput, torch.Tensor | None]:
+        """The model's output on x, and the locality term when it is on (one encoder call over x and x pasted)."""
+        t = self.cfg.train
+        if t.locality_weight <= 0:
+            return self.model(x), None
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.step)  # the same rectangles after a resume
+        pasted, far = paste_rectangles(x, self.model.space_factor, t.locality_radius, gen)
+        z, z_pasted = self.model.encoder(torch.cat([x, pasted])).chunk(2)
+        lfq = self.model.quantizer(z)
+        out = TokenizerOutput(self.model.decoder(lfq.quantized.to(x.dtype)), lfq)
+        norm = self.model.quantizer.normalize
+        return out, locality_loss(norm(z), norm(z_pasted), far)
+
     def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
         t = self.cfg.train
         self.model.train()
@@ -329,12 +352,15 @@ class TokenizerTrainer:
                 loss = reconstruction_loss(out.recon, x, t.l1_weight, t.l2_weight, t.grad_weight, t.object_weight)
                 logs = {"rec": loss.item()}
             else:
-                out = self.model(x)
+                out, local = self._forward(x)
                 loss, logs = tokenizer_loss(out, x, self.cfg.model, self.step, t.l1_weight, t.l2_weight, t.grad_weight, t.object_weight)
                 if self.colour_head is not None:
                     colour = cell_colour_loss(self.colour_head, out.lfq.quantized, x, self.model.space_factor)
                     loss = loss + t.cell_colour_weight * colour
                     logs["cell_colour"] = colour.item()
+                if local is not None:
+                    loss = loss + t.locality_weight * local
+                    logs["locality"] = local.item()
             if use_disc:
                 with torch.autocast(self.device.type, enabled=False) if t.disc_fp32 else contextlib.nullcontext():
                     g = hinge_g_loss(self.disc(out.recon.float() if t.disc_fp32 else out.recon))
