@@ -45,3 +45,22 @@ def test_moved_reads_a_shift(probe):
     assert probe.moved(codes, mask0) == "moving right"
     assert probe.moved(codes[:, :, ::-1].copy(), mask0[:, ::-1].copy()) == "moving left"
     assert probe.moved(np.zeros((3, 8, 8), dtype=np.int64), mask0) is None  # nothing changed
+
+
+def test_localize_keeps_far_cells_and_changes_only_near_the_object(probe):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 50, (3, 8, 8))
+    mask = np.zeros((3, 8, 8), dtype=bool)
+    mask[0, 2, 2] = mask[1, 2, 3] = mask[2, 2, 4] = True  # one cell moving right
+    out = probe.localize(codes, mask, 1)
+    assert (out[0] == codes[0]).all()  # latent frame 0 as it was
+    near1 = probe.dilate(mask[0] | mask[1], 1)
+    assert near1.sum() == 12 and near1[1:4, 1:5].all()  # rows 1-3, columns 1-4
+    assert (out[1][near1] == codes[1][near1]).all() and (out[1][~near1] == codes[0][~near1]).all()
+    near2 = probe.dilate(mask[1] | mask[2], 1)
+    assert (out[2][near2] == codes[2][near2]).all() and (out[2][~near2] == out[1][~near2]).all()
+    # radius 0: only the object's own cells (in either frame) may change; a still clip does not change at all
+    only = probe.localize(codes, mask, 0)
+    assert ((only[1] != only[0]) <= (mask[0] | mask[1])).all()
+    still = np.repeat(codes[:1], 3, 0)
+    assert (probe.localize(still, mask, 1) == still).all()

@@ -13,6 +13,10 @@ between latent frames under the true motion word and under a swapped one (left<-
     OMP_NUM_THREADS=1 python tools/motion_order_probe.py --shards data/lm13/t2v data/lm14/m4a data/lm14/m4b \
         --orders frame,time --minutes 12
 
+With --local R every order trains on the codes a tokenizer whose codes see only R cells around them would give
+(`localize`: far from the object, a later latent frame keeps the frame before's code), against the shards' own
+codes, whose moves change a halo ~4 cells wide: would local codes make the motion word easier to learn?
+
 Order "grid" is the frame-major order with learned (latent frame, row, column) embeddings added to every code's
 input, so a head can find "the cell one column to my left in the frame before" by content instead of by a RoPE
 offset of 65 positions against 64 (what a 3D position scheme would give the LM).
@@ -49,7 +53,30 @@ SWAP = {"moving left": "moving right", "moving right": "moving left", "moving up
         "moving down": "moving up"}
 
 
-def load(shards: list[str]):
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """bool [h, w]: the cells within `radius` cells (Chebyshev) of a True cell."""
+    h, w = mask.shape
+    p = np.pad(mask, radius)
+    out = np.zeros_like(mask)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out |= p[dy : dy + h, dx : dx + w]
+    return out
+
+
+def localize(codes: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
+    """codes [t, h, w] as a tokenizer whose codes see only `radius` cells around them would give them: from latent
+    frame 1 on, every cell farther than `radius` cells from the object (mask [t, h, w], in this frame or the one
+    before) keeps the frame before's code, so a move changes only the cells near the object (v2's own codes change
+    in a halo ~4 cells wide: tools/tokenizer_probes.py stability)."""
+    out = codes.copy()
+    for i in range(1, len(codes)):
+        far = ~dilate(mask[i] | mask[i - 1], radius)
+        out[i][far] = out[i - 1][far]
+    return out
+
+
+def load(shards: list[str], local: int = -1):
     recs = []
     for d in shards:
         for f in sorted(glob.glob(f"{d}/*.parquet")):
@@ -62,8 +89,13 @@ def load(shards: list[str]):
                     continue
                 parts = cap.split(", ")
                 words = parts[0].split(" ")
-                recs.append((words[0], words[-1], parts[-1], np.asarray(codes, dtype=np.int64).reshape(shape),
-                             None if mask is None else np.asarray(mask, dtype=bool).reshape(shape)))
+                codes = np.asarray(codes, dtype=np.int64).reshape(shape)
+                mask = None if mask is None else np.asarray(mask, dtype=bool).reshape(shape)
+                if local >= 0:
+                    if mask is None:
+                        raise SystemExit(f"{f}: --local needs the shards' blueprint_object_mask")
+                    codes = localize(codes, mask, local)
+                recs.append((words[0], words[-1], parts[-1], codes, mask))
     return recs
 
 
@@ -183,9 +215,12 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=150)
     ap.add_argument("--sample", type=int, default=0, help="held-out straight-move clips sampled at the end (0: none)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--local", type=int, default=-1,
+                    help="train on the codes a tokenizer with local codes would give: later latent frames keep the "
+                         "frame before's code more than this many cells from the object (-1: the shards' own codes)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
-    recs = load(a.shards)
+    recs = load(a.shards, a.local)
     shape = recs[0][3].shape
     recs = [r for r in recs if r[3].shape == shape]
     # vocabulary: conditioning words, then the codes that occur
