@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from .errors import GenerationError
 
 TIME_FACTOR = 4
@@ -28,6 +30,16 @@ def blueprint_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     """Latent shape of the blueprint of a clip whose fine latent is `shape` (t, h, w)."""
     t, h, w = (int(x) for x in shape)
     return (t, (h + 1) // 2, (w + 1) // 2)
+
+
+def moved_fine_mask(blueprint, fine_shape: Sequence[int]):
+    """bool numpy [t, h, w] over the fine grid: the cells under blueprint cells (codes [t, bh, bw], array-like) whose
+    code differs from the same cell's in latent frame 0 (where the blueprint says the object went or left; latent
+    frame 0 never). One definition for training weights, the follow guidance and tools/fine_follow_probe.py."""
+    bp = np.asarray(blueprint)
+    t, h, w = (int(x) for x in fine_shape)
+    moved = bp != bp[:1]
+    return moved.repeat(2, 1).repeat(2, 2)[:t, :h, :w]
 
 
 def section_lengths(shape: Sequence[int], subtokens: int = 1, blueprint: bool = True, fine: bool = True) -> dict[str, int]:

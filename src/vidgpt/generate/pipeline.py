@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import GenerationError, ModelError
-from ..geometry import ClipGeometry, block_length, factors_of, video_shape
+from ..geometry import ClipGeometry, block_length, factors_of, moved_fine_mask, video_shape
 from ..layout import DEFAULT_CONTINUE, Layout, Sample, Turn, VisualBlock
 from ..vocab import UnifiedVocab
 from .constraints import ShapeLimits, StructureConstraint, blueprint_frame_index, fine_index
@@ -49,8 +49,7 @@ def still_blueprint(codes: torch.Tensor) -> torch.Tensor:
 def moved_fine_cells(blueprint: torch.Tensor, fine_shape) -> torch.Tensor:
     """bool [t, h, w] over the fine grid: the cells under blueprint cells whose code differs from the still
     blueprint's (where the object went or left; latent frame 0 never)."""
-    moved = (blueprint != still_blueprint(blueprint)).repeat_interleave(2, 1).repeat_interleave(2, 2)
-    return moved[:, : fine_shape[1], : fine_shape[2]]
+    return torch.from_numpy(moved_fine_mask(blueprint.cpu().numpy(), fine_shape)).to(blueprint.device)
 
 
 def default_model_dir() -> Path:

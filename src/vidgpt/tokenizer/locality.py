@@ -33,7 +33,7 @@ def paste_rectangles(x: torch.Tensor, space_factor: int, radius: int, generator:
         y0 = int(torch.randint(0, h - rh + 1, (1,), generator=generator))
         x0 = int(torch.randint(0, w - rw + 1, (1,), generator=generator))
         colour = torch.rand(3, generator=generator) * 2 - 1
-        out[i, :, :, y0 : y0 + rh, x0 : x0 + rw] = colour.view(3, 1, 1, 1).to(x.dtype)
+        out[i, :, :, y0 : y0 + rh, x0 : x0 + rw] = colour.view(3, 1, 1, 1).to(x.device, x.dtype)
         r0, r1 = y0 // f - radius, (y0 + rh - 1) // f + radius
         c0, c1 = x0 // f - radius, (x0 + rw - 1) // f + radius
         near = ((rows >= r0) & (rows <= r1))[:, None] & ((cols >= c0) & (cols <= c1))[None, :]

@@ -260,12 +260,13 @@ def changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
 def blueprint_moved_fine(blueprint: np.ndarray, fine_shape: tuple) -> np.ndarray:
     """bool [t, h, w] over the fine grid: the cells under blueprint cells [t, h/2, w/2] whose code differs from the
     same cell's in latent frame 0 (latent frame 0 never); what `tools/fine_follow_probe.py` calls moved."""
+    from ..geometry import moved_fine_mask
+
     bp = np.asarray(blueprint)
     t, h, w = (int(x) for x in fine_shape)
     if bp.ndim != 3 or bp.shape[0] != t or 2 * bp.shape[1] < h or 2 * bp.shape[2] < w:
         raise DataError(f"a {'x'.join(map(str, bp.shape))} blueprint does not cover a {t}x{h}x{w} fine section")
-    moved = bp != bp[:1]
-    return moved.repeat(2, 1).repeat(2, 2)[:, :h, :w]
+    return moved_fine_mask(bp, fine_shape)
 
 
 class RecordFormatter:
