@@ -59,3 +59,24 @@ def test_locality_term_trains_resumes_and_refuses_a_decoder_only_run(tmp_path):
         with pytest.raises(TrainingError, match=match):
             TokenizerTrainer(load_config(TokenizerTrainConfig, "configs/tokenizer/tiny.yaml", sets + bad),
                              tmp_path / "b", progress=False, log=lambda *a: None)
+
+
+def test_committed_local_candidate_is_v2s_architecture_with_local_codes():
+    """checkpoints/tokenizer_local_t2 (T2): v2's architecture, its own code set, and a rectangle pasted into held-out
+    world clips moves far fewer codes more than two cells away than it does with v2 (0.013 against 0.142 of the
+    background cells next to a moving object in the card's probe)."""
+    from vidgpt.data.synthetic import WorldConfig, render_scene, sample_scene
+    from vidgpt.data.video_io import frames_to_tensor
+    from vidgpt.tokenizer import VideoTokenizer
+
+    v2, t2 = VideoTokenizer.from_pretrained("tokenizer"), VideoTokenizer.from_pretrained("checkpoints/tokenizer_local_t2")
+    assert t2.config_hash() == v2.config_hash() and t2.encoder_fingerprint() != v2.encoder_fingerprint()
+    world = WorldConfig(max_objects=1)
+    clips = torch.stack([frames_to_tensor(render_scene(sample_scene(np.random.default_rng(s), world, "heldout"), 5, 64, 64))
+                         for s in range(4)])
+    pasted, far = paste_rectangles(clips, 8, 2, torch.Generator().manual_seed(1), max_cells=2)
+    share = {}
+    for name, tok in (("v2", v2), ("t2", t2)):
+        changed = (tok.encode(clips) != tok.encode(pasted)).unsqueeze(1)  # [B, 1, t, h, w]
+        share[name] = changed[far.expand_as(changed)].float().mean().item()
+    assert share["v2"] > 0.05 and share["t2"] < 0.5 * share["v2"], share
