@@ -3,7 +3,8 @@ pixels far from it change.
 
 `tools/tokenizer_probes.py stability` found that with v2 a moving object changes the codes of a halo about four cells
 wide around it (28% of the fine cells that never see the object change code between latent frames): the encoder's
-receptive field and its per-frame normalisation let far pixels move a cell's bits. For the LM that means the motion
+receptive field lets far pixels move a cell's bits (holding the quantizer's per-frame normalisation fixed changes
+almost nothing: tokenizer/README.md, "Local codes"). For the LM that means the motion
 word has to decide dozens of mostly-background codes a frame. This term trains it away: each clip of a batch is
 encoded twice, as it is and with one flat rectangle pasted into every frame (`paste_rectangles`), and the quantizer's
 normalised inputs of the cells more than `radius` cells from the rectangle are asked to stay the same

@@ -38,6 +38,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..geometry import moved_fine_mask
 from ..layout import PROMPT, STRUCTURE, TEXT, VISUAL, VisualBlock, blueprint_shape
 from ..vocab import UnifiedVocab
 from .packing import PACKINGS, Document, OpenRow, PackStats, make_packer
@@ -260,8 +261,6 @@ def changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
 def blueprint_moved_fine(blueprint: np.ndarray, fine_shape: tuple) -> np.ndarray:
     """bool [t, h, w] over the fine grid: the cells under blueprint cells [t, h/2, w/2] whose code differs from the
     same cell's in latent frame 0 (latent frame 0 never); what `tools/fine_follow_probe.py` calls moved."""
-    from ..geometry import moved_fine_mask
-
     bp = np.asarray(blueprint)
     t, h, w = (int(x) for x in fine_shape)
     if bp.ndim != 3 or bp.shape[0] != t or 2 * bp.shape[1] < h or 2 * bp.shape[2] < w:
