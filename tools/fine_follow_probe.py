@@ -43,6 +43,7 @@ def fine_nll(pipe, prompt: str, block) -> torch.Tensor:
 
 def main(argv=None) -> None:
     from vidgpt.data.synthetic import render_scene
+    from vidgpt.data.world.scene import DIRECTIONS
     from vidgpt.evaluate import EvalConfig, heldout_items
     from vidgpt.generate.pipeline import VidGPT, moved_fine_cells, still_blueprint
 
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
     pipe = VidGPT.from_pretrained(args.model, fast=False)
     cfg = EvalConfig(n=args.n * 4, frames=args.frames, size=args.size, world_set=args.world_set, seed=args.seed)
     world = cfg.world()
-    straight = {"left", "right", "up", "down", "up-left", "up-right", "down-left", "down-right"}
+    straight = set(DIRECTIONS)  # the straight moves
     items = [it for it in heldout_items(cfg, world) if it[0].objects[0].motion in straight][: args.n]
     if not items:
         raise SystemExit(f"no straight move among the first {cfg.n} held-out scenes; ask for a larger --n")

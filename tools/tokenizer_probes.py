@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from vidgpt.data.synthetic import WorldConfig, render_scene, sample_scene
 from vidgpt.data.video_io import frames_to_tensor
+from vidgpt.data.world.scene import DIRECTIONS
 from vidgpt.data.world.shapes import SHAPES
 from vidgpt.tokenizer import VideoTokenizer
 from vidgpt.tokenizer.lfq import LFQ, LFQOutput, codes_to_bits
@@ -230,7 +231,7 @@ def run_stability(args) -> None:
     from vidgpt.tokenizer import blueprint_input
 
     cfg = WorldConfig(**ONE_OBJECT, duration=args.duration)
-    straight = {"left", "right", "up", "down", "up-left", "up-right", "down-left", "down-right"}
+    straight = set(DIRECTIONS)
     scenes = [s for s in heldout_scenes(args.n * 3, seed=args.seed, config=cfg) if s.objects[0].motion in straight]
     scenes = scenes[: args.n]
     print(f"| tokenizer ({len(scenes)} straight moves, 9x{args.size}x{args.size}) | grid | cells changed between "

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.world.scene import DIRECTIONS
 from ..errors import ConfigError, DataError
 from ..layout import blueprint_shape
 from .lm_data import LMDataConfig, RecordSource, RecordTable, SourceConfig, _source_seed
@@ -65,7 +66,7 @@ class PreferencePairs(PairStream):
 
 # --- building the pairs -------------------------------------------------------------------------------------------
 
-STRAIGHT = ("left", "right", "up", "down", "up-left", "up-right", "down-left", "down-right")
+STRAIGHT = tuple(DIRECTIONS)
 
 
 WINNERS = ("truth", "own")

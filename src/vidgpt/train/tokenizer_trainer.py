@@ -29,8 +29,8 @@ from ..tokenizer.discriminator import PatchDiscriminator3D
 from ..tokenizer.losses import LeCam, cell_colour_loss, hinge_d_loss, hinge_g_loss, reconstruction_loss, tokenizer_loss
 from ..tokenizer.config import WEIGHT_COMPATIBLE_FIELDS
 from ..tokenizer.model import TokenizerOutput
-from ..utils import atomic_dir, cpu_bf16_if_native, pick_device, progress_wanted
 from ..tokenizer.locality import locality_loss, paste_rectangles
+from ..utils import atomic_dir, cpu_bf16_if_native, pick_device, progress_wanted
 from .schedule import warmup_cosine
 from .tokenizer_data import ClipSampler, to_tensor
 
