@@ -25,7 +25,7 @@ FSDP_YAML = ROOT / "configs/accelerate/fsdp_8gpu.yaml"
 STEPS, CKPT = 24, 8
 COMMON = [f"train.steps={STEPS}", "train.seq_len=64", "train.micro_batch_size=1", f"train.ckpt_every={CKPT}",
           "train.eval_batches=1", "train.eval_every=0", "train.log_every=1", "train.keep_checkpoints=3",
-          "loss.head=plain",  # the same (plain) LM head in every run; the fast CPU heads are single-process only
+          "loss.head=plain",  # the same (plain) LM head in every run; FSDP needs it (the fast heads read whole weights)
           "data.streams=2"]  # the same global rows on 1 and 2 processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("accelerate") is None, reason="no accelerate CLI")]

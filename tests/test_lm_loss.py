@@ -144,13 +144,13 @@ def test_trim_batch_makes_one_document_rows_single_sequences():
 
 
 def test_settings_and_auto_choice():
-    assert resolve_head(LossSettings(), "cpu", 1) == "constrained"
-    assert resolve_head(LossSettings(), "cpu", 2) == "plain"
-    assert resolve_head(LossSettings(), "cuda", 1) == "plain"
+    assert resolve_head(LossSettings(), "cpu") == "constrained"  # one process or data parallel
+    assert resolve_head(LossSettings(), "cpu", sharded=True) == "plain"  # FSDP
+    assert resolve_head(LossSettings(), "cuda") == "plain"
     with pytest.raises(ConfigError, match="loss.head"):
         LossSettings(head="fast").check()
-    with pytest.raises(ConfigError, match="one process"):
-        LossHead(make_lm(False).vocab, LossSettings(head="full"), "cpu", 2)
+    with pytest.raises(ConfigError, match="FSDP shards"):
+        LossHead(make_lm(False).vocab, LossSettings(head="full"), "cpu", sharded=True)
     with pytest.raises(ConfigError, match="layers_from=5"):
         upper_layer_targets(make_lm(False).model, ["all-linear"], 5)
 

@@ -12,7 +12,12 @@ differs between engines lives here:
   takes part in gathering the full state dict (`accelerator.get_state_dict`), and the main process
   loads it into a fresh, unsharded copy of the model (peft LoRA wrapper included) so the usual save
   path (merge, full or delta form) writes a directory plain transformers loads.
-- `prepare`: `accelerator.prepare`, keeping peft's wrapped tied embedding/head in one FSDP unit.
+- `prepare`: `accelerator.prepare`, keeping peft's wrapped tied embedding/head in one FSDP unit; for the fast
+  CPU loss heads on several processes (vidgpt.train.lm_loss), the model registered but not wrapped in DDP.
+- `average_gradients`: that data parallel's gradient all-reduce. The fast heads call the decoder and the rows
+  themselves, and DDP's reducer only arms its hooks in a forward through the DDP module, so under DDP their
+  gradients would silently stay per-rank; instead every rank starts from rank 0's trainable weights and the
+  summed gradients are divided by the number of processes once per optimizer step (one flat all-reduce).
 - `gather_data_state`: every rank's data-stream position (vidgpt.train.lm_data.RowStream) for
   trainer_state.json, so --resume continues each stream where it stopped.
 - `drop_log_after`: on --resume, the log lines a killed run wrote after its last checkpoint go.
@@ -57,11 +62,13 @@ def is_fsdp(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
 
 
-def engine_name(accelerator) -> str:
-    """'fsdp2' | 'fsdp1' | 'ddp' | 'single' for the run log."""
+def engine_name(accelerator, own_gradient_sync: bool = False) -> str:
+    """'fsdp2' | 'fsdp1' | 'ddp' | 'dp' (data parallel, gradients averaged by average_gradients) | 'single'."""
     if is_fsdp(accelerator):
         return f"fsdp{accelerator.state.fsdp_plugin.fsdp_version}"
-    return "ddp" if accelerator.num_processes > 1 else "single"
+    if accelerator.num_processes == 1:
+        return "single"
+    return "dp" if own_gradient_sync else "ddp"
 
 
 def plain_model_for_save(accelerator, model):
@@ -153,8 +160,12 @@ def drop_log_after(log_path, step: int) -> int:
     return dropped
 
 
-def prepare(accelerator, model, optimizer):
+def prepare(accelerator, model, optimizer, own_gradient_sync: bool = False):
     """accelerator.prepare(model, optimizer), after the engine-specific adjustments a model needs.
+
+    own_gradient_sync (several processes, not FSDP): the model is registered with accelerate (its checkpoints
+    and saves as usual) but not wrapped in DDP, every rank takes rank 0's trainable weights, and the trainer
+    calls `average_gradients` before each optimizer step.
 
     LoRA on a tied-embedding model under FSDP2: peft wraps the shared embedding and head in
     TrainableTokensWrapper modules (the new rows train), which hide the tie from accelerate. It would put
@@ -165,6 +176,15 @@ def prepare(accelerator, model, optimizer):
     """
     from ..backbone import is_peft
 
+    if own_gradient_sync and accelerator.num_processes > 1:
+        if is_fsdp(accelerator):
+            from ..errors import ConfigError
+
+            raise ConfigError("FSDP shards the parameters: the gradients cannot be averaged outside its forward")
+        model = accelerator.prepare_model(model, evaluation_mode=True)  # registered, placed, not wrapped
+        optimizer = accelerator.prepare_optimizer(optimizer)
+        _broadcast_trainable(model)
+        return model, optimizer
     hidden = False
     if is_fsdp(accelerator) and is_peft(model):
         base = model.get_base_model()
@@ -183,3 +203,37 @@ def prepare(accelerator, model, optimizer):
     finally:
         if hidden:
             del model.get_input_embeddings, model.get_output_embeddings
+
+
+def _trainable(model) -> list:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _broadcast_trainable(model) -> None:
+    """Every rank takes rank 0's trainable weights (DDP does the same when it wraps a model)."""
+    import torch.distributed as dist
+
+    for p in _trainable(model):
+        dist.broadcast(p.data, src=0)
+
+
+def average_gradients(model, world: int) -> None:
+    """All ranks call this after the backward of the step's last micro-batch: each trainable parameter's
+    gradient becomes the mean over the ranks (a parameter without a gradient counts as zeros)."""
+    import torch
+    import torch.distributed as dist
+
+    params = _trainable(model)
+    if world <= 1 or not params:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    at = 0
+    for p in params:
+        g = flat[at : at + p.numel()].view_as(p).to(p.dtype)
+        at += p.numel()
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)

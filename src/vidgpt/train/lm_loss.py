@@ -17,8 +17,10 @@ weighted next-token cross entropy over the tokens with weight > 0, normalised by
   This is the negative log-likelihood of the data under the constrained sampler, a different number from
   `plain`'s (smaller: fewer rows compete); `reference_loss` computes it from full logits with a mask, and
   the fast path equals that to float rounding (tests/test_lm_loss.py, tools/bench_train.py).
-- `auto` (default): `constrained` on a single-process CPU run, `plain` otherwise (under DDP/FSDP the
-  forward must go through the wrapped root module, so the fast path is not used there).
+- `auto` (default): `constrained` on the CPU, `plain` otherwise. The fast heads call the decoder and the rows
+  themselves, past any wrapper: with several processes the trainer then leaves the model unwrapped and averages
+  the gradients itself (`distributed.average_gradients`; DDP's hooks only fire after a forward through DDP).
+  Under FSDP the parameters are shards that only the wrapped forward gathers, so FSDP needs `plain`.
 
 `text_kl_weight` > 0 (LoRA runs, fast heads): keeping the backbone's English by distillation. In every document
 that holds no token of the new vocabulary (plain English, chat answers), each trained position adds
@@ -114,12 +116,12 @@ def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: tor
     return (ce * w).sum() / max(n, 1), n
 
 
-def resolve_head(settings: LossSettings, device, world_size: int = 1) -> str:
-    """The head a run uses: `auto` -> constrained on a single-process CPU run, else plain."""
+def resolve_head(settings: LossSettings, device, sharded: bool = False) -> str:
+    """The head a run uses: `auto` -> constrained on the CPU (one process or data parallel), else plain."""
     settings.check()
     if settings.head != "auto":
         return settings.head
-    return "constrained" if torch.device(device).type == "cpu" and world_size == 1 else "plain"
+    return "constrained" if torch.device(device).type == "cpu" and not sharded else "plain"
 
 
 def trim_batch(batch: dict) -> dict:
@@ -292,13 +294,13 @@ def reference_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch
 class LossHead:
     """`loss, n = LossHead(vocab, settings, device)(model, batch)`: the run's loss (see the module docstring)."""
 
-    def __init__(self, vocab: UnifiedVocab, settings: LossSettings | None = None, device="cpu", world_size: int = 1,
+    def __init__(self, vocab: UnifiedVocab, settings: LossSettings | None = None, device="cpu", sharded: bool = False,
                  plain_loss=None):
         self.vocab = vocab
         self.settings = (settings or LossSettings()).check()
-        self.head = resolve_head(self.settings, device, world_size)
-        if self.head != "plain" and world_size > 1:
-            raise ConfigError(f"loss.head={self.head}: the fast heads run on one process only (under DDP/FSDP the "
+        self.head = resolve_head(self.settings, device, sharded)
+        if self.head != "plain" and sharded:
+            raise ConfigError(f"loss.head={self.head}: the fast heads read whole parameters, which FSDP shards (its "
                               "forward has to go through the wrapped model); use loss.head=plain or auto")
         if self.head == "plain" and self.settings.embed_grad != "input":
             raise ConfigError("loss.embed_grad=head_only needs loss.head full or constrained (the plain head "

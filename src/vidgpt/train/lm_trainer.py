@@ -279,9 +279,9 @@ def forward_loss(model, batch: dict, amp, loss_head: LossHead) -> tuple[torch.Te
         return loss_head(model, batch)
 
 
-def make_loss_head(cfg: LMTrainConfig, vocab, device, world: int) -> LossHead:
+def make_loss_head(cfg: LMTrainConfig, vocab, device, sharded: bool = False) -> LossHead:
     # the plain head looks weighted_lm_loss up here at call time (tests patch it in this module)
-    return LossHead(vocab, cfg.loss, device, world, plain_loss=lambda *a: weighted_lm_loss(*a))
+    return LossHead(vocab, cfg.loss, device, sharded, plain_loss=lambda *a: weighted_lm_loss(*a))
 
 
 def evaluate(accelerator, model, rows: list[dict], micro: int, amp, loss_head: LossHead) -> float:
@@ -385,7 +385,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
 
     from ..backbone import save_vidgpt_lm
     from .bit_rows import detach_bit_rows, fold_bit_rows
-    from .distributed import drop_log_after, engine_name, gather_data_state, make_accelerator, plain_model_for_save, prepare
+    from .distributed import (average_gradients, drop_log_after, engine_name, gather_data_state, is_fsdp, make_accelerator,
+                              plain_model_for_save, prepare)
 
     t = cfg.train
     if t.save_form not in ("full", "delta"):
@@ -421,12 +422,14 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio, clock.done())
     )
-    loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, world)
+    loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, sharded=is_fsdp(accelerator))
     if cfg.model.bit_rows and loss_head.head == "plain":
         raise ConfigError("model.bit_rows needs loss.head full or constrained (the plain head goes through the "
-                          "model's own forward, which does not add the bitwise part); on several processes "
-                          "or a GPU, auto picks plain")
-    model, optimizer = prepare(accelerator, lm.model, optimizer)  # accelerator.prepare + engine fixes (distributed.py)
+                          "model's own forward, which does not add the bitwise part); under FSDP "
+                          "or on a GPU, auto picks plain")
+    # accelerator.prepare + engine fixes (distributed.py); the fast heads' data parallel averages gradients itself
+    own_sync = loss_head.head != "plain" and world > 1
+    model, optimizer = prepare(accelerator, lm.model, optimizer, own_gradient_sync=own_sync)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
 
     state = {"step": 0, "rows": 0, "nonfinite": 0, "stats": {}}
@@ -448,7 +451,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             drop_log_after(out / "log.jsonl", state["step"])
     log = RunLog(out, accelerator.is_main_process)
     if accelerator.is_main_process and state["step"] == 0:
-        log.write({"event": "start", "time": round(time.time(), 3), "attn": attn, "world_size": world, "engine": engine_name(accelerator), "vocab": lm.vocab.to_dict(),
+        log.write({"event": "start", "time": round(time.time(), 3), "attn": attn, "world_size": world, "engine": engine_name(accelerator, own_sync), "vocab": lm.vocab.to_dict(),
                    "loss_head": loss_head.head, "embed_grad": cfg.loss.embed_grad,
                    "trainable_params": sum(p.numel() for p in lm.model.parameters() if p.requires_grad),
                    **({"init_from": init_info} if init_info else {})})
@@ -521,6 +524,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                     "lower train.lr, check the data, or turn bf16 off"
                 )
         else:
+            if own_sync:
+                average_gradients(model, world)
             gnorm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip > 0 else None
             optimizer.step()
             scheduler.step()
