@@ -501,8 +501,10 @@ class RecordSource:
         while True:
             if self.pos >= len(self.units):
                 if self.made == 0:
+                    hint = (" (a small source on several streams: a lower data.holdout_every gives each stream some)"
+                            if self.split == "eval" and self.n_streams > 1 else "")
                     raise DataError(f"{self.src.paths}: no usable {self.split} records for data stream {self.stream} "
-                                    f"of {self.n_streams} (holdout_every={self.holdout})")
+                                    f"of {self.n_streams} (holdout_every={self.holdout}){hint}")
                 self.epoch, self.pos, self.rec, self.made = self.epoch + 1, 0, 0, 0
             unit = self.units[int(self._unit_order()[self.pos])]
             recs, order = self._records(unit)
