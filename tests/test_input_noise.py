@@ -55,7 +55,7 @@ def test_loss_heads_read_the_noisy_inputs_and_score_the_true_targets(head):
     lm = make_lm(True)
     lm.model.eval()
     batch = make_batch(lm)
-    loss_head = LossHead(lm.vocab, LossSettings(head=head, embed_grad="input"), "cpu", 1)
+    loss_head = LossHead(lm.vocab, LossSettings(head=head, embed_grad="input"), "cpu")
     with torch.no_grad():
         clean, n = loss_head(lm.model, batch)
         same, n_same = loss_head(lm.model, {**batch, "model_input_ids": batch["input_ids"].clone()})

@@ -116,7 +116,7 @@ def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: tor
     return (ce * w).sum() / max(n, 1), n
 
 
-def resolve_head(settings: LossSettings, device, sharded: bool = False) -> str:
+def resolve_head(settings: LossSettings, device, *, sharded: bool = False) -> str:
     """The head a run uses: `auto` -> constrained on the CPU (one process or data parallel), else plain."""
     settings.check()
     if settings.head != "auto":
@@ -294,11 +294,11 @@ def reference_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch
 class LossHead:
     """`loss, n = LossHead(vocab, settings, device)(model, batch)`: the run's loss (see the module docstring)."""
 
-    def __init__(self, vocab: UnifiedVocab, settings: LossSettings | None = None, device="cpu", sharded: bool = False,
+    def __init__(self, vocab: UnifiedVocab, settings: LossSettings | None = None, device="cpu", *, sharded: bool = False,
                  plain_loss=None):
         self.vocab = vocab
         self.settings = (settings or LossSettings()).check()
-        self.head = resolve_head(self.settings, device, sharded)
+        self.head = resolve_head(self.settings, device, sharded=sharded)
         if self.head != "plain" and sharded:
             raise ConfigError(f"loss.head={self.head}: the fast heads read whole parameters, which FSDP shards (its "
                               "forward has to go through the wrapped model); use loss.head=plain or auto")

@@ -281,7 +281,7 @@ def forward_loss(model, batch: dict, amp, loss_head: LossHead) -> tuple[torch.Te
 
 def make_loss_head(cfg: LMTrainConfig, vocab, device, sharded: bool = False) -> LossHead:
     # the plain head looks weighted_lm_loss up here at call time (tests patch it in this module)
-    return LossHead(vocab, cfg.loss, device, sharded, plain_loss=lambda *a: weighted_lm_loss(*a))
+    return LossHead(vocab, cfg.loss, device, sharded=sharded, plain_loss=lambda *a: weighted_lm_loss(*a))
 
 
 def evaluate(accelerator, model, rows: list[dict], micro: int, amp, loss_head: LossHead) -> float:
