@@ -163,8 +163,8 @@ def drop_log_after(log_path, step: int) -> int:
 def prepare(accelerator, model, optimizer, own_gradient_sync: bool = False):
     """accelerator.prepare(model, optimizer), after the engine-specific adjustments a model needs.
 
-    own_gradient_sync (several processes, not FSDP): the model is registered with accelerate (its checkpoints
-    and saves as usual) but not wrapped in DDP, every rank takes rank 0's trainable weights, and the trainer
+    own_gradient_sync (several processes, not FSDP: the fast heads' engine `dp`): the model is registered with
+    accelerate (its checkpoints and saves as usual) but not wrapped in DDP, every rank takes rank 0's trainable weights, and the trainer
     calls `average_gradients` before each optimizer step.
 
     LoRA on a tied-embedding model under FSDP2: peft wraps the shared embedding and head in
@@ -176,11 +176,7 @@ def prepare(accelerator, model, optimizer, own_gradient_sync: bool = False):
     """
     from ..backbone import is_peft
 
-    if own_gradient_sync and accelerator.num_processes > 1:
-        if is_fsdp(accelerator):
-            from ..errors import ConfigError
-
-            raise ConfigError("FSDP shards the parameters: the gradients cannot be averaged outside its forward")
+    if own_gradient_sync:  # asked only with several processes and a fast head (LossHead refuses those under FSDP)
         model = accelerator.prepare_model(model, evaluation_mode=True)  # registered, placed, not wrapped
         optimizer = accelerator.prepare_optimizer(optimizer)
         _broadcast_trainable(model)
