@@ -666,9 +666,11 @@ class PackedStream:
 
     def load(self, state: dict) -> None:
         saved = state.get("packing", "greedy")
-        if saved != self.packing:
+        # greedy -> best_fit is allowed (its one partial row becomes an open row: a later piece can cut the padding);
+        # best_fit -> greedy is not (several open rows have no place in one)
+        if saved != self.packing and not (saved == "greedy" and self.packing == "best_fit"):
             raise DataError(f"the data state was saved with data.packing={saved}, the config has {self.packing}: "
-                            "resume with the same packing")
+                            "resume with the same packing (only greedy -> best_fit can change on resume)")
         self.docs.load(state["docs"])
         self.rows = int(state["rows"])
         self.pending = deque(_row_from_lists(r) for r in state["pending"])
