@@ -173,7 +173,7 @@ def test_a_greedy_state_resumes_under_best_fit_and_not_back(shard_dir):
     assert partial in got  # the saved partial row is carried
     assert all(got.count(d) <= want.count(d) for d in set(got))  # only documents the stream holds, none twice
     assert sum(map(len, got)) > sum(map(len, docs_of(on[:30])))  # the same 30 rows hold more of them
+    b = RowStream(best, VOCAB, None, SEQ, 0)
+    rows(b, 10)
     with pytest.raises(DataError, match="only greedy -> best_fit"):
-        b = RowStream(best, VOCAB, None, SEQ, 0)
-        rows(b, 10)
         RowStream(greedy, VOCAB, None, SEQ, 0, skip=10, state=b.state_dict())
