@@ -164,8 +164,8 @@ def prepare(accelerator, model, optimizer, own_gradient_sync: bool = False):
     """accelerator.prepare(model, optimizer), after the engine-specific adjustments a model needs.
 
     own_gradient_sync (several processes, not FSDP: the fast heads' engine `dp`): the model is registered with
-    accelerate (its checkpoints and saves as usual) but not wrapped in DDP, every rank takes rank 0's trainable weights, and the trainer
-    calls `average_gradients` before each optimizer step.
+    accelerate (its checkpoints and saves as usual) but not wrapped in DDP, every rank takes rank 0's trainable
+    weights, and the trainer calls `average_gradients` before each optimizer step.
 
     LoRA on a tied-embedding model under FSDP2: peft wraps the shared embedding and head in
     TrainableTokensWrapper modules (the new rows train), which hide the tie from accelerate. It would put

@@ -294,8 +294,8 @@ def reference_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch
 class LossHead:
     """`loss, n = LossHead(vocab, settings, device)(model, batch)`: the run's loss (see the module docstring)."""
 
-    def __init__(self, vocab: UnifiedVocab, settings: LossSettings | None = None, device="cpu", *, sharded: bool = False,
-                 plain_loss=None):
+    def __init__(self, vocab: UnifiedVocab, settings: LossSettings | None = None, device="cpu", *,
+                 sharded: bool = False, plain_loss=None):
         self.vocab = vocab
         self.settings = (settings or LossSettings()).check()
         self.head = resolve_head(self.settings, device, sharded=sharded)
