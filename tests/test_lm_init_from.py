@@ -124,3 +124,37 @@ def test_the_next_piece_may_widen_the_adapter_to_more_layers(tmp_path, what):
     assert start["init_from"]["widened"] > 0
     first = eval_losses(out)
     assert abs(first[0] - eval_losses(src_run)[3]) < 1e-5
+
+
+@pytest.mark.parametrize("what", ["model", "checkpoint"])
+def test_fresh_visual_rows_keep_this_runs_init_and_take_the_rest(source, what):
+    """train.init_rows=fresh (a run on another tokenizer with the same K): the visual code rows (input, head, their
+    trainable deltas, the bit rows' A) are this run's own init; the structure rows and the adapter are the source's."""
+    from vidgpt.train.lm_init import init_from, visual_row_state
+
+    src = source / "model" if what == "model" else source / "checkpoints" / "step-0000006"
+    cfg = cfg_of("train.seed=5", "model.bit_rows=true", "train.init_rows=fresh")
+    torch.manual_seed(5)
+    own, _ = build_lm(cfg, torch.device("cpu"), None)
+    mine = {k: v.clone() for k, v in own.model.state_dict().items()}
+    rows = visual_row_state(own)
+    assert any("trainable_tokens_delta" in k for k in rows) and any("bit_rows" in k for k in rows)
+    torch.manual_seed(5)
+    whole, _ = build_lm(cfg_of("train.seed=5", "model.bit_rows=true"), torch.device("cpu"), None)
+    info = init_from(own, src, cfg)
+    init_from(whole, src, cfg_of("train.seed=5", "model.bit_rows=true"))
+    assert info["fresh_visual_rows"] == len(rows)
+    after, took = own.model.state_dict(), whole.model.state_dict()
+    vis, off = own.vocab.visual_offset, own.vocab.offset
+    for k, (start, saved) in rows.items():
+        assert torch.equal(after[k][start:], mine[k][start:])  # this run's init, untouched
+    moved = 0
+    for k, v in after.items():
+        if "lora_" in k:
+            assert torch.equal(v, took[k])  # the adapter is the source's
+            moved += int(not torch.equal(v, mine[k]))
+        elif "trainable_tokens_delta" in k:
+            assert torch.equal(v[: vis - off], took[k][: vis - off])  # structure rows: the source's
+    assert moved > 0
+    with pytest.raises(ConfigError, match="init_rows"):
+        init_from(own, src, cfg_of("train.init_rows=new"))

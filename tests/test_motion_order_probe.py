@@ -64,3 +64,26 @@ def test_localize_keeps_far_cells_and_changes_only_near_the_object(probe):
     assert ((only[1] != only[0]) <= (mask[0] | mask[1])).all()
     still = np.repeat(codes[:1], 3, 0)
     assert (probe.localize(still, mask, 1) == still).all()
+
+
+def test_load_reads_the_section_asked_for(probe, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fine = np.arange(3 * 8 * 8, dtype=np.int32)
+    blue = np.arange(3 * 4 * 4, dtype=np.int32) + 1000
+    mask = np.zeros(3 * 8 * 8, dtype=np.uint8)
+    mask[:2] = 1
+    pq.write_table(pa.table({
+        "caption": ["red circle, moving left", "a red circle"],
+        "codes": [fine.tolist(), fine.tolist()], "shape": [[3, 8, 8], [3, 8, 8]],
+        "blueprint_codes": [blue.tolist(), blue.tolist()], "blueprint_shape": [[3, 4, 4], [3, 4, 4]],
+        "kind": ["video", "image"],
+        "object_mask": [mask.tolist(), mask.tolist()], "blueprint_object_mask": [[0] * 48, [0] * 48],
+    }), tmp_path / "part-0.parquet")
+    (rec,) = probe.load([str(tmp_path)], section="fine")  # the image record is skipped
+    assert rec[:3] == ("red", "circle", "moving left")
+    assert rec[3].shape == (3, 8, 8) and (rec[3].reshape(-1) == fine).all()
+    assert rec[4].shape == (3, 8, 8) and rec[4].reshape(-1)[:2].all() and rec[4].sum() == 2
+    (rec,) = probe.load([str(tmp_path)])  # the blueprint by default
+    assert rec[3].shape == (3, 4, 4) and rec[3].min() == 1000

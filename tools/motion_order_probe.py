@@ -74,13 +74,17 @@ def localize(codes: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def load(shards: list[str], local: int = -1):
+def load(shards: list[str], local: int = -1, section: str = "blueprint"):
+    """(colour, shape, motion, codes [t, h, w], object mask or None) of every text-to-video record; `section`
+    "blueprint" reads the half-size blueprint codes, "fine" the clip's own codes (a 16x tokenizer's whole clip
+    has a blueprint's shape: 3x8x8 at 9x128x128)."""
+    prefix = {"blueprint": "blueprint_", "fine": ""}[section]
     recs = []
     for d in shards:
         for f in sorted(glob.glob(f"{d}/*.parquet")):
-            cols = ["caption", "blueprint_codes", "blueprint_shape", "kind", "blueprint_object_mask"]
+            cols = ["caption", f"{prefix}codes", f"{prefix}shape", "kind", f"{prefix}object_mask"]
             t = pq.read_table(f, columns=[c for c in cols if c in pq.read_schema(f).names])
-            masks = t.column("blueprint_object_mask").to_pylist() if "blueprint_object_mask" in t.column_names \
+            masks = t.column(cols[4]).to_pylist() if cols[4] in t.column_names \
                 else [None] * t.num_rows
             for cap, codes, shape, kind, mask in zip(*(t.column(c).to_pylist() for c in cols[:4]), masks):
                 if kind != "video" or codes is None:
@@ -91,7 +95,7 @@ def load(shards: list[str], local: int = -1):
                 mask = None if mask is None else np.asarray(mask, dtype=bool).reshape(shape)
                 if local >= 0:
                     if mask is None:
-                        raise SystemExit(f"{f}: --local needs the shards' blueprint_object_mask")
+                        raise SystemExit(f"{f}: --local needs the shards' {cols[4]}")
                     codes = localize(codes, mask, local)
                 recs.append((words[0], words[-1], parts[-1], codes, mask))
     return recs
@@ -216,9 +220,12 @@ def main() -> None:
     ap.add_argument("--local", type=int, default=-1,
                     help="train on the codes a tokenizer with local codes would give: later latent frames keep the "
                          "frame before's code more than this many cells from the object (-1: the shards' own codes)")
+    ap.add_argument("--section", choices=["blueprint", "fine"], default="blueprint",
+                    help="which codes of each clip the toy learns: the blueprint (default) or the clip's own codes "
+                         "(e.g. a 16x tokenizer's 3x8x8 clip)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
-    recs = load(a.shards, a.local)
+    recs = load(a.shards, a.local, a.section)
     shape = recs[0][3].shape
     recs = [r for r in recs if r[3].shape == shape]
     # vocabulary: conditioning words, then the codes that occur
@@ -239,13 +246,14 @@ def main() -> None:
         m[1:] = c[1:] != c[:-1]
         return m.reshape(-1)
 
-    print(f"{len(train)} train / {len(held)} held-out clips, blueprint {shape}, vocab {vocab} "
+    print(f"{len(train)} train / {len(held)} held-out clips, {a.section} codes {shape}, vocab {vocab} "
           f"({len(codes)} codes), torch threads {torch.get_num_threads()}", flush=True)
     # plan tokens ("plan" order): the centre's column 0..w-1, its row 0..h-1, and "no object"
     col0, row0, none_id = vocab, vocab + w, vocab + w + h
     sw = [r for r in held if r[2] in SWAP]  # held-out straight moves: what the gaps and the samples use
     if any(r[4] is None for r in recs):
-        raise SystemExit("these shards have no blueprint_object_mask (rebuild them with vidgpt data build-lm)")
+        raise SystemExit(f"these shards have no {'blueprint_' if a.section == 'blueprint' else ''}object_mask "
+                         "(rebuild them with vidgpt data build-lm)")
     reads = [moved(r[3], r[4][0]) for r in sw]
     ceiling = np.mean([m == r[2] for m, r in zip(reads, sw)]) if sw else float("nan")
     ceiling_wrong = np.mean([m is not None and m != r[2] for m, r in zip(reads, sw)]) if sw else float("nan")

@@ -17,6 +17,12 @@ the source's LoRA tensors go where they were, the others start fresh (B = 0, so 
 and `info["widened"]` counts them. Anything else (another r, fewer modules) is a ConfigError naming DIR and
 the difference.
 
+`train.init_rows: fresh` takes everything but the visual code rows: those (input and head rows of every visual id,
+their trainable deltas, the bit rows' A) keep this run's own init (`model.row_init` from this run's tokenizer), while
+the text rows, the structure tokens' rows and the adapter come from DIR. For a run on another video tokenizer with
+the same K, whose codes mean other things: what DIR learnt about captions, layout and English carries over, the
+old codes' meanings do not.
+
     info = init_from(lm, "runs/lm9/fast/model", cfg)   # lm from lm_trainer.build_lm(cfg, ...)
 """
 
@@ -224,8 +230,51 @@ def _load_delta(lm, d: Path, where: str) -> dict:
     return info
 
 
+def visual_row_state(lm) -> dict:
+    """{state key: (row slice start, tensor copy)} of everything that holds the visual code rows of `lm`: the
+    embedding and head weights from the first visual id on, peft's trainable-token deltas from the same id (their
+    row j is token vocab.offset + j), and the bit rows' A (tied to the tokenizer's LFQ bits)."""
+    from .bit_rows import ATTR
+
+    off, vis = lm.vocab.offset, lm.vocab.visual_offset
+    out = {}
+    for k, v in lm.model.state_dict().items():
+        if f"{ATTR}." in k:
+            out[k] = (0, v.detach().clone())
+        elif "trainable_tokens_delta" in k:
+            out[k] = (vis - off, v[vis - off:].detach().clone())
+        elif (k.endswith("embed_tokens.weight") or k.endswith("lm_head.weight")
+              or ("embed_tokens." in k or "lm_head." in k) and k.endswith("base_layer.weight")) \
+                and v.dim() == 2 and v.shape[0] > vis:
+            out[k] = (vis, v[vis:].detach().clone())
+    return out
+
+
+def restore_visual_rows(lm, saved: dict) -> int:
+    """Put back what `visual_row_state` saved; returns how many tensors it touched."""
+    import torch
+
+    state = lm.model.state_dict()
+    with torch.no_grad():
+        for k, (start, rows) in saved.items():
+            state[k][start:start + rows.shape[0]].copy_(rows)
+    return len(saved)
+
+
 def init_from(lm, path: str | Path, cfg) -> dict:
     """Put the weights of `path` into `lm` (built from `cfg` by lm_trainer.build_lm, before the optimizer)."""
+    rows = getattr(cfg.train, "init_rows", "source")
+    if rows not in ("source", "fresh"):
+        raise ConfigError(f"train.init_rows={rows!r}: source (the visual rows of train.init_from) or fresh "
+                          "(this run's own row init)")
+    saved = visual_row_state(lm) if rows == "fresh" else None
+    info = _init_from(lm, path, cfg)
+    if saved is not None:
+        info["fresh_visual_rows"] = restore_visual_rows(lm, saved)
+    return info
+
+
+def _init_from(lm, path: str | Path, cfg) -> dict:
     from ..backbone import is_peft, read_meta
     from ..vocab import UnifiedVocab
 

@@ -92,6 +92,9 @@ class LMTrainLoop:
     # start from trained weights (a vidgpt model dir, delta form with LoRA; a run checkpoint or run dir) with a fresh
     # optimizer, schedule and step 0; the layout must match this config (vidgpt.train.lm_init). Ignored by --resume.
     init_from: str = ""
+    # "source": init_from's visual code rows too; "fresh": this run's own row init for the visual codes (a run on
+    # another tokenizer with the same K), the rest (text and structure rows, adapter) from init_from
+    init_rows: str = "source"
     # a wall-clock budget (0 = none): the run stops (checkpoint + model) once it is spent, even before `steps`, and
     # the cosine follows time when time runs out first (schedule.WallClock); counted across --resume pieces
     max_minutes: float = 0.0
