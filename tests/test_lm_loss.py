@@ -295,3 +295,36 @@ def test_text_kl_needs_lora_and_a_fast_head():
         LossHead(lm.vocab, LossSettings(head="plain", text_kl_weight=1.0))
     with pytest.raises(ConfigError):
         LossSettings(text_kl_weight=-1.0).check()
+
+
+# --- TokenRows.logits: one product per stretch of rows, frozen stretches from a bf16 cache under CPU autocast ----
+
+
+def test_row_stretch_logits_equal_the_merged_product_and_its_gradients():
+    from vidgpt.train.lm_loss import HeadRows
+
+    lm = make_lm(lora=True)
+    rows = HeadRows(lm.model)
+    assert rows.span is not None and 0 < rows.span[0] < rows.num_rows  # frozen text rows, then the deltas
+    hs = torch.randn(7, TINY["hidden_size"], requires_grad=True)
+    for lo, hi in [(0, rows.num_rows), (0, rows.span[0]), (rows.span[0] + 3, rows.num_rows), (5, rows.span[0] + 9)]:
+        want = hs @ rows.rows(lo, hi).t()
+        got = rows.logits(hs, lo, hi)
+        assert torch.allclose(got, want, atol=1e-6), (lo, hi)
+        g = torch.randn_like(want)
+        a = torch.autograd.grad((want * g).sum(), [hs, rows.delta], allow_unused=True)
+        b = torch.autograd.grad((got * g).sum(), [hs, rows.delta], allow_unused=True)
+        assert (a[1] is None) == (b[1] is None) == (hi <= rows.span[0]), (lo, hi)
+        assert all(x is None or torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b)), (lo, hi)
+
+    # under CPU bf16 autocast the frozen stretch is a cached bf16 copy: the same values autocast's cast gives
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = hs @ rows.rows(0, rows.num_rows).t()
+        got = rows.logits(hs, 0, rows.num_rows)
+    assert got.dtype == want.dtype == torch.bfloat16 and torch.equal(got, want)
+    cache = rows.module.__dict__["_vidgpt_bf16_rows"]
+    assert list(cache) == [(0, rows.span[0])]  # only the frozen stretch is cached
+    with torch.no_grad():
+        rows.base[0].add_(1.0)  # an in-place change of the frozen rows: the cache follows it
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(rows.logits(hs, 0, rows.num_rows), hs @ rows.rows(0, rows.num_rows).t())

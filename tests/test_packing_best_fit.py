@@ -232,9 +232,55 @@ def test_config_switch_and_its_error():
     with pytest.raises(ConfigError) as e:
         load_config(LMTrainConfig, None, ["data.packing=bestfit"])
     assert isinstance(e.value, VidgptError) and "\n" not in str(e.value)
-    assert one_line(e.value) == "data.packing='bestfit': expected one of greedy, best_fit"
+    assert one_line(e.value) == "data.packing='bestfit': expected one of greedy, best_fit, single"
     with pytest.raises(ConfigError):
         LMDataConfig(packing="first_fit")
     gpu = load_config(LMTrainConfig, ROOT / "configs" / "lm" / "default_model_gpu.yaml")
     assert gpu.data.packing == "best_fit"
     assert load_config(LMTrainConfig, ROOT / "configs" / "lm" / "tiny.yaml").data.packing == "greedy"
+
+
+# --- one document a row (`data.packing: single`) ------------------------------------------------------------------
+
+
+def test_single_puts_each_document_alone_in_a_row_and_splits_long_ones():
+    docs = docs_of([5, 64, 3, 80, 40])
+    stats = PackStats()
+    out = list(pack(docs, SEQ, stats=stats, packing="single"))
+    pieces = [d for d in docs if len(d) <= SEQ]
+    check_rows([r for r in out if int(r["input_ids"][0]) // 1000 != 4], pieces, SEQ)  # all but the split one
+    for r in out:
+        assert len([s for s in segments(r) if s[0][0] != 0]) == 1  # one document (or piece) a row, then padding
+    assert len(out) == 6 and stats.split == 1 and stats.rows == 6  # the 80-token document in two pieces
+    long_rows = [r for r in out if int(r["input_ids"][0]) // 1000 == 4]
+    assert sum(int((r["weights"] > 0).sum()) + 1 for r in long_rows) == 80
+    assert stats.tokens == 5 + 64 + 3 + 80 + 40 and stats.pad == 6 * SEQ - stats.tokens
+
+
+def test_single_rows_make_one_causal_sequence_after_trimming():
+    from vidgpt.train.lm_loss import trim_batch
+    from vidgpt.train.packing import collate
+
+    batch = trim_batch(collate(list(pack(docs_of([10, 30, 7]), SEQ, packing="single"))))
+    assert batch["input_ids"].shape == (3, 30)  # the micro-batch cut after its longest document
+    assert torch.equal(batch["position_ids"], torch.arange(30).expand(3, 30))  # no restart: sdpa's causal kernel
+
+
+def test_single_resumes_and_refuses_another_packing(shard_dir):
+    from vidgpt.train.lm_data import DocumentStream
+
+    cfg = cfg_for(shard_dir, "single")
+    straight = rows(RowStream(cfg, VOCAB, None, SEQ, 0), 60)
+    parts = []
+    for rank in range(2):
+        s = RowStream(cfg, VOCAB, None, SEQ, 0, rank=rank, world_size=2)
+        rows(s, 11)
+        parts.append(s.state_dict())
+    state = json.loads(json.dumps(RowStream.merge(parts)))
+    assert all(st["packing"] == "single" and st["open"] == [] for st in state["streams"].values())
+    assert same(rows(RowStream(cfg, VOCAB, None, SEQ, 0, skip=22, state=state), 38), straight[22:])
+    one = cfg_for(shard_dir, "single", streams=1)
+    a = PackedStream(DocumentStream(one, VOCAB, None, 0), SEQ, 0, "split", None, "single")
+    a.next_row()
+    with pytest.raises(DataError, match="data.packing"):
+        PackedStream(DocumentStream(one, VOCAB, None, 0), SEQ, 0, "split", None, "best_fit").load(a.state())

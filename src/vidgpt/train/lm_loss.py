@@ -220,6 +220,34 @@ class TokenRows:
         W = self._rows(lo, hi)
         return W if self.bits is None else self.bits.add_to_rows(W, lo, hi)
 
+    def logits(self, hs: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """hs [N, H] @ rows(lo, hi).T, one product per stretch of rows that live in one tensor (the frozen base rows,
+        the trainable-token deltas), concatenated along the logits. The same values as the one product, without
+        building the [hi - lo, H] weight copy, and backward computes no gradient for the frozen stretches: over all
+        65.8k rows the merged copy, its full-size weight gradient and their transposes cost more than the products
+        themselves (docs/TRAINING_CPU.md, "One document a row")."""
+        cuts = {lo, hi}
+        if self.plain is None and self.span is not None:
+            cuts |= {c for c in self.span if lo < c < hi}
+        cuts = sorted(cuts)
+        parts = [self._frozen_logits(hs, a, b) for a, b in zip(cuts, cuts[1:])]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    def _frozen_logits(self, hs: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """hs @ rows(lo, hi).T; rows of a frozen tensor under CPU bf16 autocast come from a cached bf16 transposed
+        copy (autocast would otherwise cast, and transpose, the same frozen rows again at every call)."""
+        W = self.rows(lo, hi)
+        if W.requires_grad or hs.device.type != "cpu" or not torch.is_autocast_enabled("cpu") \
+                or torch.get_autocast_dtype("cpu") != torch.bfloat16 or W.dtype != torch.float32:
+            return hs @ W.t()
+        src = self.plain if self.plain is not None else self.base
+        cache = self.module.__dict__.setdefault("_vidgpt_bf16_rows", {})  # (lo, hi) -> (source version, rows^T)
+        stamp = (src.data_ptr(), src._version)
+        hit = cache.get((lo, hi))
+        if hit is None or hit[0] != stamp:
+            hit = cache[(lo, hi)] = (stamp, W.detach().t().contiguous().to(torch.bfloat16))
+        return hs.to(torch.bfloat16) @ hit[1]
+
     def _rows(self, lo: int, hi: int) -> torch.Tensor:
         if self.plain is not None:
             return self.plain[lo:hi]
@@ -362,12 +390,12 @@ class LossHead:
         # starting a clip in plain text is paid for; with text_kl_rows "all", every row (mass on any new row paid for);
         # the base has only the text rows
         hi = n_text + 1 if self.settings.text_kl_rows == "turn" else rows.num_rows
-        W_turn, W_text = rows.rows(0, hi), rows.rows(0, n_text).detach()
         total = hs.new_zeros((), dtype=torch.float32)
         step = max(1, min(self.settings.chunk_tokens, 512))
         for s in range(0, hs.shape[0], step):
-            logp_t = (ht[s : s + step] @ W_text.t()).float().log_softmax(-1)
-            logp_s = (hs[s : s + step] @ W_turn.t()).float().log_softmax(-1)[:, :n_text]
+            with torch.no_grad():  # the base's side is the target
+                logp_t = rows.logits(ht[s : s + step], 0, n_text).float().log_softmax(-1)
+            logp_s = rows.logits(hs[s : s + step], 0, hi).float().log_softmax(-1)[:, :n_text]
             total = total + (logp_t.exp() * (logp_t - logp_s)).sum()
         return total / hs.shape[0]
 
@@ -391,10 +419,9 @@ class LossHead:
         step = self.settings.chunk_tokens
         parts, where = [], []
         for lo, hi, pos in target_groups(tgt, self.vocab, rows.num_rows, self.head):
-            W = rows.rows(lo, hi)
             for s in range(0, pos.numel(), step):
                 p = pos[s : s + step]
-                logits = (hs[p] @ W.t()).float()
+                logits = rows.logits(hs[p], lo, hi).float()
                 parts.append(F.cross_entropy(logits, tgt[p] - lo, reduction="none"))
                 where.append(p)
         ce = torch.cat(parts)

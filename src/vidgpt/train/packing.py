@@ -9,6 +9,12 @@ Two packers, both streaming and deterministic:
   is closed (padded) and a new one opened. `flush` closes the rest, oldest first. On a mixture of ~270,
   ~1,010 and ~2,000-token documents plus text of 50-1,500 in rows of 2,304 this cuts the padding from
   21% to ~4% (docs/TRAINING_CPU.md, "Packing: best fit"; tools/pack_fill.py).
+- `SinglePacker` (`data.packing: single`): one document (or piece of a long one) a row, padded. For short
+  documents on the CPU: a packed row of several documents needs a block-diagonal mask, and there sdpa takes its
+  masked path over the whole row (a 2,304-token row of nine 256-token documents trains at ~0.45x the speed of
+  the same documents as nine rows; docs/TRAINING_CPU.md, "One document a row"); a single-document row stays
+  one causal sequence (the fast heads' `trim_batch`) and the micro-batch's trailing padding is cut. Set
+  `train.seq_len` just above the longest document and put several rows in a micro-batch.
 Both build rows the same way (`_PackerBase._emit`). Each row carries `position_ids` that
 restart at 0 at every document start (see vidgpt.attention: that is all the model needs to keep
 documents apart) and `weights` with 0 at document starts and on padding, so no token is trained to
@@ -93,7 +99,7 @@ class OpenRow:
         self.lengths.append(len(piece))
 
 
-PACKINGS = ("greedy", "best_fit")
+PACKINGS = ("greedy", "best_fit", "single")
 
 
 @dataclass
@@ -248,13 +254,38 @@ class BestFitPacker(_PackerBase):
         self._open = list(rows)
 
 
+@dataclass
+class SinglePacker(_PackerBase):
+    """One document a row: every piece is emitted at once, padded to seq_len; nothing is ever open."""
+
+    def add(self, doc: Document) -> list[dict]:
+        rows = []
+        for piece in self._pieces(doc):
+            row = OpenRow()
+            self._put(row, piece)
+            rows.append(self._emit(row))
+        return rows
+
+    def flush(self) -> list[dict]:
+        return []
+
+    def open_rows_state(self) -> list[OpenRow]:
+        return []
+
+    def load_open_rows(self, rows: list[OpenRow]) -> None:
+        if rows:
+            raise ValueError(f"packing=single keeps no partial rows, the state has {len(rows)}")
+
+
 def make_packer(packing: str, seq_len: int, pad_id: int = 0, long_docs: str = "split",
                 open_rows: int = 8) -> _PackerBase:
-    """A greedy `Packer` or a `BestFitPacker` by name (`data.packing`)."""
+    """A greedy `Packer`, a `BestFitPacker` or a `SinglePacker` by name (`data.packing`)."""
     if packing == "greedy":
         return Packer(seq_len, pad_id, long_docs)
     if packing == "best_fit":
         return BestFitPacker(seq_len, pad_id, long_docs, open_rows=open_rows)
+    if packing == "single":
+        return SinglePacker(seq_len, pad_id, long_docs)
     raise ValueError(f"packing={packing!r}: expected one of {', '.join(PACKINGS)}")
 
 
