@@ -284,3 +284,14 @@ def test_single_resumes_and_refuses_another_packing(shard_dir):
     a.next_row()
     with pytest.raises(DataError, match="data.packing"):
         PackedStream(DocumentStream(one, VOCAB, None, 0), SEQ, 0, "split", None, "best_fit").load(a.state())
+
+
+def test_tokens_per_s_counts_document_tokens_not_padding():
+    from vidgpt.train.lm_trainer import document_tokens
+    from vidgpt.train.packing import collate
+
+    docs = docs_of([10, 30, 7])
+    single = collate(list(pack(docs, SEQ, packing="single")))
+    packed = collate(list(pack(docs, SEQ, packing="greedy")))
+    assert single["input_ids"].numel() == 3 * SEQ and packed["input_ids"].numel() == SEQ
+    assert document_tokens(single["weights"]) == document_tokens(packed["weights"]) == 47

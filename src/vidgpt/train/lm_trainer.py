@@ -277,6 +277,13 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def document_tokens(weights: torch.Tensor) -> int:
+    """Tokens of a batch [B, L] up to each row's last trained token (+1): its documents without the trailing padding
+    (what the fast heads compute; `tokens_per_s` counts these, so one document a row reads like a packed row)."""
+    ar = torch.arange(1, weights.shape[1] + 1, device=weights.device)
+    return int(torch.where(weights > 0, ar, torch.zeros_like(ar)).amax(1).clamp(min=0).sum())
+
+
 def forward_loss(model, batch: dict, amp, loss_head: LossHead) -> tuple[torch.Tensor, int]:
     with amp():
         return loss_head(model, batch)
@@ -496,7 +503,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                                              cfg.data.input_noise_mode)
             if cfg.data.stay_noise > 0:
                 batch = stay_video_inputs(batch, lm.vocab, cfg.data.stay_noise, noise_generator(t.seed + 1, step, k, rank))
-            tokens_since += batch["input_ids"].numel() * world
+            tokens_since += document_tokens(batch["weights"]) * world
             ctx = accelerator.no_sync(model) if k < t.grad_accum - 1 else _null()
             with ctx:
                 loss, _ = forward_loss(model, batch, amp, loss_head)

@@ -1,0 +1,78 @@
+"""One document a row against a packed row, on the real model: forward + backward through the trainer's loss head.
+
+A packed row of several documents has position ids that restart at each document; transformers then builds a
+block-diagonal mask and, on the CPU, sdpa computes the whole row's attention on its masked path. The same documents
+as one row each stay causal sequences (sdpa's causal kernel). This times both on the same random visual documents
+(`--docs` documents of `--len` tokens, bf16 autocast as the trainer on an AVX512-BF16 CPU), and the one-a-row case at
+several micro-batch sizes, and prints a table with the packed row as the baseline.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 0 python tools/bench_doc_rows.py --config configs/lm/default_model_p25.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/lm/default_model_p25.yaml")
+    ap.add_argument("--docs", type=int, default=8)
+    ap.add_argument("--len", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=2)
+    a = ap.parse_args()
+
+    from vidgpt.config import load_config
+    from vidgpt.train.lm_trainer import LMTrainConfig, build_lm, forward_loss, make_loss_head
+
+    torch.set_num_threads(1)
+    cfg = load_config(LMTrainConfig, a.config, ["train.init_from="])  # an untrained extension: the cost is the same
+    lm, _ = build_lm(cfg, torch.device("cpu"), None)
+    head = make_loss_head(cfg, lm.vocab, torch.device("cpu"))
+    amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    model = lm.model
+    model.train()
+    D, L = a.docs, a.len
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(lm.vocab.visual_offset, lm.vocab.visual_offset + 2 ** cfg_bits(lm), (D, L), generator=g)
+    w = torch.ones(D, L)
+    w[:, 0] = 0
+    packed = {"input_ids": ids.reshape(1, -1), "position_ids": torch.arange(L).repeat(D).reshape(1, -1),
+              "weights": w.reshape(1, -1)}
+    rows = {"input_ids": ids, "position_ids": torch.arange(L).repeat(D, 1), "weights": w}
+
+    def run(batches) -> tuple[float, float]:
+        best, loss = float("inf"), 0.0
+        for _ in range(a.repeats):
+            t = time.perf_counter()
+            for b in batches:
+                lo, _ = forward_loss(model, b, amp, head)
+                lo.backward()
+                model.zero_grad(set_to_none=True)
+                loss = float(lo)
+            best = min(best, time.perf_counter() - t)
+        return best, loss
+
+    run([{k: v[:1] for k, v in rows.items()}])  # warm-up
+    table = [("packed: 1 row of %d documents" % D, *run([packed]))]
+    for B in (1, 2, 4, D):
+        if D % B == 0:
+            table.append((f"one a row, micro-batch {B}", *run([{k: v[i:i + B] for k, v in rows.items()}
+                                                               for i in range(0, D, B)])))
+    base = table[0][1]
+    print(f"{D} documents x {L} tokens, one thread, bf16 autocast, {a.repeats} repeats (best)")
+    print("| layout | s | tokens/s | x packed | last loss |")
+    print("|---|---|---|---|---|")
+    for name, s, loss in table:
+        print(f"| {name} | {s:.1f} | {D * L / s:.0f} | {base / s:.2f} | {loss:.4f} |")
+
+
+def cfg_bits(lm) -> int:
+    return lm.vocab.spec.codebook_bits
+
+
+if __name__ == "__main__":
+    main()
