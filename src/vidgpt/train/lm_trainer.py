@@ -281,7 +281,7 @@ def document_tokens(weights: torch.Tensor) -> int:
     """Tokens of a batch [B, L] up to each row's last trained token (+1): its documents without the trailing padding
     (what the fast heads compute; `tokens_per_s` counts these, so one document a row reads like a packed row)."""
     ar = torch.arange(1, weights.shape[1] + 1, device=weights.device)
-    return int(torch.where(weights > 0, ar, torch.zeros_like(ar)).amax(1).clamp(min=0).sum())
+    return int(torch.where(weights > 0, ar, torch.zeros_like(ar)).amax(1).sum())
 
 
 def forward_loss(model, batch: dict, amp, loss_head: LossHead) -> tuple[torch.Tensor, int]:
