@@ -16,7 +16,7 @@ Three packers, all streaming and deterministic:
   one causal sequence (the fast heads' `trim_batch`) and the micro-batch's trailing padding is cut. Set
   `train.seq_len` above the longest document; with `train.micro_batch_size: 1` no padding is computed at all
   (the micro-batch size moves the speed by ~10%, padding a short document to a long neighbour by far more).
-Both build rows the same way (`_PackerBase._emit`). Each row carries `position_ids` that
+All build rows the same way (`_PackerBase._emit`). Each row carries `position_ids` that
 restart at 0 at every document start (see vidgpt.attention: that is all the model needs to keep
 documents apart) and `weights` with 0 at document starts and on padding, so no token is trained to
 follow the end of another document.
