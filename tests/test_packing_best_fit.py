@@ -295,3 +295,27 @@ def test_tokens_per_s_counts_document_tokens_not_padding():
     packed = collate(list(pack(docs, SEQ, packing="greedy")))
     assert single["input_ids"].numel() == 3 * SEQ and packed["input_ids"].numel() == SEQ
     assert document_tokens(single["weights"]) == document_tokens(packed["weights"]) == 47
+
+
+def test_token_normalised_accumulation_trains_like_one_micro_batch(tmp_path):
+    """train.loss_norm=tokens: 4 single-document rows as 4 accumulated micro-batches of 1 give the step of one
+    micro-batch of 4 (every trained token weighs the same); the default "micro" weighs each row's mean alike."""
+    from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
+
+    tiny = ROOT / "configs" / "lm" / "tiny.yaml"
+    common = ["data.packing=single", "train.seq_len=64", "train.steps=3", "train.eval_every=3", "train.ckpt_every=0",
+              "train.log_every=1", "train.grad_clip=0", "train.warmup_steps=0"]
+
+    def final_eval(*sets):
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        train_lm(load_config(LMTrainConfig, tiny, common + list(sets)), out, progress=False)
+        recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if x.strip()]
+        return [r["eval_loss"] for r in recs if "eval_loss" in r][-1]
+
+    one = final_eval("train.micro_batch_size=4", "train.grad_accum=1", "train.eval_batches=1")  # the same 4 eval rows
+    tokens = final_eval("train.micro_batch_size=1", "train.grad_accum=4", "train.eval_batches=4", "train.loss_norm=tokens")
+    micro = final_eval("train.micro_batch_size=1", "train.grad_accum=4", "train.eval_batches=4")
+    assert abs(tokens - one) < 1e-5
+    assert abs(micro - one) > 1e-4
+    with pytest.raises(ConfigError, match="loss_norm"):
+        train_lm(load_config(LMTrainConfig, tiny, common + ["train.loss_norm=rows"]), tmp_path / "bad", progress=False)

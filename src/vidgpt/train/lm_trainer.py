@@ -95,6 +95,10 @@ class LMTrainLoop:
     # "source": init_from's visual code rows too; "fresh": this run's own row init for the visual codes (a run on
     # another tokenizer with the same K), the rest (text and structure rows, adapter) from init_from
     init_rows: str = "source"
+    # how a step's micro-batches add up: "micro" (each micro-batch's mean loss weighs 1/grad_accum) or "tokens" (each
+    # trained token of the step, over all processes, weighs the same: one document a row then trains the objective
+    # that packed rows of equal length train; under "micro" a 50-token chat answer would weigh as much as a clip)
+    loss_norm: str = "micro"
     # a wall-clock budget (0 = none): the run stops (checkpoint + model) once it is spent, even before `steps`, and
     # the cosine follows time when time runs out first (schedule.WallClock); counted across --resume pieces
     max_minutes: float = 0.0
@@ -284,6 +288,11 @@ def document_tokens(weights: torch.Tensor) -> int:
     return int(torch.where(weights > 0, ar, torch.zeros_like(ar)).amax(1).sum())
 
 
+def trained_tokens(weights: torch.Tensor) -> int:
+    """The positions a batch's loss averages over (targets with weight > 0; the fast heads' and the plain loss's n)."""
+    return int((weights[:, 1:] > 0).sum())
+
+
 def forward_loss(model, batch: dict, amp, loss_head: LossHead) -> tuple[torch.Tensor, int]:
     with amp():
         return loss_head(model, batch)
@@ -401,6 +410,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     t = cfg.train
     if t.save_form not in ("full", "delta"):
         raise ConfigError(f"train.save_form={t.save_form!r}: expected full or delta")
+    if t.loss_norm not in ("micro", "tokens"):
+        raise ConfigError(f"train.loss_norm={t.loss_norm!r}: expected micro or tokens")
     if not 0.0 <= cfg.data.input_noise < 1.0:
         raise ConfigError(f"data.input_noise={cfg.data.input_noise}: the share of noisy inputs must be in [0, 1)")
     if not 0.0 <= cfg.data.stay_noise <= 1.0:
@@ -496,8 +507,14 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         step = state["step"]
         losses, bad, text_kls = [], 0, []
         margins: dict = {obj.name: ([], []) for obj in objectives}  # margins, losses of this step's pairs
+        micro = [collate([next(rows) for _ in range(t.micro_batch_size)]) for _ in range(t.grad_accum)]
+        scales = [1.0 / t.grad_accum] * t.grad_accum  # loss_norm "micro": every micro-batch's mean weighs the same
+        if t.loss_norm == "tokens":  # every trained token of the step (all ranks) weighs the same, as in packed rows
+            counts = [trained_tokens(b["weights"]) for b in micro]
+            total_n = accelerator.reduce(torch.tensor([float(sum(counts))], device=accelerator.device), reduction="sum")
+            scales = [c * world / max(float(total_n.item()), 1.0) for c in counts]
         for k in range(t.grad_accum):
-            batch = _to(collate([next(rows) for _ in range(t.micro_batch_size)]), accelerator.device)
+            batch = _to(micro[k], accelerator.device)
             if cfg.data.input_noise > 0:
                 batch = corrupt_video_inputs(batch, lm.vocab, cfg.data.input_noise, noise_generator(t.seed, step, k, rank),
                                              cfg.data.input_noise_mode)
@@ -517,7 +534,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                     margins[obj.name][0].append(m)
                     margins[obj.name][1].append(float(ploss.detach()))
                 bad += int(not torch.isfinite(total).item())
-                accelerator.backward(total / t.grad_accum)
+                accelerator.backward(loss * scales[k] + (total - loss) / t.grad_accum)
             losses.append(loss.detach().float())
         state["rows"] += rows_per_step
         bad_all = int(accelerator.reduce(torch.tensor([bad], device=accelerator.device), reduction="sum").item())
