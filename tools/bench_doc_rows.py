@@ -37,7 +37,7 @@ def main() -> None:
     model.train()
     D, L = a.docs, a.len
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(lm.vocab.visual_offset, lm.vocab.visual_offset + 2 ** cfg_bits(lm), (D, L), generator=g)
+    ids = torch.randint(lm.vocab.visual_offset, lm.vocab.visual_offset + 2 ** lm.vocab.spec.codebook_bits, (D, L), generator=g)
     w = torch.ones(D, L)
     w[:, 0] = 0
     packed = {"input_ids": ids.reshape(1, -1), "position_ids": torch.arange(L).repeat(D).reshape(1, -1),
@@ -68,10 +68,6 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, s, loss in table:
         print(f"| {name} | {s:.1f} | {D * L / s:.0f} | {base / s:.2f} | {loss:.4f} |")
-
-
-def cfg_bits(lm) -> int:
-    return lm.vocab.spec.codebook_bits
 
 
 if __name__ == "__main__":

@@ -230,10 +230,10 @@ class TokenRows:
         if self.plain is None and self.span is not None:
             cuts |= {c for c in self.span if lo < c < hi}
         cuts = sorted(cuts)
-        parts = [self._frozen_logits(hs, a, b) for a, b in zip(cuts, cuts[1:])]
+        parts = [self._stretch_logits(hs, a, b) for a, b in zip(cuts, cuts[1:])]
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
-    def _frozen_logits(self, hs: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    def _stretch_logits(self, hs: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """hs @ rows(lo, hi).T; rows of a frozen tensor under CPU bf16 autocast come from a cached bf16 transposed
         copy (autocast would otherwise cast, and transpose, the same frozen rows again at every call)."""
         W = self.rows(lo, hi)
