@@ -99,6 +99,11 @@ class LMTrainLoop:
     # trained token of the step, over all processes, weighs the same: one document a row then trains the objective
     # that packed rows of equal length train; under "micro" a 50-token chat answer would weigh as much as a clip)
     loss_norm: str = "micro"
+    # 0: every process takes grad_accum micro-batches a step. > 0: every process takes micro-batches until their
+    # documents hold at least this many tokens (grad_accum is then unused), so data-parallel processes do about the
+    # same work a step instead of the one with the longer documents keeping the other waiting at the gradient
+    # all-reduce (one document a row of mixed lengths, docs/TRAINING_CPU.md); needs loss_norm: tokens
+    step_tokens: int = 0
     # a wall-clock budget (0 = none): the run stops (checkpoint + model) once it is spent, even before `steps`, and
     # the cosine follows time when time runs out first (schedule.WallClock); counted across --resume pieces
     max_minutes: float = 0.0
@@ -293,6 +298,21 @@ def trained_tokens(weights: torch.Tensor) -> int:
     return int((weights[:, 1:] > 0).sum())
 
 
+STEP_TOKENS_MAX_MICRO = 256  # a bound on one step's micro-batches under train.step_tokens (rows of a few tokens)
+
+
+def step_batches(rows, micro_batch_size: int, grad_accum: int, step_tokens: int = 0) -> list[dict]:
+    """This process's micro-batches for one step: `grad_accum` of them, or (step_tokens > 0) as many as it takes for
+    their documents (`document_tokens`) to hold at least `step_tokens` tokens."""
+    if step_tokens <= 0:
+        return [collate([next(rows) for _ in range(micro_batch_size)]) for _ in range(grad_accum)]
+    out, n = [], 0
+    while n < step_tokens and len(out) < STEP_TOKENS_MAX_MICRO:
+        out.append(collate([next(rows) for _ in range(micro_batch_size)]))
+        n += document_tokens(out[-1]["weights"])
+    return out
+
+
 def forward_loss(model, batch: dict, amp, loss_head: LossHead) -> tuple[torch.Tensor, int]:
     with amp():
         return loss_head(model, batch)
@@ -412,6 +432,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         raise ConfigError(f"train.save_form={t.save_form!r}: expected full or delta")
     if t.loss_norm not in ("micro", "tokens"):
         raise ConfigError(f"train.loss_norm={t.loss_norm!r}: expected micro or tokens")
+    if t.step_tokens < 0 or (t.step_tokens > 0 and t.loss_norm != "tokens"):
+        raise ConfigError(f"train.step_tokens={t.step_tokens}: a token budget >= 0, and > 0 only with train.loss_norm: "
+                          "tokens (micro-batches of a step then differ in number between processes)")
     if not 0.0 <= cfg.data.input_noise < 1.0:
         raise ConfigError(f"data.input_noise={cfg.data.input_noise}: the share of noisy inputs must be in [0, 1)")
     if not 0.0 <= cfg.data.stay_noise <= 1.0:
@@ -480,7 +503,6 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if accelerator.is_main_process and resume:  # wall time per piece (tools/eval_checkpoints.py): start/resume..last step
         log.write({"event": "resume", "step": state["step"], "time": round(time.time(), 3)})
     pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
-    rows_per_step = t.micro_batch_size * t.grad_accum * world
     stats = PackStats()
     rows = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "train", pad_id, rank, world,
                        skip=state["rows"], stats=stats, state=state.get("data"))  # resumes without replaying
@@ -507,13 +529,17 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         step = state["step"]
         losses, bad, text_kls = [], 0, []
         margins: dict = {obj.name: ([], []) for obj in objectives}  # margins, losses of this step's pairs
-        micro = [collate([next(rows) for _ in range(t.micro_batch_size)]) for _ in range(t.grad_accum)]
-        scales = [1.0 / t.grad_accum] * t.grad_accum  # loss_norm "micro": every micro-batch's mean weighs the same
+        micro = step_batches(rows, t.micro_batch_size, t.grad_accum, t.step_tokens)
+        n_micro = len(micro)  # differs between ranks under step_tokens
+        scales = [1.0 / n_micro] * n_micro  # loss_norm "micro": every micro-batch's mean weighs the same
+        step_rows = n_micro * t.micro_batch_size * world
         if t.loss_norm == "tokens":  # every trained token of the step (all ranks) weighs the same, as in packed rows
             counts = [trained_tokens(b["weights"]) for b in micro]
-            total_n = accelerator.reduce(torch.tensor([float(sum(counts))], device=accelerator.device), reduction="sum")
-            scales = [c * world / max(float(total_n.item()), 1.0) for c in counts]
-        for k in range(t.grad_accum):
+            sums = accelerator.reduce(torch.tensor([float(sum(counts)), float(n_micro * t.micro_batch_size)],
+                                                   device=accelerator.device), reduction="sum")
+            scales = [c * world / max(float(sums[0].item()), 1.0) for c in counts]
+            step_rows = int(sums[1].item())
+        for k in range(n_micro):
             batch = _to(micro[k], accelerator.device)
             if cfg.data.input_noise > 0:
                 batch = corrupt_video_inputs(batch, lm.vocab, cfg.data.input_noise, noise_generator(t.seed, step, k, rank),
@@ -521,7 +547,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             if cfg.data.stay_noise > 0:
                 batch = stay_video_inputs(batch, lm.vocab, cfg.data.stay_noise, noise_generator(t.seed + 1, step, k, rank))
             tokens_since += document_tokens(batch["weights"]) * world
-            ctx = accelerator.no_sync(model) if k < t.grad_accum - 1 else _null()
+            ctx = accelerator.no_sync(model) if k < n_micro - 1 else _null()  # one synced backward a rank
             with ctx:
                 loss, _ = forward_loss(model, batch, amp, loss_head)
                 if loss_head.last_text_kl is not None:
@@ -534,9 +560,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                     margins[obj.name][0].append(m)
                     margins[obj.name][1].append(float(ploss.detach()))
                 bad += int(not torch.isfinite(total).item())
-                accelerator.backward(loss * scales[k] + (total - loss) / t.grad_accum)
+                accelerator.backward(loss * scales[k] + (total - loss) / n_micro)
             losses.append(loss.detach().float())
-        state["rows"] += rows_per_step
+        state["rows"] += step_rows
         bad_all = int(accelerator.reduce(torch.tensor([bad], device=accelerator.device), reduction="sum").item())
         mean_loss = float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
         if bad_all:
@@ -573,6 +599,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             ms, ls = margins[obj.name]
             rec[f"{obj.name}_margin"] = float(torch.cat(ms).mean())
             rec[obj.loss_key] = sum(ls) / len(ls)
+        if t.step_tokens > 0:  # rows of this step over all processes (they differ step to step under a budget)
+            rec["rows"] = step_rows
         if timed_out:
             rec["event"] = "time_budget"
         if state["step"] % max(1, t.log_every) == 0 or final:
