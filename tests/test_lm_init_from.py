@@ -158,3 +158,8 @@ def test_fresh_visual_rows_keep_this_runs_init_and_take_the_rest(source, what):
     assert moved > 0
     with pytest.raises(ConfigError, match="init_rows"):
         init_from(own, src, cfg_of("train.init_rows=new"))
+
+
+def test_a_bad_init_rows_is_refused_without_init_from(tmp_path):
+    with pytest.raises(ConfigError, match="init_rows"):
+        train_lm(cfg_of("train.init_rows=new"), tmp_path / "bad", progress=False)

@@ -129,3 +129,4 @@ def test_ddp_with_unequal_micro_batches_does_not_hang(tmp_path):
     assert next(r for r in recs if r.get("event") == "start")["engine"] != "dp"
     counts = [r["rows"] for r in recs if "loss" in r]
     assert len(counts) == 3 and any(c % 2 for c in counts), counts
+

@@ -432,6 +432,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         raise ConfigError(f"train.save_form={t.save_form!r}: expected full or delta")
     if t.loss_norm not in ("micro", "tokens"):
         raise ConfigError(f"train.loss_norm={t.loss_norm!r}: expected micro or tokens")
+    if t.init_rows not in ("source", "fresh"):  # checked here too: a typo should not wait for train.init_from
+        raise ConfigError(f"train.init_rows={t.init_rows!r}: source (the visual rows of train.init_from) or fresh "
+                          "(this run's own row init)")
     if t.step_tokens < 0 or (t.step_tokens > 0 and t.loss_norm != "tokens"):
         raise ConfigError(f"train.step_tokens={t.step_tokens}: a token budget >= 0, and > 0 only with train.loss_norm: "
                           "tokens (micro-batches of a step then differ in number between processes)")

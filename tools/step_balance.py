@@ -1,0 +1,68 @@
+"""How evenly two data-parallel processes split a step's work: fixed micro-batch counts against a token budget.
+
+Each process reads its own stream of rows; under `train.grad_accum` each takes the same number of rows a step, and
+with one document a row of mixed lengths (a 230-token blueprint, a 1,000-token clip, a 60-token chat answer) their
+token totals differ, so the process with fewer waits at the gradient all-reduce for the other. `train.step_tokens`
+has each take rows until they hold a token budget. This reads the rows a config's run would train on (no model
+step: the data only) and prints, for each way of cutting steps, the tokens a process takes a step and the share of
+the step the slower process leaves the faster one idle (compute taken as proportional to document tokens).
+
+    python tools/step_balance.py --config configs/lm/default_model_p26.yaml --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+
+def _cut(streams, micro: int, accum: int, budget: int, steps: int) -> list[list[int]]:
+    """Per step, the document tokens of each process."""
+    from vidgpt.train.lm_trainer import document_tokens, step_batches
+
+    out = []
+    for _ in range(steps):
+        out.append([sum(document_tokens(b["weights"]) for b in step_batches(s, micro, accum, budget)) for s in streams])
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/lm/default_model_p26.yaml")
+    ap.add_argument("--world", type=int, default=2, help="data-parallel processes")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--accum", type=int, nargs="+", default=[8], help="fixed micro-batches a process a step")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[2300], help="train.step_tokens values")
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from vidgpt.config import load_config
+    from vidgpt.train.lm_trainer import LMTrainConfig, build_lm, packed_rows
+
+    torch.set_num_threads(1)
+    cfg = load_config(LMTrainConfig, a.config, ["train.init_from="])
+    lm, _ = build_lm(cfg, torch.device("cpu"), None)
+    t = cfg.train
+    pad = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
+
+    def streams():
+        return [packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "train", pad, r, a.world)
+                for r in range(a.world)]
+
+    rows = [(f"grad_accum {k} (x micro {t.micro_batch_size})", _cut(streams(), t.micro_batch_size, k, 0, a.steps))
+            for k in a.accum]
+    rows += [(f"step_tokens {b}", _cut(streams(), t.micro_batch_size, 0, b, a.steps)) for b in a.budgets]
+    print(f"{a.config}: {a.world} processes, {a.steps} steps, the same rows for each cut")
+    print("| cut | tokens a process a step (mean) | spread between processes (mean max - min) | idle share of the faster |")
+    print("|---|---|---|---|")
+    for name, steps in rows:
+        mean = statistics.mean(x for s in steps for x in s)
+        spread = statistics.mean(max(s) - min(s) for s in steps)
+        idle = statistics.mean(1 - statistics.mean(s) / max(s) for s in steps)  # a process's idle share of the step
+        print(f"| {name} | {mean:.0f} | {spread:.0f} | {idle:.1%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
