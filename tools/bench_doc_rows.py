@@ -23,12 +23,13 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=8)
     ap.add_argument("--len", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the trainer's processes run one each)")
     a = ap.parse_args()
 
     from vidgpt.config import load_config
     from vidgpt.train.lm_trainer import LMTrainConfig, build_lm, forward_loss, make_loss_head
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     cfg = load_config(LMTrainConfig, a.config, ["train.init_from="])  # an untrained extension: the cost is the same
     lm, _ = build_lm(cfg, torch.device("cpu"), None)
     head = make_loss_head(cfg, lm.vocab, torch.device("cpu"))
@@ -63,7 +64,7 @@ def main() -> None:
             table.append((f"one a row, micro-batch {B}", *run([{k: v[i:i + B] for k, v in rows.items()}
                                                                for i in range(0, D, B)])))
     base = table[0][1]
-    print(f"{D} documents x {L} tokens, one thread, bf16 autocast, {a.repeats} repeats (best)")
+    print(f"{D} documents x {L} tokens, {a.threads} thread(s), bf16 autocast, {a.repeats} repeats (best)")
     print("| layout | s | tokens/s | x packed | loss of the last micro-batch |")
     print("|---|---|---|---|---|")
     for name, s, loss in table:
