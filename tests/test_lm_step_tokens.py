@@ -106,6 +106,7 @@ def test_two_processes_with_unequal_micro_batches_train_and_resume(tmp_path):
     assert sorted(steps) == list(range(1, 7))
     counts = [steps[s]["rows"] for s in range(1, 7)]
     assert len(set(counts)) > 1 and any(c % 2 for c in counts), counts
+    assert all(0.0 <= steps[s]["sync_share"] < 1.0 for s in steps)  # the ranks' wait at each step's end, logged
 
     shutil.rmtree(out / "model")
     shutil.rmtree(out / "checkpoints" / "step-0000006")

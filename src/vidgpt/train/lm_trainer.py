@@ -525,7 +525,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     last: dict = {}
     bar = tqdm(total=t.steps, initial=state["step"], disable=not (progress_wanted(progress) and accelerator.is_main_process),
                desc="lm train", dynamic_ncols=True)
-    t0, tokens_since = time.time(), 0
+    t0, tokens_since, sync_since = time.time(), 0, 0.0
     model.train()
     timed_out = resume and clock.out()  # a resumed run whose budget is spent takes no step (every rank reads the same state)
     while state["step"] < t.steps and not timed_out:
@@ -566,6 +566,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                 accelerator.backward(loss * scales[k] + (total - loss) / n_micro)
             losses.append(loss.detach().float())
         state["rows"] += step_rows
+        loop_end = time.perf_counter()  # from here to the averaged gradients: waiting for the other ranks + all-reduces
         bad_all = int(accelerator.reduce(torch.tensor([bad], device=accelerator.device), reduction="sum").item())
         mean_loss = float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
         if bad_all:
@@ -582,6 +583,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         else:
             if own_sync:
                 average_gradients(model, world)
+                sync_since += time.perf_counter() - loop_end
             gnorm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip > 0 else None
             optimizer.step()
             scheduler.step()
@@ -609,7 +611,10 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         if state["step"] % max(1, t.log_every) == 0 or final:
             dt = max(time.time() - t0, 1e-9)
             rec["tokens_per_s"] = tokens_since / dt
-            t0, tokens_since = time.time(), 0
+            if own_sync:  # the share of the wall time a rank spent waiting at the step's end (mean over the ranks)
+                rec["sync_share"] = float(accelerator.reduce(torch.tensor([sync_since / dt], device=accelerator.device),
+                                                            reduction="mean"))
+            t0, tokens_since, sync_since = time.time(), 0, 0.0
         if eval_rows and ((t.eval_every and state["step"] % t.eval_every == 0) or final):
             rec["eval_loss"] = evaluate(accelerator, model, eval_rows, t.micro_batch_size, amp, loss_head)
             for obj in objectives:
