@@ -94,7 +94,7 @@ def test_two_processes_with_unequal_micro_batches_train_and_resume(tmp_path):
     """Two ranks under the fast head (engine dp), each taking as many one-document rows as its budget needs: the
     steps' row counts differ (odd totals: the ranks took different numbers), nothing hangs, and --resume from the
     step-3 checkpoint redoes steps 4-6 identically."""
-    sets = ["train.steps=6", "train.ckpt_every=3", "train.keep_checkpoints=3", "train.eval_every=0", "train.lr=1e-2",
+    sets = ["train.steps=6", "train.ckpt_every=1", "train.keep_checkpoints=6", "train.eval_every=0", "train.lr=1e-2",
             "train.step_tokens=100", "loss.head=constrained", "model.bit_rows=true", "lora.enabled=true", "lora.r=4",
             "lora.alpha=8", "train.save_form=delta"]
     out = tmp_path / "dp"
@@ -108,8 +108,16 @@ def test_two_processes_with_unequal_micro_batches_train_and_resume(tmp_path):
     assert len(set(counts)) > 1 and any(c % 2 for c in counts), counts
     assert all(0.0 <= steps[s]["sync_share"] < 1.0 for s in steps)  # the ranks' wait at each step's end, logged
 
+    # every step saved the data position: the ranks' own row counts, unequal at some step (a checkpoint there once
+    # failed: "processes disagree on the data position")
+    taken = [json.loads((out / "checkpoints" / f"step-{s:07d}" / "trainer_state.json").read_text())["data"]["taken"]
+             for s in range(1, 7)]
+    assert any(t["0"] != t["1"] for t in taken), taken
+    assert [t["0"] + t["1"] for t in taken] == [sum(counts[:s]) for s in range(1, 7)]
+
     shutil.rmtree(out / "model")
-    shutil.rmtree(out / "checkpoints" / "step-0000006")
+    for s in (4, 5, 6):
+        shutil.rmtree(out / "checkpoints" / f"step-{s:07d}")
     res = _launch(out, tmp_path, sets, resume=True)
     assert res.returncode == 0, res.stderr[-3000:]
     again = {r["step"]: r for r in (json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()) if "loss" in r}

@@ -706,6 +706,9 @@ class RowStream:
             for s, ps in self.streams.items():
                 ps.load(state["streams"][str(s)])
             self.g = skip + rank
+            taken = state.get("taken")  # rows each process took (they differ under train.step_tokens)
+            if isinstance(taken, dict) and len(taken) == world_size and str(rank) in taken:  # the same processes again
+                self.g = rank + int(taken[str(rank)]) * world_size
         elif skip:  # no usable saved position: replay this process's own streams up to `skip` global rows
             for g in range(skip):
                 if g % self.n in self.streams:
@@ -722,14 +725,18 @@ class RowStream:
 
     def state_dict(self) -> dict:
         """This process's part of the data position (RowStream.merge joins the parts of all processes)."""
-        return {"streams_total": self.n, "rows": self.g - self.rank, "streams": {str(s): ps.state() for s, ps in self.streams.items()}}
+        return {"streams_total": self.n, "rows": self.g - self.rank, "rank": self.rank,
+                "taken": (self.g - self.rank) // self.world,
+                "streams": {str(s): ps.state() for s, ps in self.streams.items()}}
 
     @staticmethod
     def merge(parts: list[dict]) -> dict:
-        rows = {p["rows"] for p in parts}
-        if len(rows) != 1:
-            raise DataError(f"processes disagree on the data position ({sorted(rows)} rows)")
-        out = {"streams_total": parts[0]["streams_total"], "rows": rows.pop(), "streams": {}}
+        """All processes' parts as one data position: `rows` is the rows taken over all processes (what the trainer
+        counts), `taken` each process's own count (equal unless a step's rows were cut by a token budget)."""
+        taken = {str(p["rank"]): int(p["taken"]) for p in parts}
+        if len(taken) != len(parts):
+            raise DataError(f"data position: {len(parts)} parts from {len(taken)} distinct processes")
+        out = {"streams_total": parts[0]["streams_total"], "rows": sum(taken.values()), "taken": taken, "streams": {}}
         for p in parts:
             out["streams"].update(p["streams"])
         return out
