@@ -4,7 +4,9 @@ A packed row of several documents has position ids that restart at each document
 block-diagonal mask and, on the CPU, sdpa computes the whole row's attention on its masked path. The same documents
 as one row each stay causal sequences (sdpa's causal kernel). This times both on the same random visual documents
 (`--docs` documents of `--len` tokens, bf16 autocast as the trainer on an AVX512-BF16 CPU), and the one-a-row case at
-several micro-batch sizes, and prints a table with the packed row as the baseline.
+several micro-batch sizes, and prints a table with the packed row as the baseline. (`tools/bench_train.py --cpu-real
+--row-per-doc` times one layout of real clip documents on a model directory made by `vidgpt lm extend`, with the
+step's split into forward / head / backward; this one builds the model from a train config, as the trainer does.)
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 0 python tools/bench_doc_rows.py --config configs/lm/default_model_p25.yaml
 """
