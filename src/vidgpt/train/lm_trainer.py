@@ -538,10 +538,12 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         step_rows = n_micro * t.micro_batch_size * world
         if t.loss_norm == "tokens":  # every trained token of the step (all ranks) weighs the same, as in packed rows
             counts = [trained_tokens(b["weights"]) for b in micro]
-            sums = accelerator.reduce(torch.tensor([float(sum(counts)), float(n_micro * t.micro_batch_size)],
+            doc_n = sum(document_tokens(b["weights"]) for b in micro)
+            sums = accelerator.reduce(torch.tensor([float(sum(counts)), float(n_micro * t.micro_batch_size), float(doc_n)],
                                                    device=accelerator.device), reduction="sum")
             scales = [c * world / max(float(sums[0].item()), 1.0) for c in counts]
             step_rows = int(sums[1].item())
+            tokens_since += int(sums[2].item())  # every process's document tokens (they differ under step_tokens)
         for k in range(n_micro):
             batch = _to(micro[k], accelerator.device)
             if cfg.data.input_noise > 0:
@@ -549,7 +551,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                                              cfg.data.input_noise_mode)
             if cfg.data.stay_noise > 0:
                 batch = stay_video_inputs(batch, lm.vocab, cfg.data.stay_noise, noise_generator(t.seed + 1, step, k, rank))
-            tokens_since += document_tokens(batch["weights"]) * world
+            if t.loss_norm != "tokens":  # (under "tokens" the step's all-reduce above counted them exactly)
+                tokens_since += document_tokens(batch["weights"]) * world
             ctx = accelerator.no_sync(model) if k < n_micro - 1 else _null()  # one synced backward a rank
             with ctx:
                 loss, _ = forward_loss(model, batch, amp, loss_head)
