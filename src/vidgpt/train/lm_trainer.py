@@ -536,14 +536,16 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         n_micro = len(micro)  # differs between ranks under step_tokens
         scales = [1.0 / n_micro] * n_micro  # loss_norm "micro": every micro-batch's mean weighs the same
         step_rows = n_micro * t.micro_batch_size * world
+        doc_n = sum(document_tokens(b["weights"]) for b in micro)  # this rank's document tokens
+        step_doc_tokens = doc_n * world  # exact when every rank takes alike; under loss_norm tokens, summed below
         if t.loss_norm == "tokens":  # every trained token of the step (all ranks) weighs the same, as in packed rows
             counts = [trained_tokens(b["weights"]) for b in micro]
-            doc_n = sum(document_tokens(b["weights"]) for b in micro)
-            sums = accelerator.reduce(torch.tensor([float(sum(counts)), float(n_micro * t.micro_batch_size), float(doc_n)],
-                                                   device=accelerator.device), reduction="sum")
+            sums = accelerator.reduce(torch.tensor([float(sum(counts)), float(n_micro * t.micro_batch_size),
+                                                    float(doc_n)], device=accelerator.device),
+                                      reduction="sum")
             scales = [c * world / max(float(sums[0].item()), 1.0) for c in counts]
-            step_rows = int(sums[1].item())
-            tokens_since += int(sums[2].item())  # every process's document tokens (they differ under step_tokens)
+            step_rows, step_doc_tokens = int(sums[1].item()), int(sums[2].item())
+        tokens_since += step_doc_tokens
         for k in range(n_micro):
             batch = _to(micro[k], accelerator.device)
             if cfg.data.input_noise > 0:
@@ -551,8 +553,6 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                                              cfg.data.input_noise_mode)
             if cfg.data.stay_noise > 0:
                 batch = stay_video_inputs(batch, lm.vocab, cfg.data.stay_noise, noise_generator(t.seed + 1, step, k, rank))
-            if t.loss_norm != "tokens":  # (under "tokens" the step's all-reduce above counted them exactly)
-                tokens_since += document_tokens(batch["weights"]) * world
             ctx = accelerator.no_sync(model) if k < n_micro - 1 else _null()  # one synced backward a rank
             with ctx:
                 loss, _ = forward_loss(model, batch, amp, loss_head)
