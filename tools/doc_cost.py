@@ -87,4 +87,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from vidgpt.errors import VidgptError
+
+    try:
+        raise SystemExit(main())
+    except VidgptError as e:  # a bad config or data path: one line, no traceback
+        raise SystemExit(f"doc_cost.py: error: {e}")
