@@ -6,7 +6,12 @@ to tokens; this measures it: for each kind the rows, their mean tokens, the seco
 tokens, and a least-squares fit seconds = a + b x tokens (a: what a row costs whatever its length). No optimizer
 step (the same for every row).
 
+`--micro-tokens N` then times the same rows as the trainer takes them under `train.micro_tokens: N`: cut into steps
+of `--step-tokens` document tokens, each step regrouped by `lm_trainer.group_rows`, and prints both tokens/s and the
+largest difference between the two ways' step losses (token-weighted, as under `loss_norm: tokens`; ~0 up to bf16).
+
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 0 python tools/doc_cost.py --config configs/lm/default_model_p26.yaml --rows 60
+    ... --rows 120 --micro-tokens 1100 --step-tokens 2300
 """
 
 from __future__ import annotations
@@ -38,14 +43,16 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=60, help="timed rows (after the warm-up)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--micro-tokens", type=int, default=0, help="also time the rows regrouped (train.micro_tokens)")
+    ap.add_argument("--step-tokens", type=int, default=2300, help="the steps' token budget for --micro-tokens")
     ap.add_argument("--set", action="append", default=[], help="config overrides, as for vidgpt lm train")
     a = ap.parse_args(argv)
 
     import torch
 
     from vidgpt.config import load_config
-    from vidgpt.train.lm_trainer import (LMTrainConfig, build_lm, document_tokens, forward_loss, make_loss_head,
-                                         packed_rows)
+    from vidgpt.train.lm_trainer import (LMTrainConfig, build_lm, document_tokens, forward_loss, group_rows,
+                                         make_loss_head, packed_rows, trained_tokens)
     from vidgpt.train.packing import collate
     from vidgpt.utils import cpu_bf16_if_native
 
@@ -59,18 +66,28 @@ def main(argv=None) -> int:
     model.train()
     pad = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
     rows = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, cfg.train.seq_len, cfg.train.seed, "train", pad)
-    seen: dict[str, list[tuple[int, float]]] = {}
-    for i in range(a.warmup + a.rows):
-        batch = collate([next(rows)])
-        n = document_tokens(batch["weights"])
-        kind = row_kind(batch["input_ids"][0, :n], lm.vocab)
+
+    def timed(batch) -> tuple[float, float]:  # (seconds of forward + backward, loss x trained tokens)
         t = time.perf_counter()
         loss, _ = forward_loss(model, batch, amp, head)
         loss.backward()
         dt = time.perf_counter() - t
         model.zero_grad(set_to_none=True)
+        return dt, float(loss.detach()) * trained_tokens(batch["weights"])
+
+    seen: dict[str, list[tuple[int, float]]] = {}
+    kept, sums, times = [], [], []
+    for i in range(a.warmup + a.rows):
+        row = next(rows)
+        batch = collate([row])
+        n = document_tokens(batch["weights"])
+        kind = row_kind(batch["input_ids"][0, :n], lm.vocab)
+        dt, lsum = timed(batch)
         if i >= a.warmup:
             seen.setdefault(kind, []).append((n, dt))
+            kept.append(row)
+            sums.append(lsum)
+            times.append(dt)
 
     total_s = sum(dt for v in seen.values() for _, dt in v)
     total_n = sum(n for v in seen.values() for n, _ in v)
@@ -83,6 +100,33 @@ def main(argv=None) -> int:
         fa, fb = fit([float(n) for n in ns], ts)
         print(f"| {kind} | {len(ns)} | {statistics.mean(ns):.0f} | {statistics.mean(ts):.2f} | "
               f"{1000 * sum(ts) / sum(ns):.2f} | {sum(ts) / total_s:.0%} | {fa:.2f} + {1000 * fb:.2f} |")
+    if a.micro_tokens > 0:
+        steps, cur, n = [], [], 0  # the timed rows cut into steps as step_batches cuts them
+        for i, row in enumerate(kept):
+            cur.append(i)
+            n += document_tokens(row["weights"][None])
+            if n >= a.step_tokens:
+                steps.append(cur)
+                cur, n = [], 0
+        grouped_s, worst, micro = 0.0, 0.0, 0
+        for idx in steps:
+            single = sum(sums[i] for i in idx)
+            both = 0.0
+            for b in group_rows([kept[i] for i in idx], a.micro_tokens, lm.vocab.vision_start_id):
+                dt, lsum = timed(b)
+                grouped_s += dt
+                both += lsum
+                micro += 1
+            worst = max(worst, abs(both - single) / max(abs(single), 1e-9))
+        rows_n = sum(len(idx) for idx in steps)
+        toks = sum(document_tokens(kept[i]["weights"][None]) for idx in steps for i in idx)
+        single_s = sum(times[i] for idx in steps for i in idx)
+        print(f"\n{len(steps)} steps of >= {a.step_tokens} tokens ({rows_n} rows, {toks} document tokens):")
+        print("| micro-batches | count | s | tokens/s |")
+        print("|---|---|---|---|")
+        print(f"| one row each | {rows_n} | {single_s:.1f} | {toks / single_s:.0f} |")
+        print(f"| micro_tokens {a.micro_tokens} | {micro} | {grouped_s:.1f} | {toks / grouped_s:.0f} |")
+        print(f"largest relative difference of a step's loss (token-weighted sum), grouped vs one row each: {worst:.2e}")
     return 0
 
 

@@ -104,6 +104,11 @@ class LMTrainLoop:
     # same work a step instead of the one with the longer documents keeping the other waiting at the gradient
     # all-reduce (one document a row of mixed lengths, docs/TRAINING_CPU.md); needs loss_norm: tokens
     step_tokens: int = 0
+    # 0: micro-batches of micro_batch_size rows as they come. > 0 (needs step_tokens and micro_batch_size 1): the
+    # step's one-document rows are regrouped into micro-batches of like rows (`group_rows`: text-only rows and rows
+    # with visual tokens apart, longest first), each holding rows while their count times its longest document stays
+    # within this many tokens. Same loss under loss_norm tokens; fewer, larger matmuls for short rows
+    micro_tokens: int = 0
     # a wall-clock budget (0 = none): the run stops (checkpoint + model) once it is spent, even before `steps`, and
     # the cosine follows time when time runs out first (schedule.WallClock); counted across --resume pieces
     max_minutes: float = 0.0
@@ -301,15 +306,40 @@ def trained_tokens(weights: torch.Tensor) -> int:
 STEP_TOKENS_MAX_MICRO = 256  # a bound on one step's micro-batches under train.step_tokens (rows of a few tokens)
 
 
-def step_batches(rows, micro_batch_size: int, grad_accum: int, step_tokens: int = 0) -> list[dict]:
+def group_rows(rows: list[dict], micro_tokens: int, new_from: int) -> list[dict]:
+    """One step's one-document rows as micro-batches of like rows (`train.micro_tokens`): rows with a token of the new
+    vocabulary (ids >= new_from) first, then the text-only ones (the text KL's), each kind sorted longest first; a
+    micro-batch takes rows while their count times its longest document stays within `micro_tokens` (a longer row
+    goes alone). Under `loss_norm: tokens` the step's loss is that of one row a micro-batch: every trained token
+    weighs alike, and a text-only micro-batch's KL is the mean over its trained positions, which are all text ones."""
+    lens = [document_tokens(r["weights"][None]) for r in rows]
+    text = [not bool((r["input_ids"] >= new_from).any()) for r in rows]
+    out = []
+    for kind in (False, True):
+        cur: list[int] = []
+        for i in sorted((i for i in range(len(rows)) if text[i] == kind), key=lambda i: -lens[i]):
+            if cur and (len(cur) + 1) * lens[cur[0]] > micro_tokens:
+                out.append(collate([rows[j] for j in cur]))
+                cur = []
+            cur.append(i)
+        if cur:
+            out.append(collate([rows[j] for j in cur]))
+    return out
+
+
+def step_batches(rows, micro_batch_size: int, grad_accum: int, step_tokens: int = 0, micro_tokens: int = 0,
+                 new_from: int = 0) -> list[dict]:
     """This process's micro-batches for one step: `grad_accum` of them, or (step_tokens > 0) as many as it takes for
-    their documents (`document_tokens`) to hold at least `step_tokens` tokens."""
+    their documents (`document_tokens`) to hold at least `step_tokens` tokens; with micro_tokens > 0 those rows are
+    regrouped by `group_rows` (new_from: the first id of the new vocabulary)."""
     if step_tokens <= 0:
         return [collate([next(rows) for _ in range(micro_batch_size)]) for _ in range(grad_accum)]
     out, n = [], 0
     while n < step_tokens and len(out) < STEP_TOKENS_MAX_MICRO:
         out.append(collate([next(rows) for _ in range(micro_batch_size)]))
         n += document_tokens(out[-1]["weights"])
+    if micro_tokens > 0:
+        return group_rows([{k: v[0] for k, v in b.items()} for b in out], micro_tokens, new_from)
     return out
 
 
@@ -438,6 +468,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.step_tokens < 0 or (t.step_tokens > 0 and t.loss_norm != "tokens"):
         raise ConfigError(f"train.step_tokens={t.step_tokens}: a token budget >= 0, and > 0 only with train.loss_norm: "
                           "tokens (micro-batches of a step then differ in number between processes)")
+    if t.micro_tokens < 0 or (t.micro_tokens > 0 and (t.step_tokens <= 0 or t.micro_batch_size != 1)):
+        raise ConfigError(f"train.micro_tokens={t.micro_tokens}: a token budget >= 0, and > 0 only with "
+                          "train.step_tokens > 0 and train.micro_batch_size: 1 (it regroups a step's one-document rows)")
     if not 0.0 <= cfg.data.input_noise < 1.0:
         raise ConfigError(f"data.input_noise={cfg.data.input_noise}: the share of noisy inputs must be in [0, 1)")
     if not 0.0 <= cfg.data.stay_noise <= 1.0:
@@ -532,15 +565,17 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         step = state["step"]
         losses, bad, text_kls = [], 0, []
         margins: dict = {obj.name: ([], []) for obj in objectives}  # margins, losses of this step's pairs
-        micro = step_batches(rows, t.micro_batch_size, t.grad_accum, t.step_tokens)
+        micro = step_batches(rows, t.micro_batch_size, t.grad_accum, t.step_tokens, t.micro_tokens,
+                             lm.vocab.vision_start_id)
         n_micro = len(micro)  # differs between ranks under step_tokens
         scales = [1.0 / n_micro] * n_micro  # loss_norm "micro": every micro-batch's mean weighs the same
-        step_rows = n_micro * t.micro_batch_size * world
+        n_rows = sum(int(b["input_ids"].shape[0]) for b in micro)  # this rank's rows
+        step_rows = n_rows * world
         doc_n = sum(document_tokens(b["weights"]) for b in micro)  # this rank's document tokens
         step_doc_tokens = doc_n * world  # exact when every rank takes alike; under loss_norm tokens, summed below
         if t.loss_norm == "tokens":  # every trained token of the step (all ranks) weighs the same, as in packed rows
             counts = [trained_tokens(b["weights"]) for b in micro]
-            sums = accelerator.reduce(torch.tensor([float(sum(counts)), float(n_micro * t.micro_batch_size),
+            sums = accelerator.reduce(torch.tensor([float(sum(counts)), float(n_rows),
                                                     float(doc_n)], device=accelerator.device),
                                       reduction="sum")
             scales = [c * world / max(float(sums[0].item()), 1.0) for c in counts]
@@ -567,11 +602,13 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                     margins[obj.name][1].append(float(ploss.detach()))
                 bad += int(not torch.isfinite(total).item())
                 accelerator.backward(loss * scales[k] + (total - loss) / n_micro)
-            losses.append(loss.detach().float())
+            losses.append(loss.detach().float() * scales[k])
         state["rows"] += step_rows
         loop_end = time.perf_counter()  # from here to the averaged gradients: waiting for the other ranks + all-reduces
         bad_all = int(accelerator.reduce(torch.tensor([bad], device=accelerator.device), reduction="sum").item())
-        mean_loss = float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
+        # the step's objective: the mean of the micro-batch means (loss_norm micro), or every trained token of the step
+        # alike (tokens; scales hold the world size, hence the mean over ranks), whatever the micro-batches were
+        mean_loss = float(accelerator.reduce(torch.stack(losses).sum(), reduction="mean"))
         if bad_all:
             optimizer.zero_grad(set_to_none=True)
             state["nonfinite"] += 1
