@@ -297,6 +297,39 @@ def test_text_kl_needs_lora_and_a_fast_head():
         LossSettings(text_kl_weight=-1.0).check()
 
 
+def test_text_rows_take_the_joint_path_with_the_values_of_the_two_parts():
+    """text_kl_rows all, a micro-batch of text-only rows: CE and KL from one log-softmax over every row
+    (`joint_text_loss`) give the loss, KL and gradients of `loss_from_hidden` + `text_kl`; a batch holding a visual
+    document, or text_kl_rows turn, keeps the two parts."""
+    lm = make_lm(lora=True)
+    b = text_and_video_batch(lm)
+    text = {k: torch.stack([v[0, :20], torch.cat([v[0, 1:20], v[0, :1]])]) for k, v in b.items()}  # two text rows
+    text["position_ids"][1] = torch.cat([torch.arange(19), torch.zeros(1, dtype=torch.long)])
+    text["weights"][1] = torch.cat([torch.zeros(1), torch.ones(15), torch.zeros(4)])
+    text["weights"][0, 12] = 2.0  # a weighted target: both paths weigh the CE alike
+    head = LossHead(lm.vocab, LossSettings(head="constrained", text_kl_weight=1.5, text_kl_rows="all"))
+    tb = trim_batch(text)
+    assert head.joint_text_ok(tb) and not head.joint_text_ok(trim_batch(b))
+    assert not LossHead(lm.vocab, LossSettings(head="constrained", text_kl_weight=1.0)).joint_text_ok(tb)
+
+    lm.model.zero_grad(set_to_none=True)
+    loss, n = head(lm.model, text)
+    kl = head.last_text_kl
+    loss.backward()
+    g_joint = grads(lm.model)
+    lm.model.zero_grad(set_to_none=True)
+    h = head.hidden_states(lm.model, tb)
+    ce, n2 = head.loss_from_hidden(lm.model, h, tb["input_ids"], tb["weights"])
+    kl2 = head.text_kl(lm.model, tb, h)
+    (ce + 1.5 * kl2).backward()
+    assert n == n2 == 34
+    assert float(loss) == pytest.approx(float(ce + 1.5 * kl2), rel=1e-5)
+    assert kl == pytest.approx(float(kl2), rel=1e-5)
+    assert_grads_close(g_joint, grads(lm.model))
+    with pytest.raises(ConfigError, match="LoRA"):
+        head(make_lm(lora=False).model, text)
+
+
 # --- TokenRows.logits: one product per stretch of rows, frozen stretches from a bf16 cache under CPU autocast ----
 
 

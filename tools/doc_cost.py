@@ -45,14 +45,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--micro-tokens", type=int, default=0, help="also time the rows regrouped (train.micro_tokens)")
     ap.add_argument("--step-tokens", type=int, default=2300, help="the steps' token budget for --micro-tokens")
+    ap.add_argument("--fp32-frozen", action="store_true",
+                    help="keep the frozen linear weights fp32 (before 2026-12-06; the trainer stores them in bf16)")
     ap.add_argument("--set", action="append", default=[], help="config overrides, as for vidgpt lm train")
     a = ap.parse_args(argv)
 
     import torch
 
     from vidgpt.config import load_config
-    from vidgpt.train.lm_trainer import (LMTrainConfig, build_lm, document_tokens, forward_loss, group_rows,
-                                         make_loss_head, packed_rows, trained_tokens)
+    from vidgpt.train.lm_trainer import (LMTrainConfig, build_lm, document_tokens, forward_loss,
+                                         frozen_linears_to_bf16, group_rows, make_loss_head, packed_rows,
+                                         trained_tokens)
     from vidgpt.train.packing import collate
     from vidgpt.utils import cpu_bf16_if_native
 
@@ -63,6 +66,8 @@ def main(argv=None) -> int:
     bf16 = cpu_bf16_if_native(cfg.train.cpu_bf16, lambda m: None)
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast("cpu", enabled=False))
     model = lm.model
+    if bf16 and cfg.lora.enabled and cfg.train.save_form == "delta" and not a.fp32_frozen:  # as the trainer does
+        frozen_linears_to_bf16(model)
     model.train()
     pad = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
     rows = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, cfg.train.seq_len, cfg.train.seed, "train", pad)
@@ -91,7 +96,8 @@ def main(argv=None) -> int:
 
     total_s = sum(dt for v in seen.values() for _, dt in v)
     total_n = sum(n for v in seen.values() for n, _ in v)
-    print(f"{a.config}: {a.rows} rows after {a.warmup} warm-up, {a.threads} thread(s), bf16 autocast {bf16}; "
+    print(f"{a.config}: {a.rows} rows after {a.warmup} warm-up, {a.threads} thread(s), bf16 autocast {bf16}"
+          f"{' (frozen weights fp32)' if a.fp32_frozen else ''}; "
           f"{total_n / total_s:.0f} tokens/s over all")
     print("| kind | rows | mean tokens | s a row | s per 1,000 tokens | share of the time | fit: a (s a row) + b (s per 1,000) |")
     print("|---|---|---|---|---|---|---|")

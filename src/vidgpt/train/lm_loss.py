@@ -149,6 +149,11 @@ def trim_batch(batch: dict) -> dict:
     return out
 
 
+def _need_adapter(model) -> None:
+    if not callable(getattr(model, "disable_adapter", None)):
+        raise ConfigError("loss.text_kl_weight needs a LoRA run (the base is the model with its adapter off)")
+
+
 def text_only_positions(input_ids: torch.Tensor, position_ids: torch.Tensor, weights: torch.Tensor,
                         new_from: int) -> torch.Tensor:
     """Bool [B, L]: the positions whose next token is trained (weight > 0) inside a document (documents restart
@@ -350,12 +355,17 @@ class LossHead:
         t0 = time.perf_counter()
         h = self.hidden_states(model, batch)
         t1 = time.perf_counter()
-        loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"])
-        if self.settings.text_kl_weight > 0 and torch.is_grad_enabled():
+        if self.settings.text_kl_weight > 0 and torch.is_grad_enabled() and self.joint_text_ok(batch):
+            loss, n, kl = self.joint_text_loss(model, batch, h)
+            self.last_text_kl = float(kl.detach())
+        elif self.settings.text_kl_weight > 0 and torch.is_grad_enabled():
+            loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"])
             kl = self.text_kl(model, batch, h)
             self.last_text_kl = None if kl is None else float(kl.detach())
             if kl is not None:
                 loss = loss + self.settings.text_kl_weight * kl
+        else:
+            loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"])
         if self.timing is not None:
             self.timing["body_fwd"] = self.timing.get("body_fwd", 0.0) + t1 - t0
             self.timing["head_fwd"] = self.timing.get("head_fwd", 0.0) + time.perf_counter() - t1
@@ -373,8 +383,7 @@ class LossHead:
 
     def text_kl(self, model, batch: dict, h: torch.Tensor) -> torch.Tensor | None:
         """Mean KL(base || model) over the trained positions of the documents without new-vocabulary tokens."""
-        if not callable(getattr(model, "disable_adapter", None)):
-            raise ConfigError("loss.text_kl_weight needs a LoRA run (the base is the model with its adapter off)")
+        _need_adapter(model)
         pos = text_only_positions(batch["input_ids"], batch["position_ids"], batch["weights"], self.vocab.vision_start_id)
         rows_used = torch.nonzero(pos.any(1)).flatten()
         if rows_used.numel() == 0:
@@ -398,6 +407,42 @@ class LossHead:
             logp_s = rows.logits(hs[s : s + step], 0, hi).float().log_softmax(-1)[:, :n_text]
             total = total + (logp_t.exp() * (logp_t - logp_s)).sum()
         return total / hs.shape[0]
+
+    def joint_text_ok(self, batch: dict) -> bool:
+        """Whether `joint_text_loss` applies: the KL's model side over every row (text_kl_rows all), a fast head whose
+        softmax for a text target runs over every row too, and every trained position of the batch in a text-only
+        document (a micro-batch of text rows, or one text row)."""
+        if self.settings.text_kl_rows != "all" or self.head not in ("constrained", "full"):
+            return False
+        trained = batch["weights"][:, 1:] > 0
+        if not bool(trained.any()):
+            return False
+        pos = text_only_positions(batch["input_ids"], batch["position_ids"], batch["weights"], self.vocab.vision_start_id)
+        return bool(torch.equal(pos[:, :-1], trained))
+
+    def joint_text_loss(self, model, batch: dict, h: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """(CE + text_kl_weight x KL, trained positions, KL) of a batch that `joint_text_ok` accepts, from one product
+        of the model's rows a position: the CE's softmax and the KL's model side are the same log-softmax over every
+        row, computed once instead of twice (the same values as `loss_from_hidden` + `text_kl`)."""
+        _need_adapter(model)
+        ids, w = batch["input_ids"], batch["weights"][:, 1:]
+        sel = w > 0
+        hs, tgt, wt = h[:, :-1][sel], ids[:, 1:][sel], w[sel].float()
+        with torch.no_grad(), model.disable_adapter():
+            ht = self.hidden_states(model, batch)[:, :-1][sel]
+        rows = HeadRows(model)
+        n_text, n = self.vocab.vision_start_id, int(hs.shape[0])
+        ce = hs.new_zeros((), dtype=torch.float32)
+        kl = hs.new_zeros((), dtype=torch.float32)
+        step = max(1, min(self.settings.chunk_tokens, 512))
+        for s in range(0, n, step):
+            with torch.no_grad():
+                logp_t = rows.logits(ht[s : s + step], 0, n_text).float().log_softmax(-1)
+            logp_s = rows.logits(hs[s : s + step], 0, rows.num_rows).float().log_softmax(-1)
+            ce = ce - (logp_s.gather(1, tgt[s : s + step, None]).squeeze(1) * wt[s : s + step]).sum()
+            kl = kl + (logp_t.exp() * (logp_t - logp_s[:, :n_text])).sum()
+        kl = kl / n
+        return ce / n + self.settings.text_kl_weight * kl, n, kl
 
     def loss_from_hidden(self, model, h: torch.Tensor, input_ids: torch.Tensor,
                          weights: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -172,6 +172,30 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
     return lm, attn
 
 
+def frozen_linears_to_bf16(model) -> int:
+    """Store the frozen weights (and biases) of the model's linear layers in bf16, in place; returns how many layers.
+
+    For LoRA runs under CPU bf16 autocast: autocast casts a weight that needs no gradient to bf16 again at every call
+    (its cast cache holds only leaves that need one), ~135 M weights a forward, the teacher's forward and the backward
+    each: ~20% of a 100-token row's time (docs/TRAINING_CPU.md, "Frozen weights in bf16"). The values are autocast's
+    own cast, so the loss and gradients do not change. The output head (a layer over the vocabulary, tied to the input
+    embedding or not) is left alone: the fast heads read its rows in fp32 and keep their own bf16 copy. Only for runs
+    saved in delta form: a full save would merge the adapter into bf16 weights."""
+    emb = model.get_input_embeddings().weight
+    n = 0
+    for m in model.modules():
+        if not isinstance(m, torch.nn.Linear) or m.weight.requires_grad or m.weight.shape[0] == emb.shape[0] \
+                or m.weight.data_ptr() == emb.data_ptr():
+            continue
+        if m.bias is not None and m.bias.requires_grad:
+            continue
+        m.weight.data = m.weight.data.to(torch.bfloat16)
+        if m.bias is not None:
+            m.bias.data = m.bias.data.to(torch.bfloat16)
+        n += 1
+    return n
+
+
 def make_optimizer(model, t: LMTrainLoop) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for p in model.parameters():
@@ -495,6 +519,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         from .lm_init import init_from
 
         init_info = init_from(lm, t.init_from, cfg)
+    if cpu_amp and cfg.lora.enabled and t.save_form == "delta":
+        frozen_linears_to_bf16(lm.model)
     if t.max_minutes < 0:
         raise ConfigError(f"train.max_minutes={t.max_minutes}: a budget in minutes, or 0 for none")
     clock = WallClock(t.max_minutes * 60)  # its spent seconds come from the checkpoint on --resume (below)
