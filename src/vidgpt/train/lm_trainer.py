@@ -177,7 +177,7 @@ def frozen_linears_to_bf16(model) -> int:
 
     For LoRA runs under CPU bf16 autocast: autocast casts a weight that needs no gradient to bf16 again at every call
     (its cast cache holds only leaves that need one), ~135 M weights a forward, the teacher's forward and the backward
-    each: ~20% of a 100-token row's time (docs/TRAINING_CPU.md, "Frozen weights in bf16"). The values are autocast's
+    each: ~20% of a 100-token row's time (docs/TRAINING_CPU.md, "Three cuts of a row's cost"). The values are autocast's
     own cast, so the loss and gradients do not change. The output head (a layer over the vocabulary, tied to the input
     embedding or not) is left alone: the fast heads read its rows in fp32 and keep their own bf16 copy. Only for runs
     saved in delta form: a full save would merge the adapter into bf16 weights."""
