@@ -39,6 +39,28 @@ def test_step_batches_take_rows_until_the_budget_is_held():
     assert [b["weights"].shape for b in step_batches(_rows_of([4] * 9), 2, 3)] == [torch.Size([2, 16])] * 3
 
 
+def test_a_text_token_can_count_more_towards_the_budget():
+    """train.text_token_cost: rows without a new-vocabulary id (here id < 1) count their tokens that many times."""
+    from vidgpt.train.lm_trainer import step_batches
+
+    def rows(spec):  # (length, visual?)
+        for n, vis in spec:
+            r = next(_rows_of([n]))
+            r["input_ids"][0] = int(vis)  # one id >= new_from=1 marks a row with visual tokens
+            yield r
+
+    spec = [(5, False), (3, True), (4, False), (9, True)]
+    same = step_batches(rows(spec), 1, 99, step_tokens=12, new_from=1)  # 5 + 3 + 4 = 12: three rows
+    dear = step_batches(rows(spec), 1, 99, step_tokens=12, new_from=1, text_token_cost=2.0)  # 10 + 3 = 13: two
+    assert [int(b["weights"].sum()) for b in same] == [5, 3, 4]
+    assert [int(b["weights"].sum()) for b in dear] == [5, 3]
+    with pytest.raises(ConfigError, match="text_token_cost"):
+        from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
+
+        train_lm(load_config(LMTrainConfig, TINY, COMMON + ["train.text_token_cost=0"]), Path("/nonexistent/x"),
+                 progress=False)
+
+
 def _final_eval(tmp_path, *sets):
     from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
 

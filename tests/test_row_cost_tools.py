@@ -27,6 +27,15 @@ def test_both_tools_run_on_the_tiny_config(load_tool, capsys):
     assert load_tool("doc_cost").main(["--config", TINY, "--rows", "4", "--warmup", "1"] + SETS) == 0
     out = capsys.readouterr().out
     assert "| visual short | 4 |" in out
+    assert load_tool("doc_cost").main(["--config", TINY, "--rows", "6", "--warmup", "0", "--micro-tokens", "200",
+                                       "--step-tokens", "50"] + SETS) == 0
+    out = capsys.readouterr().out
+    assert "| one row each |" in out and "| micro_tokens 200 |" in out
+    diff = float(out.split("grouped vs one row each: ")[1].split()[0])
+    assert diff < 1e-4  # fp32 here: the grouped step's loss is the same
     assert load_tool("step_balance").main(["--config", TINY, "--steps", "5", "--accum", "2", "--budgets", "100"]) == 0
+    assert load_tool("step_balance").main(["--config", TINY, "--steps", "5", "--accum", "--budgets", "100",
+                                           "--text-cost", "2", "--cut-costs", "2"]) == 0
     out = capsys.readouterr().out
     assert "| grad_accum 2 (x micro 4) |" in out and "| step_tokens 100 |" in out
+    assert "| step_tokens 100, text_token_cost 2 |" in out

@@ -5,9 +5,12 @@ with one document a row of mixed lengths (a 230-token blueprint, a 1,000-token c
 token totals differ, so the process with fewer waits at the gradient all-reduce for the other. `train.step_tokens`
 has each take rows until they hold a token budget. This reads the rows a config's run would train on (no model
 step: the data only) and prints, for each way of cutting steps, the tokens a process takes a step and the share of
-the step the slower process leaves the faster one idle (compute taken as proportional to document tokens).
+the step the slower process leaves the faster one idle (compute taken as proportional to document tokens, a token of
+a text-only row counting `--text-cost`: ~2 measured on this CPU, docs/TRAINING_CPU.md). `--cut-costs` adds cuts with
+`train.text_token_cost` at those values.
 
     python tools/step_balance.py --config configs/lm/default_model_p26.yaml --steps 200
+    python tools/step_balance.py --config configs/lm/default_model_p27.yaml --accum --budgets 2300 --text-cost 2 --cut-costs 2
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import argparse
 import statistics
 
 
-def _cut(streams, micro: int, accum: int, budget: int, steps: int) -> list[list[int]]:
-    """Per step, the document tokens of each process."""
+def _cut(streams, micro: int, accum: int, budget: int, steps: int, new_from: int, text_cost: float,
+         cut_cost: float) -> list[list[float]]:
+    """Per step, the compute of each process: document tokens, a text-only row's counting `text_cost`; the steps cut
+    with `cut_cost` as train.text_token_cost."""
     from vidgpt.train.lm_trainer import document_tokens, step_batches
 
-    out = []
-    for _ in range(steps):
-        out.append([sum(document_tokens(b["weights"]) for b in step_batches(s, micro, accum, budget)) for s in streams])
-    return out
+    def cost(b) -> float:
+        text = not bool((b["input_ids"] >= new_from).any())
+        return document_tokens(b["weights"]) * (text_cost if text else 1.0)
+
+    return [[sum(cost(b) for b in step_batches(s, micro, accum, budget, 0, new_from, cut_cost)) for s in streams]
+            for _ in range(steps)]
 
 
 def main(argv=None) -> int:
@@ -31,8 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="configs/lm/default_model_p26.yaml")
     ap.add_argument("--world", type=int, default=2, help="data-parallel processes")
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--accum", type=int, nargs="+", default=[8], help="fixed micro-batches a process a step")
+    ap.add_argument("--accum", type=int, nargs="*", default=[8], help="fixed micro-batches a process a step")
     ap.add_argument("--budgets", type=int, nargs="+", default=[2300], help="train.step_tokens values")
+    ap.add_argument("--text-cost", type=float, default=1.0, help="a text-only row's token in compute (1 = tokens)")
+    ap.add_argument("--cut-costs", type=float, nargs="*", default=[], help="train.text_token_cost values to cut with")
     a = ap.parse_args(argv)
 
     import torch
@@ -50,11 +59,15 @@ def main(argv=None) -> int:
         return [packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "train", pad, r, a.world)
                 for r in range(a.world)]
 
-    rows = [(f"grad_accum {k} (x micro {t.micro_batch_size})", _cut(streams(), t.micro_batch_size, k, 0, a.steps))
+    nf, tc = lm.vocab.vision_start_id, a.text_cost
+    rows = [(f"grad_accum {k} (x micro {t.micro_batch_size})", _cut(streams(), t.micro_batch_size, k, 0, a.steps, nf, tc, 1.0))
             for k in a.accum]
-    rows += [(f"step_tokens {b}", _cut(streams(), t.micro_batch_size, 0, b, a.steps)) for b in a.budgets]
-    print(f"{a.config}: {a.world} processes, {a.steps} steps, the same rows for each cut")
-    print("| cut | tokens a process a step (mean) | spread between processes (mean max - min) | idle share of the faster |")
+    rows += [(f"step_tokens {b}", _cut(streams(), t.micro_batch_size, 0, b, a.steps, nf, tc, 1.0)) for b in a.budgets]
+    rows += [(f"step_tokens {b}, text_token_cost {c:g}", _cut(streams(), t.micro_batch_size, 0, b, a.steps, nf, tc, c))
+             for b in a.budgets for c in a.cut_costs]
+    print(f"{a.config}: {a.world} processes, {a.steps} steps, the same rows for each cut; compute = document tokens, "
+          f"a text-only row's x {tc:g}")
+    print("| cut | compute a process a step (mean) | spread between processes (mean max - min) | idle share of the faster |")
     print("|---|---|---|---|")
     for name, steps in rows:
         mean = statistics.mean(x for s in steps for x in s)

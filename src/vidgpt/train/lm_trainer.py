@@ -109,6 +109,11 @@ class LMTrainLoop:
     # with visual tokens apart, longest first), each holding rows while their count times its longest document stays
     # within this many tokens. Same loss under loss_norm tokens; fewer, larger matmuls for short rows
     micro_tokens: int = 0
+    # under step_tokens: what one token of a text-only row (plain English, chat answers) counts towards the budget,
+    # a visual row's counting 1. Those rows pay the base's extra forward of the text KL and a softmax over every row:
+    # ~2x a visual token on this CPU (docs/TRAINING_CPU.md, "Three cuts of a row's cost"), so 1.0 leaves the process
+    # that drew more of them behind at the step's gradient average
+    text_token_cost: float = 1.0
     # a wall-clock budget (0 = none): the run stops (checkpoint + model) once it is spent, even before `steps`, and
     # the cosine follows time when time runs out first (schedule.WallClock); counted across --resume pieces
     max_minutes: float = 0.0
@@ -352,16 +357,18 @@ def group_rows(rows: list[dict], micro_tokens: int, new_from: int) -> list[dict]
 
 
 def step_batches(rows, micro_batch_size: int, grad_accum: int, step_tokens: int = 0, micro_tokens: int = 0,
-                 new_from: int = 0) -> list[dict]:
+                 new_from: int = 0, text_token_cost: float = 1.0) -> list[dict]:
     """This process's micro-batches for one step: `grad_accum` of them, or (step_tokens > 0) as many as it takes for
-    their documents (`document_tokens`) to hold at least `step_tokens` tokens; with micro_tokens > 0 those rows are
-    regrouped by `group_rows` (new_from: the first id of the new vocabulary)."""
+    their documents (`document_tokens`) to hold at least `step_tokens` tokens, a token of a micro-batch without any id
+    >= new_from (text only) counting `text_token_cost`; with micro_tokens > 0 those rows are regrouped by `group_rows`
+    (new_from: the first id of the new vocabulary)."""
     if step_tokens <= 0:
         return [collate([next(rows) for _ in range(micro_batch_size)]) for _ in range(grad_accum)]
-    out, n = [], 0
+    out, n = [], 0.0
     while n < step_tokens and len(out) < STEP_TOKENS_MAX_MICRO:
         out.append(collate([next(rows) for _ in range(micro_batch_size)]))
-        n += document_tokens(out[-1]["weights"])
+        cost = text_token_cost if text_token_cost != 1.0 and not bool((out[-1]["input_ids"] >= new_from).any()) else 1.0
+        n += cost * document_tokens(out[-1]["weights"])
     if micro_tokens > 0:
         return group_rows([{k: v[0] for k, v in b.items()} for b in out], micro_tokens, new_from)
     return out
@@ -495,6 +502,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.micro_tokens < 0 or (t.micro_tokens > 0 and (t.step_tokens <= 0 or t.micro_batch_size != 1)):
         raise ConfigError(f"train.micro_tokens={t.micro_tokens}: a token budget >= 0, and > 0 only with "
                           "train.step_tokens > 0 and train.micro_batch_size: 1 (it regroups a step's one-document rows)")
+    if t.text_token_cost <= 0:
+        raise ConfigError(f"train.text_token_cost={t.text_token_cost}: what a text token counts towards train.step_tokens, "
+                          "> 0 (1 = as a visual one)")
     if not 0.0 <= cfg.data.input_noise < 1.0:
         raise ConfigError(f"data.input_noise={cfg.data.input_noise}: the share of noisy inputs must be in [0, 1)")
     if not 0.0 <= cfg.data.stay_noise <= 1.0:
@@ -592,7 +602,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         losses, bad, text_kls = [], 0, []
         margins: dict = {obj.name: ([], []) for obj in objectives}  # margins, losses of this step's pairs
         micro = step_batches(rows, t.micro_batch_size, t.grad_accum, t.step_tokens, t.micro_tokens,
-                             lm.vocab.vision_start_id)
+                             lm.vocab.vision_start_id, t.text_token_cost)
         n_micro = len(micro)  # differs between ranks under step_tokens
         scales = [1.0 / n_micro] * n_micro  # loss_norm "micro": every micro-batch's mean weighs the same
         n_rows = sum(int(b["input_ids"].shape[0]) for b in micro)  # this rank's rows
