@@ -28,12 +28,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the trainer's processes run one each)")
     a = ap.parse_args()
 
-    from vidgpt.config import load_config
-    from vidgpt.train.lm_trainer import LMTrainConfig, build_lm, forward_loss, make_loss_head
+    from vidgpt.train.lm_trainer import cost_tool_lm, forward_loss, make_loss_head
 
     torch.set_num_threads(a.threads)
-    cfg = load_config(LMTrainConfig, a.config, ["train.init_from="])  # an untrained extension: the cost is the same
-    lm, _ = build_lm(cfg, torch.device("cpu"), None)
+    cfg, lm, _, _ = cost_tool_lm(a.config)  # as the trainer builds it (frozen weights in bf16 since 2026-12-06)
     head = make_loss_head(cfg, lm.vocab, torch.device("cpu"))
     amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     model = lm.model

@@ -52,24 +52,16 @@ def main(argv=None) -> int:
 
     import torch
 
-    from vidgpt.config import load_config
-    from vidgpt.train.lm_trainer import (LMTrainConfig, build_lm, document_tokens, forward_loss,
-                                         frozen_linears_to_bf16, group_rows, make_loss_head, packed_rows,
-                                         trained_tokens)
+    from vidgpt.train.lm_trainer import (cost_tool_lm, document_tokens, forward_loss, group_rows, make_loss_head,
+                                         packed_rows, trained_tokens)
     from vidgpt.train.packing import collate
-    from vidgpt.utils import cpu_bf16_if_native
 
     torch.set_num_threads(a.threads)
-    cfg = load_config(LMTrainConfig, a.config, ["train.init_from="] + a.set)  # an untrained extension costs the same
-    lm, _ = build_lm(cfg, torch.device("cpu"), None)
+    cfg, lm, pad, bf16 = cost_tool_lm(a.config, a.set, fp32_frozen=a.fp32_frozen)  # as the trainer builds it
     head = make_loss_head(cfg, lm.vocab, torch.device("cpu"))
-    bf16 = cpu_bf16_if_native(cfg.train.cpu_bf16, lambda m: None)
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast("cpu", enabled=False))
     model = lm.model
-    if bf16 and cfg.lora.enabled and cfg.train.save_form == "delta" and not a.fp32_frozen:  # as the trainer does
-        frozen_linears_to_bf16(model)
     model.train()
-    pad = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
     rows = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, cfg.train.seq_len, cfg.train.seed, "train", pad)
 
     def timed(batch) -> tuple[float, float]:  # (seconds of forward + backward, loss x trained tokens)

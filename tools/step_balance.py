@@ -46,14 +46,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from vidgpt.config import load_config
-    from vidgpt.train.lm_trainer import LMTrainConfig, build_lm, packed_rows
+    from vidgpt.train.lm_trainer import cost_tool_lm, packed_rows
 
     torch.set_num_threads(1)
-    cfg = load_config(LMTrainConfig, a.config, ["train.init_from="])
-    lm, _ = build_lm(cfg, torch.device("cpu"), None)
+    cfg, lm, pad, _ = cost_tool_lm(a.config)  # the model only for its vocabulary and text tokenizer
     t = cfg.train
-    pad = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
 
     def streams():
         return [packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, t.seq_len, t.seed, "train", pad, r, a.world)

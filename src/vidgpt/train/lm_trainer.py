@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import save_config
+from ..config import load_config, save_config
 from ..errors import ConfigError, TrainingError
 from .input_noise import NOISE_MODES, corrupt_video_inputs, noise_generator, stay_video_inputs
 from .lm_data import LMDataConfig, clip_size_of_sources, packed_rows
@@ -199,6 +199,25 @@ def frozen_linears_to_bf16(model) -> int:
             m.bias.data = m.bias.data.to(torch.bfloat16)
         n += 1
     return n
+
+
+def stores_frozen_bf16(cfg: LMTrainConfig, cpu_amp: bool) -> bool:
+    """Whether a run keeps its frozen linear weights in bf16 (`frozen_linears_to_bf16`): LoRA under CPU bf16 autocast,
+    saved in delta form."""
+    return cpu_amp and cfg.lora.enabled and cfg.train.save_form == "delta"
+
+
+def cost_tool_lm(config: str | Path, sets: list[str] | tuple = (), fp32_frozen: bool = False):
+    """What the CPU cost tools (tools/doc_cost.py, bench_doc_rows.py, step_balance.py) measure on: the config with
+    `init_from` cleared (an untrained extension costs the same and reads the same rows), built as `train_lm` builds
+    it on the CPU (frozen weights in bf16 where it stores them so, unless fp32_frozen). Returns (cfg, lm, pad id,
+    whether bf16 autocast runs)."""
+    cfg = load_config(LMTrainConfig, config, ["train.init_from="] + list(sets))
+    lm, _ = build_lm(cfg, torch.device("cpu"), None)
+    bf16 = cpu_bf16_if_native(cfg.train.cpu_bf16, lambda m: None)
+    if stores_frozen_bf16(cfg, bf16) and not fp32_frozen:
+        frozen_linears_to_bf16(lm.model)
+    return cfg, lm, getattr(lm.text_tokenizer, "pad_token_id", None) or 0, bf16
 
 
 def make_optimizer(model, t: LMTrainLoop) -> torch.optim.Optimizer:
@@ -529,7 +548,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         from .lm_init import init_from
 
         init_info = init_from(lm, t.init_from, cfg)
-    if cpu_amp and cfg.lora.enabled and t.save_form == "delta":
+    if stores_frozen_bf16(cfg, cpu_amp):
         frozen_linears_to_bf16(lm.model)
     if t.max_minutes < 0:
         raise ConfigError(f"train.max_minutes={t.max_minutes}: a budget in minutes, or 0 for none")
