@@ -400,13 +400,19 @@ class LossHead:
         # the base has only the text rows
         hi = n_text + 1 if self.settings.text_kl_rows == "turn" else rows.num_rows
         total = hs.new_zeros((), dtype=torch.float32)
+        for _, logp_t, logp_s in self._kl_chunks(rows, hs, ht, hi):
+            total = total + (logp_t.exp() * (logp_t - logp_s[:, :n_text])).sum()
+        return total / hs.shape[0]
+
+    def _kl_chunks(self, rows: TokenRows, hs: torch.Tensor, ht: torch.Tensor, hi: int):
+        """(chunk slice, the base's log-softmax over the text rows [c, n_text] (no gradient: the KL's target), the
+        model's over rows [0, hi) [c, hi]) for chunks of at most 512 positions of hs / ht [P, H]."""
+        n_text = self.vocab.vision_start_id  # the base vocabulary: rows [0, offset)
         step = max(1, min(self.settings.chunk_tokens, 512))
         for s in range(0, hs.shape[0], step):
             with torch.no_grad():  # the base's side is the target
                 logp_t = rows.logits(ht[s : s + step], 0, n_text).float().log_softmax(-1)
-            logp_s = rows.logits(hs[s : s + step], 0, hi).float().log_softmax(-1)[:, :n_text]
-            total = total + (logp_t.exp() * (logp_t - logp_s)).sum()
-        return total / hs.shape[0]
+            yield slice(s, s + step), logp_t, rows.logits(hs[s : s + step], 0, hi).float().log_softmax(-1)
 
     def joint_text_ok(self, batch: dict) -> bool:
         """Whether `joint_text_loss` applies: the KL's model side over every row (text_kl_rows all), a fast head whose
@@ -434,12 +440,8 @@ class LossHead:
         n_text, n = self.vocab.vision_start_id, int(hs.shape[0])
         ce = hs.new_zeros((), dtype=torch.float32)
         kl = hs.new_zeros((), dtype=torch.float32)
-        step = max(1, min(self.settings.chunk_tokens, 512))
-        for s in range(0, n, step):
-            with torch.no_grad():
-                logp_t = rows.logits(ht[s : s + step], 0, n_text).float().log_softmax(-1)
-            logp_s = rows.logits(hs[s : s + step], 0, rows.num_rows).float().log_softmax(-1)
-            ce = ce - (logp_s.gather(1, tgt[s : s + step, None]).squeeze(1) * wt[s : s + step]).sum()
+        for c, logp_t, logp_s in self._kl_chunks(rows, hs, ht, rows.num_rows):
+            ce = ce - (logp_s.gather(1, tgt[c, None]).squeeze(1) * wt[c]).sum()
             kl = kl + (logp_t.exp() * (logp_t - logp_s[:, :n_text])).sum()
         kl = kl / n
         return ce / n + self.settings.text_kl_weight * kl, n, kl
