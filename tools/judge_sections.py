@@ -56,6 +56,9 @@ def main(argv=None) -> int:
                          "(decode option follow_blueprint; 1 = off)")
     ap.add_argument("--follow-cells", choices=("all", "moved"), default="all",
                     help="where --follow-blueprint guides: every fine code, or those under blueprint cells that moved")
+    ap.add_argument("--blueprint-mask", type=int, default=None, metavar="M",
+                    help="draw the fine section only within M blueprint cells of what the blueprint shows; the rest "
+                         "from the re-encoded preview (decode option blueprint_mask; default off)")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     ap.add_argument("--preview-only", action="store_true",
@@ -63,9 +66,11 @@ def main(argv=None) -> int:
                          "(the sampler's noise is keyed by position, so the blueprints are the same), ~5x faster")
     args = ap.parse_args(argv)
 
-    pipe = VidGPT.from_pretrained(args.model, decode_options={"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine,
-                                                             "follow_blueprint": args.follow_blueprint,
-                                                             "follow_cells": args.follow_cells})
+    options = {"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine, "follow_blueprint": args.follow_blueprint,
+               "follow_cells": args.follow_cells}
+    if args.blueprint_mask is not None:  # else the model's own setting
+        options["blueprint_mask"] = args.blueprint_mask
+    pipe = VidGPT.from_pretrained(args.model, decode_options=options)
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, batch_size=args.batch,
                      seed=args.seed, cfg=args.cfg, late_cfg=args.late_cfg, temperature=args.temperature, top_k=args.top_k)
     items = heldout_items(cfg, cfg.world())

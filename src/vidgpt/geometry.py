@@ -42,6 +42,28 @@ def moved_fine_mask(blueprint, fine_shape: Sequence[int]):
     return moved.repeat(2, 1).repeat(2, 2)[:t, :h, :w]
 
 
+def blueprint_region_mask(blueprint, fine_shape: Sequence[int], margin: int = 1):
+    """bool numpy [t, h, w] over the fine grid: the cells near what the blueprint (codes [t, bh, bw], array-like)
+    shows over its background. A blueprint cell is background when its code is its latent frame's most common code
+    (a plain background codes to one code with a local tokenizer); the other cells, grown by `margin` blueprint cells
+    in space (8-neighbourhood), are mapped 2x2 onto the fine grid. The pipeline's `blueprint_mask` decode option
+    draws only these fine cells and sets the rest from the blueprint itself."""
+    bp = np.asarray(blueprint)
+    t, h, w = (int(x) for x in fine_shape)
+    region = np.zeros(bp.shape, dtype=bool)
+    for f in range(bp.shape[0]):
+        values, counts = np.unique(bp[f], return_counts=True)
+        region[f] = bp[f] != values[counts.argmax()]
+    for _ in range(max(0, int(margin))):
+        grown = region.copy()
+        padded = np.pad(region, ((0, 0), (1, 1), (1, 1)))
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                grown |= padded[:, dy : dy + bp.shape[1], dx : dx + bp.shape[2]]
+        region = grown
+    return region.repeat(2, 1).repeat(2, 2)[:t, :h, :w]
+
+
 def section_lengths(shape: Sequence[int], subtokens: int = 1, blueprint: bool = True, fine: bool = True) -> dict[str, int]:
     """Visual ids per section present: {"blueprint": t*bh*bw*S, "fine": t*h*w*S}."""
     t, h, w = (int(x) for x in shape)

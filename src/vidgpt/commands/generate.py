@@ -48,6 +48,10 @@ def _sampling_args(p) -> None:
                    help="guide the fine section too. Default: guidance on the clip's header and blueprint only, the fine "
                         "section drawn from the conditional row alone (half the rows a pass, 1.5-1.6x faster at 17 "
                         "frames on the CPU, the same judged adherence on 30 held-out prompts; docs/DECODING.md)")
+    p.add_argument("--blueprint-mask", type=int, default=None, metavar="M",
+                   help="draw the fine section only within M blueprint cells of what the blueprint shows over its "
+                        "background; the other fine cells are set from the blueprint's own re-encoded preview and fed "
+                        "several a pass (default: the model's vidgpt.json setting, else off; model/README.md)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely codes")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
@@ -119,7 +123,8 @@ def register(sub) -> None:
 
 
 def load_pipeline(model=None, *, device=None, plain: bool = False, speculative: int | None = None,
-                  speculative_mode: str = "exact", dtype: str = "auto", int8_head: bool = False, cfg_fine: bool = False):
+                  speculative_mode: str = "exact", dtype: str = "auto", int8_head: bool = False, cfg_fine: bool = False,
+                  blueprint_mask: int | None = None):
     """The pipeline the CLI draws with: `model` (default: $VIDGPT_MODEL or model/), speculative windows on by default
     (exact mode, given up while they do not pay), guidance on the blueprint only unless `cfg_fine`, light loading
     unless `plain`; prints the model's status note."""
@@ -133,6 +138,8 @@ def load_pipeline(model=None, *, device=None, plain: bool = False, speculative: 
         opts = {"speculative": speculative, "speculative_mode": speculative_mode}
     opts["dtype"] = dtype
     opts["cfg_fine"] = bool(cfg_fine)
+    if blueprint_mask is not None:  # else the model's own setting (vidgpt.json "blueprint_mask")
+        opts["blueprint_mask"] = int(blueprint_mask)
     if dtype == "int8":
         opts["int8_head"] = bool(int8_head)
     # light: the fast decoder's weights without transformers' model classes (seconds less a call; light_model.py)
@@ -170,7 +177,8 @@ def _load(args):
         dtype = "fp32" if args.fp32_weights else "auto"
     return load_pipeline(d, device=args.device or None, plain=args.plain, speculative=args.speculative,
                          speculative_mode=args.speculative_mode, dtype=dtype, int8_head=args.int8_head,
-                         cfg_fine=bool(getattr(args, "cfg_fine", False)))
+                         cfg_fine=bool(getattr(args, "cfg_fine", False)),
+                         blueprint_mask=getattr(args, "blueprint_mask", None))
 
 
 def _print_written(paths) -> None:

@@ -137,6 +137,15 @@ def can_speculate(backend) -> bool:
     return bool(getattr(backend, "supports_step_many", True))
 
 
+def _forced_run(forced: torch.Tensor | None, step: int, max_steps: int | None) -> int:
+    """How many ids from position `step` on are given in every row of `forced` ([N, steps], -1 = drawn)."""
+    if forced is None or step >= forced.shape[1]:
+        return 0
+    end = forced.shape[1] if max_steps is None else min(forced.shape[1], max_steps)
+    free = (forced[:, step:end] < 0).any(0).nonzero()
+    return int(free[0]) if len(free) else end - step
+
+
 @torch.inference_mode()
 def constrained_decode(
     backend,
@@ -157,6 +166,7 @@ def constrained_decode(
     late_from: int | None = None,
     noise: PositionalNoise | None = None,
     cfg_scales: torch.Tensor | None = None,
+    forced: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Sample one constrained turn for each of the N prompts (with CFG when `uncond_prompts`).
 
@@ -182,6 +192,9 @@ def constrained_decode(
     that goes on from tokens already drawn.
     cfg_scales: [N, steps] the guidance scale of each sample at each position of the turn, in place of sampling.cfg
     (e.g. guidance only on some cells); such a turn is drawn one token a pass.
+    forced: [N, steps] ids, -1 where the id is drawn: the others are taken as given (their ids must be legal for the
+    constraint). Where every row's next ids are given, they are fed in one pass when the backend takes several
+    positions a pass (`step_many`), without computing their logits: e.g. the pipeline's `blueprint_mask`.
     """
     N = len(prompts)
     use_cfg = uncond_prompts is not None and sampling.use_cfg
@@ -199,7 +212,10 @@ def constrained_decode(
     late = None
     if late_from is not None and sampling.late_cfg is not None:
         late = dataclasses.replace(sampling, cfg=sampling.late_cfg)
-    if speculative and constraint.lockstep and can_speculate(backend) and late is None and cfg_scales is None:
+    if forced is not None and cfg_until is not None:
+        raise GenerationError("constrained_decode: forced ids and cfg_until together are not supported")
+    if speculative and constraint.lockstep and can_speculate(backend) and late is None and cfg_scales is None \
+            and forced is None:
         from .jacobi import jacobi_decode
 
         return jacobi_decode(backend, state, constraint, sampling, noise, N, use_cfg, int(speculative),
@@ -207,11 +223,40 @@ def constrained_decode(
                              give_up_below=speculative_give_up, cfg_until=cfg_until)
     out: list[torch.Tensor] = []
     step = 0
+    passes = 1  # the prefill decides the first position
+    many = forced is not None and can_speculate(backend)
     while not constraint.done:
+        run = _forced_run(forced, step, max_steps)
+        if run:
+            # the next `run` ids are given in every row: no logits, and one pass for all of them where possible
+            given = forced[:, step : step + run].to(backend.device)
+            for j in range(run):
+                constraint.advance(given[:, j])
+                out.append(given[:, j])
+                if progress is not None:
+                    progress.update(1)
+                if constraint.done:
+                    given = given[:, : j + 1]
+                    break
+            step += given.shape[1]
+            if constraint.done or (max_steps is not None and step >= max_steps):
+                break
+            feed = given.repeat(copies, 1) if use_cfg else given
+            if many and feed.shape[1] > 1:
+                state = backend.step_many(feed)[:, -1]
+                passes += 1
+            else:
+                for j in range(feed.shape[1]):
+                    state = backend.step(feed[:, j])
+                    passes += 1
+            continue
         lo, hi = constraint.ranges()
         now = late if late is not None and step >= late_from else sampling
         scale = cfg_scales[:, step : step + 1].to(backend.device) if cfg_scales is not None else None
         tok = _choose(backend, state, lo, hi, N, use_cfg, now, noise, step, vocab_size, backend.device, scale)
+        if forced is not None and step < forced.shape[1]:
+            given = forced[:, step].to(tok.device)
+            tok = torch.where(given >= 0, given, tok)
         constraint.advance(tok)
         out.append(tok)
         step += 1
@@ -221,7 +266,8 @@ def constrained_decode(
             break
         use_cfg = still_guided(backend, N, use_cfg, cfg_until, step)
         state = backend.step(tok.repeat(copies) if use_cfg else tok)
+        passes += 1
     if stats is not None:
-        stats.update(passes=step, tokens=step, accepted=0)
+        stats.update(passes=passes, tokens=step, accepted=0)
     tokens = torch.stack(out, dim=1).cpu() if out else torch.zeros((N, 0), dtype=torch.long)
     return DecodeOutput(tokens, constraint.finished(), constraint.kinds(), step)

@@ -133,6 +133,15 @@ class VidGPT:
             raise GenerationError(f"follow_cells {self.follow_cells!r}: expected moved or all")
         if self.follow_blueprint < 0:
             raise GenerationError(f"follow_blueprint {self.follow_blueprint}: a guidance scale must be >= 0")
+        # the fine section drawn only near what its blueprint shows (blueprint_region_mask, this many blueprint cells
+        # of margin); the other fine cells are set to the codes of the blueprint's own preview upsampled to full size
+        # (None = off). Default: the model's vidgpt.json "blueprint_mask", else off.
+        mask = opts.pop("blueprint_mask", self.meta.get("blueprint_mask"))
+        self.blueprint_mask = None if mask is None else int(mask)
+        if self.blueprint_mask is not None and self.blueprint_mask < 0:
+            raise GenerationError(f"blueprint_mask {self.blueprint_mask}: a margin in blueprint cells must be >= 0")
+        if self.blueprint_mask is not None and self.follow_blueprint != 1.0:
+            raise GenerationError("blueprint_mask and follow_blueprint: choose one way to draw the fine section")
         if self.speculative < 0:
             raise GenerationError(f"speculative {self.speculative}: drafts per pass must be >= 0 (0 = one token a pass)")
         self.backend = make_backend(model, fast, **opts)
@@ -252,6 +261,8 @@ class VidGPT:
         """
         if self.follow_blueprint != 1.0 and tuple(sections) == ("blueprint", "fine"):
             return self._sample_following_blueprint(prompts, uncond, shape, sampling, generator, progress, desc, noise)
+        if self.blueprint_mask is not None and tuple(sections) == ("blueprint", "fine"):
+            return self._sample_within_blueprint(prompts, uncond, shape, sampling, generator, progress, desc, noise)
         longest = max(len(p) for p in list(prompts) + list(uncond or []))
         left = self.check_fits(longest, shape, sections)
         n = len(prompts)
@@ -322,6 +333,65 @@ class VidGPT:
                 speculative_give_up=self.speculative_give_up,
                 noise=noise.shifted(len(heads[0])) if noise is not None else None, cfg_scales=scales,
             )
+        return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
+
+    def recode_blueprints(self, blocks: Sequence[VisualBlock]) -> torch.Tensor:
+        """Fine codes [N, t, h, w] of the blocks' blueprint previews (decoded, upsampled 2x) encoded at full size:
+        what the blueprint alone says the fine section is."""
+        tok = self.video_tokenizer
+        if tok is None:
+            raise GenerationError("this pipeline has no video tokenizer to re-encode blueprints with")
+        with torch.inference_mode():
+            return tok.encode(self.decode_blocks(blocks, preview=True).to(tok.device)).cpu()
+
+    def _sample_within_blueprint(self, prompts, uncond, shape, sampling, generator, progress, desc, noise=None):
+        """sample_blocks' path under `blueprint_mask`: the blueprints first, then the fine sections drawn only in the
+        cells near what each blueprint shows (geometry.blueprint_region_mask); every other fine cell is given the code
+        of the blueprint's re-encoded preview there (recode_blueprints) and fed without sampling, several a pass. Both
+        passes draw with one positional noise, as in `_sample_following_blueprint`."""
+        import dataclasses
+
+        from ..geometry import blueprint_region_mask
+
+        if noise is None and sampling.temperature > 0:
+            noise = PositionalNoise(generator, self.device)
+        first, _ = self.sample_blocks(prompts, uncond, shape, ("blueprint",), sampling, generator, progress, desc,
+                                      noise=noise)
+        recoded = self.recode_blueprints(first)
+        if tuple(recoded.shape[1:]) != tuple(shape):
+            raise GenerationError(f"blueprint_mask: re-encoded blueprints have shape {tuple(recoded.shape[1:])}, "
+                                  f"the fine section {tuple(shape)}")
+        n = len(prompts)
+        S = self.vocab.spec.subtokens
+        heads, given = [], []
+        for b, codes in zip(first, recoded):
+            head = self.layout.encode_block(b)[:-1] + [self.vocab.fine_id]  # up to <|fine|>, no <|vision_end|>
+            ids = torch.tensor(self.layout.encode_block(dataclasses.replace(b, fine=codes))[len(head):-1])
+            region = torch.from_numpy(blueprint_region_mask(b.blueprint.cpu().numpy(), shape, self.blueprint_mask))
+            heads.append(head)
+            given.append(torch.where(region.reshape(-1).repeat_interleave(S), -1, ids))
+        total = block_length(shape, S, True, True) - len(heads[0])
+        forced = torch.full((n, total), -1, dtype=torch.long)
+        forced[:, : given[0].numel()] = torch.stack(given)
+        cond = [list(p) + h for p, h in zip(prompts, heads)]
+        neg = None
+        if uncond is not None and self.cfg_fine:
+            neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
+        left = self.check_fits(max(len(p) for p in prompts), shape, ("blueprint", "fine"))
+        con = StructureConstraint(self.vocab, n, shape=shape, sections=("blueprint", "fine"), max_new_tokens=left,
+                                  pad_id=self.pad_id)
+        for _ in heads[0]:  # the header and blueprint are already drawn: the plan goes on from the fine codes
+            con.advance(None)
+        stats: dict = {}
+        with clip_progress(shape, S, ("fine",), enabled=progress, desc=desc) as bar:
+            out = constrained_decode(
+                self.backend, cond, con, dataclasses.replace(sampling, late_cfg=None), generator, uncond_prompts=neg,
+                pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total, stats=stats,
+                noise=noise.shifted(len(heads[0])) if noise is not None else None, forced=forced,
+            )
+        self.last_stats["fine_passes"] = stats.get("passes")
+        self.last_stats["fine_drawn"] = int((forced[:, : given[0].numel()] < 0).sum())
+        self.last_stats["fine_given"] = int((forced[:, : given[0].numel()] >= 0).sum())
         return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
 
     def generate_text(self, sample: Sample, max_new_tokens: int = 128, seed: int | None = 0, temperature: float = 0.0) -> str:
