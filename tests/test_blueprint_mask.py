@@ -13,9 +13,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_region_is_the_non_background_cells_grown_by_the_margin_on_the_fine_grid():
-    bp = np.full((2, 4, 4), 5)
-    bp[0, 1, 1] = 9  # the object in frame 0 ...
-    bp[1, 2, 3] = 9  # ... and at the right edge in frame 1
+    bp = np.full((2, 4, 4), 5)  # 0b0101
+    bp[0, 1, 1] = 10  # the object in frame 0 (0b1010: 4 bits off the background) ...
+    bp[1, 2, 3] = 10  # ... and at the right edge in frame 1
+    bp[0, 3, 0] = bp[1, 0, 0] = 7  # 1 bit off: background whose bit sat near the sign flip
     tight = blueprint_region_mask(bp, (2, 8, 8), margin=0)
     assert tight.shape == (2, 8, 8) and tight.dtype == bool
     assert tight[0].sum() == 4 and tight[0, 2:4, 2:4].all()
@@ -26,8 +27,11 @@ def test_region_is_the_non_background_cells_grown_by_the_margin_on_the_fine_grid
     assert blueprint_region_mask(bp, (2, 8, 8), margin=3)[0].all()
     # an odd fine side: the blueprint's last cell covers one fine cell
     assert blueprint_region_mask(bp[:, :3, :3], (2, 5, 5), margin=0)[0, 2:4, 2:4].all()
-    # a frame whose codes are all one code has no region
+    # a frame whose codes are all one code has no region; the tolerance in bits is a parameter
     assert not blueprint_region_mask(np.full((1, 4, 4), 3), (1, 8, 8), margin=2).any()
+    strict = blueprint_region_mask(bp, (2, 8, 8), margin=0, background_bits=0)
+    assert strict[0].sum() == 8 and strict[0, 6:8, 0:2].all() and strict[1, 0:2, 0:2].all()
+    assert not blueprint_region_mask(bp, (2, 8, 8), margin=0, background_bits=4).any()
 
 
 def _sample(prompt):

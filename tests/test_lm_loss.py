@@ -361,3 +361,11 @@ def test_row_stretch_logits_equal_the_merged_product_and_its_gradients():
         rows.base[0].add_(1.0)  # an in-place change of the frozen rows: the cache follows it
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(rows.logits(hs, 0, rows.num_rows), hs @ rows.rows(0, rows.num_rows).t())
+
+
+def test_is_text_row_tells_rows_without_new_vocabulary_apart():
+    from vidgpt.train.lm_loss import is_text_row
+
+    assert is_text_row(torch.tensor([[1, 5, 99]]), new_from=100)
+    assert not is_text_row(torch.tensor([[1, 100, 3]]), new_from=100)
+    assert is_text_row(torch.tensor([], dtype=torch.long), new_from=100)  # an empty row holds no new id

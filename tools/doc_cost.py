@@ -24,7 +24,9 @@ import time
 def row_kind(ids, vocab, long_visual: int = 400) -> str:
     """text (no token of the new vocabulary: the text KL's rows), visual short (<= long_visual tokens: blueprint-only
     clips, images) or visual long (whole clips, edits)."""
-    if not bool((ids >= vocab.offset).any()):
+    from vidgpt.train.lm_loss import is_text_row
+
+    if is_text_row(ids, vocab.offset):
         return "text"
     return "visual short" if ids.numel() <= long_visual else "visual long"
 

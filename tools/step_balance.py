@@ -23,10 +23,11 @@ def _cut(streams, micro: int, accum: int, budget: int, steps: int, new_from: int
          cut_cost: float) -> list[list[float]]:
     """Per step, the compute of each process: document tokens, a text-only row's counting `text_cost`; the steps cut
     with `cut_cost` as train.text_token_cost."""
+    from vidgpt.train.lm_loss import is_text_row
     from vidgpt.train.lm_trainer import document_tokens, step_batches
 
     def cost(b) -> float:
-        text = not bool((b["input_ids"] >= new_from).any())
+        text = is_text_row(b["input_ids"], new_from)
         return document_tokens(b["weights"]) * (text_cost if text else 1.0)
 
     return [[sum(cost(b) for b in step_batches(s, micro, accum, budget, 0, new_from, cut_cost)) for s in streams]

@@ -154,6 +154,12 @@ def _need_adapter(model) -> None:
         raise ConfigError("loss.text_kl_weight needs a LoRA run (the base is the model with its adapter off)")
 
 
+def is_text_row(input_ids: torch.Tensor, new_from: int) -> bool:
+    """Whether a row (any shape of ids) holds no id >= new_from (the new vocabulary: layout and visual tokens): a
+    plain-text or chat-text row, the text KL's kind."""
+    return not bool((input_ids >= new_from).any())
+
+
 def text_only_positions(input_ids: torch.Tensor, position_ids: torch.Tensor, weights: torch.Tensor,
                         new_from: int) -> torch.Tensor:
     """Bool [B, L]: the positions whose next token is trained (weight > 0) inside a document (documents restart

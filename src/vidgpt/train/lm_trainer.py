@@ -34,7 +34,7 @@ from ..config import load_config, save_config
 from ..errors import ConfigError, TrainingError
 from .input_noise import NOISE_MODES, corrupt_video_inputs, noise_generator, stay_video_inputs
 from .lm_data import LMDataConfig, clip_size_of_sources, packed_rows
-from .lm_loss import LossHead, LossSettings, weighted_lm_loss  # noqa: F401  (weighted_lm_loss: the plain loss)
+from .lm_loss import LossHead, LossSettings, is_text_row, weighted_lm_loss  # noqa: F401  (weighted_lm_loss: the plain loss)
 from .packing import PackStats, collate
 from .schedule import WallClock, warmup_cosine
 from ..utils import cpu_bf16_if_native, progress_wanted
@@ -361,7 +361,7 @@ def group_rows(rows: list[dict], micro_tokens: int, new_from: int) -> list[dict]
     goes alone). Under `loss_norm: tokens` the step's loss is that of one row a micro-batch: every trained token
     weighs alike, and a text-only micro-batch's KL is the mean over its trained positions, which are all text ones."""
     lens = [document_tokens(r["weights"][None]) for r in rows]
-    text = [not bool((r["input_ids"] >= new_from).any()) for r in rows]
+    text = [is_text_row(r["input_ids"], new_from) for r in rows]
     out = []
     for kind in (False, True):
         cur: list[int] = []
@@ -386,7 +386,7 @@ def step_batches(rows, micro_batch_size: int, grad_accum: int, step_tokens: int 
     out, n = [], 0.0
     while n < step_tokens and len(out) < STEP_TOKENS_MAX_MICRO:
         out.append(collate([next(rows) for _ in range(micro_batch_size)]))
-        cost = text_token_cost if text_token_cost != 1.0 and not bool((out[-1]["input_ids"] >= new_from).any()) else 1.0
+        cost = text_token_cost if text_token_cost != 1.0 and is_text_row(out[-1]["input_ids"], new_from) else 1.0
         n += cost * document_tokens(out[-1]["weights"])
     if micro_tokens > 0:
         return group_rows([{k: v[0] for k, v in b.items()} for b in out], micro_tokens, new_from)
