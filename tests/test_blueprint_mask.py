@@ -106,3 +106,22 @@ def test_blueprint_mask_draws_the_region_and_gives_the_rest_from_the_recoded_blu
         tiny_pipeline(text_tok, bits=6, decode_options={"blueprint_mask": -1})
     with pytest.raises(GenerationError, match="choose one"):
         tiny_pipeline(text_tok, bits=6, decode_options={"blueprint_mask": 1, "follow_blueprint": 2.0})
+
+
+def test_fine_follow_probe_scores_the_fine_codes_after_the_true_and_an_altered_blueprint(text_tok, load_tool):
+    from types import SimpleNamespace
+
+    from vidgpt.data.world.scene import ObjectSpec, Scene
+
+    probe = load_tool("fine_follow_probe")
+    codes = torch.arange(2 * 4 * 4).view(2, 4, 4)
+    rolled = probe.shifted_blueprint(codes)
+    assert torch.equal(rolled[0, 2, 2], codes[0, 0, 0]) and torch.equal(rolled[1, 0, 0], codes[1, 2, 2])
+    pipe = tiny_pipeline(text_tok, bits=6, fast=False)
+    scene = Scene(objects=[ObjectSpec(shape="circle", color="red", motion="right")])
+    args = SimpleNamespace(frames=9, size=32)
+    block, same, other = probe.scored_against(pipe, scene, "a red circle moving right", args, 8.0, lambda b: b.clone())
+    assert block.shape == (3, 4, 4) and same.shape == (48,) and bool(torch.isfinite(same).all())
+    assert torch.allclose(same, other)  # the blueprint left as it is scores the same
+    _, _, shifted = probe.scored_against(pipe, scene, "a red circle moving right", args, 8.0, probe.shifted_blueprint)
+    assert float((same - shifted).abs().max()) > 0  # the tiny random model reads the blueprint a little

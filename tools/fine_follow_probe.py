@@ -46,8 +46,17 @@ def fine_nll(pipe, prompt: str, block) -> torch.Tensor:
     return nll.view(-1, S).sum(-1).cpu()
 
 
-def main(argv=None) -> None:
+def scored_against(pipe, scene, prompt: str, args, fps: float, alter):
+    """(the scene's true block, NLL of its fine codes after its blueprint, after `alter(blueprint)`)."""
     from vidgpt.data.synthetic import render_scene
+
+    frames = render_scene(scene, frames=args.frames, height=args.size, width=args.size, fps=fps)
+    block = pipe.encode_frames(frames, blueprint=True)
+    other = dataclasses.replace(block, blueprint=alter(block.blueprint))
+    return block, fine_nll(pipe, prompt, block), fine_nll(pipe, prompt, other)
+
+
+def main(argv=None) -> None:
     from vidgpt.data.world.scene import DIRECTIONS
     from vidgpt.evaluate import EvalConfig, heldout_items
     from vidgpt.generate.pipeline import VidGPT, moved_fine_cells, still_blueprint
@@ -76,11 +85,8 @@ def main(argv=None) -> None:
     rows = []
     t0 = time.time()
     for k, (scene, _, prompt) in enumerate(items):
-        frames = render_scene(scene, frames=args.frames, height=args.size, width=args.size, fps=cfg.fps)
-        block = pipe.encode_frames(frames, blueprint=True)
-        still = dataclasses.replace(block, blueprint=still_blueprint(block.blueprint))
+        block, a, b = scored_against(pipe, scene, prompt, args, cfg.fps, still_blueprint)
         moved = moved_fine_cells(block.blueprint, block.shape).reshape(-1)
-        a, b = fine_nll(pipe, prompt, block), fine_nll(pipe, prompt, still)
         later = torch.zeros(block.shape, dtype=torch.bool)
         later[1:] = True
         later = later.reshape(-1)
@@ -116,7 +122,6 @@ def shifted_blueprint(codes: torch.Tensor) -> torch.Tensor:
 
 def placement(args) -> None:
     """--against shifted: the fine codes after the true blueprint against after the shifted one."""
-    from vidgpt.data.synthetic import render_scene
     from vidgpt.evaluate import EvalConfig, heldout_items
     from vidgpt.generate.pipeline import VidGPT
     from vidgpt.geometry import blueprint_region_mask
@@ -127,11 +132,8 @@ def placement(args) -> None:
     rows = []
     t0 = time.time()
     for k, (scene, _, prompt) in enumerate(items):
-        frames = render_scene(scene, frames=args.frames, height=args.size, width=args.size, fps=cfg.fps)
-        block = pipe.encode_frames(frames, blueprint=True)
-        other = dataclasses.replace(block, blueprint=shifted_blueprint(block.blueprint))
+        block, a, b = scored_against(pipe, scene, prompt, args, cfg.fps, shifted_blueprint)
         near = torch.from_numpy(blueprint_region_mask(block.blueprint.numpy(), block.shape, 0)).reshape(-1)
-        a, b = fine_nll(pipe, prompt, block), fine_nll(pipe, prompt, other)
         rows.append({"near_cells": int(near.sum()), "margin_near": float((b - a)[near].sum()),
                      "margin_rest": float((b - a)[~near].sum()),
                      "nll_near_true": float(a[near].mean()) if near.any() else float("nan"),
