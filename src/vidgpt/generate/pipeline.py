@@ -293,30 +293,41 @@ class VidGPT:
             rows.append(ids)
         return blocks, rows
 
+    def _head_ids(self, block: VisualBlock) -> list[int]:
+        """The block's ids up to <|fine|> (its header and blueprint), without <|vision_end|>."""
+        return self.layout.encode_block(block)[:-1] + [self.vocab.fine_id]
+
+    def _blueprint_pass(self, prompts, uncond, shape, sampling, generator, progress, desc, noise=None):
+        """The first pass of the two-pass paths: (the positional noise both passes draw with, the blocks with their
+        blueprints, each block's ids up to <|fine|>)."""
+        if noise is None and sampling.temperature > 0:
+            noise = PositionalNoise(generator, self.device)
+        first, _ = self.sample_blocks(prompts, uncond, shape, ("blueprint",), sampling, generator, progress, desc,
+                                      noise=noise)
+        return noise, first, [self._head_ids(b) for b in first]
+
+    def _fine_constraint(self, prompts, shape, heads) -> tuple[StructureConstraint, int]:
+        """The structure constraint of the second pass, moved past the header and blueprint already drawn, and the
+        ids left to draw (the fine codes and <|vision_end|>)."""
+        left = self.check_fits(max(len(p) for p in prompts), shape, ("blueprint", "fine"))
+        con = StructureConstraint(self.vocab, len(prompts), shape=shape, sections=("blueprint", "fine"),
+                                  max_new_tokens=left, pad_id=self.pad_id)
+        for _ in heads[0]:  # the plan goes on from the fine codes
+            con.advance(None)
+        return con, block_length(shape, self.vocab.spec.subtokens, True, True) - len(heads[0])
+
     def _sample_following_blueprint(self, prompts, uncond, shape, sampling, generator, progress, desc, noise=None):
         """sample_blocks' two-pass path: blueprints first, then the fine sections against still blueprints. Both
         passes draw with one positional noise (the second shifted to where the fine codes start), so the tokens
         are those of a one-pass decode wherever the guidance does not change the distribution."""
         import dataclasses
 
-        if noise is None and sampling.temperature > 0:
-            noise = PositionalNoise(generator, self.device)
-        first, _ = self.sample_blocks(prompts, uncond, shape, ("blueprint",), sampling, generator, progress, desc,
-                                      noise=noise)
-        heads, still = [], []
-        for b in first:
-            heads.append(self.layout.encode_block(b)[:-1] + [self.vocab.fine_id])  # up to <|fine|>, no <|vision_end|>
-            still.append(self.layout.encode_block(dataclasses.replace(b, blueprint=still_blueprint(b.blueprint)))[:-1]
-                         + [self.vocab.fine_id])
+        noise, first, heads = self._blueprint_pass(prompts, uncond, shape, sampling, generator, progress, desc, noise)
+        still = [self._head_ids(dataclasses.replace(b, blueprint=still_blueprint(b.blueprint))) for b in first]
         cond = [list(p) + h for p, h in zip(prompts, heads)]
         neg = [list(p) + h for p, h in zip(prompts, still)]
         n = len(prompts)
-        left = self.check_fits(max(len(p) for p in prompts), shape, ("blueprint", "fine"))
-        con = StructureConstraint(self.vocab, n, shape=shape, sections=("blueprint", "fine"), max_new_tokens=left,
-                                  pad_id=self.pad_id)
-        for _ in heads[0]:  # the header and blueprint are already drawn: the plan goes on from the fine codes
-            con.advance(None)
-        total = block_length(shape, self.vocab.spec.subtokens, True, True) - len(heads[0])
+        con, total = self._fine_constraint(prompts, shape, heads)
         fine_sampling = dataclasses.replace(sampling, cfg=self.follow_blueprint, late_cfg=None)
         scales = None
         if self.follow_cells == "moved":
@@ -353,35 +364,26 @@ class VidGPT:
 
         from ..geometry import blueprint_region_mask
 
-        if noise is None and sampling.temperature > 0:
-            noise = PositionalNoise(generator, self.device)
-        first, _ = self.sample_blocks(prompts, uncond, shape, ("blueprint",), sampling, generator, progress, desc,
-                                      noise=noise)
+        noise, first, heads = self._blueprint_pass(prompts, uncond, shape, sampling, generator, progress, desc, noise)
         recoded = self.recode_blueprints(first)
         if tuple(recoded.shape[1:]) != tuple(shape):
             raise GenerationError(f"blueprint_mask: re-encoded blueprints have shape {tuple(recoded.shape[1:])}, "
                                   f"the fine section {tuple(shape)}")
         n = len(prompts)
         S = self.vocab.spec.subtokens
-        heads, given = [], []
-        for b, codes in zip(first, recoded):
-            head = self.layout.encode_block(b)[:-1] + [self.vocab.fine_id]  # up to <|fine|>, no <|vision_end|>
+        given = []
+        for b, head, codes in zip(first, heads, recoded):
             ids = torch.tensor(self.layout.encode_block(dataclasses.replace(b, fine=codes))[len(head):-1])
             region = torch.from_numpy(blueprint_region_mask(b.blueprint.cpu().numpy(), shape, self.blueprint_mask))
-            heads.append(head)
             given.append(torch.where(region.reshape(-1).repeat_interleave(S), -1, ids))
-        total = block_length(shape, S, True, True) - len(heads[0])
+        given = torch.stack(given)
+        con, total = self._fine_constraint(prompts, shape, heads)
         forced = torch.full((n, total), -1, dtype=torch.long)
-        forced[:, : given[0].numel()] = torch.stack(given)
+        forced[:, : given.shape[1]] = given
         cond = [list(p) + h for p, h in zip(prompts, heads)]
         neg = None
         if uncond is not None and self.cfg_fine:
             neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
-        left = self.check_fits(max(len(p) for p in prompts), shape, ("blueprint", "fine"))
-        con = StructureConstraint(self.vocab, n, shape=shape, sections=("blueprint", "fine"), max_new_tokens=left,
-                                  pad_id=self.pad_id)
-        for _ in heads[0]:  # the header and blueprint are already drawn: the plan goes on from the fine codes
-            con.advance(None)
         stats: dict = {}
         with clip_progress(shape, S, ("fine",), enabled=progress, desc=desc) as bar:
             out = constrained_decode(
@@ -390,8 +392,8 @@ class VidGPT:
                 noise=noise.shifted(len(heads[0])) if noise is not None else None, forced=forced,
             )
         self.last_stats["fine_passes"] = stats.get("passes")
-        self.last_stats["fine_drawn"] = int((forced[:, : given[0].numel()] < 0).sum())
-        self.last_stats["fine_given"] = int((forced[:, : given[0].numel()] >= 0).sum())
+        self.last_stats["fine_drawn"] = int((given < 0).sum())
+        self.last_stats["fine_given"] = int((given >= 0).sum())
         return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
 
     def generate_text(self, sample: Sample, max_new_tokens: int = 128, seed: int | None = 0, temperature: float = 0.0) -> str:
