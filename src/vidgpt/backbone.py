@@ -517,14 +517,32 @@ def save_vidgpt_lm(lm: VidgptLM, out: str | Path, form: str = "full") -> Path:
     delta: needs the weights besides the new rows to equal meta["base"] (an untrained extension, or LoRA
     on one); writes new_rows.safetensors, adapter/ when LoRA is on, tokenizer files, vidgpt.json.
     """
-    from safetensors.torch import save_file
-
-    from .utils import atomic_dir
+    from .parent_hint import ATTR as HINT_ATTR, save_parent_hint
 
     out = Path(out)
     if form not in ("full", "delta"):
         raise ModelError(f"form={form!r}: expected 'full' or 'delta'")
     meta = dict(lm.meta)
+    # the parent hint (vidgpt.parent_hint) ships as a file of its own, not inside the backbone's weights
+    hint = getattr(base_model(lm.model), HINT_ATTR, None)
+    if hint is not None:
+        delattr(base_model(lm.model), HINT_ATTR)
+        meta["parent_hint"] = True
+    else:
+        meta.pop("parent_hint", None)
+    try:
+        _save_dir(lm, out, form, meta, hint, save_parent_hint)
+    finally:
+        if hint is not None:
+            base_model(lm.model).add_module(HINT_ATTR, hint)
+    return out
+
+
+def _save_dir(lm: VidgptLM, out: Path, form: str, meta: dict, hint, save_hint) -> None:
+    from safetensors.torch import save_file
+
+    from .utils import atomic_dir
+
     with atomic_dir(out) as tmp:
         if form == "full":
             merge_lora(lm)
@@ -545,10 +563,11 @@ def save_vidgpt_lm(lm: VidgptLM, out: str | Path, form: str = "full") -> Path:
             if lm.extra.get("tiny"):
                 meta["tiny"] = lm.extra["tiny"]
         lm.text_tokenizer.save_pretrained(tmp)
+        if hint is not None:
+            save_hint(hint, tmp)
         meta["form"] = form
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         _copy_video_tokenizer(lm.video_tokenizer_dir, tmp)
-    return out
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -613,6 +632,11 @@ def load_vidgpt_lm(directory: str | Path, dtype=None, device=None, attn_implemen
     if device is not None:
         model = model.to(device)
     model.eval()
+    from .parent_hint import attach_parent_hint, load_parent_hint_state
+
+    hint = load_parent_hint_state(d)
+    if hint is not None:  # kept on the model so a re-save (tools/ship_model.py) writes it again
+        attach_parent_hint(base_model(model), hint).requires_grad_(False)
     vt = d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)
     lm = VidgptLM(model, tok, vocab, meta, vt if vt.is_dir() else None, base_intact=base_intact)
     if meta.get("tiny"):

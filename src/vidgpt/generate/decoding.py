@@ -51,15 +51,24 @@ class HFBackend:
         params = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
+    def _inputs(self, ids: torch.Tensor, extra: torch.Tensor | None) -> dict:
+        """input_ids, or input embeddings with `extra` [R, L, H] added (vidgpt.parent_hint)."""
+        ids = ids.to(self.device)
+        if extra is None:
+            return {"input_ids": ids}
+        emb = self.model.get_input_embeddings()(ids)
+        return {"inputs_embeds": emb + extra.to(device=emb.device, dtype=emb.dtype)}
+
     @torch.inference_mode()
-    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None,
+                extra: torch.Tensor | None = None):
         from transformers import DynamicCache
 
         self.cache = DynamicCache()
         self.mask = mask.to(self.device)
         self.pos = position_ids(self.mask)[:, -1]
         out = self.model(
-            input_ids=ids.to(self.device),
+            **self._inputs(ids, extra),
             attention_mask=self.mask,
             position_ids=position_ids(self.mask),
             use_cache=True,
@@ -69,11 +78,11 @@ class HFBackend:
         return out.logits[:, -1]
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor):
+    def step(self, tokens: torch.Tensor, extra: torch.Tensor | None = None):
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
         self.pos = self.pos + 1
         out = self.model(
-            input_ids=tokens.view(-1, 1).to(self.device),
+            **self._inputs(tokens.view(-1, 1), extra),
             attention_mask=self.mask,
             position_ids=self.pos.view(-1, 1),
             use_cache=True,

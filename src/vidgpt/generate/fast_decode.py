@@ -392,10 +392,11 @@ class FastDecoder:
             return lay.down(lay.act(g) * u)
         return lay.down(lay.act(lay.gate_up(h)))
 
-    def _forward_filled(self, ids: torch.Tensor, pos: torch.Tensor, start: int) -> torch.Tensor:
+    def _forward_filled(self, ids: torch.Tensor, pos: torch.Tensor, start: int,
+                        extra: torch.Tensor | None = None) -> torch.Tensor:
         """ids [R, L] at cache slots [start, start + L); attends over slots [0, start + L).
 
-        pos [R, L] positions (rope or learned). A sliding-window layer attends over the last
+        pos [R, L] positions (rope or learned); extra [R, L, D]: added to the input embeddings (parent hints). A sliding-window layer attends over the last
         `window` slots only (a single position reads only those keys). Returns final-normed hidden
         states [R, L, D].
         """
@@ -406,6 +407,8 @@ class FastDecoder:
         for w in self.windows:
             biases[w] = self._bias(start, L, w)
         x = self.embed(ids, pos)
+        if extra is not None:
+            x = x + extra.to(x.dtype)
         cos = sin = None
         if self.cos is not None:
             cos = self.cos[pos].unsqueeze(2)  # [R, L, 1, rot_dim]
@@ -439,10 +442,13 @@ class FastDecoder:
             x = self._mlp_and_out(lay, x, o)
         return self.final_norm(x)
 
-    def _forward_static(self, ids: torch.Tensor, pos: torch.Tensor, cache_pos: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def _forward_static(self, ids: torch.Tensor, pos: torch.Tensor, cache_pos: torch.Tensor, attn_mask: torch.Tensor,
+                        extra: torch.Tensor | None = None) -> torch.Tensor:
         """Fixed-shape forward for CUDA graphs: cache slots from a tensor, mask [R, 1, L, max_len] bool."""
         R, L = ids.shape
         x = self.embed(ids, pos)
+        if extra is not None:
+            x = x + extra.to(x.dtype)
         cos = sin = None
         if self.cos is not None:
             cos = self.cos[pos].unsqueeze(2)
@@ -484,8 +490,10 @@ class FastDecoder:
 
     # --- backend API ------------------------------------------------------------------------
     @torch.inference_mode()
-    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
         """Run the left-padded prompt [R, L] (mask [R, L]); returns hidden [R, D] of the last position.
+        extra [R, L, D]: added to the input embeddings (vidgpt.parent_hint), here and in step / step_many.
 
         The cache holds `max_len` positions (prompt + everything to be generated). Buffers are kept
         and refilled in place when the next call has the same R and max_len, so a captured CUDA
@@ -505,6 +513,7 @@ class FastDecoder:
             self.key_valid = torch.ones(R, max_len, dtype=torch.bool, device=self.device)
             self.pad_bias = torch.zeros(R, max_len, dtype=self.dtype, device=self.device)
             self.step_tok = torch.zeros(R, 1, dtype=torch.long, device=self.device)
+            self.step_extra = torch.zeros(R, 1, self.head_weight.shape[1], dtype=self.dtype, device=self.device)
             self.step_cache_pos = torch.zeros(1, dtype=torch.long, device=self.device)
             self.pos_shift = torch.zeros(R, 1, dtype=torch.long, device=self.device)
             self.arange = torch.arange(max_len, device=self.device)
@@ -521,9 +530,9 @@ class FastDecoder:
             causal = torch.ones(L, max_len, dtype=torch.bool, device=self.device).tril()
             attn = causal[None] & self.key_valid[:, None, :]
             attn |= torch.eye(L, max_len, dtype=torch.bool, device=self.device)[None]  # pad queries see themselves
-            h = self._forward_static(ids, position_ids(mask), torch.arange(L, device=self.device), attn[:, None])
+            h = self._forward_static(ids, position_ids(mask), torch.arange(L, device=self.device), attn[:, None], extra)
         else:
-            h = self._forward_filled(ids, position_ids(mask), 0)
+            h = self._forward_filled(ids, position_ids(mask), 0, extra)
         # decode-step state lives in tensors so a captured graph replays it
         self.step_cache_pos.fill_(L)
         self._pos = L
@@ -533,17 +542,21 @@ class FastDecoder:
         p = self.step_cache_pos
         pos = (p.view(1, 1) - self.pos_shift).clamp(min=0)  # [R, 1] rope positions
         attn = (self.key_valid & (self.arange <= p)[None])[:, None, None, :]
-        return self._forward_static(self.step_tok, pos, p, attn)[:, -1]
+        return self._forward_static(self.step_tok, pos, p, attn, self.step_extra)[:, -1]
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row [R]; returns hidden [R, D] for the next position."""
+    def step(self, tokens: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed one token per row [R]; returns hidden [R, D] for the next position (extra [R, 1, D]: see prefill)."""
         if self._pos >= self.max_len:
             raise RuntimeError(f"KV cache of {self.max_len} positions is full")
         if self.attention == "filled":
-            out = self.step_many(tokens.view(-1, 1))[:, -1]
+            out = self.step_many(tokens.view(-1, 1), extra)[:, -1]
             return out
         self.step_tok.copy_(tokens.view(-1, 1))
+        if extra is None:
+            self.step_extra.zero_()
+        else:
+            self.step_extra.copy_(extra.view_as(self.step_extra))
         if self.use_cuda_graph:
             if self._graph is None:
                 self._capture()
@@ -556,8 +569,9 @@ class FastDecoder:
         return out
 
     @torch.inference_mode()
-    def step_many(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed L tokens per row [R, L] at the next L positions; returns hidden [R, L, D] (filled attention)."""
+    def step_many(self, tokens: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed L tokens per row [R, L] at the next L positions; returns hidden [R, L, D] (filled attention).
+        extra [R, L, D]: see prefill."""
         if self.attention != "filled":
             raise RuntimeError("step_many needs attention='filled'")
         tokens = tokens.to(self.device)
@@ -567,7 +581,7 @@ class FastDecoder:
             raise RuntimeError(f"KV cache of {self.max_len} positions is full")
         slots = torch.arange(start, start + L, device=self.device)[None]
         pos = (slots - self.pos_shift).clamp(min=0)
-        h = self._forward_filled(tokens, pos, start)
+        h = self._forward_filled(tokens, pos, start, extra)
         self._pos = start + L
         self.step_cache_pos.fill_(self._pos)
         return h
@@ -592,6 +606,7 @@ class FastDecoder:
         self.key_valid = self.key_valid[:n].contiguous()
         self.pad_bias = self.pad_bias[:n].contiguous()
         self.step_tok = self.step_tok[:n].contiguous()
+        self.step_extra = self.step_extra[:n].contiguous()
         self.pos_shift = self.pos_shift[:n].contiguous()
         self.no_pad = bool(self.key_valid.all())
         self._graph = None

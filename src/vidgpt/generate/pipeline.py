@@ -31,6 +31,7 @@ from ..layout import DEFAULT_CONTINUE, Layout, Sample, Turn, VisualBlock
 from ..vocab import UnifiedVocab
 from .constraints import ShapeLimits, StructureConstraint, blueprint_frame_index, fine_index
 from .decoding import constrained_decode
+from ..parent_hint import load_parent_hint_state, wrap_backend
 from .fast_decode import make_backend
 from .progress import clip_progress
 from .result import GenerationResult
@@ -144,7 +145,9 @@ class VidGPT:
             raise GenerationError("blueprint_mask and follow_blueprint: choose one way to draw the fine section")
         if self.speculative < 0:
             raise GenerationError(f"speculative {self.speculative}: drafts per pass must be >= 0 (0 = one token a pass)")
-        self.backend = make_backend(model, fast, **opts)
+        # the model's parent hints (vidgpt.parent_hint: {"proj": P} from parent_hint.safetensors; None = none)
+        self.parent_hint = opts.pop("parent_hint", None)
+        self.backend = wrap_backend(make_backend(model, fast, **opts), model, vocab, self.parent_hint)
         self.last_stats: dict = {}
         eos = getattr(text_tokenizer, "eos_token_id", None)
         if chat:
@@ -194,6 +197,7 @@ class VidGPT:
         video_tok = VideoTokenizer.from_pretrained(tok_dir, device=device)
         chat = bool((lm.meta.get("layout") or {}).get("chat", True))
         decode_options = dict(decode_options or {})
+        decode_options.setdefault("parent_hint", load_parent_hint_state(d))  # None when the model has none
         if decode_options.get("dtype") == "int8" and fast and "int8_maxima" not in decode_options:
             from .int8_calibration import load_maxima
 

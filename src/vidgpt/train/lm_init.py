@@ -84,6 +84,7 @@ def load_checkpoint_weights(model, ckpt: Path, where: str) -> int:
     state = dict(checkpoint_state(ckpt))
     own = model.state_dict()
     _match_bit_rows(state, own, where)
+    _match_parent_hint(state, own, where)
     for k in own:  # a module the source had no LoRA on holds its weight as `X.weight`, here `X.base_layer.weight`
         plain = k.replace(".base_layer.", ".")
         if ".base_layer." in k and k not in state and plain in state and plain not in own:
@@ -101,6 +102,19 @@ def _match_bit_rows(state: dict, own: dict, where: str) -> None:
     for k in [k for k in state if f"{ATTR}." in k and k not in own]:
         if bool(state[k].any()):
             raise ConfigError(f"{where}: {k} is not folded into the rows (non-zero); set model.bit_rows: true")
+        del state[k]
+    for k in [k for k in own if f"{ATTR}." in k and k not in state]:
+        state[k] = own[k].detach().clone().zero_()
+
+
+def _match_parent_hint(state: dict, own: dict, where: str) -> None:
+    """A run with `model.parent_hint` may start from weights without one (P starts at zero: the same function);
+    a source whose P is not zero needs the option, else what it learnt would be dropped."""
+    from ..parent_hint import ATTR
+
+    for k in [k for k in state if f"{ATTR}." in k and k not in own]:
+        if bool(state[k].any()):
+            raise ConfigError(f"{where}: the source has a trained parent hint ({k}); set model.parent_hint: true")
         del state[k]
     for k in [k for k in own if f"{ATTR}." in k and k not in state]:
         state[k] = own[k].detach().clone().zero_()
@@ -179,6 +193,7 @@ def _load_delta(lm, d: Path, where: str) -> dict:
                 raise ConfigError(f"{where}: {NEW_ROWS_NAME} {key} has shape {tuple(src.shape)}, this config makes "
                                   f"{(w.shape[0] - lm.vocab.offset, w.shape[1])}")
             w[lm.vocab.offset :] = src.to(w.dtype)
+    _load_hint(lm, d, where, info)
     adapter = d / ADAPTER_DIR
     if not adapter.is_dir():
         return info  # an untrained extension: a fresh adapter (B = 0) on it computes the same function
@@ -228,6 +243,28 @@ def _load_delta(lm, d: Path, where: str) -> dict:
     if fresh:
         info["widened"] = len(fresh)
     return info
+
+
+def _load_hint(lm, d: Path, where: str, info: dict) -> None:
+    """The source's parent_hint.safetensors into the run's ParentHint (vidgpt.parent_hint)."""
+    import torch
+
+    from ..backbone import base_model
+    from ..parent_hint import KEY, load_parent_hint_state, parent_hint_of
+
+    src = load_parent_hint_state(d)
+    if src is None:
+        return
+    hint = parent_hint_of(base_model(lm.model))
+    if hint is None:
+        raise ConfigError(f"{where}: the source has a trained parent hint (parent_hint.safetensors); "
+                          "set model.parent_hint: true")
+    P = getattr(hint, KEY)
+    if tuple(src[KEY].shape) != tuple(P.shape):
+        raise ConfigError(f"{where}: its parent hint has shape {tuple(src[KEY].shape)}, this config makes {tuple(P.shape)}")
+    with torch.no_grad():
+        P.copy_(src[KEY].to(P.dtype))
+    info["parent_hint"] = True
 
 
 def visual_row_state(lm) -> dict:
@@ -307,6 +344,7 @@ def _init_from(lm, path: str | Path, cfg) -> dict:
     state = dict(src.model.state_dict())
     own = lm.model.state_dict()
     _match_bit_rows(state, own, where)  # a saved model holds its bit rows folded (A = 0)
+    _match_parent_hint(state, own, where)
     _check_tensors(where, state, {k: tuple(v.shape) for k, v in own.items()})
     lm.model.load_state_dict(state, strict=True)
     return info

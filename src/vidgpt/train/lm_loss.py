@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from ..backbone import base_model
 from ..errors import ConfigError
 from ..vocab import UnifiedVocab
+from ..parent_hint import hint_ids, parent_hint_of
 from .bit_rows import bit_rows_of
 
 HEADS = ("auto", "plain", "full", "constrained")
@@ -383,8 +384,17 @@ class LossHead:
         body = base.get_decoder() if hasattr(base, "get_decoder") else base.model
         kw = {"position_ids": batch["position_ids"], "use_cache": False}
         rows = TokenRows(base.get_input_embeddings(), bit_rows_of(base))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.embed_grad == "input"):
-            emb = rows.lookup(batch.get("model_input_ids", batch["input_ids"]))  # noisy inputs (input_noise.py)
+        ids = batch.get("model_input_ids", batch["input_ids"])  # noisy inputs (input_noise.py)
+        grad_rows = torch.is_grad_enabled() and self.settings.embed_grad == "input"
+
+        def lookup(x: torch.Tensor) -> torch.Tensor:
+            with torch.set_grad_enabled(grad_rows):
+                return rows.lookup(x)
+
+        emb = lookup(ids)
+        hint = parent_hint_of(base)
+        if hint is not None:  # each fine position told its next cell's blueprint parent (vidgpt.parent_hint)
+            emb = hint.add(emb, hint_ids(ids, self.vocab), lookup)
         return body(inputs_embeds=emb, **kw).last_hidden_state
 
     def text_kl(self, model, batch: dict, h: torch.Tensor) -> torch.Tensor | None:

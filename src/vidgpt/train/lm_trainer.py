@@ -51,6 +51,8 @@ class LMModelConfig:
     attn_implementation: str = "auto"  # auto | flash_attention_4 | flash_attention_2 | sdpa | eager
     gradient_checkpointing: bool = False
     bit_rows: bool = False  # visual rows = free part + bits(code) @ A, A trained (vidgpt.train.bit_rows)
+    parent_hint: bool = False  # each fine position's input + P @ row(its next cell's blueprint parent) (vidgpt.parent_hint)
+    parent_hint_lr: float = 1.0e-3  # P's own peak lr (it starts at zero; the schedule scales it as the others)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -134,7 +136,7 @@ class LMTrainConfig:
 def build_lm(cfg: LMTrainConfig, device, amp_dtype):
     """Load (or extend on the fly) the vidgpt LM, pick attention, apply LoRA."""
     from ..attention import resolve_attention
-    from ..backbone import apply_lora, extend, load_vidgpt_lm, set_attention
+    from ..backbone import apply_lora, base_model, extend, load_vidgpt_lm, set_attention
 
     m = cfg.model
     attn = resolve_attention(m.attn_implementation, device, amp_dtype)
@@ -173,6 +175,11 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         from .bit_rows import attach_bit_rows
 
         attach_bit_rows(lm.model, lm.vocab)
+    if m.parent_hint:  # after LoRA (peft freezes what it finds); a model directory's own hint (m.path) is kept
+        from ..parent_hint import attach_parent_hint, parent_hint_of
+
+        hint = parent_hint_of(base_model(lm.model)) or attach_parent_hint(base_model(lm.model))
+        hint.requires_grad_(True)
     lm.model.train()
     return lm, attn
 
@@ -220,12 +227,21 @@ def cost_tool_lm(config: str | Path, sets: list[str] | tuple = (), fp32_frozen: 
     return cfg, lm, getattr(lm.text_tokenizer, "pad_token_id", None) or 0, bf16
 
 
-def make_optimizer(model, t: LMTrainLoop) -> torch.optim.Optimizer:
+def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None) -> torch.optim.Optimizer:
+    """AdamW: weight decay on matrices, none on vectors; the parent hint's P (when attached) in a group of its own at
+    `hint_lr` without decay."""
+    from ..backbone import base_model
+    from ..parent_hint import parent_hint_of
+
+    hint = parent_hint_of(base_model(model))
+    own = {id(p) for p in hint.parameters()} if hint is not None else set()
     decay, no_decay = [], []
     for p in model.parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) not in own:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if hint is not None:
+        groups.append({"params": list(hint.parameters()), "weight_decay": 0.0, "lr": hint_lr or t.lr})
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
 
 
@@ -504,6 +520,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
 
     from ..backbone import save_vidgpt_lm
     from .bit_rows import detach_bit_rows, fold_bit_rows
+    from ..backbone import base_model
+    from ..parent_hint import KEY as HINT_KEY, parent_hint_of
     from .distributed import (average_gradients, drop_log_after, engine_name, gather_data_state, is_fsdp, make_accelerator,
                               plain_model_for_save, prepare)
 
@@ -553,7 +571,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.max_minutes < 0:
         raise ConfigError(f"train.max_minutes={t.max_minutes}: a budget in minutes, or 0 for none")
     clock = WallClock(t.max_minutes * 60)  # its spent seconds come from the checkpoint on --resume (below)
-    optimizer = make_optimizer(lm.model, t)
+    optimizer = make_optimizer(lm.model, t, cfg.model.parent_hint_lr)
+    hint = parent_hint_of(base_model(lm.model))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio, clock.done())
     )
@@ -691,6 +710,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         final = state["step"] == t.steps or timed_out
         bar.update(1)
         rec = {"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "time": round(time.time(), 3)}
+        if hint is not None:  # how far P has grown from zero (vidgpt.parent_hint)
+            rec["parent_hint_norm"] = float(getattr(hint, HINT_KEY).detach().norm())
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
         if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)

@@ -1,0 +1,278 @@
+"""Parent hints: every fine-section position is told the blueprint code of the cell it predicts next.
+
+In a visual block the fine section follows its blueprint (vidgpt.layout): the fine cell (t, y, x) is the
+upsampled detail of the blueprint cell (t, y // 2, x // 2), its *parent*. But the parent is a different distance
+back for every cell (the blueprint sits before the whole fine section), so no fixed relative position points at
+it, and measured on the CPU-trained models the fine section barely reads its blueprint
+(`tools/fine_follow_probe.py`: ~0.01-0.04 nats a code). A parent hint puts it where the model cannot miss it:
+the input of the position that predicts fine cell j gets, added to its token embedding,
+
+    P @ row(parent id of cell j)          P [H, H], zeros at start (the model's function is unchanged)
+
+where row() is the input embedding row of that blueprint id. The hint at a position depends only on ids at or
+before it (the header and the blueprint come first), so training and decoding stay causal, and it is computed
+from the ids alone: `hint_ids` for a batch of rows (the trainer), `HintTracker` one id at a time (decoding, with
+truncation for speculative windows). With S sub-tokens a cell, the position that predicts sub-token g of a fine
+cell is told sub-token g of its parent.
+
+P ships beside the model as `parent_hint.safetensors` (vidgpt.json "parent_hint": true); the backbone's own
+weights are untouched, so the fast decoder, the light loader and the ready cache read the model as before and
+`HintedBackend` adds the hints around any backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .geometry import blueprint_shape
+from .vocab import UnifiedVocab
+
+ATTR = "vidgpt_parent_hint"  # the module's attribute on the base model (training)
+FILE = "parent_hint.safetensors"
+KEY = "proj"
+
+# tracker modes
+_OUT, _HEADER, _MARKER, _BLUEPRINT, _FINE, _SKIP = range(6)
+
+
+class HintTracker:
+    """Reads one row's ids one at a time; `feed` returns the hint id of each position (-1: none).
+
+    The state after every position is kept, so `truncate(n)` goes back to the state after the first n ids.
+    """
+
+    def __init__(self, vocab: UnifiedVocab):
+        self.v = vocab
+        self.S = vocab.spec.subtokens
+        self.ids: list[int] = []
+        self.states: list[tuple] = []
+        self.state: tuple = (_OUT,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def truncate(self, n: int) -> None:
+        del self.ids[n:], self.states[n:]
+        self.state = self.states[-1] if self.states else (_OUT,)
+
+    def feed(self, tok: int) -> int:
+        tok = int(tok)
+        pos = len(self.ids)
+        self.ids.append(tok)
+        self.state, hint = self._next(self.state, tok, pos)
+        self.states.append(self.state)
+        return hint
+
+    def feed_many(self, toks: Sequence[int]) -> list[int]:
+        return [self.feed(t) for t in toks]
+
+    def _visual(self, tok: int) -> bool:
+        return self.v.visual_offset <= tok < self.v.end
+
+    def _next(self, st: tuple, tok: int, pos: int) -> tuple[tuple, int]:
+        v, mode = self.v, st[0]
+        if tok == v.vision_start_id:
+            return (_HEADER, ()), -1
+        if mode == _HEADER:
+            dims = st[1]
+            val = v.header_value(tok, "thw"[len(dims)])
+            if val is None:
+                return (_OUT,), -1
+            dims = dims + (val,)
+            return ((_MARKER, dims, None) if len(dims) == 3 else (_HEADER, dims)), -1
+        if mode == _MARKER:
+            dims, bp_start = st[1], st[2]
+            if tok == v.blueprint_id and bp_start is None:
+                return (_BLUEPRINT, dims, pos + 1), -1
+            if tok == v.fine_id:
+                if bp_start is None:
+                    return (_SKIP,), -1  # a fine section without a blueprint: nothing to hint
+                return (_FINE, dims, bp_start, 0), self._parent(dims, bp_start, 0)
+            return (_OUT,), -1
+        if mode == _BLUEPRINT:
+            dims, bp_start = st[1], st[2]
+            if not self._visual(tok):
+                return (_OUT,), -1
+            bt, bh, bw = blueprint_shape(dims)
+            if pos + 1 - bp_start == bt * bh * bw * self.S:
+                return (_MARKER, dims, bp_start), -1  # blueprint complete: the fine marker may come
+            return st, -1
+        if mode == _FINE:
+            dims, bp_start, k = st[1], st[2], st[3] + 1
+            if not self._visual(tok):
+                return (_OUT,), -1
+            if k >= dims[0] * dims[1] * dims[2] * self.S:
+                return (_SKIP,), -1  # the last fine id: nothing after it to predict
+            return (_FINE, dims, bp_start, k), self._parent(dims, bp_start, k)
+        if mode == _SKIP and self._visual(tok):
+            return st, -1
+        return (_OUT,), -1
+
+    def _parent(self, dims: tuple, bp_start: int, k: int) -> int:
+        """The blueprint id of the parent of fine id k (cell k // S, sub-token k % S)."""
+        t, h, w = dims
+        _, bh, bw = blueprint_shape(dims)
+        cell, g = divmod(k, self.S)
+        tt, r = divmod(cell, h * w)
+        y, x = divmod(r, w)
+        pc = (tt * bh + y // 2) * bw + x // 2
+        return self.ids[bp_start + pc * self.S + g]
+
+
+def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab) -> torch.Tensor:
+    """[B, L] ids -> [B, L] hint ids (-1 where a position has none)."""
+    rows = ids.tolist()
+    out = []
+    for row in rows:
+        tr = HintTracker(vocab)
+        out.append(tr.feed_many(row))
+    return torch.tensor(out, dtype=torch.long, device=ids.device).view(ids.shape)
+
+
+class ParentHint(nn.Module):
+    """The projection P [H, H] (zeros at start) of the parent's embedding row into the hinted position's input."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        setattr(self, KEY, nn.Parameter(torch.zeros(hidden, hidden)))
+
+    def add(self, emb: torch.Tensor, hints: torch.Tensor, lookup) -> torch.Tensor:
+        """emb [B, L, H] + P @ lookup(hints) where hints >= 0. P always takes part in the graph (a zero gradient
+        when no position is hinted), so every rank of a data-parallel step has a gradient for it."""
+        P = getattr(self, KEY)
+        has = hints >= 0
+        if not bool(has.any()):
+            return emb + 0.0 * P.sum().to(emb.dtype)
+        rows = lookup(torch.where(has, hints, 0)) * has.unsqueeze(-1).to(emb.dtype)
+        return emb + (rows @ P.t().to(rows.dtype)).to(emb.dtype)
+
+
+def attach_parent_hint(base, state: dict | None = None) -> ParentHint:
+    """Give the HF model `base` (under any peft wrapper: backbone.base_model) a ParentHint module (trainable; from
+    `state` when given); returns it."""
+    p = next(base.parameters())
+    mod = ParentHint(int(base.config.hidden_size)).to(p.device)
+    if state is not None:
+        mod.load_state_dict({KEY: state[KEY].float()})
+    base.add_module(ATTR, mod)
+    return mod
+
+
+def parent_hint_of(base) -> ParentHint | None:
+    """The ParentHint module of the HF model `base` (backbone.base_model), or None."""
+    return getattr(base, ATTR, None) if base is not None else None
+
+
+def save_parent_hint(module: ParentHint, directory: str | Path, dtype=torch.bfloat16) -> Path:
+    from safetensors.torch import save_file
+
+    f = Path(directory) / FILE
+    save_file({KEY: getattr(module, KEY).detach().to(dtype).cpu().contiguous()}, str(f))
+    return f
+
+
+def load_parent_hint_state(directory: str | Path) -> dict | None:
+    """{"proj": P} from a model directory's parent_hint.safetensors, or None when it has none."""
+    from safetensors.torch import load_file
+
+    f = Path(directory) / FILE
+    return load_file(str(f)) if f.is_file() else None
+
+
+def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict | None) -> torch.Tensor:
+    """The input embeddings of `ids` [B, L] for a plain HF forward (`inputs_embeds=`), hints added (teacher-forced
+    scoring, e.g. tools/fine_follow_probe.py)."""
+    W = model.get_input_embeddings().weight
+    emb = F.embedding(ids, W)
+    if state is None:
+        return emb
+    hints = hint_ids(ids, vocab)
+    has = hints >= 0
+    rows = F.embedding(torch.where(has, hints, 0), W) * has.unsqueeze(-1).to(W.dtype)
+    return emb + rows @ state[KEY].to(W.dtype).t()
+
+
+class HintedBackend:
+    """A decode backend (decoding.HFBackend, fast_decode.FastDecoder) whose every fed position gets its parent hint.
+
+    The inner backend takes `extra` [R, L, H] input embeddings in prefill / step / step_many; this wrapper tracks
+    each row's ids (HintTracker), so speculative windows (`truncate`) and dropped guidance rows (`keep_rows`) keep
+    the hints right.
+    """
+
+    def __init__(self, inner, vocab: UnifiedVocab, proj: torch.Tensor, embed_weight: torch.Tensor):
+        self.inner = inner
+        self.vocab = vocab
+        self.device = inner.device
+        self.name = inner.name
+        self.embed_weight = embed_weight
+        self.proj_t = proj.to(device=embed_weight.device, dtype=embed_weight.dtype).t().contiguous()
+        self.trackers: list[HintTracker] = []
+
+    def __getattr__(self, name):  # everything else (fallback_reason, cache, speculative_mode, ...) from the inner one
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _extra(self, hints: list[list[int]]) -> torch.Tensor | None:
+        h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
+        has = h >= 0
+        if not bool(has.any()):
+            return None
+        rows = F.embedding(torch.where(has, h, 0), self.embed_weight) * has.unsqueeze(-1).to(self.embed_weight.dtype)
+        return (rows @ self.proj_t).to(self.device)
+
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):
+        self.trackers = [HintTracker(self.vocab) for _ in range(ids.shape[0])]
+        hints = [tr.feed_many(row) for tr, row in zip(self.trackers, ids.tolist())]
+        return self.inner.prefill(ids, mask, max_len=max_len, extra=self._extra(hints))
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor):
+        hints = [[tr.feed(t)] for tr, t in zip(self.trackers, tokens.view(-1).tolist())]
+        return self.inner.step(tokens, extra=self._extra(hints))
+
+    @torch.inference_mode()
+    def step_many(self, tokens: torch.Tensor):
+        hints = [tr.feed_many(row) for tr, row in zip(self.trackers, tokens.tolist())]
+        return self.inner.step_many(tokens, extra=self._extra(hints))
+
+    def truncate(self, n: int) -> None:
+        self.inner.truncate(n)
+        for tr in self.trackers:
+            tr.truncate(n)
+
+    def keep_rows(self, n: int) -> None:
+        self.inner.keep_rows(n)
+        self.trackers = self.trackers[:n]
+
+    def logits(self, state, lo: int, hi: int):
+        return self.inner.logits(state, lo, hi)
+
+    @property
+    def supports_step_many(self) -> bool:
+        return bool(getattr(self.inner, "supports_step_many", False)) and callable(getattr(self.inner, "step_many", None))
+
+    @property
+    def position(self) -> int:
+        return self.inner.position
+
+
+def input_embedding_weight(model) -> torch.Tensor:
+    """The input embedding matrix of an HF model or of light_model.LightLlama."""
+    if hasattr(model, "tensor") and hasattr(model, "embed_tokens"):
+        return model.tensor("model.embed_tokens.weight")
+    return model.get_input_embeddings().weight.detach()
+
+
+def wrap_backend(backend, model, vocab: UnifiedVocab, state: dict | None):
+    """`backend` with parent hints when the model has them (state from `load_parent_hint_state`), else itself."""
+    if state is None:
+        return backend
+    return HintedBackend(backend, vocab, state[KEY], input_embedding_weight(model))

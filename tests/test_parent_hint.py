@@ -1,0 +1,234 @@
+"""vidgpt.parent_hint: each fine position is told its next cell's blueprint parent, the same in training and decoding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidgpt.config import load_config
+from vidgpt.errors import ConfigError
+from vidgpt.layout import Layout, VisualBlock
+from vidgpt.parent_hint import (ATTR, FILE, KEY, HintedBackend, HintTracker, attach_parent_hint, embed_with_hints,
+                                hint_ids, load_parent_hint_state, parent_hint_of)
+from vidgpt.vocab import UnifiedVocab, VocabSpec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_YAML = Path(__file__).resolve().parents[1] / "configs" / "lm" / "tiny.yaml"
+
+
+class _EOS:
+    eos_token_id = 2
+
+
+def _block_ids(vocab, shape=(2, 4, 6), seed=0):
+    from vidgpt.geometry import blueprint_shape
+
+    g = torch.Generator().manual_seed(seed)
+    n = 2 ** vocab.spec.codebook_bits
+    fine = torch.randint(0, n, shape, generator=g)
+    bp = torch.randint(0, n, blueprint_shape(shape), generator=g)
+    lay = Layout(vocab, _EOS(), chat=False)
+    return lay.encode_block(VisualBlock(shape, fine=fine, blueprint=bp)), bp
+
+
+@pytest.mark.parametrize("subtokens", [1, 2])
+def test_each_fine_position_is_told_the_parent_of_the_cell_it_predicts(subtokens):
+    vocab = UnifiedVocab(VocabSpec(6, subtokens, 8, 8), offset=100)
+    S = subtokens
+    shape = (2, 4, 6)
+    block, bp = _block_ids(vocab, shape)
+    text = [5, 6, 7]
+    ids = text + block + text + block  # two blocks: the state resets between them
+    hints = HintTracker(vocab).feed_many(ids)
+    assert len(hints) == len(ids)
+    bp_ids = vocab.codes_to_ids(bp).view(*bp.shape, S)
+    for start in (len(text), 2 * len(text) + len(block)):
+        fine_marker = start + 4 + 1 + bp.numel() * S  # <vision_start> t h w <blueprint> codes, then <fine>
+        assert ids[fine_marker] == vocab.fine_id
+        n_fine = shape[0] * shape[1] * shape[2] * S
+        for k in range(n_fine):  # the position before fine id k predicts it: its hint is k's parent
+            cell, g = divmod(k, S)
+            t, r = divmod(cell, shape[1] * shape[2])
+            y, x = divmod(r, shape[2])
+            assert hints[fine_marker + k] == int(bp_ids[t, y // 2, x // 2, g]), (start, k)
+        # nothing before the fine section, nothing on the last fine id or the end marker
+        assert all(h == -1 for h in hints[start : fine_marker])
+        assert hints[fine_marker + n_fine] == -1 and hints[fine_marker + n_fine + 1] == -1
+    assert sum(h >= 0 for h in hints) == 2 * shape[0] * shape[1] * shape[2] * S
+    # the batch form is the same, row by row
+    batch = torch.tensor([ids, ids[::-1]])
+    got = hint_ids(batch, vocab)
+    assert got[0].tolist() == hints and (got[1] == -1).all()  # reversed: no well-formed block, no hint
+
+
+def test_no_hints_without_a_blueprint_or_in_a_broken_block():
+    vocab = UnifiedVocab(VocabSpec(6, 1, 8, 8), offset=100)
+    lay = Layout(vocab, _EOS(), chat=False)
+    fine_only = lay.encode_block(VisualBlock((1, 4, 4), fine=torch.zeros(1, 4, 4, dtype=torch.long)))
+    assert all(h == -1 for h in HintTracker(vocab).feed_many(fine_only))
+    block, _ = _block_ids(vocab, (1, 4, 4))
+    cut = block[:8] + [5] + block[8:]  # text inside the blueprint: the block is abandoned
+    assert all(h == -1 for h in HintTracker(vocab).feed_many(cut))
+
+
+def test_truncation_goes_back_to_the_state_at_that_position():
+    vocab = UnifiedVocab(VocabSpec(6, 1, 8, 8), offset=100)
+    ids, _ = _block_ids(vocab, (2, 4, 4))
+    whole = HintTracker(vocab).feed_many(ids)
+    tr = HintTracker(vocab)
+    for cut in (30, 11, 4, 0):
+        tr.truncate(0)
+        first = tr.feed_many(ids[:cut + 7])
+        tr.truncate(cut)
+        assert len(tr) == cut
+        assert first[:cut] + tr.feed_many(ids[cut:]) == whole
+
+
+def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True):
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline(text_tok, bits=6, fast=fast)
+    H = pipe.model.config.hidden_size
+    P = scale * torch.randn(H, H, generator=torch.Generator().manual_seed(1)) / H**0.5
+    hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": {KEY: P}})
+    return pipe, hinted, P
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast):
+    """Prefill, one-token steps, several-token steps and truncation through HintedBackend give the logits of one
+    teacher-forced forward whose inputs carry the hints."""
+    pipe, hinted, P = _tiny_pipe_with_hint(text_tok, fast=fast)
+    assert isinstance(hinted.backend, HintedBackend) and not isinstance(pipe.backend, HintedBackend)
+    vocab = hinted.vocab
+    block, _ = _block_ids(vocab, (2, 4, 4), seed=3)
+    ids = torch.tensor([[11, 12, 13] + block])
+    with torch.no_grad():
+        ref = hinted.model(inputs_embeds=embed_with_hints(hinted.model, ids, vocab, {KEY: P})).logits[0]
+        plain = hinted.model(input_ids=ids).logits[0]
+    be = hinted.backend
+    lo, hi = vocab.visual_offset, vocab.end
+    n0 = 20  # prompt: the header and part of the blueprint
+    got = [be.logits(be.prefill(ids[:, :n0], torch.ones(1, n0, dtype=torch.long), max_len=ids.shape[1] + 4), lo, hi)[0]]
+    at = n0
+    if getattr(be, "supports_step_many", False):
+        h = be.step_many(ids[:, at : at + 15])  # into the fine section
+        got += [be.logits(h[:, j], lo, hi)[0] for j in range(15)]
+        at += 15
+        be.truncate(at - 4)  # a rejected speculative tail: fed again below
+        got, at = got[:-4], at - 4
+    while at < ids.shape[1] - 1:
+        got.append(be.logits(be.step(ids[:, at]), lo, hi)[0])
+        at += 1
+    got = torch.stack(got)
+    want = ref[n0 - 1 : ids.shape[1] - 1, lo:hi]
+    assert torch.allclose(got, want, atol=2e-3), float((got - want).abs().max())
+    # and the hints did something: the plain forward differs on the fine section
+    assert (plain[n0 - 1 : ids.shape[1] - 1, lo:hi] - want).abs().max() > 1e-2
+
+
+def test_zero_projection_changes_no_clip_and_a_trained_one_does(text_tok):
+    pipe, hinted, P = _tiny_pipe_with_hint(text_tok)
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    zero = tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": {KEY: torch.zeros_like(P)}})
+    kw = dict(frames=9, height=32, width=32, seed=4, cfg=1.0)
+    a = pipe.generate("a red circle moving right", **kw)
+    b = zero.generate("a red circle moving right", **kw)
+    c = hinted.generate("a red circle moving right", **kw)
+    assert a.token_ids == b.token_ids
+    (ba,), (bc,) = a.blocks, c.blocks
+    assert torch.equal(ba.blueprint, bc.blueprint)  # the blueprint has no hints
+    assert not torch.equal(ba.fine, bc.fine)
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+def _tiny(extra):
+    from vidgpt.train.lm_trainer import LMTrainConfig
+
+    return load_config(LMTrainConfig, TINY_YAML, ["train.eval_batches=0", "loss.head=constrained",
+                                                  "model.parent_hint=true", "data.blueprint=true"] + extra)
+
+
+def test_the_loss_head_adds_the_hint_and_P_learns():
+    from vidgpt.backbone import base_model
+    from vidgpt.train.lm_loss import LossHead, LossSettings, reference_loss
+
+    from test_lm_loss import make_batch, make_lm
+
+    lm = make_lm(False)
+    batch = make_batch(lm, seq_len=128)
+    assert (hint_ids(batch["input_ids"], lm.vocab) >= 0).any(), "the test needs fine sections after blueprints"
+    head = LossHead(lm.vocab, LossSettings(head="constrained"))
+    with torch.no_grad():
+        before = float(head(lm.model, batch)[0])
+    hint = attach_parent_hint(base_model(lm.model))
+    loss, _ = head(lm.model, batch)
+    assert float(loss.detach()) == pytest.approx(before, abs=1e-6)  # P = 0: the same function
+    loss.backward()
+    P = getattr(hint, KEY)
+    assert P.grad is not None and P.grad.abs().sum() > 0
+    with torch.no_grad():
+        P.normal_(0, 2.0)  # the tiny model's visual rows are small (std ~0.003)
+        hinted = float(head(lm.model, batch)[0])
+        assert abs(hinted - before) > 5e-5  # a random tiny model: ~uniform over the codes, it moves a little
+        ids = batch["input_ids"]  # the head's loss is the plain forward's on inputs that carry the hints
+        logits = lm.model(inputs_embeds=embed_with_hints(lm.model, ids, lm.vocab, {KEY: P}),
+                          position_ids=batch["position_ids"]).logits
+        ref = float(reference_loss(logits, ids, batch["weights"], lm.vocab, "constrained")[0])
+    assert hinted == pytest.approx(ref, abs=1e-4)
+    assert parent_hint_of(base_model(lm.model)) is hint
+
+
+def test_a_run_trains_P_saves_it_beside_the_model_and_the_next_piece_starts_from_it(tmp_path):
+    from vidgpt.backbone import base_model, load_vidgpt_lm
+    from vidgpt.train.lm_trainer import train_lm
+
+    train_lm(_tiny(["train.steps=4", "train.ckpt_every=4", "model.parent_hint_lr=1e-2"]), tmp_path / "a",
+             progress=False)
+    model_dir = tmp_path / "a" / "model"
+    assert json.loads((model_dir / "vidgpt.json").read_text())["parent_hint"] is True
+    state = load_parent_hint_state(model_dir)
+    assert state[KEY].abs().max() > 1e-3  # P moved off zero
+    from safetensors.torch import load_file
+
+    assert not any(ATTR in k for k in load_file(str(model_dir / "model.safetensors")))  # not in the backbone's file
+    lm = load_vidgpt_lm(model_dir)
+    assert torch.allclose(getattr(parent_hint_of(base_model(lm.model)), KEY).float(), state[KEY].float())
+    # the next piece takes P from the run's checkpoint and from its model directory
+    for src in (tmp_path / "a", model_dir):
+        out = tmp_path / ("b" + src.name)
+        train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", f"train.init_from={src}"]), out,
+                 progress=False)
+        assert torch.allclose(load_parent_hint_state(out / "model")[KEY].float(), state[KEY].float(), atol=1e-2)
+    # a config without the option refuses a source with a trained P
+    with pytest.raises(ConfigError, match="parent_hint"):
+        from vidgpt.train.lm_trainer import LMTrainConfig
+
+        cfg = load_config(LMTrainConfig, TINY_YAML, ["train.eval_batches=0", "loss.head=constrained", "train.steps=1",
+                                                     f"train.init_from={tmp_path / 'a'}"])
+        train_lm(cfg, tmp_path / "c", progress=False)
+
+
+def test_the_pipeline_loads_the_hint_of_a_saved_model(tmp_path):
+    from vidgpt.generate.pipeline import VidGPT
+    from vidgpt.train.lm_trainer import train_lm
+
+    train_lm(_tiny(["train.steps=2", "train.ckpt_every=0", "model.parent_hint_lr=1e-2"]), tmp_path / "a",
+             progress=False)
+    assert (tmp_path / "a" / "model" / FILE).is_file()
+    lm_meta = json.loads((tmp_path / "a" / "model" / "vidgpt.json").read_text())
+    assert lm_meta["parent_hint"] is True
+    state = load_parent_hint_state(tmp_path / "a" / "model")
+    from vidgpt.backbone import load_vidgpt_lm
+
+    lm = load_vidgpt_lm(tmp_path / "a" / "model")
+    pipe = VidGPT(lm.model, lm.text_tokenizer, lm.vocab, None, chat=False, meta=lm.meta,
+                  decode_options={"parent_hint": state})
+    assert isinstance(pipe.backend, HintedBackend)
