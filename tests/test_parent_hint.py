@@ -199,6 +199,9 @@ def test_a_run_trains_P_saves_it_beside_the_model_and_the_next_piece_starts_from
     from safetensors.torch import load_file
 
     assert not any(ATTR in k for k in load_file(str(model_dir / "model.safetensors")))  # not in the backbone's file
+    from vidgpt.backbone import describe_dir, format_description
+
+    assert describe_dir(model_dir)["parent_hint"] and "parent hints" in format_description(describe_dir(model_dir))
     lm = load_vidgpt_lm(model_dir)
     assert torch.allclose(getattr(parent_hint_of(base_model(lm.model)), KEY).float(), state[KEY].float())
     # the next piece takes P from the run's checkpoint and from its model directory
@@ -232,3 +235,10 @@ def test_the_pipeline_loads_the_hint_of_a_saved_model(tmp_path):
     pipe = VidGPT(lm.model, lm.text_tokenizer, lm.vocab, None, chat=False, meta=lm.meta,
                   decode_options={"parent_hint": state})
     assert isinstance(pipe.backend, HintedBackend)
+
+
+def test_plain_head_is_refused(tmp_path):
+    from vidgpt.train.lm_trainer import train_lm
+
+    with pytest.raises(ConfigError, match="parent_hint"):
+        train_lm(_tiny(["loss.head=plain", "train.steps=1"]), tmp_path / "x", progress=False)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 def fine_nll(pipe, prompt: str, block) -> torch.Tensor:
     """Per fine code (summed over its sub-tokens), NLL [t*h*w] of the block's fine codes after the prompt."""
     from vidgpt.layout import text_to_video
+    from vidgpt.parent_hint import embed_with_hints
 
     ids = pipe.layout.format(text_to_video(prompt, block)).input_ids
     v = pipe.vocab
@@ -40,8 +41,9 @@ def fine_nll(pipe, prompt: str, block) -> torch.Tensor:
     S = v.spec.subtokens
     n = int(np.prod(block.shape)) * S
     x = torch.tensor([ids[: start + n]], device=pipe.device)
-    with torch.inference_mode():
-        logits = pipe.model(input_ids=x).logits[0, start - 1 : start + n - 1].float()
+    with torch.inference_mode():  # with the model's parent hints when it has them (vidgpt.parent_hint)
+        emb = embed_with_hints(pipe.model, x, v, pipe.parent_hint)
+        logits = pipe.model(inputs_embeds=emb).logits[0, start - 1 : start + n - 1].float()
     nll = F.cross_entropy(logits, x[0, start : start + n], reduction="none")
     return nll.view(-1, S).sum(-1).cpu()
 

@@ -684,6 +684,8 @@ def _tokenizer_summary(d: Path) -> dict:
 
 def describe_dir(directory: str | Path) -> dict:
     """What `directory` holds: a vidgpt LM (full/delta), a plain HF model, a video tokenizer or a training run."""
+    from .parent_hint import FILE as HINT_FILE
+
     d = Path(directory)
     if not d.is_dir():
         raise ModelError(f"{d}: not a directory")
@@ -697,7 +699,7 @@ def describe_dir(directory: str | Path) -> dict:
                     text_vocab=vocab.get("offset"), new_tokens=vocab.get("num_new_tokens"),
                     embedding_rows=meta.get("embedding_rows"), chat_layout=bool((meta.get("layout") or {}).get("chat", True)),
                     adapter=(d / ADAPTER_DIR).is_dir(), video_tokenizer=(d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)).is_dir(),
-                    tokenizer=_tokenizer_summary(d))
+                    tokenizer=_tokenizer_summary(d), parent_hint=(d / HINT_FILE).is_file())
         if (d / "config.json").is_file():
             from transformers import AutoConfig
 
@@ -742,7 +744,8 @@ def format_description(info: dict) -> str:
                      f"context {m['context']}, {'tied' if m['tied_head'] else 'untied'} head")
     if k == "vidgpt-lm":
         lines.append(f"  form: {info['form']}" + (f" on base {info['base']}" if info.get("base") else "")
-                     + (", LoRA adapter" if info["adapter"] else ""))
+                     + (", LoRA adapter" if info["adapter"] else "")
+                     + (", parent hints" if info.get("parent_hint") else ""))
         lines.append(f"  vocabulary: {info['text_vocab']} text + {info['new_tokens']} new tokens (K={info['codebook_bits']}, "
                      f"S={info['subtokens']}), {info['embedding_rows']} embedding rows")
         lines.append(f"  layout: {'chat' if info['chat_layout'] else 'plain'}; video tokenizer: "

@@ -577,6 +577,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio, clock.done())
     )
     loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, sharded=is_fsdp(accelerator))
+    if cfg.model.parent_hint and loss_head.head == "plain":
+        raise ConfigError("model.parent_hint needs loss.head full or constrained (the plain head goes through the "
+                          "model's own forward, which adds no hints)")
     if cfg.model.bit_rows and loss_head.head == "plain":
         raise ConfigError("model.bit_rows needs loss.head full or constrained (the plain head goes through the "
                           "model's own forward, which does not add the bitwise part); under FSDP "
