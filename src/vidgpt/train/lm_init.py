@@ -94,30 +94,31 @@ def load_checkpoint_weights(model, ckpt: Path, where: str) -> int:
     return len(fresh)
 
 
+def _match_zero_start(state: dict, own: dict, where: str, attr: str, option: str, what: str) -> None:
+    """Tensors of the module `attr` that start at zero (their function unchanged): a run with `option` may start from
+    weights without them (they start at zero), and the other way round when the source's are zero (dropped); a
+    non-zero source tensor without the option is a ConfigError (`what` it holds would be lost)."""
+    for k in [k for k in state if f"{attr}." in k and k not in own]:
+        if bool(state[k].any()):
+            raise ConfigError(f"{where}: {k} {what} (non-zero); set {option}: true")
+        del state[k]
+    for k in [k for k in own if f"{attr}." in k and k not in state]:
+        state[k] = own[k].detach().clone().zero_()
+
+
 def _match_bit_rows(state: dict, own: dict, where: str) -> None:
     """Checkpoints hold their bit rows folded (vidgpt.train.bit_rows: A = 0), so a run with `model.bit_rows`
-    may start from one without, and the other way round: a missing A starts at zero, a zero A is dropped."""
+    may start from one without, and the other way round."""
     from .bit_rows import ATTR
 
-    for k in [k for k in state if f"{ATTR}." in k and k not in own]:
-        if bool(state[k].any()):
-            raise ConfigError(f"{where}: {k} is not folded into the rows (non-zero); set model.bit_rows: true")
-        del state[k]
-    for k in [k for k in own if f"{ATTR}." in k and k not in state]:
-        state[k] = own[k].detach().clone().zero_()
+    _match_zero_start(state, own, where, ATTR, "model.bit_rows", "is not folded into the rows")
 
 
 def _match_parent_hint(state: dict, own: dict, where: str) -> None:
-    """A run with `model.parent_hint` may start from weights without one (P starts at zero: the same function);
-    a source whose P is not zero needs the option, else what it learnt would be dropped."""
+    """A run with `model.parent_hint` may start from weights without one (P starts at zero: the same function)."""
     from ..parent_hint import ATTR
 
-    for k in [k for k in state if f"{ATTR}." in k and k not in own]:
-        if bool(state[k].any()):
-            raise ConfigError(f"{where}: the source has a trained parent hint ({k}); set model.parent_hint: true")
-        del state[k]
-    for k in [k for k in own if f"{ATTR}." in k and k not in state]:
-        state[k] = own[k].detach().clone().zero_()
+    _match_zero_start(state, own, where, ATTR, "model.parent_hint", "is a trained parent hint")
 
 
 def _is_fresh_lora(key: str) -> bool:
