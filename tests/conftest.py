@@ -162,3 +162,20 @@ def video_tok_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("vt") / "tok"
     VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).save_pretrained(d)
     return d
+
+
+@pytest.fixture
+def decode_calls(monkeypatch):
+    """Every call the pipeline makes to `constrained_decode` from now on, as (args, kwargs), in order; the calls
+    still run. For tests of what each pass of a decode is given (prompts, negatives, scales, forced ids)."""
+    from vidgpt.generate import pipeline as pl
+
+    calls = []
+    real = pl.constrained_decode
+
+    def record(*args, **kw):
+        calls.append((args, kw))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pl, "constrained_decode", record)
+    return calls

@@ -75,21 +75,13 @@ def test_forced_ids_are_taken_and_the_rest_drawn_as_without_them(text_tok):
     assert torch.equal(moved[:, 20:40], other[:, 20:40]) and torch.equal(moved[:, :20], free[:, :20])
 
 
-def test_blueprint_mask_draws_the_region_and_gives_the_rest_from_the_recoded_blueprint(text_tok, monkeypatch):
-    from vidgpt.generate import pipeline as pl
-
+def test_blueprint_mask_draws_the_region_and_gives_the_rest_from_the_recoded_blueprint(text_tok, decode_calls):
     plain = tiny_pipeline(text_tok, bits=6)
     masked = tiny_pipeline(text_tok, bits=6, decode_options={"blueprint_mask": 0})
     a = plain.generate("a red circle moving right", frames=9, height=32, width=32, seed=5, num=2)
-    seen = []
-    real = pl.constrained_decode
-
-    def record(*args, **kw):
-        seen.append(kw.get("forced"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(pl, "constrained_decode", record)
+    del decode_calls[:]
     b = masked.generate("a red circle moving right", frames=9, height=32, width=32, seed=5, num=2)
+    seen = [kw.get("forced") for _, kw in decode_calls]
     assert seen[0] is None and seen[1].shape == (2, 3 * 4 * 4 + 1)
     recoded = masked.recode_blueprints(b.blocks)
     for i, (x, y) in enumerate(zip(a.blocks, b.blocks)):

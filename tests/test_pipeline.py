@@ -96,21 +96,15 @@ def test_too_long_for_context(text_tok):
         small.generate("x", frames=9, height=64, width=64)
 
 
-def test_follow_blueprint_guides_the_fine_codes_against_a_still_blueprint(text_tok, monkeypatch):
+def test_follow_blueprint_guides_the_fine_codes_against_a_still_blueprint(text_tok, decode_calls):
     from vidgpt.generate import pipeline as pl
 
     plain = tiny_pipeline(text_tok, bits=6)
     guided = tiny_pipeline(text_tok, bits=6, decode_options={"follow_blueprint": 3.0})
     a = plain.generate("a red circle moving right", frames=9, height=32, width=32, seed=5, cfg=3.0)
-    seen = []
-    real = pl.constrained_decode
-
-    def record(backend, prompts, con, sampling, *args, **kw):
-        seen.append((list(map(list, prompts)), kw.get("uncond_prompts"), sampling.cfg))
-        return real(backend, prompts, con, sampling, *args, **kw)
-
-    monkeypatch.setattr(pl, "constrained_decode", record)
+    del decode_calls[:]
     b = guided.generate("a red circle moving right", frames=9, height=32, width=32, seed=5, cfg=3.0)
+    seen = [(list(map(list, args[1])), kw.get("uncond_prompts"), args[3].cfg) for args, kw in decode_calls]
     # the blueprint pass draws with the same noise as the one-pass decode: the same blueprint
     assert torch.equal(a.blocks[0].blueprint, b.blocks[0].blueprint) and b.blocks[0].fine.shape == (3, 4, 4)
     assert [cfg for _, _, cfg in seen] == [3.0, 3.0]
@@ -154,19 +148,12 @@ def pl_sample(prompt):
     return Sample([Turn("user", [prompt])])
 
 
-def test_follow_cells_moved_guides_only_under_the_blueprint_cells_that_changed(text_tok, monkeypatch):
+def test_follow_cells_moved_guides_only_under_the_blueprint_cells_that_changed(text_tok, decode_calls):
     from vidgpt.generate import pipeline as pl
 
     pipe = tiny_pipeline(text_tok, bits=6, decode_options={"follow_blueprint": 2.5, "follow_cells": "moved"})
-    seen = []
-    real = pl.constrained_decode
-
-    def record(*args, **kw):
-        seen.append(kw.get("cfg_scales"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(pl, "constrained_decode", record)
     out = pipe.generate("a red circle moving right", frames=9, height=32, width=32, seed=2, num=2)
+    seen = [kw.get("cfg_scales") for _, kw in decode_calls]
     scales = seen[1]
     assert seen[0] is None and scales.shape == (2, 3 * 4 * 4 + 1)  # the fine codes, then <|vision_end|>
     for i, b in enumerate(out.blocks):
