@@ -88,21 +88,23 @@ def test_truncation_goes_back_to_the_state_at_that_position():
         assert first[:cut] + tr.feed_many(ids[cut:]) == whole
 
 
-def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True):
+def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, **options):
     from vidgpt.generate.tiny import tiny_pipeline
 
-    pipe = tiny_pipeline(text_tok, bits=6, fast=fast)
+    pipe = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options=dict(options))
     H = pipe.model.config.hidden_size
     P = scale * torch.randn(H, H, generator=torch.Generator().manual_seed(1)) / H**0.5
-    hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": {KEY: P}})
+    hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": {KEY: P}, **options})
     return pipe, hinted, P
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast):
+@pytest.mark.parametrize("fast,attention", [(True, "filled"), (True, "static"), (False, None)])
+def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast, attention):
     """Prefill, one-token steps, several-token steps and truncation through HintedBackend give the logits of one
-    teacher-forced forward whose inputs carry the hints."""
-    pipe, hinted, P = _tiny_pipe_with_hint(text_tok, fast=fast)
+    teacher-forced forward whose inputs carry the hints (the fast decoder's filled cache, its fixed-shape step that a
+    CUDA graph replays, and the plain transformers path)."""
+    options = {"attention": attention} if attention else {}
+    pipe, hinted, P = _tiny_pipe_with_hint(text_tok, fast=fast, **options)
     assert isinstance(hinted.backend, HintedBackend) and not isinstance(pipe.backend, HintedBackend)
     vocab = hinted.vocab
     block, _ = _block_ids(vocab, (2, 4, 4), seed=3)

@@ -396,9 +396,9 @@ class FastDecoder:
                         extra: torch.Tensor | None = None) -> torch.Tensor:
         """ids [R, L] at cache slots [start, start + L); attends over slots [0, start + L).
 
-        pos [R, L] positions (rope or learned); extra [R, L, D]: added to the input embeddings (parent hints). A sliding-window layer attends over the last
-        `window` slots only (a single position reads only those keys). Returns final-normed hidden
-        states [R, L, D].
+        pos [R, L] positions (rope or learned); extra [R, L, D]: added to the input embeddings (parent hints). A
+        sliding-window layer attends over the last `window` slots only (a single position reads only those keys).
+        Returns final-normed hidden states [R, L, D].
         """
         R, L = ids.shape
         n = start + L
