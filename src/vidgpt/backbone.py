@@ -517,7 +517,7 @@ def save_vidgpt_lm(lm: VidgptLM, out: str | Path, form: str = "full") -> Path:
     delta: needs the weights besides the new rows to equal meta["base"] (an untrained extension, or LoRA
     on one); writes new_rows.safetensors, adapter/ when LoRA is on, tokenizer files, vidgpt.json.
     """
-    from .parent_hint import ATTR as HINT_ATTR, save_parent_hint
+    from .parent_hint import ATTR as HINT_ATTR
 
     out = Path(out)
     if form not in ("full", "delta"):
@@ -531,16 +531,17 @@ def save_vidgpt_lm(lm: VidgptLM, out: str | Path, form: str = "full") -> Path:
     else:
         meta.pop("parent_hint", None)
     try:
-        _save_dir(lm, out, form, meta, hint, save_parent_hint)
+        _save_dir(lm, out, form, meta, hint)
     finally:
         if hint is not None:
             base_model(lm.model).add_module(HINT_ATTR, hint)
     return out
 
 
-def _save_dir(lm: VidgptLM, out: Path, form: str, meta: dict, hint, save_hint) -> None:
+def _save_dir(lm: VidgptLM, out: Path, form: str, meta: dict, hint) -> None:
     from safetensors.torch import save_file
 
+    from .parent_hint import save_parent_hint
     from .utils import atomic_dir
 
     with atomic_dir(out) as tmp:
@@ -564,7 +565,7 @@ def _save_dir(lm: VidgptLM, out: Path, form: str, meta: dict, hint, save_hint) -
                 meta["tiny"] = lm.extra["tiny"]
         lm.text_tokenizer.save_pretrained(tmp)
         if hint is not None:
-            save_hint(hint, tmp)
+            save_parent_hint(hint, tmp)
         meta["form"] = form
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         _copy_video_tokenizer(lm.video_tokenizer_dir, tmp)

@@ -134,6 +134,15 @@ def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long, device=ids.device).view(ids.shape)
 
 
+def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor) -> torch.Tensor:
+    """[..., H]: lookup(parent id) @ proj_t where hints >= 0, zeros elsewhere. `lookup` embeds ids (the input
+    embedding rows), proj_t is P transposed. What the trainer, the teacher-forced probe and the decode backends add."""
+    has = hints >= 0
+    rows = lookup(torch.where(has, hints, 0))
+    rows = rows * has.unsqueeze(-1).to(rows.dtype)
+    return rows @ proj_t.to(rows.dtype)
+
+
 class ParentHint(nn.Module):
     """The projection P [H, H] (zeros at start) of the parent's embedding row into the hinted position's input."""
 
@@ -148,8 +157,7 @@ class ParentHint(nn.Module):
         has = hints >= 0
         if not bool(has.any()):
             return emb + 0.0 * P.sum().to(emb.dtype)
-        rows = lookup(torch.where(has, hints, 0)) * has.unsqueeze(-1).to(emb.dtype)
-        return emb + (rows @ P.t().to(rows.dtype)).to(emb.dtype)
+        return emb + hint_part(hints, lookup, P.t()).to(emb.dtype)
 
 
 def attach_parent_hint(base, state: dict | None = None) -> ParentHint:
@@ -191,10 +199,7 @@ def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict 
     emb = F.embedding(ids, W)
     if state is None:
         return emb
-    hints = hint_ids(ids, vocab)
-    has = hints >= 0
-    rows = F.embedding(torch.where(has, hints, 0), W) * has.unsqueeze(-1).to(W.dtype)
-    return emb + rows @ state[KEY].to(W.dtype).t()
+    return emb + hint_part(hint_ids(ids, vocab), lambda x: F.embedding(x, W), state[KEY].t())
 
 
 class HintedBackend:
@@ -221,11 +226,9 @@ class HintedBackend:
 
     def _extra(self, hints: list[list[int]]) -> torch.Tensor | None:
         h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
-        has = h >= 0
-        if not bool(has.any()):
+        if not bool((h >= 0).any()):
             return None
-        rows = F.embedding(torch.where(has, h, 0), self.embed_weight) * has.unsqueeze(-1).to(self.embed_weight.dtype)
-        return (rows @ self.proj_t).to(self.device)
+        return hint_part(h, lambda x: F.embedding(x, self.embed_weight), self.proj_t).to(self.device)
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):
