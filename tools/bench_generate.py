@@ -20,6 +20,9 @@ transformers `model.generate`. `--full` also times whole `pipe.generate` clips e
         --ks 0,2,4,8 --modes exact,sjd --temperatures 1,0 --seeds 0 --reps 2
     # why exact-mode sampled ids drift from the one-token loop's on it (float rounding; docs/DECODING.md)
     ... --spec-diff --model model --prompts "a green triangle bouncing" --seeds 0 --ks 2
+    # what parent hints cost: the same model with them and without (per-pass CPU ms, round robin)
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 1 python tools/bench_generate.py --hint-ab --model checkpoints/lm_p29 \
+        --seeds 0,1 --reps 2
 
 Prints visual tokens/s for batch 1 (no CFG) and batch B with CFG (2B rows). On CUDA it checks the
 targets: >= 2,000 tok/s at batch 1, >= 50x `model.generate`, >= 20,000 tok/s at batch 32 with CFG.
@@ -306,6 +309,56 @@ def spec_table(args) -> None:
               f"{sum(x['ref_cpu'] for x in rs) / sum(x['cpu'] for x in rs):9.2f}x", flush=True)
 
 
+def hint_ab(args) -> None:
+    """What parent hints (vidgpt.parent_hint) cost a decode: the same model with its hints and with them left
+    off (the baseline: the same backend, no wrapper), whole clips through pipe.generate (tokens only),
+    round robin per prompt and seed, each side's best wall and process-CPU seconds kept. The two sides
+    sample different ids (the hints change the logits), so the per-pass CPU time is the like-for-like figure."""
+    from vidgpt.errors import ConfigError
+    from vidgpt.generate.pipeline import VidGPT
+
+    torch.set_num_threads(args.threads)
+    on = VidGPT.from_pretrained(args.model, device="cpu", decode_options={"dtype": args.dtype})
+    if on.parent_hint is None:
+        raise ConfigError(f"{args.model}: the model has no parent hints (parent_hint.safetensors); nothing to compare")
+    off = VidGPT.from_pretrained(args.model, device="cpu", decode_options={"dtype": args.dtype, "parent_hint": None})
+    frames, height, width = on.resolve_clip(args.frames, args.size, args.size)
+    prompts = [x.strip() for x in args.prompts.split("|") if x.strip()]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    sides = {"on": on, "off": off}
+    print(f"load average at start {os.getloadavg()}; threads {torch.get_num_threads()}; clip {frames}x{height}x{width}; "
+          f"CFG {args.cfg_scale}; best of {args.reps} round-robin runs per clip; tokens only (no video decode)", flush=True)
+
+    def clip(pipe, prompt, seed):
+        w, c = time.perf_counter(), time.process_time()
+        pipe.generate(prompt, frames=frames, height=height, width=width, seed=seed, cfg=args.cfg_scale, decode=False)
+        st = pipe.last_stats
+        return time.perf_counter() - w, time.process_time() - c, (st.get("passes") or 0) + (st.get("fine_passes") or 0)
+
+    for pipe in sides.values():  # warm-up: weight packing, the allocator
+        clip(pipe, prompts[0], seeds[0])
+    print(f"{'prompt':34s} {'seed':>4s} {'hints':>5s} {'wall s':>7s} {'CPU s':>6s} {'passes':>6s} {'ms/pass':>7s}")
+    totals = {k: [0.0, 0] for k in sides}
+    for prompt in prompts:
+        for seed in seeds:
+            best = {}
+            for _ in range(args.reps):
+                for name, pipe in sides.items():
+                    wall, cpu, passes = clip(pipe, prompt, seed)
+                    b = best.setdefault(name, [wall, cpu, passes])
+                    b[0], b[1] = min(b[0], wall), min(b[1], cpu)
+            for name, (wall, cpu, passes) in best.items():
+                totals[name][0] += cpu
+                totals[name][1] += passes
+                print(f"{prompt[:34]:34s} {seed:4d} {name:>5s} {wall:7.1f} {cpu:6.1f} {passes:6d} "
+                      f"{1e3 * cpu / max(1, passes):7.1f}", flush=True)
+    per = {k: 1e3 * c / max(1, n) for k, (c, n) in totals.items()}
+    print(f"load average at the end {os.getloadavg()}")
+    print(f"CPU ms a pass: hints on {per['on']:.1f}, off {per['off']:.1f} (on / off {per['on'] / per['off']:.3f}); "
+          f"CPU s a clip: on {totals['on'][0] / (len(prompts) * len(seeds)):.1f}, "
+          f"off {totals['off'][0] / (len(prompts) * len(seeds)):.1f}")
+
+
 @torch.inference_mode()
 def spec_diff(args) -> None:
     """Where exact-mode speculative ids first differ from the one-token loop's, and why: the uniform's
@@ -427,6 +480,8 @@ def main() -> None:
     ap.add_argument("--modes", default="exact", help="--spec-table: exact,sjd (jacobi.py)")
     ap.add_argument("--reps", type=int, default=1, help="--spec-table: round-robin repeats per group (best CPU/wall kept)")
     ap.add_argument("--cfg-scale", type=float, default=3.0, help="--spec-table: guidance scale (default 3, the CLI's)")
+    ap.add_argument("--hint-ab", action="store_true",
+                    help="parent hints on vs off on one model (--model with parent_hint.safetensors): CPU ms a pass")
     ap.add_argument("--kernels", action="store_true",
                     help="matrix-kernel table: the 120 SmolLM2 layer matrices times R rows (--batches = the R values)")
     args = ap.parse_args()
@@ -437,6 +492,11 @@ def main() -> None:
         if not args.model:
             ap.error("--spec-diff needs --model DIR")
         spec_diff(args)
+        return
+    if args.hint_ab:
+        if not args.model:
+            ap.error("--hint-ab needs --model DIR (a model with parent hints, e.g. checkpoints/lm_p29)")
+        hint_ab(args)
         return
     if args.spec_table:
         if not args.model:
