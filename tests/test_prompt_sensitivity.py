@@ -90,3 +90,11 @@ def test_changed_only_weights_the_cells_where_the_object_arrives_or_leaves():
     assert w == want.tolist() and sum(got.weights) == 2
     still = dict(rec, object_mask=np.concatenate([fine[0], fine[0]]).reshape(-1).tolist())
     assert prompt_sensitivity.changed_only(doc, still) is None
+    # one section only: the blueprint's changed cells (here it moves too) or the fine section's
+    both = dict(rec, blueprint_object_mask=[1, 0, 0, 0, 0, 1, 0, 0])  # blueprint: (0,0) -> (0,1)
+    bp = np.zeros(8 + 32)
+    bp[4] = bp[5] = 1
+    for section, expect in (("all", bp + want), ("blueprint", bp), ("fine", want)):
+        got = prompt_sensitivity.changed_only(doc, both, section)
+        assert [x for x, k in zip(got.weights, got.kinds) if k == VISUAL] == expect.tolist(), section
+    assert prompt_sensitivity.changed_only(doc, rec, "blueprint") is None  # its blueprint did not change

@@ -13,9 +13,12 @@ first one is where the prompt has to act; --first-objects N: the first N of them
 touches the object). --swap background changes the background colour named in the
 record's second caption style instead, and reports the gap on the clip's first code (the background's).
 --swap motion also reports the gap on the changed cells: the codes of latent frames >= 1 whose cell turned from
-object to background or back (where the object arrives or leaves, the codes that carry the motion).
+object to background or back (where the object arrives or leaves, the codes that carry the motion); --section
+blueprint keeps only the blueprint's (where the direction is decided), --section fine only the fine section's.
 
     python tools/prompt_sensitivity.py model/ --shards data/lm9/t2v_s2 --n 12
+    python tools/prompt_sensitivity.py checkpoints/lm_p29 --shards data/toyT2/m0 --holdout-every 40 --n 48 \
+        --swap motion --section blueprint
 """
 
 from __future__ import annotations
@@ -88,17 +91,20 @@ def object_only(doc, rec):
     return _weighted_at(doc, [i for i, m in zip(vis, mask) if m], keep=True)
 
 
-def changed_only(doc, rec):
+def changed_only(doc, rec, section: str = "all"):
     """The document with loss weight only on the video codes of latent frames >= 1 whose cell changed between
     object and background since the previous latent frame (where the object arrives or leaves: the codes that
-    carry the motion; data.motion_loss_weight's cells); None when no cell changed."""
+    carry the motion; data.motion_loss_weight's cells), in both sections or (section) only the blueprint's or
+    only the fine one's; None when no such cell changed."""
     from vidgpt.geometry import blueprint_shape
     from vidgpt.layout import VISUAL
     from vidgpt.train.lm_data import changed_cells
 
     shape = tuple(int(x) for x in rec["shape"])
-    changed = np.concatenate([changed_cells(np.asarray(rec["blueprint_object_mask"], dtype=bool), blueprint_shape(shape)),
-                              changed_cells(np.asarray(rec["object_mask"], dtype=bool), shape)])
+    bp = changed_cells(np.asarray(rec["blueprint_object_mask"], dtype=bool), blueprint_shape(shape))
+    fine = changed_cells(np.asarray(rec["object_mask"], dtype=bool), shape)
+    changed = np.concatenate([bp if section != "fine" else np.zeros_like(bp),
+                              fine if section != "blueprint" else np.zeros_like(fine)])
     vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
     if len(vis) != len(changed) or not changed.any():
         return None
@@ -144,6 +150,9 @@ def main(argv=None) -> int:
                     help="the first-object gap over the first N object codes (default 1; the first one often barely "
                     "touches the object, and the colour is decided a few codes later)")
     ap.add_argument("--holdout-every", type=int, default=100, help="the run's data.holdout_every (0: last records)")
+    ap.add_argument("--section", choices=["all", "blueprint", "fine"], default="all",
+                    help="--swap motion: the changed cells of both sections (default), or of one (the blueprint is "
+                    "where the direction is decided; with parent hints the fine section follows it)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -191,7 +200,7 @@ def main(argv=None) -> int:
                 masks or args.swap == "background") else None
             if one is not None:
                 first.append(loss_of(one))
-            ch = changed_only(doc, r) if masks and args.swap == "motion" else None
+            ch = changed_only(doc, r, args.section) if masks and args.swap == "motion" else None
             if ch is not None:
                 moved.append(loss_of(ch))
         row = {"caption": true_cap, "swapped": other, "true": losses[0], "swapped_loss": losses[1]}
@@ -230,7 +239,8 @@ def main(argv=None) -> int:
             print(f"object codes only: gap {res['object_gap']:+.4f} nats/token; true caption lower in "
                   f"{res['object_true_lower']:.0%}")
         if "moved_gap" in res:
-            print(f"changed cells only (where the object arrives or leaves): gap {res['moved_gap']:+.4f} nats/token; "
+            where = "" if args.section == "all" else f", {args.section} section"
+            print(f"changed cells only (where the object arrives or leaves{where}): gap {res['moved_gap']:+.4f} nats/token; "
                   f"true caption lower in {res['moved_true_lower']:.0%}")
     return 0
 
