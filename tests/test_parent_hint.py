@@ -11,8 +11,8 @@ import torch
 from vidgpt.config import load_config
 from vidgpt.errors import ConfigError
 from vidgpt.layout import Layout, VisualBlock
-from vidgpt.parent_hint import (ATTR, FILE, KEY, HintedBackend, HintTracker, attach_parent_hint, embed_with_hints,
-                                hint_ids, load_parent_hint_state, parent_hint_of)
+from vidgpt.parent_hint import (ATTR, FILE, KEY, NEIGHBOURS, PREV_KEY, HintedBackend, HintTracker, attach_parent_hint,
+                                embed_with_hints, hint_ids, load_parent_hint_state, parent_hint_of)
 from vidgpt.vocab import UnifiedVocab, VocabSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,7 +43,7 @@ def test_each_fine_position_is_told_the_parent_of_the_cell_it_predicts(subtokens
     block, bp = _block_ids(vocab, shape)
     text = [5, 6, 7]
     ids = text + block + text + block  # two blocks: the state resets between them
-    hints = HintTracker(vocab).feed_many(ids)
+    hints = [h for (h,) in HintTracker(vocab).feed_many(ids)]  # one slot: the parent
     assert len(hints) == len(ids)
     bp_ids = vocab.codes_to_ids(bp).view(*bp.shape, S)
     for start in (len(text), 2 * len(text) + len(block)):
@@ -62,25 +62,67 @@ def test_each_fine_position_is_told_the_parent_of_the_cell_it_predicts(subtokens
     # the batch form is the same, row by row
     batch = torch.tensor([ids, ids[::-1]])
     got = hint_ids(batch, vocab)
-    assert got[0].tolist() == hints and (got[1] == -1).all()  # reversed: no well-formed block, no hint
+    assert got.shape == (2, len(ids), 1)
+    assert got[0, :, 0].tolist() == hints and (got[1] == -1).all()  # reversed: no well-formed block, no hint
+    # with previous-frame hints the parent slot is the same and the blueprint positions get their own slots
+    both = hint_ids(batch, vocab, prev=True)
+    assert both.shape == (2, len(ids), 1 + len(NEIGHBOURS)) and torch.equal(both[..., :1], got)
+    assert (both[0, :, 1:] >= 0).any() and (both[1] == -1).all()
 
 
 def test_no_hints_without_a_blueprint_or_in_a_broken_block():
     vocab = UnifiedVocab(VocabSpec(6, 1, 8, 8), offset=100)
     lay = Layout(vocab, _EOS(), chat=False)
     fine_only = lay.encode_block(VisualBlock((1, 4, 4), fine=torch.zeros(1, 4, 4, dtype=torch.long)))
-    assert all(h == -1 for h in HintTracker(vocab).feed_many(fine_only))
+    assert all(h == (-1,) for h in HintTracker(vocab).feed_many(fine_only))
+    assert all(h == (-1,) * 6 for h in HintTracker(vocab, prev=True).feed_many(fine_only))
     block, _ = _block_ids(vocab, (1, 4, 4))
     cut = block[:8] + [5] + block[8:]  # text inside the blueprint: the block is abandoned
-    assert all(h == -1 for h in HintTracker(vocab).feed_many(cut))
+    assert all(h == (-1,) for h in HintTracker(vocab).feed_many(cut))
 
 
-def test_truncation_goes_back_to_the_state_at_that_position():
+@pytest.mark.parametrize("subtokens", [1, 2])
+def test_each_blueprint_position_of_a_later_frame_is_told_its_cells_neighbours_one_frame_back(subtokens):
+    from vidgpt.geometry import blueprint_shape
+
+    vocab = UnifiedVocab(VocabSpec(6, subtokens, 8, 8), offset=100)
+    S = subtokens
+    shape = (3, 8, 6)  # latent; blueprint 3 x 4 x 3
+    block, bp = _block_ids(vocab, shape, seed=2)
+    hints = HintTracker(vocab, prev=True).feed_many(block)
+    bt, bh, bw = blueprint_shape(shape)
+    bp_ids = vocab.codes_to_ids(bp).view(bt, bh, bw, S)
+    marker = 4  # <vision_start> t h w, then <blueprint> at index 4: that position predicts blueprint id 0
+    assert block[marker] == vocab.blueprint_id
+    for k in range(bt * bh * bw * S):
+        cell, g = divmod(k, S)
+        t, r = divmod(cell, bh * bw)
+        y, x = divmod(r, bw)
+        h = hints[marker + k]  # the position before blueprint id k predicts it
+        assert h[0] == -1  # no parent in the blueprint
+        if t == 0:
+            assert h == (-1,) * 6
+            continue
+        for (dy, dx), got in zip(NEIGHBOURS, h[1:]):
+            yy, xx = y + dy, x + dx
+            want = int(bp_ids[t - 1, yy, xx, g]) if 0 <= yy < bh and 0 <= xx < bw else -1
+            assert got == want, (k, dy, dx)
+    # nothing on the last blueprint id (it predicts the fine marker); the fine section: the parent only
+    end = marker + bt * bh * bw * S
+    assert hints[end] == (-1,) * 6
+    fine = [h for h in hints[end + 1:] if h[0] >= 0]
+    assert fine and all(h[1:] == (-1,) * 5 for h in fine)
+    # the parent slot is what the one-slot tracker gives
+    assert [h[0] for h in hints] == [h for (h,) in HintTracker(vocab).feed_many(block)]
+
+
+@pytest.mark.parametrize("prev", [False, True])
+def test_truncation_goes_back_to_the_state_at_that_position(prev):
     vocab = UnifiedVocab(VocabSpec(6, 1, 8, 8), offset=100)
-    ids, _ = _block_ids(vocab, (2, 4, 4))
-    whole = HintTracker(vocab).feed_many(ids)
-    tr = HintTracker(vocab)
-    for cut in (30, 11, 4, 0):
+    ids, _ = _block_ids(vocab, (5, 4, 4))
+    whole = HintTracker(vocab, prev).feed_many(ids)
+    tr = HintTracker(vocab, prev)
+    for cut in (40, 30, 11, 4, 0):
         tr.truncate(0)
         first = tr.feed_many(ids[:cut + 7])
         tr.truncate(cut)
@@ -88,39 +130,44 @@ def test_truncation_goes_back_to_the_state_at_that_position():
         assert first[:cut] + tr.feed_many(ids[cut:]) == whole
 
 
-def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, **options):
+def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, prev=False, **options):
+    """A tiny pipeline, and the same with a random parent hint state (and previous-frame projections with prev)."""
     from vidgpt.generate.tiny import tiny_pipeline
 
     pipe = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options=dict(options))
     H = pipe.model.config.hidden_size
-    P = scale * torch.randn(H, H, generator=torch.Generator().manual_seed(1)) / H**0.5
-    hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": {KEY: P}, **options})
-    return pipe, hinted, P
+    g = torch.Generator().manual_seed(1)
+    state = {KEY: scale * torch.randn(H, H, generator=g) / H**0.5}
+    if prev:
+        state[PREV_KEY] = scale * torch.randn(len(NEIGHBOURS), H, H, generator=g) / H**0.5
+    hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": state, **options})
+    return pipe, hinted, state
 
 
-@pytest.mark.parametrize("fast,attention", [(True, "filled"), (True, "static"), (False, None)])
-def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast, attention):
+@pytest.mark.parametrize("fast,attention,prev", [(True, "filled", False), (True, "static", False), (False, None, False),
+                                                 (True, "filled", True), (True, "static", True), (False, None, True)])
+def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast, attention, prev):
     """Prefill, one-token steps, several-token steps and truncation through HintedBackend give the logits of one
     teacher-forced forward whose inputs carry the hints (the fast decoder's filled cache, its fixed-shape step that a
-    CUDA graph replays, and the plain transformers path)."""
+    CUDA graph replays, and the plain transformers path), with and without previous-frame hints."""
     options = {"attention": attention} if attention else {}
-    pipe, hinted, P = _tiny_pipe_with_hint(text_tok, fast=fast, **options)
+    pipe, hinted, state = _tiny_pipe_with_hint(text_tok, fast=fast, prev=prev, **options)
     assert isinstance(hinted.backend, HintedBackend) and not isinstance(pipe.backend, HintedBackend)
     vocab = hinted.vocab
-    block, _ = _block_ids(vocab, (2, 4, 4), seed=3)
+    block, _ = _block_ids(vocab, (2, 4, 4), seed=3)  # blueprint 2 x 2 x 2: its second frame gets previous-frame hints
     ids = torch.tensor([[11, 12, 13] + block])
     with torch.no_grad():
-        ref = hinted.model(inputs_embeds=embed_with_hints(hinted.model, ids, vocab, {KEY: P})).logits[0]
+        ref = hinted.model(inputs_embeds=embed_with_hints(hinted.model, ids, vocab, state)).logits[0]
         plain = hinted.model(input_ids=ids).logits[0]
     be = hinted.backend
     lo, hi = vocab.visual_offset, vocab.end
-    n0 = 20  # prompt: the header and part of the blueprint
+    n0 = 10  # prompt: the header and part of the blueprint's first frame
     got = [be.logits(be.prefill(ids[:, :n0], torch.ones(1, n0, dtype=torch.long), max_len=ids.shape[1] + 4), lo, hi)[0]]
     at = n0
     if getattr(be, "supports_step_many", False):
-        h = be.step_many(ids[:, at : at + 15])  # into the fine section
-        got += [be.logits(h[:, j], lo, hi)[0] for j in range(15)]
-        at += 15
+        h = be.step_many(ids[:, at : at + 20])  # through the blueprint's second frame, into the fine section
+        got += [be.logits(h[:, j], lo, hi)[0] for j in range(20)]
+        at += 20
         be.truncate(at - 4)  # a rejected speculative tail: fed again below
         got, at = got[:-4], at - 4
     while at < ids.shape[1] - 1:
@@ -129,22 +176,31 @@ def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fas
     got = torch.stack(got)
     want = ref[n0 - 1 : ids.shape[1] - 1, lo:hi]
     assert torch.allclose(got, want, atol=2e-3), float((got - want).abs().max())
-    # and the hints did something: the plain forward differs on the fine section
-    assert (plain[n0 - 1 : ids.shape[1] - 1, lo:hi] - want).abs().max() > 1e-2
+    # and the hints did something: the plain forward differs on the fine section (and, with previous-frame hints,
+    # on the blueprint's second frame, not on its first)
+    diff = (plain[:, lo:hi] - ref[:, lo:hi]).abs().amax(-1)
+    start = 3 + 4  # the position of <blueprint>: it predicts blueprint id 0 (S = 1: 4 ids a frame)
+    assert vocab.spec.subtokens == 1 and ids[0, start] == vocab.blueprint_id
+    assert diff[: start + 4].max() < 1e-5  # up to the positions that predict frame 0: no hint
+    assert (diff[start + 4: start + 8].max() > 1e-2) == prev  # those that predict frame 1
+    assert diff[start + 9:].max() > 1e-2  # the fine section
 
 
-def test_zero_projection_changes_no_clip_and_a_trained_one_does(text_tok):
-    pipe, hinted, P = _tiny_pipe_with_hint(text_tok)
+@pytest.mark.parametrize("prev", [False, True])
+def test_zero_projection_changes_no_clip_and_a_trained_one_does(text_tok, prev):
+    pipe, hinted, state = _tiny_pipe_with_hint(text_tok, prev=prev)
     from vidgpt.generate.tiny import tiny_pipeline
 
-    zero = tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": {KEY: torch.zeros_like(P)}})
+    zero = tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": {k: torch.zeros_like(v) for k, v in state.items()}})
     kw = dict(frames=9, height=32, width=32, seed=4, cfg=1.0)
     a = pipe.generate("a red circle moving right", **kw)
     b = zero.generate("a red circle moving right", **kw)
     c = hinted.generate("a red circle moving right", **kw)
     assert a.token_ids == b.token_ids
     (ba,), (bc,) = a.blocks, c.blocks
-    assert torch.equal(ba.blueprint, bc.blueprint)  # the blueprint has no hints
+    # the blueprint's first frame has no hints; its later frames have them with previous-frame hints
+    assert torch.equal(ba.blueprint[0], bc.blueprint[0])
+    assert torch.equal(ba.blueprint, bc.blueprint) != prev
     assert not torch.equal(ba.fine, bc.fine)
 
 
@@ -244,3 +300,69 @@ def test_plain_head_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="parent_hint"):
         train_lm(_tiny(["loss.head=plain", "train.steps=1"]), tmp_path / "x", progress=False)
+
+
+# --- previous-frame hints: training ------------------------------------------------------------------------------
+
+
+def test_the_loss_head_adds_previous_frame_hints_and_Q_learns():
+    from vidgpt.backbone import base_model
+    from vidgpt.train.lm_loss import LossHead, LossSettings, reference_loss
+
+    from test_lm_loss import make_batch, make_lm
+
+    lm = make_lm(False)
+    batch = make_batch(lm, seq_len=128)
+    assert (hint_ids(batch["input_ids"], lm.vocab, prev=True)[..., 1:] >= 0).any(), "the test needs blueprint frames >= 1"
+    head = LossHead(lm.vocab, LossSettings(head="constrained"))
+    with torch.no_grad():
+        before = float(head(lm.model, batch)[0])
+    hint = attach_parent_hint(base_model(lm.model), prev=True)
+    assert hint.has_prev
+    loss, _ = head(lm.model, batch)
+    assert float(loss.detach()) == pytest.approx(before, abs=1e-6)  # P = Q = 0: the same function
+    loss.backward()
+    Q = getattr(hint, PREV_KEY)
+    assert Q.shape == (len(NEIGHBOURS), *getattr(hint, KEY).shape)
+    assert Q.grad is not None and all(Q.grad[d].abs().sum() > 0 for d in range(len(NEIGHBOURS)))
+    with torch.no_grad():
+        Q.normal_(0, 2.0)
+        hinted = float(head(lm.model, batch)[0])
+        assert abs(hinted - before) > 5e-5
+        ids = batch["input_ids"]
+        state = {KEY: getattr(hint, KEY), PREV_KEY: Q}
+        logits = lm.model(inputs_embeds=embed_with_hints(lm.model, ids, lm.vocab, state),
+                          position_ids=batch["position_ids"]).logits
+        ref = float(reference_loss(logits, ids, batch["weights"], lm.vocab, "constrained")[0])
+    assert hinted == pytest.approx(ref, abs=1e-4)
+
+
+def test_a_run_trains_Q_from_a_source_without_it_and_a_config_without_the_option_refuses_it(tmp_path):
+    from vidgpt.backbone import describe_dir, format_description
+    from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
+
+    train_lm(_tiny(["train.steps=2", "train.ckpt_every=2", "model.parent_hint_lr=1e-2"]), tmp_path / "a",
+             progress=False)
+    assert PREV_KEY not in load_parent_hint_state(tmp_path / "a" / "model")
+    # piece "b" adds previous-frame hints to a model that had only the parent's: Q starts at zero and moves
+    train_lm(_tiny(["train.steps=4", "train.ckpt_every=4", "model.parent_hint_lr=1e-2", "model.prev_frame_hint=true",
+                    f"train.init_from={tmp_path / 'a' / 'model'}"]), tmp_path / "b", progress=False)
+    state = load_parent_hint_state(tmp_path / "b" / "model")
+    assert state[PREV_KEY].shape[0] == len(NEIGHBOURS) and state[PREV_KEY].abs().max() > 1e-3
+    info = describe_dir(tmp_path / "b" / "model")
+    assert info["prev_frame_hint"] and "previous-frame hints" in format_description(info)
+    assert not describe_dir(tmp_path / "a" / "model")["prev_frame_hint"]
+    # the next piece keeps Q (from the run's checkpoint and from its model directory)
+    for src in (tmp_path / "b", tmp_path / "b" / "model"):
+        out = tmp_path / ("c" + src.name)
+        train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", "model.prev_frame_hint=true",
+                        f"train.init_from={src}"]), out, progress=False)
+        assert torch.allclose(load_parent_hint_state(out / "model")[PREV_KEY].float(), state[PREV_KEY].float(), atol=1e-2)
+    # without the option a trained Q is refused (checkpoint and model directory); without the parent hint, too
+    for src in (tmp_path / "b", tmp_path / "b" / "model"):
+        with pytest.raises(ConfigError, match="prev_frame_hint"):
+            train_lm(_tiny(["train.steps=1", f"train.init_from={src}"]), tmp_path / "d", progress=False)
+    with pytest.raises(ConfigError, match="parent_hint"):
+        cfg = load_config(LMTrainConfig, TINY_YAML, ["train.eval_batches=0", "loss.head=constrained", "train.steps=1",
+                                                     "model.prev_frame_hint=true"])
+        train_lm(cfg, tmp_path / "e", progress=False)

@@ -15,9 +15,19 @@ from the ids alone: `hint_ids` for a batch of rows (the trainer), `HintTracker` 
 truncation for speculative windows). With S sub-tokens a cell, the position that predicts sub-token g of a fine
 cell is told sub-token g of its parent.
 
-P ships beside the model as `parent_hint.safetensors` (vidgpt.json "parent_hint": true); the backbone's own
-weights are untouched, so the fast decoder, the light loader and the ready cache read the model as before and
-`HintedBackend` adds the hints around any backend.
+Previous-frame hints (optional, `model.prev_frame_hint`) do the same for the blueprint's motion: the input of the
+position that predicts blueprint cell (t, y, x), t >= 1, also gets
+
+    sum over d of Q_d @ row(id of cell (t - 1, y + dy, x + dx))     d in NEIGHBOURS: the cell itself, left, right,
+                                                                    above, below; Q_d [H, H] zeros at start
+
+so the codes a move copies (the object one cell to the left of a cell it arrives in, for "moving right") are at the
+position's own input, not a direction-dependent distance back, and the motion word only has to pick among them.
+Each position thus has `slots` hint ids (1, or 1 + 5 with previous-frame hints; -1 where none), one projection each.
+
+P (and Q) ship beside the model as `parent_hint.safetensors` (keys "proj" and "prev"; vidgpt.json "parent_hint":
+true); the backbone's own weights are untouched, so the fast decoder, the light loader and the ready cache read the
+model as before and `HintedBackend` adds the hints around any backend.
 """
 
 from __future__ import annotations
@@ -35,20 +45,27 @@ from .vocab import UnifiedVocab
 ATTR = "vidgpt_parent_hint"  # the module's attribute on the base model (training)
 FILE = "parent_hint.safetensors"
 KEY = "proj"
+PREV_KEY = "prev"  # the previous-frame projections Q [len(NEIGHBOURS), H, H]
+# (dy, dx) of the cells of blueprint frame t - 1 a blueprint position of frame t >= 1 is told: itself, left, right,
+# above, below
+NEIGHBOURS = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))
 
 # tracker modes
 _OUT, _HEADER, _MARKER, _BLUEPRINT, _FINE, _SKIP = range(6)
 
 
 class HintTracker:
-    """Reads one row's ids one at a time; `feed` returns the hint id of each position (-1: none).
+    """Reads one row's ids one at a time; `feed` returns the hint ids of each position: a tuple of `slots` ids
+    (the parent; then, with `prev`, the previous-frame neighbours), -1 where none.
 
     The state after every position is kept, so `truncate(n)` goes back to the state after the first n ids.
     """
 
-    def __init__(self, vocab: UnifiedVocab):
+    def __init__(self, vocab: UnifiedVocab, prev: bool = False):
         self.v = vocab
         self.S = vocab.spec.subtokens
+        self.slots = 1 + len(NEIGHBOURS) * bool(prev)
+        self._none = (-1,) * self.slots
         self.ids: list[int] = []
         self.states: list[tuple] = []
         self.state: tuple = (_OUT,)
@@ -60,7 +77,7 @@ class HintTracker:
         del self.ids[n:], self.states[n:]
         self.state = self.states[-1] if self.states else (_OUT,)
 
-    def feed(self, tok: int) -> int:
+    def feed(self, tok: int) -> tuple[int, ...]:
         tok = int(tok)
         pos = len(self.ids)
         self.ids.append(tok)
@@ -68,105 +85,150 @@ class HintTracker:
         self.states.append(self.state)
         return hint
 
-    def feed_many(self, toks: Sequence[int]) -> list[int]:
+    def feed_many(self, toks: Sequence[int]) -> list[tuple[int, ...]]:
         return [self.feed(t) for t in toks]
 
     def _visual(self, tok: int) -> bool:
         return self.v.visual_offset <= tok < self.v.end
 
-    def _next(self, st: tuple, tok: int, pos: int) -> tuple[tuple, int]:
-        v, mode = self.v, st[0]
+    def _next(self, st: tuple, tok: int, pos: int) -> tuple[tuple, tuple[int, ...]]:
+        v, mode, none = self.v, st[0], self._none
         if tok == v.vision_start_id:
-            return (_HEADER, ()), -1
+            return (_HEADER, ()), none
         if mode == _HEADER:
             dims = st[1]
             val = v.header_value(tok, "thw"[len(dims)])
             if val is None:
-                return (_OUT,), -1
+                return (_OUT,), none
             dims = dims + (val,)
-            return ((_MARKER, dims, None) if len(dims) == 3 else (_HEADER, dims)), -1
+            return ((_MARKER, dims, None) if len(dims) == 3 else (_HEADER, dims)), none
         if mode == _MARKER:
             dims, bp_start = st[1], st[2]
             if tok == v.blueprint_id and bp_start is None:
-                return (_BLUEPRINT, dims, pos + 1), -1
+                return (_BLUEPRINT, dims, pos + 1), none  # it predicts the blueprint's first id: frame 0
             if tok == v.fine_id:
                 if bp_start is None:
-                    return (_SKIP,), -1  # a fine section without a blueprint: nothing to hint
+                    return (_SKIP,), none  # a fine section without a blueprint: nothing to hint
                 return (_FINE, dims, bp_start, 0), self._parent(dims, bp_start, 0)
-            return (_OUT,), -1
+            return (_OUT,), none
         if mode == _BLUEPRINT:
             dims, bp_start = st[1], st[2]
             if not self._visual(tok):
-                return (_OUT,), -1
+                return (_OUT,), none
             bt, bh, bw = blueprint_shape(dims)
-            if pos + 1 - bp_start == bt * bh * bw * self.S:
-                return (_MARKER, dims, bp_start), -1  # blueprint complete: the fine marker may come
-            return st, -1
+            k = pos + 1 - bp_start  # the blueprint id this position predicts
+            if k == bt * bh * bw * self.S:
+                return (_MARKER, dims, bp_start), none  # blueprint complete: the fine marker may come
+            return st, self._prev(dims, bp_start, k)
         if mode == _FINE:
             dims, bp_start, k = st[1], st[2], st[3] + 1
             if not self._visual(tok):
-                return (_OUT,), -1
+                return (_OUT,), none
             if k >= dims[0] * dims[1] * dims[2] * self.S:
-                return (_SKIP,), -1  # the last fine id: nothing after it to predict
+                return (_SKIP,), none  # the last fine id: nothing after it to predict
             return (_FINE, dims, bp_start, k), self._parent(dims, bp_start, k)
         if mode == _SKIP and self._visual(tok):
-            return st, -1
-        return (_OUT,), -1
+            return st, none
+        return (_OUT,), none
 
-    def _parent(self, dims: tuple, bp_start: int, k: int) -> int:
-        """The blueprint id of the parent of fine id k (cell k // S, sub-token k % S)."""
+    def _parent(self, dims: tuple, bp_start: int, k: int) -> tuple[int, ...]:
+        """Slot 0: the blueprint id of the parent of fine id k (cell k // S, sub-token k % S)."""
         t, h, w = dims
         _, bh, bw = blueprint_shape(dims)
         cell, g = divmod(k, self.S)
         tt, r = divmod(cell, h * w)
         y, x = divmod(r, w)
         pc = (tt * bh + y // 2) * bw + x // 2
-        return self.ids[bp_start + pc * self.S + g]
+        return (self.ids[bp_start + pc * self.S + g],) + self._none[1:]
+
+    def _prev(self, dims: tuple, bp_start: int, k: int) -> tuple[int, ...]:
+        """Slots 1..: for blueprint id k of frame t >= 1, the same sub-token of the NEIGHBOURS of its cell in frame
+        t - 1 (all fed already: frame t - 1 is complete); -1 off the grid, in frame 0 and without `prev`."""
+        if self.slots == 1:
+            return self._none
+        _, bh, bw = blueprint_shape(dims)
+        cell, g = divmod(k, self.S)
+        t, r = divmod(cell, bh * bw)
+        if t == 0:
+            return self._none
+        y, x = divmod(r, bw)
+        out = [-1]
+        for dy, dx in NEIGHBOURS:
+            yy, xx = y + dy, x + dx
+            inside = 0 <= yy < bh and 0 <= xx < bw
+            out.append(self.ids[bp_start + (((t - 1) * bh + yy) * bw + xx) * self.S + g] if inside else -1)
+        return tuple(out)
 
 
-def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab) -> torch.Tensor:
-    """[B, L] ids -> [B, L] hint ids (-1 where a position has none)."""
-    rows = ids.tolist()
-    out = []
-    for row in rows:
-        tr = HintTracker(vocab)
-        out.append(tr.feed_many(row))
-    return torch.tensor(out, dtype=torch.long, device=ids.device).view(ids.shape)
+def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab, prev: bool = False) -> torch.Tensor:
+    """[B, L] ids -> [B, L, slots] hint ids (-1 where a position has none; slots 1, or 6 with `prev`)."""
+    out = [HintTracker(vocab, prev).feed_many(row) for row in ids.tolist()]
+    slots = 1 + len(NEIGHBOURS) * bool(prev)
+    return torch.tensor(out, dtype=torch.long, device=ids.device).view(*ids.shape, slots)
+
+
+def projections_t(proj: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+    """[slots, H, H]: P transposed, then each Q_d transposed (the order of a tracker's slots)."""
+    mats = [proj] + (list(prev) if prev is not None else [])
+    return torch.stack([m.t() for m in mats])
+
+
+def state_projections_t(state: dict) -> torch.Tensor:
+    """`projections_t` of a saved state ({"proj": P} and maybe {"prev": Q})."""
+    return projections_t(state[KEY], state.get(PREV_KEY))
 
 
 def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor) -> torch.Tensor:
-    """[..., H]: lookup(parent id) @ proj_t where hints >= 0, zeros elsewhere. `lookup` embeds ids (the input
-    embedding rows), proj_t is P transposed. What the trainer, the teacher-forced probe and the decode backends add."""
+    """[..., H]: the sum over slots s of lookup(hints[..., s]) @ proj_t[s] where hints >= 0 (zeros elsewhere).
+    `lookup` embeds ids (the input embedding rows), proj_t [slots, H, H] from `projections_t`. What the trainer, the
+    teacher-forced probe and the decode backends add."""
     has = hints >= 0
     rows = lookup(torch.where(has, hints, 0))
-    rows = rows * has.unsqueeze(-1).to(rows.dtype)
-    return rows @ proj_t.to(rows.dtype)
+    rows = rows * has.unsqueeze(-1).to(rows.dtype)  # [..., slots, H]
+    return torch.einsum("...sh,shk->...k", rows, proj_t.to(rows.dtype))
 
 
 class ParentHint(nn.Module):
-    """The projection P [H, H] (zeros at start) of the parent's embedding row into the hinted position's input."""
+    """The projection P [H, H] (zeros at start) of the parent's embedding row into the hinted position's input; with
+    `prev`, also Q [len(NEIGHBOURS), H, H] (zeros at start) for the previous-frame neighbours."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, prev: bool = False):
         super().__init__()
         setattr(self, KEY, nn.Parameter(torch.zeros(hidden, hidden)))
+        if prev:
+            self.add_prev()
+
+    @property
+    def has_prev(self) -> bool:
+        return hasattr(self, PREV_KEY)
+
+    def add_prev(self) -> None:
+        """Q at zero (the function unchanged), e.g. on a module loaded from a model trained without it."""
+        if not self.has_prev:
+            P = getattr(self, KEY)
+            setattr(self, PREV_KEY, nn.Parameter(P.new_zeros(len(NEIGHBOURS), *P.shape), requires_grad=P.requires_grad))
+
+    def projections_t(self) -> torch.Tensor:
+        return projections_t(getattr(self, KEY), getattr(self, PREV_KEY, None))
 
     def add(self, emb: torch.Tensor, hints: torch.Tensor, lookup) -> torch.Tensor:
-        """emb [B, L, H] + P @ lookup(hints) where hints >= 0. P always takes part in the graph (a zero gradient
-        when no position is hinted), so every rank of a data-parallel step has a gradient for it."""
-        P = getattr(self, KEY)
+        """emb [B, L, H] + the hints' projections (hints [B, L, slots] from `hint_ids(..., self.has_prev)`). The
+        projections always take part in the graph (a zero gradient when no position is hinted), so every rank of a
+        data-parallel step has a gradient for them."""
         has = hints >= 0
         if not bool(has.any()):
-            return emb + 0.0 * P.sum().to(emb.dtype)
-        return emb + hint_part(hints, lookup, P.t()).to(emb.dtype)
+            return emb + 0.0 * sum(p.sum() for p in self.parameters()).to(emb.dtype)
+        return emb + hint_part(hints, lookup, self.projections_t()).to(emb.dtype)
 
 
-def attach_parent_hint(base, state: dict | None = None) -> ParentHint:
+def attach_parent_hint(base, state: dict | None = None, prev: bool = False) -> ParentHint:
     """Give the HF model `base` (under any peft wrapper: backbone.base_model) a ParentHint module (trainable; from
-    `state` when given); returns it."""
+    `state` when given; with previous-frame projections when `prev` or the state has them); returns it."""
     p = next(base.parameters())
-    mod = ParentHint(int(base.config.hidden_size)).to(p.device)
+    mod = ParentHint(int(base.config.hidden_size), prev=prev or (state is not None and PREV_KEY in state)).to(p.device)
     if state is not None:
-        mod.load_state_dict({KEY: state[KEY].float()})
+        own = mod.state_dict()
+        mod.load_state_dict({k: state[k].float() if k in state else own[k] for k in own})  # no "prev" saved: zeros
     base.add_module(ATTR, mod)
     return mod
 
@@ -180,16 +242,27 @@ def save_parent_hint(module: ParentHint, directory: str | Path, dtype=torch.bflo
     from safetensors.torch import save_file
 
     f = Path(directory) / FILE
-    save_file({KEY: getattr(module, KEY).detach().to(dtype).cpu().contiguous()}, str(f))
+    save_file({k: v.detach().to(dtype).cpu().contiguous() for k, v in module.state_dict().items()}, str(f))
     return f
 
 
 def load_parent_hint_state(directory: str | Path) -> dict | None:
-    """{"proj": P} from a model directory's parent_hint.safetensors, or None when it has none."""
+    """{"proj": P (, "prev": Q)} from a model directory's parent_hint.safetensors, or None when it has none."""
     from safetensors.torch import load_file
 
     f = Path(directory) / FILE
     return load_file(str(f)) if f.is_file() else None
+
+
+def saved_hint_keys(directory: str | Path) -> set[str]:
+    """The keys of a model directory's parent_hint.safetensors (no tensors read); empty when it has none."""
+    from safetensors import safe_open
+
+    f = Path(directory) / FILE
+    if not f.is_file():
+        return set()
+    with safe_open(str(f), framework="pt") as fh:
+        return set(fh.keys())
 
 
 def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict | None) -> torch.Tensor:
@@ -199,7 +272,8 @@ def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict 
     emb = F.embedding(ids, W)
     if state is None:
         return emb
-    return emb + hint_part(hint_ids(ids, vocab), lambda x: F.embedding(x, W), state[KEY].t())
+    hints = hint_ids(ids, vocab, PREV_KEY in state)
+    return emb + hint_part(hints, lambda x: F.embedding(x, W), state_projections_t(state))
 
 
 class HintedBackend:
@@ -210,13 +284,14 @@ class HintedBackend:
     the hints right.
     """
 
-    def __init__(self, inner, vocab: UnifiedVocab, proj: torch.Tensor, embed_weight: torch.Tensor):
+    def __init__(self, inner, vocab: UnifiedVocab, state: dict, embed_weight: torch.Tensor):
         self.inner = inner
         self.vocab = vocab
         self.device = inner.device
         self.name = inner.name
         self.embed_weight = embed_weight
-        self.proj_t = proj.to(device=embed_weight.device, dtype=embed_weight.dtype).t().contiguous()
+        self.prev = PREV_KEY in state
+        self.proj_t = state_projections_t(state).to(device=embed_weight.device, dtype=embed_weight.dtype).contiguous()
         self.trackers: list[HintTracker] = []
 
     def __getattr__(self, name):  # everything else (fallback_reason, cache, speculative_mode, ...) from the inner one
@@ -224,7 +299,7 @@ class HintedBackend:
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def _extra(self, hints: list[list[int]]) -> torch.Tensor | None:
+    def _extra(self, hints: list[list[tuple[int, ...]]]) -> torch.Tensor | None:
         h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
         if not bool((h >= 0).any()):
             return None
@@ -232,7 +307,7 @@ class HintedBackend:
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):
-        self.trackers = [HintTracker(self.vocab) for _ in range(ids.shape[0])]
+        self.trackers = [HintTracker(self.vocab, self.prev) for _ in range(ids.shape[0])]
         hints = [tr.feed_many(row) for tr, row in zip(self.trackers, ids.tolist())]
         return self.inner.prefill(ids, mask, max_len=max_len, extra=self._extra(hints))
 
@@ -278,4 +353,4 @@ def wrap_backend(backend, model, vocab: UnifiedVocab, state: dict | None):
     """`backend` with parent hints when the model has them (state from `load_parent_hint_state`), else itself."""
     if state is None:
         return backend
-    return HintedBackend(backend, vocab, state[KEY], input_embedding_weight(model))
+    return HintedBackend(backend, vocab, state, input_embedding_weight(model))

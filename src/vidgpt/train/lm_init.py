@@ -115,9 +115,14 @@ def _match_bit_rows(state: dict, own: dict, where: str) -> None:
 
 
 def _match_parent_hint(state: dict, own: dict, where: str) -> None:
-    """A run with `model.parent_hint` may start from weights without one (P starts at zero: the same function)."""
-    from ..parent_hint import ATTR
+    """A run with `model.parent_hint` may start from weights without one (P starts at zero: the same function); the
+    same for the previous-frame projections Q and `model.prev_frame_hint`."""
+    from ..parent_hint import ATTR, PREV_KEY
 
+    for k in [k for k in state if k.endswith(f"{ATTR}.{PREV_KEY}") and k not in own]:
+        if bool(state[k].any()):
+            raise ConfigError(f"{where}: {k} is a trained previous-frame hint (non-zero); set model.prev_frame_hint: true")
+        del state[k]
     _match_zero_start(state, own, where, ATTR, "model.parent_hint", "is a trained parent hint")
 
 
@@ -251,7 +256,7 @@ def _load_hint(lm, d: Path, where: str, info: dict) -> None:
     import torch
 
     from ..backbone import base_model
-    from ..parent_hint import KEY, load_parent_hint_state, parent_hint_of
+    from ..parent_hint import KEY, PREV_KEY, load_parent_hint_state, parent_hint_of
 
     src = load_parent_hint_state(d)
     if src is None:
@@ -260,11 +265,15 @@ def _load_hint(lm, d: Path, where: str, info: dict) -> None:
     if hint is None:
         raise ConfigError(f"{where}: the source has a trained parent hint (parent_hint.safetensors); "
                           "set model.parent_hint: true")
-    P = getattr(hint, KEY)
-    if tuple(src[KEY].shape) != tuple(P.shape):
-        raise ConfigError(f"{where}: its parent hint has shape {tuple(src[KEY].shape)}, this config makes {tuple(P.shape)}")
-    with torch.no_grad():
-        P.copy_(src[KEY].to(P.dtype))
+    if PREV_KEY in src and not hint.has_prev:
+        raise ConfigError(f"{where}: the source has trained previous-frame hints; set model.prev_frame_hint: true")
+    for key in [k for k in (KEY, PREV_KEY) if k in src]:  # no "prev" in the source: Q stays at zero
+        mine = getattr(hint, key)
+        if tuple(src[key].shape) != tuple(mine.shape):
+            raise ConfigError(f"{where}: its parent hint {key!r} has shape {tuple(src[key].shape)}, this config "
+                              f"makes {tuple(mine.shape)}")
+        with torch.no_grad():
+            mine.copy_(src[key].to(mine.dtype))
     info["parent_hint"] = True
 
 

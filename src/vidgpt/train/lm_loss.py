@@ -394,7 +394,7 @@ class LossHead:
         emb = lookup(ids)
         hint = parent_hint_of(base)
         if hint is not None:  # each fine position told its next cell's blueprint parent (vidgpt.parent_hint)
-            emb = hint.add(emb, hint_ids(ids, self.vocab), lookup)
+            emb = hint.add(emb, hint_ids(ids, self.vocab, hint.has_prev), lookup)
         return body(inputs_embeds=emb, **kw).last_hidden_state
 
     def text_kl(self, model, batch: dict, h: torch.Tensor) -> torch.Tensor | None:

@@ -53,6 +53,8 @@ class LMModelConfig:
     bit_rows: bool = False  # visual rows = free part + bits(code) @ A, A trained (vidgpt.train.bit_rows)
     parent_hint: bool = False  # each fine position's input + P @ row(its next cell's blueprint parent) (vidgpt.parent_hint)
     parent_hint_lr: float = 1.0e-3  # P's own peak lr (it starts at zero; the schedule scales it as the others)
+    prev_frame_hint: bool = False  # with parent_hint: each blueprint position of frame t >= 1 also told its cell's and
+    #                                four neighbours' codes in frame t - 1 (Q_d from zero, at parent_hint_lr)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -179,6 +181,8 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         from ..parent_hint import attach_parent_hint, parent_hint_of
 
         hint = parent_hint_of(base_model(lm.model)) or attach_parent_hint(base_model(lm.model))
+        if m.prev_frame_hint:
+            hint.add_prev()  # zeros unless the model directory's own hint had it
         hint.requires_grad_(True)
     lm.model.train()
     return lm, attn
@@ -521,7 +525,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from ..backbone import save_vidgpt_lm
     from .bit_rows import detach_bit_rows, fold_bit_rows
     from ..backbone import base_model
-    from ..parent_hint import KEY as HINT_KEY, parent_hint_of
+    from ..parent_hint import KEY as HINT_KEY, PREV_KEY as HINT_PREV_KEY, parent_hint_of
     from .distributed import (average_gradients, drop_log_after, engine_name, gather_data_state, is_fsdp, make_accelerator,
                               plain_model_for_save, prepare)
 
@@ -577,6 +581,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio, clock.done())
     )
     loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, sharded=is_fsdp(accelerator))
+    if cfg.model.prev_frame_hint and not cfg.model.parent_hint:
+        raise ConfigError("model.prev_frame_hint extends the parent hint's module: set model.parent_hint: true too")
     if cfg.model.parent_hint and loss_head.head == "plain":
         raise ConfigError("model.parent_hint needs loss.head full or constrained (the plain head goes through the "
                           "model's own forward, which adds no hints)")
@@ -713,8 +719,10 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         final = state["step"] == t.steps or timed_out
         bar.update(1)
         rec = {"step": state["step"], "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "time": round(time.time(), 3)}
-        if hint is not None:  # how far P has grown from zero (vidgpt.parent_hint)
+        if hint is not None:  # how far P (and Q) have grown from zero (vidgpt.parent_hint)
             rec["parent_hint_norm"] = float(getattr(hint, HINT_KEY).detach().norm())
+            if hint.has_prev:
+                rec["prev_hint_norm"] = float(getattr(hint, HINT_PREV_KEY).detach().norm())
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
         if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)
