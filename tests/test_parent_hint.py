@@ -366,3 +366,19 @@ def test_a_run_trains_Q_from_a_source_without_it_and_a_config_without_the_option
         cfg = load_config(LMTrainConfig, TINY_YAML, ["train.eval_batches=0", "loss.head=constrained", "train.steps=1",
                                                      "model.prev_frame_hint=true"])
         train_lm(cfg, tmp_path / "e", progress=False)
+
+
+def test_Q_trains_in_an_optimizer_group_of_its_own():
+    from vidgpt.backbone import base_model
+    from vidgpt.train.lm_trainer import LMTrainLoop, make_optimizer
+
+    from test_lm_loss import make_lm
+
+    lm = make_lm(False)
+    hint = attach_parent_hint(base_model(lm.model), prev=True)
+    opt = make_optimizer(lm.model, LMTrainLoop(lr=1e-4), 1e-3, 2e-4)
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(getattr(hint, KEY))] == 1e-3 and by_param[id(getattr(hint, PREV_KEY))] == 2e-4
+    assert sum(len(g["params"]) for g in opt.param_groups) == len({id(p) for g in opt.param_groups for p in g["params"]})
+    same = make_optimizer(lm.model, LMTrainLoop(lr=1e-4), 1e-3)  # no Q lr: the parent hint's
+    assert {id(p): g["lr"] for g in same.param_groups for p in g["params"]}[id(getattr(hint, PREV_KEY))] == 1e-3

@@ -54,7 +54,9 @@ class LMModelConfig:
     parent_hint: bool = False  # each fine position's input + P @ row(its next cell's blueprint parent) (vidgpt.parent_hint)
     parent_hint_lr: float = 1.0e-3  # P's own peak lr (it starts at zero; the schedule scales it as the others)
     prev_frame_hint: bool = False  # with parent_hint: each blueprint position of frame t >= 1 also told its cell's and
-    #                                four neighbours' codes in frame t - 1 (Q_d from zero, at parent_hint_lr)
+    #                                four neighbours' codes in frame t - 1 (Q_d from zero)
+    prev_hint_lr: float = 0.0  # Q's own peak lr (0: parent_hint_lr). Adam moves every element of the 5 x H x H Q by
+    #                            ~lr a step whatever its gradient's size: at 1e-3 it grew as noise (piece 30's first try)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -231,11 +233,11 @@ def cost_tool_lm(config: str | Path, sets: list[str] | tuple = (), fp32_frozen: 
     return cfg, lm, getattr(lm.text_tokenizer, "pad_token_id", None) or 0, bf16
 
 
-def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr: float | None = None) -> torch.optim.Optimizer:
     """AdamW: weight decay on matrices, none on vectors; the parent hint's P (when attached) in a group of its own at
-    `hint_lr` without decay."""
+    `hint_lr` without decay, its previous-frame Q (when it has one) in another at `prev_lr` (default `hint_lr`)."""
     from ..backbone import base_model
-    from ..parent_hint import parent_hint_of
+    from ..parent_hint import PREV_KEY, parent_hint_of
 
     hint = parent_hint_of(base_model(model))
     own = {id(p) for p in hint.parameters()} if hint is not None else set()
@@ -245,7 +247,11 @@ def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None) -> torch
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if hint is not None:
-        groups.append({"params": list(hint.parameters()), "weight_decay": 0.0, "lr": hint_lr or t.lr})
+        prev = [getattr(hint, PREV_KEY)] if hint.has_prev else []
+        groups.append({"params": [p for p in hint.parameters() if all(p is not q for q in prev)], "weight_decay": 0.0,
+                       "lr": hint_lr or t.lr})
+        if prev:
+            groups.append({"params": prev, "weight_decay": 0.0, "lr": prev_lr or hint_lr or t.lr})
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
 
 
@@ -575,7 +581,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.max_minutes < 0:
         raise ConfigError(f"train.max_minutes={t.max_minutes}: a budget in minutes, or 0 for none")
     clock = WallClock(t.max_minutes * 60)  # its spent seconds come from the checkpoint on --resume (below)
-    optimizer = make_optimizer(lm.model, t, cfg.model.parent_hint_lr)
+    optimizer = make_optimizer(lm.model, t, cfg.model.parent_hint_lr, cfg.model.prev_hint_lr)
     hint = parent_hint_of(base_model(lm.model))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio, clock.done())
