@@ -326,7 +326,8 @@ def test_the_loss_head_adds_previous_frame_hints_and_Q_learns():
     assert Q.shape == (len(NEIGHBOURS), *getattr(hint, KEY).shape)
     assert Q.grad is not None and all(Q.grad[d].abs().sum() > 0 for d in range(len(NEIGHBOURS)))
     with torch.no_grad():
-        Q.normal_(0, 2.0)
+        # the tiny model's visual rows are small (std ~0.003): a large Q, seeded (the test's order must not matter)
+        Q.copy_(20.0 * torch.randn(Q.shape, generator=torch.Generator().manual_seed(5)))
         hinted = float(head(lm.model, batch)[0])
         assert abs(hinted - before) > 5e-5
         ids = batch["input_ids"]
