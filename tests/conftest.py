@@ -165,6 +165,27 @@ def video_tok_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def tiny_shards_and_lm(tmp_path):
+    """tiny_shards_and_lm(frames) -> (shard folder of 6 world clips at frames x 32 x 32 coded by a random K = 6
+    tokenizer, with blueprints and object masks; a tiny random LM over those codes), under tmp_path/"s"."""
+    import torch
+
+    from vidgpt.backbone import extend
+    from vidgpt.data.lm_dataset import BuildLMConfig, build_lm_shards
+    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
+
+    def make(frames: int):
+        torch.manual_seed(0)
+        tok = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
+        build_lm_shards(tmp_path / "s", tok, BuildLMConfig(num=6, frames=frames, height=32, width=32, batch_size=8,
+                                                           records_per_chunk=4), progress=False)
+        lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+        return tmp_path / "s", lm
+
+    return make
+
+
+@pytest.fixture
 def decode_calls(monkeypatch):
     """Every call the pipeline makes to `constrained_decode` from now on, as (args, kwargs), in order; the calls
     still run. For tests of what each pass of a decode is given (prompts, negatives, scales, forced ids)."""

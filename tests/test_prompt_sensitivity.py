@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -24,16 +23,10 @@ def test_swap_changes_exactly_the_named_word():
     assert prompt_sensitivity.swapped_background("red circle, moving right") is None
 
 
-def test_losses_on_held_out_records_with_object_codes(tmp_path, capsys):
-    from vidgpt.backbone import extend, save_vidgpt_lm
-    from vidgpt.data.lm_dataset import BuildLMConfig, build_lm_shards
-    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
+def test_losses_on_held_out_records_with_object_codes(tmp_path, capsys, tiny_shards_and_lm):
+    from vidgpt.backbone import save_vidgpt_lm
 
-    torch.manual_seed(0)
-    tok = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
-    build_lm_shards(tmp_path / "s", tok, BuildLMConfig(num=6, frames=5, height=32, width=32, batch_size=8,
-                                                       records_per_chunk=4), progress=False)
-    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
+    _, lm = tiny_shards_and_lm(frames=5)
     save_vidgpt_lm(lm, tmp_path / "m")
     assert prompt_sensitivity.main([str(tmp_path / "m"), "--shards", str(tmp_path / "s"), "--n", "4",
                                     "--holdout-every", "3", "--json"]) == 0

@@ -11,25 +11,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
+import prompt_sensitivity  # noqa: E402
 import section_loss  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_sections_split_the_documents_codes_and_q_zero_is_scored_apart(tmp_path, capsys):
-    from vidgpt.backbone import base_model, extend, save_vidgpt_lm
-    from vidgpt.data.lm_dataset import BuildLMConfig, build_lm_shards
+def test_sections_split_the_documents_codes_and_q_zero_is_scored_apart(tmp_path, capsys, tiny_shards_and_lm):
+    from vidgpt.backbone import base_model, save_vidgpt_lm
     from vidgpt.layout import VISUAL
     from vidgpt.parent_hint import PREV_KEY, attach_parent_hint
-    from vidgpt.tokenizer import TokenizerConfig, VideoTokenizer
     from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
 
-    torch.manual_seed(0)
-    tok = VideoTokenizer(TokenizerConfig(codebook_bits=6, channels=8, norm_groups=4)).eval()
-    build_lm_shards(tmp_path / "s", tok, BuildLMConfig(num=6, frames=9, height=32, width=32, batch_size=8,
-                                                       records_per_chunk=4), progress=False)
-    lm = extend("tiny-llama", None, codebook_bits=6, tiny={"hidden_size": 32, "layers": 1, "heads": 2, "kv_heads": 1})
-    recs = section_loss.held_out_records(str(tmp_path / "s"), 3, 4)
+    shards, lm = tiny_shards_and_lm(frames=9)
+    recs = prompt_sensitivity.held_out_records(str(shards), 3, 4, need_blueprint=True)
     assert len(recs) == 2 and all(r["blueprint_codes"] is not None for r in recs)
     doc = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False))(recs[0], np.random.default_rng(0))
     pos = section_loss.section_positions(doc, recs[0])

@@ -133,8 +133,28 @@ def load_model_or_checkpoint(path: Path):
     return merge_lora(lm)
 
 
-def main(argv=None) -> int:
+def held_out_records(shards: str, holdout_every: int, n: int, need_blueprint: bool = False) -> list[dict]:
+    """The first n text-to-video records the trainer holds out of a shard folder (global record index
+    i % holdout_every == 0 over its files in order; holdout_every 0: the last n records of its last file), edits
+    left out; need_blueprint: only records with a blueprint."""
     import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(f"{shards}/**/*.parquet", recursive=True))
+    if holdout_every > 0:
+        recs, i = [], 0
+        for f in files:
+            for r in pq.read_table(f).to_pylist():
+                if i % holdout_every == 0:
+                    recs.append(r)
+                i += 1
+    else:
+        recs = pq.read_table(files[-1]).to_pylist() if files else []
+    recs = [r for r in recs if r.get("codes") is not None and not r.get("edit")
+            and (not need_blueprint or r.get("blueprint_codes") is not None)]
+    return recs[:n] if holdout_every > 0 else recs[-n:]
+
+
+def main(argv=None) -> int:
     import torch
 
     from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
@@ -161,17 +181,7 @@ def main(argv=None) -> int:
     chat = bool((lm.meta.get("layout") or {}).get("chat", True))
     fmt = RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=chat, loss_on=["visual"]))
     head = LossHead(lm.vocab, LossSettings(head="constrained"))
-    files = sorted(glob.glob(f"{args.shards}/**/*.parquet", recursive=True))
-    if args.holdout_every > 0:
-        recs, i = [], 0
-        for f in files:
-            for r in pq.read_table(f).to_pylist():
-                if i % args.holdout_every == 0:
-                    recs.append(r)
-                i += 1
-    else:
-        recs = pq.read_table(files[-1]).to_pylist()
-    recs = [r for r in recs if r.get("codes") is not None and not r.get("edit")]
+    recs = held_out_records(args.shards, args.holdout_every, args.n)
     rows = []
 
     def loss_of(doc) -> float:
@@ -180,7 +190,7 @@ def main(argv=None) -> int:
             loss, _ = head(lm.model, batch)
         return float(loss)
 
-    for r in recs[: args.n] if args.holdout_every > 0 else recs[-args.n:]:
+    for r in recs:
         caps = r.get("captions") or []
         if args.swap == "background":  # the short caption names no background; the second style does
             true_cap = caps[1] if len(caps) > 1 else ""

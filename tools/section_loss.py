@@ -35,21 +35,29 @@ def section_positions(doc, rec, subtokens: int = 1) -> dict[str, list[int]]:
     return {SECTIONS[0]: vis[:frame], SECTIONS[1]: vis[frame:nbp], SECTIONS[2]: vis[nbp:]}
 
 
+def prev_hint(lm):
+    """The model's hint module when it has previous-frame hints (its Q), else None."""
+    from vidgpt.backbone import base_model
+    from vidgpt.parent_hint import parent_hint_of
+
+    hint = parent_hint_of(base_model(lm.model))
+    return hint if hint is not None and hint.has_prev else None
+
+
 def section_losses(lm, recs, zero_prev: bool = False) -> dict[str, float]:
     """Mean per-code loss (the trainer's constrained head) of each section over `recs`."""
     import torch
 
-    from vidgpt.backbone import base_model
-    from vidgpt.parent_hint import PREV_KEY, parent_hint_of
+    from vidgpt.parent_hint import PREV_KEY
     from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
     from vidgpt.train.lm_loss import LossHead, LossSettings
     from vidgpt.train.packing import collate, pack
 
     from prompt_sensitivity import _weighted_at
 
-    hint = parent_hint_of(base_model(lm.model))
+    hint = prev_hint(lm)
     saved = None
-    if zero_prev and hint is not None and hint.has_prev:
+    if zero_prev and hint is not None:
         saved = getattr(hint, PREV_KEY).detach().clone()
         with torch.no_grad():
             getattr(hint, PREV_KEY).zero_()
@@ -73,27 +81,12 @@ def section_losses(lm, recs, zero_prev: bool = False) -> dict[str, float]:
     return {k: float(np.mean(v)) if v else float("nan") for k, v in out.items()}
 
 
-def held_out_records(shards: str, holdout_every: int, n: int) -> list[dict]:
-    import glob
-
-    import pyarrow.parquet as pq
-
-    recs, i = [], 0
-    for f in sorted(glob.glob(f"{shards}/**/*.parquet", recursive=True)):
-        for r in pq.read_table(f).to_pylist():
-            if i % holdout_every == 0 and r.get("codes") is not None and r.get("blueprint_codes") is not None \
-                    and not r.get("edit"):
-                recs.append(r)
-            i += 1
-    return recs[:n]
-
-
 def main(argv=None) -> int:
     import torch
 
     from vidgpt.errors import ConfigError
 
-    from prompt_sensitivity import load_model_or_checkpoint
+    from prompt_sensitivity import held_out_records, load_model_or_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="vidgpt model directories or training checkpoints (RUN/checkpoints/step-N)")
@@ -105,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recs = held_out_records(args.shards, args.holdout_every, args.n)
+    recs = held_out_records(args.shards, args.holdout_every, args.n, need_blueprint=True)
     if not recs:
         raise ConfigError(f"{args.shards}: no held-out records with a blueprint")
     rows = []
@@ -113,11 +106,7 @@ def main(argv=None) -> int:
         lm = load_model_or_checkpoint(Path(m))
         lm.model.eval()
         rows.append({"model": m, **section_losses(lm, recs)})
-        from vidgpt.backbone import base_model
-        from vidgpt.parent_hint import parent_hint_of
-
-        hint = parent_hint_of(base_model(lm.model))
-        if args.zero_prev and hint is not None and hint.has_prev:
+        if args.zero_prev and prev_hint(lm) is not None:
             rows.append({"model": m + " (Q = 0)", **section_losses(lm, recs, zero_prev=True)})
     if args.json:
         print(json.dumps({"n": len(recs), "rows": rows}, indent=1))
