@@ -11,8 +11,9 @@ import torch
 from vidgpt.config import load_config
 from vidgpt.errors import ConfigError
 from vidgpt.layout import Layout, VisualBlock
-from vidgpt.parent_hint import (ATTR, FILE, KEY, NEIGHBOURS, PREV_KEY, HintedBackend, HintTracker, attach_parent_hint,
-                                embed_with_hints, hint_ids, load_parent_hint_state, parent_hint_of)
+from vidgpt.parent_hint import (ATTR, CAPTION_KEY, CAPTION_WINDOW, FILE, KEY, NEIGHBOURS, PREV_KEY, HintedBackend,
+                                HintTracker, attach_parent_hint, embed_with_hints, hint_ids, load_parent_hint_state,
+                                parent_hint_of)
 from vidgpt.vocab import UnifiedVocab, VocabSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,13 +117,14 @@ def test_each_blueprint_position_of_a_later_frame_is_told_its_cells_neighbours_o
     assert [h[0] for h in hints] == [h for (h,) in HintTracker(vocab).feed_many(block)]
 
 
-@pytest.mark.parametrize("prev", [False, True])
-def test_truncation_goes_back_to_the_state_at_that_position(prev):
+@pytest.mark.parametrize("prev,caption", [(False, False), (True, False), (True, True)])
+def test_truncation_goes_back_to_the_state_at_that_position(prev, caption):
     vocab = UnifiedVocab(VocabSpec(6, 1, 8, 8), offset=100)
-    ids, _ = _block_ids(vocab, (5, 4, 4))
-    whole = HintTracker(vocab, prev).feed_many(ids)
-    tr = HintTracker(vocab, prev)
-    for cut in (40, 30, 11, 4, 0):
+    block, _ = _block_ids(vocab, (5, 4, 4))
+    ids = [11, 12, 13] + block + [14, 15] + block
+    whole = HintTracker(vocab, prev, caption).feed_many(ids)
+    tr = HintTracker(vocab, prev, caption)
+    for cut in (len(block) + 6, len(block) + 4, 40, 30, 11, 4, 0):
         tr.truncate(0)
         first = tr.feed_many(ids[:cut + 7])
         tr.truncate(cut)
@@ -130,8 +132,9 @@ def test_truncation_goes_back_to_the_state_at_that_position(prev):
         assert first[:cut] + tr.feed_many(ids[cut:]) == whole
 
 
-def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, prev=False, **options):
-    """A tiny pipeline, and the same with a random parent hint state (and previous-frame projections with prev)."""
+def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, prev=False, caption=False, **options):
+    """A tiny pipeline, and the same with a random parent hint state (and previous-frame projections with prev, the
+    caption projection with caption)."""
     from vidgpt.generate.tiny import tiny_pipeline
 
     pipe = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options=dict(options))
@@ -140,18 +143,22 @@ def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, prev=False, **options):
     state = {KEY: scale * torch.randn(H, H, generator=g) / H**0.5}
     if prev:
         state[PREV_KEY] = scale * torch.randn(len(NEIGHBOURS), H, H, generator=g) / H**0.5
+    if caption:
+        state[CAPTION_KEY] = 20 * scale * torch.randn(H, H, generator=g) / H**0.5  # text rows: small in the tiny model
     hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": state, **options})
     return pipe, hinted, state
 
 
-@pytest.mark.parametrize("fast,attention,prev", [(True, "filled", False), (True, "static", False), (False, None, False),
-                                                 (True, "filled", True), (True, "static", True), (False, None, True)])
-def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast, attention, prev):
+@pytest.mark.parametrize("fast,attention,prev,caption", [
+    (True, "filled", False, False), (True, "static", False, False), (False, None, False, False),
+    (True, "filled", True, False), (True, "static", True, False), (False, None, True, False),
+    (True, "filled", False, True), (True, "static", True, True), (False, None, True, True)])
+def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast, attention, prev, caption):
     """Prefill, one-token steps, several-token steps and truncation through HintedBackend give the logits of one
     teacher-forced forward whose inputs carry the hints (the fast decoder's filled cache, its fixed-shape step that a
-    CUDA graph replays, and the plain transformers path), with and without previous-frame hints."""
+    CUDA graph replays, and the plain transformers path), with and without previous-frame and caption hints."""
     options = {"attention": attention} if attention else {}
-    pipe, hinted, state = _tiny_pipe_with_hint(text_tok, fast=fast, prev=prev, **options)
+    pipe, hinted, state = _tiny_pipe_with_hint(text_tok, fast=fast, prev=prev, caption=caption, **options)
     assert isinstance(hinted.backend, HintedBackend) and not isinstance(pipe.backend, HintedBackend)
     vocab = hinted.vocab
     block, _ = _block_ids(vocab, (2, 4, 4), seed=3)  # blueprint 2 x 2 x 2: its second frame gets previous-frame hints
@@ -176,19 +183,20 @@ def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fas
     got = torch.stack(got)
     want = ref[n0 - 1 : ids.shape[1] - 1, lo:hi]
     assert torch.allclose(got, want, atol=2e-3), float((got - want).abs().max())
-    # and the hints did something: the plain forward differs on the fine section (and, with previous-frame hints,
-    # on the blueprint's second frame, not on its first)
+    # and the hints did something: the plain forward differs on the fine section (with previous-frame hints, on the
+    # blueprint's second frame, not on its first; with caption hints, from the blueprint's first frame on)
     diff = (plain[:, lo:hi] - ref[:, lo:hi]).abs().amax(-1)
     start = 3 + 4  # the position of <blueprint>: it predicts blueprint id 0 (S = 1: 4 ids a frame)
     assert vocab.spec.subtokens == 1 and ids[0, start] == vocab.blueprint_id
-    assert diff[: start + 4].max() < 1e-5  # up to the positions that predict frame 0: no hint
-    assert (diff[start + 4: start + 8].max() > 1e-2) == prev  # those that predict frame 1
+    assert diff[:start].max() < 1e-5  # the text and the header: no hint
+    assert (diff[start: start + 4].max() > 1e-2) == caption  # the positions that predict frame 0
+    assert (diff[start + 4: start + 8].max() > 1e-2) == (prev or caption)  # those that predict frame 1
     assert diff[start + 9:].max() > 1e-2  # the fine section
 
 
-@pytest.mark.parametrize("prev", [False, True])
-def test_zero_projection_changes_no_clip_and_a_trained_one_does(text_tok, prev):
-    pipe, hinted, state = _tiny_pipe_with_hint(text_tok, prev=prev)
+@pytest.mark.parametrize("prev,caption", [(False, False), (True, False), (False, True)])
+def test_zero_projection_changes_no_clip_and_a_trained_one_does(text_tok, prev, caption):
+    pipe, hinted, state = _tiny_pipe_with_hint(text_tok, prev=prev, caption=caption)
     from vidgpt.generate.tiny import tiny_pipeline
 
     zero = tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": {k: torch.zeros_like(v) for k, v in state.items()}})
@@ -198,9 +206,9 @@ def test_zero_projection_changes_no_clip_and_a_trained_one_does(text_tok, prev):
     c = hinted.generate("a red circle moving right", **kw)
     assert a.token_ids == b.token_ids
     (ba,), (bc,) = a.blocks, c.blocks
-    # the blueprint's first frame has no hints; its later frames have them with previous-frame hints
-    assert torch.equal(ba.blueprint[0], bc.blueprint[0])
-    assert torch.equal(ba.blueprint, bc.blueprint) != prev
+    # the blueprint's first frame has no hints but the caption's; its later frames have previous-frame hints too
+    assert torch.equal(ba.blueprint[0], bc.blueprint[0]) != caption
+    assert torch.equal(ba.blueprint, bc.blueprint) != (prev or caption)
     assert not torch.equal(ba.fine, bc.fine)
 
 
@@ -383,3 +391,109 @@ def test_Q_trains_in_an_optimizer_group_of_its_own():
     assert sum(len(g["params"]) for g in opt.param_groups) == len({id(p) for g in opt.param_groups for p in g["params"]})
     same = make_optimizer(lm.model, LMTrainLoop(lr=1e-4), 1e-3)  # no Q lr: the parent hint's
     assert {id(p): g["lr"] for g in same.param_groups for p in g["params"]}[id(getattr(hint, PREV_KEY))] == 1e-3
+    hint.add_caption()  # R: a group of its own too
+    opt = make_optimizer(lm.model, LMTrainLoop(lr=1e-4), 1e-3, 2e-4, 5e-4)
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert [by_param[id(getattr(hint, k))] for k in (KEY, PREV_KEY, CAPTION_KEY)] == [1e-3, 2e-4, 5e-4]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(by_param)
+
+
+# --- caption hints ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subtokens", [1, 2])
+def test_each_position_that_predicts_a_blueprint_code_is_told_the_text_before_its_block(subtokens):
+    from vidgpt.geometry import blueprint_shape
+
+    vocab = UnifiedVocab(VocabSpec(6, subtokens, 8, 8), offset=100)
+    shape = (3, 8, 6)
+    block, _ = _block_ids(vocab, shape, seed=2)
+    first_text = list(range(10, 10 + CAPTION_WINDOW + 5))  # longer than the window: its last ids are read
+    ids = first_text + block + [60, 61, 62] + block
+    hints = HintTracker(vocab, prev=True, caption=True).feed_many(ids)
+    base = HintTracker(vocab, prev=True).feed_many(ids)
+    n = 1 + len(NEIGHBOURS)
+    assert all(len(h) == n + CAPTION_WINDOW for h in hints)
+    assert [h[:n] for h in hints] == base  # the parent and neighbour slots are untouched
+    nbp = int(torch.tensor(blueprint_shape(shape)).prod()) * subtokens
+    want = {}
+    for start, words in ((len(first_text), tuple(first_text[-CAPTION_WINDOW:])),
+                         (len(first_text) + len(block) + 3, (60, 61, 62) + (-1,) * (CAPTION_WINDOW - 3))):
+        marker = start + 4
+        assert ids[marker] == vocab.blueprint_id
+        want.update({p: words for p in range(marker, marker + nbp)})  # the marker, then every blueprint id but the last
+    for p, h in enumerate(hints):
+        assert h[n:] == want.get(p, (-1,) * CAPTION_WINDOW), p
+
+
+def test_the_loss_head_adds_caption_hints_and_R_learns():
+    from vidgpt.backbone import base_model
+    from vidgpt.train.lm_loss import LossHead, LossSettings, reference_loss
+
+    from test_lm_loss import make_batch, make_lm
+
+    lm = make_lm(False)
+    batch = make_batch(lm, seq_len=128)
+    assert (hint_ids(batch["input_ids"], lm.vocab, caption=True)[..., 1:] >= 0).any(), "the test needs blueprints"
+    head = LossHead(lm.vocab, LossSettings(head="constrained"))
+    with torch.no_grad():
+        before = float(head(lm.model, batch)[0])
+    hint = attach_parent_hint(base_model(lm.model), caption=True)
+    assert hint.has_caption and not hint.has_prev
+    loss, _ = head(lm.model, batch)
+    assert float(loss.detach()) == pytest.approx(before, abs=1e-6)  # P = R = 0: the same function
+    loss.backward()
+    R = getattr(hint, CAPTION_KEY)
+    assert R.grad is not None and R.grad.abs().sum() > 0
+    with torch.no_grad():
+        # the head's hidden states are a plain forward's on inputs that carry the hints (the loss itself barely moves
+        # in a random tiny model: compare the states), and R changes them from the first blueprint position on
+        zero = head.hidden_states(lm.model, batch)
+        R.copy_(2.0 * torch.randn(R.shape, generator=torch.Generator().manual_seed(6)))
+        hinted = head.hidden_states(lm.model, batch)
+        ids = batch["input_ids"]
+        state = {KEY: getattr(hint, KEY), CAPTION_KEY: R}
+        ref = base_model(lm.model).model(inputs_embeds=embed_with_hints(lm.model, ids, lm.vocab, state),
+                                         position_ids=batch["position_ids"]).last_hidden_state
+    # the head keeps the packed documents of a row apart, the plain forward does not: compare each row's first one
+    moved = (hinted - zero).abs().amax(-1) > 1e-3  # [B, L]
+    seen = 0
+    for r, row in enumerate(ids.tolist()):
+        pos = batch["position_ids"][r].tolist()
+        end = next((i for i in range(1, len(pos)) if pos[i] == 0), len(pos))
+        assert torch.allclose(hinted[r, :end], ref[r, :end], atol=1e-4)
+        if lm.vocab.blueprint_id in row[:end]:  # R moves the states from the blueprint marker on, nothing before it
+            marker = row.index(lm.vocab.blueprint_id)
+            assert not moved[r, :marker].any() and moved[r, marker:end].any()
+            seen += 1
+    assert seen, "the test needs a blueprint in a row's first document"
+
+
+def test_a_run_adds_R_to_a_source_without_it_and_a_config_without_the_option_refuses_it(tmp_path):
+    from vidgpt.backbone import describe_dir, format_description
+    from vidgpt.train.lm_trainer import LMTrainConfig, train_lm
+
+    train_lm(_tiny(["train.steps=2", "train.ckpt_every=0", "model.parent_hint_lr=1e-2"]), tmp_path / "a",
+             progress=False)
+    # piece "b" adds caption hints to a model that had only the parent's: R starts at zero and moves
+    train_lm(_tiny(["train.steps=3", "train.ckpt_every=3", "model.caption_hint=true", "model.caption_hint_lr=1e-2",
+                    f"train.init_from={tmp_path / 'a' / 'model'}"]), tmp_path / "b", progress=False)
+    state = load_parent_hint_state(tmp_path / "b" / "model")
+    assert state[CAPTION_KEY].shape == state[KEY].shape and state[CAPTION_KEY].abs().max() > 1e-3
+    assert PREV_KEY not in state
+    info = describe_dir(tmp_path / "b" / "model")
+    assert info["caption_hint"] and "caption hints" in format_description(info)
+    log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("caption_hint_norm", 0) > 0 for r in log)
+    # the next piece keeps R (from the model directory); without the option a trained R is refused
+    train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", "model.caption_hint=true",
+                    f"train.init_from={tmp_path / 'b' / 'model'}"]), tmp_path / "c", progress=False)
+    assert torch.allclose(load_parent_hint_state(tmp_path / "c" / "model")[CAPTION_KEY].float(),
+                          state[CAPTION_KEY].float(), atol=1e-2)
+    for src in (tmp_path / "b", tmp_path / "b" / "model"):
+        with pytest.raises(ConfigError, match="caption_hint"):
+            train_lm(_tiny(["train.steps=1", f"train.init_from={src}"]), tmp_path / "d", progress=False)
+    with pytest.raises(ConfigError, match="parent_hint"):
+        cfg = load_config(LMTrainConfig, TINY_YAML, ["train.eval_batches=0", "loss.head=constrained", "train.steps=1",
+                                                     "model.caption_hint=true"])
+        train_lm(cfg, tmp_path / "e", progress=False)

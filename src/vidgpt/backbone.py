@@ -685,7 +685,7 @@ def _tokenizer_summary(d: Path) -> dict:
 
 def describe_dir(directory: str | Path) -> dict:
     """What `directory` holds: a vidgpt LM (full/delta), a plain HF model, a video tokenizer or a training run."""
-    from .parent_hint import PREV_KEY, saved_hint_keys
+    from .parent_hint import CAPTION_KEY, PREV_KEY, saved_hint_keys
 
     d = Path(directory)
     if not d.is_dir():
@@ -701,7 +701,7 @@ def describe_dir(directory: str | Path) -> dict:
                     embedding_rows=meta.get("embedding_rows"), chat_layout=bool((meta.get("layout") or {}).get("chat", True)),
                     adapter=(d / ADAPTER_DIR).is_dir(), video_tokenizer=(d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)).is_dir(),
                     tokenizer=_tokenizer_summary(d), parent_hint=bool(hints := saved_hint_keys(d)),
-                    prev_frame_hint=PREV_KEY in hints)
+                    prev_frame_hint=PREV_KEY in hints, caption_hint=CAPTION_KEY in hints)
         if (d / "config.json").is_file():
             from transformers import AutoConfig
 
@@ -748,7 +748,8 @@ def format_description(info: dict) -> str:
         lines.append(f"  form: {info['form']}" + (f" on base {info['base']}" if info.get("base") else "")
                      + (", LoRA adapter" if info["adapter"] else "")
                      + (", parent hints" if info.get("parent_hint") else "")
-                     + (" + previous-frame hints" if info.get("prev_frame_hint") else ""))
+                     + (" + previous-frame hints" if info.get("prev_frame_hint") else "")
+                     + (" + caption hints" if info.get("caption_hint") else ""))
         lines.append(f"  vocabulary: {info['text_vocab']} text + {info['new_tokens']} new tokens (K={info['codebook_bits']}, "
                      f"S={info['subtokens']}), {info['embedding_rows']} embedding rows")
         lines.append(f"  layout: {'chat' if info['chat_layout'] else 'plain'}; video tokenizer: "

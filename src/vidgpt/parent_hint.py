@@ -23,9 +23,21 @@ position that predicts blueprint cell (t, y, x), t >= 1, also gets
 
 so the codes a move copies (the object one cell to the left of a cell it arrives in, for "moving right") are at the
 position's own input, not a direction-dependent distance back, and the motion word only has to pick among them.
-Each position thus has `slots` hint ids (1, or 1 + 5 with previous-frame hints; -1 where none), one projection each.
+Caption hints (optional, `model.caption_hint`) carry the prompt itself to the positions that draw the blueprint: the
+input of every position that predicts a blueprint code also gets
 
-P (and Q) ship beside the model as `parent_hint.safetensors` (keys "proj" and "prev"; vidgpt.json "parent_hint":
+    R @ mean(row(id) for the last CAPTION_WINDOW text ids before the visual block)     R [H, H], zeros at start
+
+Measured on the CPU-trained models (tools/direction_probe.py), the caption's direction is held at the prompt's end
+and at the blueprint marker and is gone by the end of the blueprint's first frame, where the moves are drawn; this
+puts the words back at the input of each of those positions. The window is the text since the last visual block (or
+the row's start), at most CAPTION_WINDOW ids, frozen at <vision_start>; with the chat layout it includes the
+template's tail (the same in every document, which R learns as a constant).
+
+Each position thus has `slots` hint ids (1, + 5 with previous-frame hints, + CAPTION_WINDOW with caption hints; -1
+where none): one projection a slot for the parent and the neighbours, one for the caption slots' mean.
+
+P (and Q, R) ship beside the model as `parent_hint.safetensors` (keys "proj", "prev", "caption"; vidgpt.json "parent_hint":
 true); the backbone's own weights are untouched, so the fast decoder, the light loader and the ready cache read the
 model as before and `HintedBackend` adds the hints around any backend.
 """
@@ -46,6 +58,8 @@ ATTR = "vidgpt_parent_hint"  # the module's attribute on the base model (trainin
 FILE = "parent_hint.safetensors"
 KEY = "proj"
 PREV_KEY = "prev"  # the previous-frame projections Q [len(NEIGHBOURS), H, H]
+CAPTION_KEY = "caption"  # the caption projection R [H, H]
+CAPTION_WINDOW = 32  # text ids a caption hint reads (the last ones before the visual block)
 # (dy, dx) of the cells of blueprint frame t - 1 a blueprint position of frame t >= 1 is told: itself, left, right,
 # above, below
 NEIGHBOURS = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))
@@ -54,35 +68,53 @@ NEIGHBOURS = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))
 _OUT, _HEADER, _MARKER, _BLUEPRINT, _FINE, _SKIP = range(6)
 
 
+def slot_count(prev: bool = False, caption: bool = False) -> int:
+    """Hint ids a position: the parent, the previous-frame neighbours (prev), the caption window (caption)."""
+    return 1 + len(NEIGHBOURS) * bool(prev) + CAPTION_WINDOW * bool(caption)
+
+
 class HintTracker:
     """Reads one row's ids one at a time; `feed` returns the hint ids of each position: a tuple of `slots` ids
-    (the parent; then, with `prev`, the previous-frame neighbours), -1 where none.
+    (the parent; then, with `prev`, the previous-frame neighbours; then, with `caption`, the caption window), -1
+    where none.
 
     The state after every position is kept, so `truncate(n)` goes back to the state after the first n ids.
     """
 
-    def __init__(self, vocab: UnifiedVocab, prev: bool = False):
+    def __init__(self, vocab: UnifiedVocab, prev: bool = False, caption: bool = False):
         self.v = vocab
         self.S = vocab.spec.subtokens
-        self.slots = 1 + len(NEIGHBOURS) * bool(prev)
-        self._none = (-1,) * self.slots
+        self.caption = bool(caption)
+        self.slots = slot_count(prev, caption)
+        self._none = (-1,) * slot_count(prev)  # what _next gives: the parent and neighbour slots
+        self._no_caption = (-1,) * (CAPTION_WINDOW * self.caption)
         self.ids: list[int] = []
-        self.states: list[tuple] = []
+        self.states: list[tuple] = []  # (block state, text window, caption window) after each position
         self.state: tuple = (_OUT,)
+        self.text: tuple[int, ...] = ()  # the last CAPTION_WINDOW text ids since the last visual block
+        self.words: tuple[int, ...] = self._no_caption  # the window frozen at the last <vision_start>, padded
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def truncate(self, n: int) -> None:
         del self.ids[n:], self.states[n:]
-        self.state = self.states[-1] if self.states else (_OUT,)
+        self.state, self.text, self.words = self.states[-1] if self.states else ((_OUT,), (), self._no_caption)
 
     def feed(self, tok: int) -> tuple[int, ...]:
         tok = int(tok)
         pos = len(self.ids)
         self.ids.append(tok)
         self.state, hint = self._next(self.state, tok, pos)
-        self.states.append(self.state)
+        if self.caption:
+            if tok == self.v.vision_start_id:
+                self.words = self.text + (-1,) * (CAPTION_WINDOW - len(self.text))
+                self.text = ()
+            elif tok < self.v.offset and self.state[0] == _OUT:
+                self.text = (self.text + (tok,))[-CAPTION_WINDOW:]
+            # the positions that predict a blueprint code (the marker's, then every blueprint id's but the last)
+            hint = hint + (self.words if self.state[0] == _BLUEPRINT else self._no_caption)
+        self.states.append((self.state, self.text, self.words))
         return hint
 
     def feed_many(self, toks: Sequence[int]) -> list[tuple[int, ...]]:
@@ -144,7 +176,7 @@ class HintTracker:
     def _prev(self, dims: tuple, bp_start: int, k: int) -> tuple[int, ...]:
         """Slots 1..: for blueprint id k of frame t >= 1, the same sub-token of the NEIGHBOURS of its cell in frame
         t - 1 (all fed already: frame t - 1 is complete); -1 off the grid, in frame 0 and without `prev`."""
-        if self.slots == 1:
+        if len(self._none) == 1:  # no previous-frame slots
             return self._none
         _, bh, bw = blueprint_shape(dims)
         cell, g = divmod(k, self.S)
@@ -160,43 +192,51 @@ class HintTracker:
         return tuple(out)
 
 
-def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab, prev: bool = False) -> torch.Tensor:
-    """[B, L] ids -> [B, L, slots] hint ids (-1 where a position has none; slots 1, or 6 with `prev`)."""
-    out = [HintTracker(vocab, prev).feed_many(row) for row in ids.tolist()]
-    slots = 1 + len(NEIGHBOURS) * bool(prev)
-    return torch.tensor(out, dtype=torch.long, device=ids.device).view(*ids.shape, slots)
+def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab, prev: bool = False, caption: bool = False) -> torch.Tensor:
+    """[B, L] ids -> [B, L, slots] hint ids (-1 where a position has none; slots: `slot_count(prev, caption)`)."""
+    out = [HintTracker(vocab, prev, caption).feed_many(row) for row in ids.tolist()]
+    return torch.tensor(out, dtype=torch.long, device=ids.device).view(*ids.shape, slot_count(prev, caption))
 
 
-def projections_t(proj: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
-    """[slots, H, H]: P transposed, then each Q_d transposed (the order of a tracker's slots)."""
-    mats = [proj] + (list(prev) if prev is not None else [])
+def projections_t(proj: torch.Tensor, prev: torch.Tensor | None = None, caption: torch.Tensor | None = None) -> torch.Tensor:
+    """[P, Q_d..., R] each transposed, stacked (the order of a tracker's slots; R serves all the caption slots)."""
+    mats = [proj] + (list(prev) if prev is not None else []) + ([caption] if caption is not None else [])
     return torch.stack([m.t() for m in mats])
 
 
 def state_projections_t(state: dict) -> torch.Tensor:
-    """`projections_t` of a saved state ({"proj": P} and maybe {"prev": Q})."""
-    return projections_t(state[KEY], state.get(PREV_KEY))
+    """`projections_t` of a saved state ({"proj": P} and maybe {"prev": Q}, {"caption": R})."""
+    return projections_t(state[KEY], state.get(PREV_KEY), state.get(CAPTION_KEY))
 
 
-def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor) -> torch.Tensor:
-    """[..., H]: the sum over slots s of lookup(hints[..., s]) @ proj_t[s] where hints >= 0 (zeros elsewhere).
-    `lookup` embeds ids (the input embedding rows), proj_t [slots, H, H] from `projections_t`. What the trainer, the
-    teacher-forced probe and the decode backends add."""
+def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor, caption: bool = False) -> torch.Tensor:
+    """[..., H]: the sum over the parent / neighbour slots s of lookup(hints[..., s]) @ proj_t[s], and with `caption`
+    the mean of lookup() over the caption slots @ proj_t[-1], where hints >= 0 (nothing elsewhere). `lookup` embeds
+    ids (the input embedding rows), proj_t from `projections_t`. What the trainer, the teacher-forced probe and the
+    decode backends add."""
     has = hints >= 0
     rows = lookup(torch.where(has, hints, 0))
     rows = rows * has.unsqueeze(-1).to(rows.dtype)  # [..., slots, H]
-    return torch.einsum("...sh,shk->...k", rows, proj_t.to(rows.dtype))
+    if not caption:
+        return torch.einsum("...sh,shk->...k", rows, proj_t.to(rows.dtype))
+    n = proj_t.shape[0] - 1  # the parent and neighbour slots
+    own = torch.einsum("...sh,shk->...k", rows[..., :n, :], proj_t[:n].to(rows.dtype))
+    count = has[..., n:].sum(-1, keepdim=True).clamp(min=1).to(rows.dtype)
+    return own + (rows[..., n:, :].sum(-2) / count) @ proj_t[n].to(rows.dtype)
 
 
 class ParentHint(nn.Module):
     """The projection P [H, H] (zeros at start) of the parent's embedding row into the hinted position's input; with
-    `prev`, also Q [len(NEIGHBOURS), H, H] (zeros at start) for the previous-frame neighbours."""
+    `prev`, also Q [len(NEIGHBOURS), H, H] (zeros at start) for the previous-frame neighbours; with `caption`, R
+    [H, H] (zeros at start) for the caption window's mean row."""
 
-    def __init__(self, hidden: int, prev: bool = False):
+    def __init__(self, hidden: int, prev: bool = False, caption: bool = False):
         super().__init__()
         setattr(self, KEY, nn.Parameter(torch.zeros(hidden, hidden)))
         if prev:
             self.add_prev()
+        if caption:
+            self.add_caption()
 
     @property
     def has_prev(self) -> bool:
@@ -208,27 +248,43 @@ class ParentHint(nn.Module):
             P = getattr(self, KEY)
             setattr(self, PREV_KEY, nn.Parameter(P.new_zeros(len(NEIGHBOURS), *P.shape), requires_grad=P.requires_grad))
 
+    @property
+    def has_caption(self) -> bool:
+        return hasattr(self, CAPTION_KEY)
+
+    def add_caption(self) -> None:
+        """R at zero (the function unchanged), e.g. on a module loaded from a model trained without it."""
+        if not self.has_caption:
+            P = getattr(self, KEY)
+            setattr(self, CAPTION_KEY, nn.Parameter(P.new_zeros(P.shape), requires_grad=P.requires_grad))
+
     def projections_t(self) -> torch.Tensor:
-        return projections_t(getattr(self, KEY), getattr(self, PREV_KEY, None))
+        return projections_t(getattr(self, KEY), getattr(self, PREV_KEY, None), getattr(self, CAPTION_KEY, None))
+
+    def ids_of(self, ids: torch.Tensor, vocab: UnifiedVocab) -> torch.Tensor:
+        """`hint_ids` of [B, L] ids with this module's slots."""
+        return hint_ids(ids, vocab, self.has_prev, self.has_caption)
 
     def add(self, emb: torch.Tensor, hints: torch.Tensor, lookup) -> torch.Tensor:
-        """emb [B, L, H] + the hints' projections (hints [B, L, slots] from `hint_ids(..., self.has_prev)`). The
-        projections always take part in the graph (a zero gradient when no position is hinted), so every rank of a
-        data-parallel step has a gradient for them."""
+        """emb [B, L, H] + the hints' projections (hints [B, L, slots] from `ids_of`). The projections always take
+        part in the graph (a zero gradient when no position is hinted), so every rank of a data-parallel step has a
+        gradient for them."""
         has = hints >= 0
         if not bool(has.any()):
             return emb + 0.0 * sum(p.sum() for p in self.parameters()).to(emb.dtype)
-        return emb + hint_part(hints, lookup, self.projections_t()).to(emb.dtype)
+        return emb + hint_part(hints, lookup, self.projections_t(), self.has_caption).to(emb.dtype)
 
 
-def attach_parent_hint(base, state: dict | None = None, prev: bool = False) -> ParentHint:
+def attach_parent_hint(base, state: dict | None = None, prev: bool = False, caption: bool = False) -> ParentHint:
     """Give the HF model `base` (under any peft wrapper: backbone.base_model) a ParentHint module (trainable; from
-    `state` when given; with previous-frame projections when `prev` or the state has them); returns it."""
+    `state` when given; with previous-frame / caption projections when asked or the state has them); returns it."""
     p = next(base.parameters())
-    mod = ParentHint(int(base.config.hidden_size), prev=prev or (state is not None and PREV_KEY in state)).to(p.device)
+    state_has = set(state) if state is not None else set()
+    mod = ParentHint(int(base.config.hidden_size), prev=prev or PREV_KEY in state_has,
+                     caption=caption or CAPTION_KEY in state_has).to(p.device)
     if state is not None:
         own = mod.state_dict()
-        mod.load_state_dict({k: state[k].float() if k in state else own[k] for k in own})  # no "prev" saved: zeros
+        mod.load_state_dict({k: state[k].float() if k in state else own[k] for k in own})  # none saved: zeros
     base.add_module(ATTR, mod)
     return mod
 
@@ -272,8 +328,8 @@ def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict 
     emb = F.embedding(ids, W)
     if state is None:
         return emb
-    hints = hint_ids(ids, vocab, PREV_KEY in state)
-    return emb + hint_part(hints, lambda x: F.embedding(x, W), state_projections_t(state))
+    hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state)
+    return emb + hint_part(hints, lambda x: F.embedding(x, W), state_projections_t(state), CAPTION_KEY in state)
 
 
 class HintedBackend:
@@ -291,6 +347,7 @@ class HintedBackend:
         self.name = inner.name
         self.embed_weight = embed_weight
         self.prev = PREV_KEY in state
+        self.caption = CAPTION_KEY in state
         self.proj_t = state_projections_t(state).to(device=embed_weight.device, dtype=embed_weight.dtype).contiguous()
         self.trackers: list[HintTracker] = []
 
@@ -303,11 +360,11 @@ class HintedBackend:
         h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
         if not bool((h >= 0).any()):
             return None
-        return hint_part(h, lambda x: F.embedding(x, self.embed_weight), self.proj_t).to(self.device)
+        return hint_part(h, lambda x: F.embedding(x, self.embed_weight), self.proj_t, self.caption).to(self.device)
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):
-        self.trackers = [HintTracker(self.vocab, self.prev) for _ in range(ids.shape[0])]
+        self.trackers = [HintTracker(self.vocab, self.prev, self.caption) for _ in range(ids.shape[0])]
         hints = [tr.feed_many(row) for tr, row in zip(self.trackers, ids.tolist())]
         return self.inner.prefill(ids, mask, max_len=max_len, extra=self._extra(hints))
 

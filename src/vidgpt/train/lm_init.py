@@ -31,6 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..parent_hint import CAPTION_KEY, PREV_KEY
 
 LORA_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
@@ -114,15 +115,21 @@ def _match_bit_rows(state: dict, own: dict, where: str) -> None:
     _match_zero_start(state, own, where, ATTR, "model.bit_rows", "is not folded into the rows")
 
 
+# the parent hint module's optional projections: what each is, the option that makes it
+HINT_OPTIONS = {PREV_KEY: ("previous-frame hint", "model.prev_frame_hint"), CAPTION_KEY: ("caption hint", "model.caption_hint")}
+
+
 def _match_parent_hint(state: dict, own: dict, where: str) -> None:
     """A run with `model.parent_hint` may start from weights without one (P starts at zero: the same function); the
-    same for the previous-frame projections Q and `model.prev_frame_hint`."""
-    from ..parent_hint import ATTR, PREV_KEY
+    same for the previous-frame projections Q (`model.prev_frame_hint`) and the caption projection R
+    (`model.caption_hint`)."""
+    from ..parent_hint import ATTR
 
-    for k in [k for k in state if k.endswith(f"{ATTR}.{PREV_KEY}") and k not in own]:
-        if bool(state[k].any()):
-            raise ConfigError(f"{where}: {k} is a trained previous-frame hint (non-zero); set model.prev_frame_hint: true")
-        del state[k]
+    for key, (what, option) in HINT_OPTIONS.items():
+        for k in [k for k in state if k.endswith(f"{ATTR}.{key}") and k not in own]:
+            if bool(state[k].any()):
+                raise ConfigError(f"{where}: {k} is a trained {what} (non-zero); set {option}: true")
+            del state[k]
     _match_zero_start(state, own, where, ATTR, "model.parent_hint", "is a trained parent hint")
 
 
@@ -256,7 +263,7 @@ def _load_hint(lm, d: Path, where: str, info: dict) -> None:
     import torch
 
     from ..backbone import base_model
-    from ..parent_hint import KEY, PREV_KEY, load_parent_hint_state, parent_hint_of
+    from ..parent_hint import KEY, load_parent_hint_state, parent_hint_of
 
     src = load_parent_hint_state(d)
     if src is None:
@@ -265,9 +272,10 @@ def _load_hint(lm, d: Path, where: str, info: dict) -> None:
     if hint is None:
         raise ConfigError(f"{where}: the source has a trained parent hint (parent_hint.safetensors); "
                           "set model.parent_hint: true")
-    if PREV_KEY in src and not hint.has_prev:
-        raise ConfigError(f"{where}: the source has trained previous-frame hints; set model.prev_frame_hint: true")
-    for key in [k for k in (KEY, PREV_KEY) if k in src]:  # no "prev" in the source: Q stays at zero
+    for key, (what, option) in HINT_OPTIONS.items():
+        if key in src and not hasattr(hint, key):
+            raise ConfigError(f"{where}: the source has a trained {what}; set {option}: true")
+    for key in [k for k in (KEY, *HINT_OPTIONS) if k in src]:  # none in the source: Q / R stay at zero
         mine = getattr(hint, key)
         if tuple(src[key].shape) != tuple(mine.shape):
             raise ConfigError(f"{where}: its parent hint {key!r} has shape {tuple(src[key].shape)}, this config "

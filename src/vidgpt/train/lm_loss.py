@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from ..backbone import base_model
 from ..errors import ConfigError
 from ..vocab import UnifiedVocab
-from ..parent_hint import hint_ids, parent_hint_of
+from ..parent_hint import parent_hint_of
 from .bit_rows import bit_rows_of
 
 HEADS = ("auto", "plain", "full", "constrained")
@@ -394,7 +394,7 @@ class LossHead:
         emb = lookup(ids)
         hint = parent_hint_of(base)
         if hint is not None:  # each fine position told its next cell's blueprint parent (vidgpt.parent_hint)
-            emb = hint.add(emb, hint_ids(ids, self.vocab, hint.has_prev), lookup)
+            emb = hint.add(emb, hint.ids_of(ids, self.vocab), lookup)
         return body(inputs_embeds=emb, **kw).last_hidden_state
 
     def text_kl(self, model, batch: dict, h: torch.Tensor) -> torch.Tensor | None:

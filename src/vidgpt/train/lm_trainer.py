@@ -57,6 +57,9 @@ class LMModelConfig:
     #                                four neighbours' codes in frame t - 1 (Q_d from zero)
     prev_hint_lr: float = 0.0  # Q's own peak lr (0: parent_hint_lr). Adam moves every element of the 5 x H x H Q by
     #                            ~lr a step whatever its gradient's size: at 1e-3 it grew as noise (piece 30's first try)
+    caption_hint: bool = False  # with parent_hint: each position that predicts a blueprint code also told the mean row
+    #                             of the last text ids before its visual block (R from zero; vidgpt.parent_hint)
+    caption_hint_lr: float = 0.0  # R's own peak lr (0: parent_hint_lr)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -185,6 +188,8 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         hint = parent_hint_of(base_model(lm.model)) or attach_parent_hint(base_model(lm.model))
         if m.prev_frame_hint:
             hint.add_prev()  # zeros unless the model directory's own hint had it
+        if m.caption_hint:
+            hint.add_caption()  # the same
         hint.requires_grad_(True)
     lm.model.train()
     return lm, attn
@@ -233,11 +238,13 @@ def cost_tool_lm(config: str | Path, sets: list[str] | tuple = (), fp32_frozen: 
     return cfg, lm, getattr(lm.text_tokenizer, "pad_token_id", None) or 0, bf16
 
 
-def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr: float | None = None,
+                   caption_lr: float | None = None) -> torch.optim.Optimizer:
     """AdamW: weight decay on matrices, none on vectors; the parent hint's P (when attached) in a group of its own at
-    `hint_lr` without decay, its previous-frame Q (when it has one) in another at `prev_lr` (default `hint_lr`)."""
+    `hint_lr` without decay, its previous-frame Q and its caption R (when it has them) in one group each at `prev_lr`
+    and `caption_lr` (each defaults to `hint_lr`)."""
     from ..backbone import base_model
-    from ..parent_hint import PREV_KEY, parent_hint_of
+    from ..parent_hint import CAPTION_KEY, PREV_KEY, parent_hint_of
 
     hint = parent_hint_of(base_model(model))
     own = {id(p) for p in hint.parameters()} if hint is not None else set()
@@ -247,11 +254,11 @@ def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if hint is not None:
-        prev = [getattr(hint, PREV_KEY)] if hint.has_prev else []
-        groups.append({"params": [p for p in hint.parameters() if all(p is not q for q in prev)], "weight_decay": 0.0,
-                       "lr": hint_lr or t.lr})
-        if prev:
-            groups.append({"params": prev, "weight_decay": 0.0, "lr": prev_lr or hint_lr or t.lr})
+        own_lr = [(getattr(hint, k), lr) for k, lr in ((PREV_KEY, prev_lr), (CAPTION_KEY, caption_lr)) if hasattr(hint, k)]
+        groups.append({"params": [p for p in hint.parameters() if all(p is not q for q, _ in own_lr)],
+                       "weight_decay": 0.0, "lr": hint_lr or t.lr})
+        for p, lr in own_lr:
+            groups.append({"params": [p], "weight_decay": 0.0, "lr": lr or hint_lr or t.lr})
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
 
 
@@ -531,7 +538,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from ..backbone import save_vidgpt_lm
     from .bit_rows import detach_bit_rows, fold_bit_rows
     from ..backbone import base_model
-    from ..parent_hint import KEY as HINT_KEY, PREV_KEY as HINT_PREV_KEY, parent_hint_of
+    from ..parent_hint import CAPTION_KEY as HINT_CAPTION_KEY, KEY as HINT_KEY, PREV_KEY as HINT_PREV_KEY, parent_hint_of
     from .distributed import (average_gradients, drop_log_after, engine_name, gather_data_state, is_fsdp, make_accelerator,
                               plain_model_for_save, prepare)
 
@@ -581,14 +588,15 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.max_minutes < 0:
         raise ConfigError(f"train.max_minutes={t.max_minutes}: a budget in minutes, or 0 for none")
     clock = WallClock(t.max_minutes * 60)  # its spent seconds come from the checkpoint on --resume (below)
-    optimizer = make_optimizer(lm.model, t, cfg.model.parent_hint_lr, cfg.model.prev_hint_lr)
+    optimizer = make_optimizer(lm.model, t, cfg.model.parent_hint_lr, cfg.model.prev_hint_lr, cfg.model.caption_hint_lr)
     hint = parent_hint_of(base_model(lm.model))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio, clock.done())
     )
     loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, sharded=is_fsdp(accelerator))
-    if cfg.model.prev_frame_hint and not cfg.model.parent_hint:
-        raise ConfigError("model.prev_frame_hint extends the parent hint's module: set model.parent_hint: true too")
+    for option in ("prev_frame_hint", "caption_hint"):
+        if getattr(cfg.model, option) and not cfg.model.parent_hint:
+            raise ConfigError(f"model.{option} extends the parent hint's module: set model.parent_hint: true too")
     if cfg.model.parent_hint and loss_head.head == "plain":
         raise ConfigError("model.parent_hint needs loss.head full or constrained (the plain head goes through the "
                           "model's own forward, which adds no hints)")
@@ -729,6 +737,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             rec["parent_hint_norm"] = float(getattr(hint, HINT_KEY).detach().norm())
             if hint.has_prev:
                 rec["prev_hint_norm"] = float(getattr(hint, HINT_PREV_KEY).detach().norm())
+            if hint.has_caption:
+                rec["caption_hint_norm"] = float(getattr(hint, HINT_CAPTION_KEY).detach().norm())
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
         if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)
