@@ -242,21 +242,22 @@ class ParentHint(nn.Module):
     def has_prev(self) -> bool:
         return hasattr(self, PREV_KEY)
 
-    def add_prev(self) -> None:
-        """Q at zero (the function unchanged), e.g. on a module loaded from a model trained without it."""
-        if not self.has_prev:
-            P = getattr(self, KEY)
-            setattr(self, PREV_KEY, nn.Parameter(P.new_zeros(len(NEIGHBOURS), *P.shape), requires_grad=P.requires_grad))
-
     @property
     def has_caption(self) -> bool:
         return hasattr(self, CAPTION_KEY)
 
+    def add_prev(self) -> None:
+        """Q at zero (the function unchanged), e.g. on a module loaded from a model trained without it."""
+        self._add_zeros(PREV_KEY, len(NEIGHBOURS))
+
     def add_caption(self) -> None:
-        """R at zero (the function unchanged), e.g. on a module loaded from a model trained without it."""
-        if not self.has_caption:
+        """R at zero (the function unchanged), the same."""
+        self._add_zeros(CAPTION_KEY)
+
+    def _add_zeros(self, key: str, *lead: int) -> None:
+        if not hasattr(self, key):
             P = getattr(self, KEY)
-            setattr(self, CAPTION_KEY, nn.Parameter(P.new_zeros(P.shape), requires_grad=P.requires_grad))
+            setattr(self, key, nn.Parameter(P.new_zeros(*lead, *P.shape), requires_grad=P.requires_grad))
 
     def projections_t(self) -> torch.Tensor:
         return projections_t(getattr(self, KEY), getattr(self, PREV_KEY, None), getattr(self, CAPTION_KEY, None))
