@@ -57,14 +57,15 @@ def test_hidden_states_at_the_probed_positions_with_true_and_random_captions(tin
 
     shards, lm = tiny_shards_and_lm(frames=9)
     recs = prompt_sensitivity.held_out_records(str(shards), 1, 6, need_blueprint=True)
-    # the tiny world's captions name all sorts of motions: make them straight moves, and frame 1 change
-    recs = [{**r, "caption": dp.with_direction("red circle, moving right", k % 4),
-             "blueprint_object_mask": [k == 0 for k in range(len(r["blueprint_codes"]) // int(r["blueprint_shape"][0]))]
-             * int(r["blueprint_shape"][0])} for k, r in enumerate(recs)]
-    for r in recs:  # cell 0 holds the object in frame 0 only: it changes in frame 1
-        m = np.array(r["blueprint_object_mask"]).reshape(int(r["blueprint_shape"][0]), -1)
-        m[1:, 0] = False
-        r["blueprint_object_mask"] = m.reshape(-1).tolist()
+    # the tiny world's captions name all sorts of motions: make them straight moves, and the object fill blueprint
+    # cell 0 in frame 0 only, so that cell changes in frame 1
+    def still_after_0(r):
+        m = np.zeros((int(r["blueprint_shape"][0]), len(r["blueprint_codes"]) // int(r["blueprint_shape"][0])), bool)
+        m[0, 0] = True
+        return m.reshape(-1).tolist()
+
+    recs = [{**r, "caption": dp.with_direction("red circle, moving right", k % 4), "blueprint_object_mask": still_after_0(r)}
+            for k, r in enumerate(recs)]
     x, y, named = dp.hidden_at(lm, recs)
     layers = lm.model.config.num_hidden_layers + 1
     assert x.shape == (len(recs), len(dp.POSITIONS), layers, lm.model.config.hidden_size)

@@ -5,7 +5,7 @@ The blueprint's motion word is worth ~0.1 nats a changed cell to the CPU-trained
 --swap motion --section blueprint) where a small model trained from scratch on the same codes reached ~0.5. Either
 the direction never reaches the positions that draw the moves (the caption is not read there), or it does and the
 model does not turn it into codes. This tells the two apart: for clips whose caption names a straight move
-(left / right / up / down), it reads the hidden state of every layer at three positions of the teacher-forced
+(left / right / up / down), it reads the hidden state of every layer at four positions of the teacher-forced
 document and fits a linear (multinomial logistic) classifier of the named direction, cross-validated over clips:
 
 * `caption end`: the last id before the visual block (what the text says, summarised by the backbone);
