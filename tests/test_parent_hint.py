@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidgpt.config import load_config
 from vidgpt.errors import ConfigError
 from vidgpt.layout import Layout, VisualBlock
-from vidgpt.parent_hint import (ATTR, CAPTION_KEY, CAPTION_WINDOW, FILE, KEY, NEIGHBOURS, PREV_KEY, HintedBackend,
-                                HintTracker, attach_parent_hint, embed_with_hints, hint_ids, load_parent_hint_state,
+from vidgpt.parent_hint import (ATTR, CAPTION_KEY, CAPTION_WINDOW, CENTER_KEY, FILE, KEY, NEIGHBOURS, PREV_KEY,
+                                SCALE_KEY, HintedBackend, HintTracker, attach_parent_hint, caption_center,
+                                caption_windows, embed_with_hints, hint_ids, hint_part, load_parent_hint_state,
                                 parent_hint_of)
 from vidgpt.vocab import UnifiedVocab, VocabSpec
 
@@ -145,6 +147,9 @@ def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, prev=False, caption=Fal
         state[PREV_KEY] = scale * torch.randn(len(NEIGHBOURS), H, H, generator=g) / H**0.5
     if caption:
         state[CAPTION_KEY] = 20 * scale * torch.randn(H, H, generator=g) / H**0.5  # text rows: small in the tiny model
+    if caption == "centred":
+        state[CENTER_KEY] = 0.1 * torch.randn(H, generator=g)
+        state[SCALE_KEY] = torch.tensor(3.0)
     hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": state, **options})
     return pipe, hinted, state
 
@@ -152,7 +157,8 @@ def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, prev=False, caption=Fal
 @pytest.mark.parametrize("fast,attention,prev,caption", [
     (True, "filled", False, False), (True, "static", False, False), (False, None, False, False),
     (True, "filled", True, False), (True, "static", True, False), (False, None, True, False),
-    (True, "filled", False, True), (True, "static", True, True), (False, None, True, True)])
+    (True, "filled", False, True), (True, "static", True, True), (False, None, True, True),
+    (True, "static", False, "centred"), (False, None, True, "centred")])
 def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast, attention, prev, caption):
     """Prefill, one-token steps, several-token steps and truncation through HintedBackend give the logits of one
     teacher-forced forward whose inputs carry the hints (the fast decoder's filled cache, its fixed-shape step that a
@@ -189,8 +195,8 @@ def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fas
     start = 3 + 4  # the position of <blueprint>: it predicts blueprint id 0 (S = 1: 4 ids a frame)
     assert vocab.spec.subtokens == 1 and ids[0, start] == vocab.blueprint_id
     assert diff[:start].max() < 1e-5  # the text and the header: no hint
-    assert (diff[start: start + 4].max() > 1e-2) == caption  # the positions that predict frame 0
-    assert (diff[start + 4: start + 8].max() > 1e-2) == (prev or caption)  # those that predict frame 1
+    assert (diff[start: start + 4].max() > 1e-2) == bool(caption)  # the positions that predict frame 0
+    assert (diff[start + 4: start + 8].max() > 1e-2) == bool(prev or caption)  # those that predict frame 1
     assert diff[start + 9:].max() > 1e-2  # the fine section
 
 
@@ -426,6 +432,35 @@ def test_each_position_that_predicts_a_blueprint_code_is_told_the_text_before_it
         assert h[n:] == want.get(p, (-1,) * CAPTION_WINDOW), p
 
 
+def test_a_centred_caption_window_keeps_only_what_changes_between_captions():
+    vocab = UnifiedVocab(VocabSpec(6, 1, 8, 8), offset=100)
+    block, _ = _block_ids(vocab, (1, 4, 4))
+    template = [20, 21, 22]
+    rows = [template + [30 + w] + block + [5] for w in range(3)] + [[5, 6, 7]]  # three captions, one text-only row
+    windows = caption_windows(rows, vocab)
+    assert windows == [tuple(template + [30 + w]) for w in range(3)]  # one window a block; none without a block
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(vocab.end, 8, generator=g)
+    c, k = caption_center(windows, W)
+    means = torch.stack([W[list(w)].mean(0) for w in windows])
+    assert torch.allclose(c, means.mean(0), atol=1e-6)
+    row_norm = W[[i for w in windows for i in w]].norm(dim=-1).mean()
+    assert float(((means - c) * k).norm(dim=-1).mean()) == pytest.approx(float(row_norm), rel=1e-5)
+    # the centred mean of a window is its words' difference from the others', the template gone
+    hints = hint_ids(torch.tensor([rows[0]]), vocab, caption=True)  # [1, L, 1 + CAPTION_WINDOW]
+    proj_t = torch.stack([torch.zeros(8, 8), torch.eye(8)])  # P = 0, R = I
+    lookup = lambda x: F.embedding(x, W)  # noqa: E731
+    got = hint_part(hints, lookup, proj_t, caption=True, center=(c, k))[0]
+    has = (hints[0, :, 1:] >= 0).any(-1)
+    want_word = (W[30] - W[30:33].mean(0)) / 4 * k  # the template's rows cancel; the word is 1/4 of the window
+    assert has.any() and torch.allclose(got[has], want_word.expand(int(has.sum()), 8), atol=1e-5)
+    assert got[~has].abs().max() == 0  # no window, no hint (the centre is not added elsewhere)
+    plain = hint_part(hints, lookup, proj_t, caption=True)
+    assert torch.allclose(hint_part(hints, lookup, proj_t, caption=True, center=(torch.zeros(8), torch.tensor(1.0))), plain)
+    with pytest.raises(ValueError):
+        caption_center(windows[:1], W)
+
+
 def test_the_loss_head_adds_caption_hints_and_R_learns():
     from vidgpt.backbone import base_model
     from vidgpt.train.lm_loss import LossHead, LossSettings, reference_loss
@@ -497,3 +532,21 @@ def test_a_run_adds_R_to_a_source_without_it_and_a_config_without_the_option_ref
         cfg = load_config(LMTrainConfig, TINY_YAML, ["train.eval_batches=0", "loss.head=constrained", "train.steps=1",
                                                      "model.caption_hint=true"])
         train_lm(cfg, tmp_path / "e", progress=False)
+    # a centred window: set once from the held-out split while R is zero, saved, kept by the next piece
+    train_lm(_tiny(["train.steps=2", "train.ckpt_every=0", "model.caption_hint=true", "model.caption_center=true",
+                    "model.caption_hint_lr=1e-2", f"train.init_from={tmp_path / 'a' / 'model'}"]), tmp_path / "f",
+             progress=False)
+    cen = load_parent_hint_state(tmp_path / "f" / "model")
+    assert cen[CENTER_KEY].float().abs().max() > 0 and float(cen[SCALE_KEY]) > 1.0  # the words are a part of the window
+    assert cen[CAPTION_KEY].float().abs().max() > 1e-3
+    train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", "model.caption_hint=true",
+                    "model.caption_center=true", f"train.init_from={tmp_path / 'f' / 'model'}"]), tmp_path / "g",
+             progress=False)
+    kept = load_parent_hint_state(tmp_path / "g" / "model")
+    assert torch.equal(kept[CENTER_KEY], cen[CENTER_KEY]) and torch.equal(kept[SCALE_KEY], cen[SCALE_KEY])
+    # refusals: no caption hint to centre; an R trained on the plain mean
+    with pytest.raises(ConfigError, match="caption_hint"):
+        train_lm(_tiny(["train.steps=1", "model.caption_center=true"]), tmp_path / "h", progress=False)
+    with pytest.raises(ConfigError, match="plain window mean"):
+        train_lm(_tiny(["train.steps=1", "model.caption_hint=true", "model.caption_center=true",
+                        f"train.init_from={tmp_path / 'b' / 'model'}"]), tmp_path / "i", progress=False)

@@ -32,14 +32,19 @@ Measured on the CPU-trained models (tools/direction_probe.py), the caption's dir
 and at the blueprint marker and is gone by the end of the blueprint's first frame, where the moves are drawn; this
 puts the words back at the input of each of those positions. The window is the text since the last visual block (or
 the row's start), at most CAPTION_WINDOW ids, frozen at <vision_start>; with the chat layout it includes the
-template's tail (the same in every document, which R learns as a constant).
+template's tail (the same in every document, which R learns as a constant). With `model.caption_center` R reads
+
+    (mean - c) * k      c: the mean over held-out documents of their windows' means, k: to a row's norm
+
+instead (CENTER_KEY, SCALE_KEY; set once when R starts from zero): the template is gone from R's input and what
+changes between captions, the words, is all of it.
 
 Each position thus has `slots` hint ids (1, + 5 with previous-frame hints, + CAPTION_WINDOW with caption hints; -1
 where none): one projection a slot for the parent and the neighbours, one for the caption slots' mean.
 
-P (and Q, R) ship beside the model as `parent_hint.safetensors` (keys "proj", "prev", "caption"; vidgpt.json "parent_hint":
-true); the backbone's own weights are untouched, so the fast decoder, the light loader and the ready cache read the
-model as before and `HintedBackend` adds the hints around any backend.
+P (and Q, R) ship beside the model as `parent_hint.safetensors` (keys "proj", "prev", "caption", "caption_center",
+"caption_scale"; vidgpt.json "parent_hint": true); the backbone's own weights are untouched, so the fast decoder, the
+light loader and the ready cache read the model as before and `HintedBackend` adds the hints around any backend.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ KEY = "proj"
 PREV_KEY = "prev"  # the previous-frame projections Q [len(NEIGHBOURS), H, H]
 CAPTION_KEY = "caption"  # the caption projection R [H, H]
 CAPTION_WINDOW = 32  # text ids a caption hint reads (the last ones before the visual block)
+CENTER_KEY = "caption_center"  # [H]: the window mean's mean over documents, taken off before R (zeros: none)
+SCALE_KEY = "caption_scale"  # []: what the centred mean is multiplied by, to a row's norm (1: none)
 # (dy, dx) of the cells of blueprint frame t - 1 a blueprint position of frame t >= 1 is told: itself, left, right,
 # above, below
 NEIGHBOURS = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))
@@ -209,11 +216,12 @@ def state_projections_t(state: dict) -> torch.Tensor:
     return projections_t(state[KEY], state.get(PREV_KEY), state.get(CAPTION_KEY))
 
 
-def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor, caption: bool = False) -> torch.Tensor:
+def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor, caption: bool = False,
+              center: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """[..., H]: the sum over the parent / neighbour slots s of lookup(hints[..., s]) @ proj_t[s], and with `caption`
-    the mean of lookup() over the caption slots @ proj_t[-1], where hints >= 0 (nothing elsewhere). `lookup` embeds
-    ids (the input embedding rows), proj_t from `projections_t`. What the trainer, the teacher-forced probe and the
-    decode backends add."""
+    the mean of lookup() over the caption slots @ proj_t[-1], where hints >= 0 (nothing elsewhere); `center` (c, k)
+    makes that mean (mean - c) * k first. `lookup` embeds ids (the input embedding rows), proj_t from
+    `projections_t`. What the trainer, the teacher-forced probe and the decode backends add."""
     has = hints >= 0
     rows = lookup(torch.where(has, hints, 0))
     rows = rows * has.unsqueeze(-1).to(rows.dtype)  # [..., slots, H]
@@ -221,8 +229,46 @@ def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor, caption: bool =
         return torch.einsum("...sh,shk->...k", rows, proj_t.to(rows.dtype))
     n = proj_t.shape[0] - 1  # the parent and neighbour slots
     own = torch.einsum("...sh,shk->...k", rows[..., :n, :], proj_t[:n].to(rows.dtype))
-    count = has[..., n:].sum(-1, keepdim=True).clamp(min=1).to(rows.dtype)
-    return own + (rows[..., n:, :].sum(-2) / count) @ proj_t[n].to(rows.dtype)
+    count = has[..., n:].sum(-1, keepdim=True)
+    pooled = rows[..., n:, :].sum(-2) / count.clamp(min=1).to(rows.dtype)
+    if center is not None:  # only where there is a window: elsewhere the caption part stays nothing
+        c, k = center
+        pooled = (pooled - c.to(rows.dtype)) * k.to(rows.dtype) * (count > 0).to(rows.dtype)
+    return own + pooled @ proj_t[n].to(rows.dtype)
+
+
+def caption_center_of(state: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(c, k) of a saved state when it has a centred caption window, else None."""
+    return (state[CENTER_KEY], state[SCALE_KEY]) if CENTER_KEY in state and SCALE_KEY in state else None
+
+
+def caption_windows(rows: Sequence[Sequence[int]], vocab: UnifiedVocab) -> list[tuple[int, ...]]:
+    """The caption windows (text ids) of the visual blocks of `rows` (token id lists), one per block."""
+    out = []
+    for row in rows:
+        last = None
+        for h in HintTracker(vocab, caption=True).feed_many(row):
+            w = tuple(i for i in h[1:] if i >= 0)
+            if w and w != last:
+                out.append(w)
+            last = w
+    return out
+
+
+def caption_center(windows: Sequence[Sequence[int]], embed_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c, k) for `center=`: c the mean over `windows` of each window's mean row, k the scale that gives the centred
+    means the rows' own mean norm, so R (from zero, Adam) sees only what changes between captions (the words) at the
+    size of a row. Without it R's input is mostly the template's tail, which R learns as a constant (piece 31)."""
+    if len(windows) < 2:
+        raise ValueError(f"a caption centre needs the windows of at least 2 documents with a visual block, got {len(windows)}")
+    W = embed_weight.detach().float()
+    means = torch.stack([W[list(w)].mean(0) for w in windows])
+    c = means.mean(0)
+    spread = (means - c).norm(dim=-1).mean()
+    row_norm = torch.cat([W[list(w)] for w in windows]).norm(dim=-1).mean()
+    if float(spread) <= 0:
+        raise ValueError("every caption window has the same mean: nothing to centre")
+    return c, row_norm / spread
 
 
 class ParentHint(nn.Module):
@@ -251,8 +297,26 @@ class ParentHint(nn.Module):
         self._add_zeros(PREV_KEY, len(NEIGHBOURS))
 
     def add_caption(self) -> None:
-        """R at zero (the function unchanged), the same."""
+        """R at zero (the function unchanged), the same; with the plain window mean until `set_caption_center`."""
         self._add_zeros(CAPTION_KEY)
+        if not hasattr(self, CENTER_KEY):
+            P = getattr(self, KEY)
+            self.register_buffer(CENTER_KEY, P.new_zeros(P.shape[0]))
+            self.register_buffer(SCALE_KEY, P.new_ones(()))
+
+    @property
+    def has_caption_center(self) -> bool:
+        return self.has_caption and bool(getattr(self, CENTER_KEY).any())
+
+    def set_caption_center(self, c: torch.Tensor, k: torch.Tensor) -> None:
+        """R reads (window mean - c) * k from now on (c, k from `caption_center`)."""
+        with torch.no_grad():
+            getattr(self, CENTER_KEY).copy_(c)
+            getattr(self, SCALE_KEY).copy_(k)
+
+    def centering(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(c, k) for `hint_part` when the module has caption hints ((0, 1) until `set_caption_center`)."""
+        return (getattr(self, CENTER_KEY), getattr(self, SCALE_KEY)) if self.has_caption else None
 
     def _add_zeros(self, key: str, *lead: int) -> None:
         if not hasattr(self, key):
@@ -273,7 +337,7 @@ class ParentHint(nn.Module):
         has = hints >= 0
         if not bool(has.any()):
             return emb + 0.0 * sum(p.sum() for p in self.parameters()).to(emb.dtype)
-        return emb + hint_part(hints, lookup, self.projections_t(), self.has_caption).to(emb.dtype)
+        return emb + hint_part(hints, lookup, self.projections_t(), self.has_caption, self.centering()).to(emb.dtype)
 
 
 def attach_parent_hint(base, state: dict | None = None, prev: bool = False, caption: bool = False) -> ParentHint:
@@ -330,7 +394,8 @@ def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict 
     if state is None:
         return emb
     hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state)
-    return emb + hint_part(hints, lambda x: F.embedding(x, W), state_projections_t(state), CAPTION_KEY in state)
+    return emb + hint_part(hints, lambda x: F.embedding(x, W), state_projections_t(state), CAPTION_KEY in state,
+                           caption_center_of(state))
 
 
 class HintedBackend:
@@ -350,6 +415,8 @@ class HintedBackend:
         self.prev = PREV_KEY in state
         self.caption = CAPTION_KEY in state
         self.proj_t = state_projections_t(state).to(device=embed_weight.device, dtype=embed_weight.dtype).contiguous()
+        center = caption_center_of(state)
+        self.center = tuple(t.to(device=embed_weight.device, dtype=embed_weight.dtype) for t in center) if center else None
         self.trackers: list[HintTracker] = []
 
     def __getattr__(self, name):  # everything else (fallback_reason, cache, speculative_mode, ...) from the inner one
@@ -361,7 +428,8 @@ class HintedBackend:
         h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
         if not bool((h >= 0).any()):
             return None
-        return hint_part(h, lambda x: F.embedding(x, self.embed_weight), self.proj_t, self.caption).to(self.device)
+        return hint_part(h, lambda x: F.embedding(x, self.embed_weight), self.proj_t, self.caption,
+                         self.center).to(self.device)
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):

@@ -31,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..parent_hint import CAPTION_KEY, PREV_KEY
+from ..parent_hint import CAPTION_KEY, CENTER_KEY, PREV_KEY, SCALE_KEY
 
 LORA_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
@@ -130,6 +130,11 @@ def _match_parent_hint(state: dict, own: dict, where: str) -> None:
             if bool(state[k].any()):
                 raise ConfigError(f"{where}: {k} is a trained {what} (non-zero); set {option}: true")
             del state[k]
+    for key in (CENTER_KEY, SCALE_KEY):  # the caption window's centre goes with R: dropped with it, else as it was
+        for k in [k for k in state if k.endswith(f"{ATTR}.{key}") and k not in own]:
+            del state[k]
+        for k in [k for k in own if k.endswith(f"{ATTR}.{key}") and k not in state]:
+            state[k] = own[k].detach().clone()  # a source without a centre: the plain mean (0, 1)
     _match_zero_start(state, own, where, ATTR, "model.parent_hint", "is a trained parent hint")
 
 
@@ -275,7 +280,7 @@ def _load_hint(lm, d: Path, where: str, info: dict) -> None:
     for key, (what, option) in HINT_OPTIONS.items():
         if key in src and not hasattr(hint, key):
             raise ConfigError(f"{where}: the source has a trained {what}; set {option}: true")
-    for key in [k for k in (KEY, *HINT_OPTIONS) if k in src]:  # none in the source: Q / R stay at zero
+    for key in [k for k in (KEY, *HINT_OPTIONS, CENTER_KEY, SCALE_KEY) if k in src]:  # none: Q / R at zero, no centre
         mine = getattr(hint, key)
         if tuple(src[key].shape) != tuple(mine.shape):
             raise ConfigError(f"{where}: its parent hint {key!r} has shape {tuple(src[key].shape)}, this config "

@@ -60,6 +60,8 @@ class LMModelConfig:
     caption_hint: bool = False  # with parent_hint: each position that predicts a blueprint code also told the mean row
     #                             of the last text ids before its visual block (R from zero; vidgpt.parent_hint)
     caption_hint_lr: float = 0.0  # R's own peak lr (0: parent_hint_lr)
+    caption_center: bool = False  # with caption_hint: R reads the window mean minus its mean over held-out documents,
+    #                               scaled to a row's norm (set once, when R starts from zero; vidgpt.parent_hint)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -193,6 +195,34 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         hint.requires_grad_(True)
     lm.model.train()
     return lm, attn
+
+
+CENTER_ROWS = 256  # held-out rows the caption centre is taken over (those with a visual block count)
+
+
+def center_caption_hint(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> None:
+    """`model.caption_center`: set the caption hint's centre from the held-out split (the same rows on every rank),
+    once, while R is still zero (the function unchanged); a source whose R was trained on the plain mean keeps it."""
+    from ..backbone import base_model
+    from ..parent_hint import caption_center, caption_windows, input_embedding_weight, parent_hint_of
+
+    hint = parent_hint_of(base_model(lm.model))
+    if hint is None or not hint.has_caption:
+        raise ConfigError("model.caption_center centres the caption hint's window: set model.caption_hint: true too")
+    if hint.has_caption_center:
+        return  # from the source (init_from / the model directory)
+    if bool(getattr(hint, "caption").any()):
+        raise ConfigError("model.caption_center: the source's caption projection R was trained on the plain window "
+                          "mean; centring it now would change what it learnt (start R from a source without one)")
+    pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
+    gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, seq_len, seed, "eval", pad_id, 0, 1)
+    rows = [r["input_ids"].tolist() for _, r in zip(range(CENTER_ROWS), gen)]
+    try:
+        c, k = caption_center(caption_windows(rows, lm.vocab),
+                              input_embedding_weight(lm.model))
+    except ValueError as e:
+        raise ConfigError(f"model.caption_center: {e} (the held-out split of data.sources)") from None
+    hint.set_caption_center(c, k)
 
 
 def frozen_linears_to_bf16(model) -> int:
@@ -583,6 +613,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         from .lm_init import init_from
 
         init_info = init_from(lm, t.init_from, cfg)
+    if cfg.model.caption_center and not resume:
+        center_caption_hint(cfg, lm, t.seq_len, t.seed)
     if stores_frozen_bf16(cfg, cpu_amp):
         frozen_linears_to_bf16(lm.model)
     if t.max_minutes < 0:
