@@ -361,6 +361,35 @@ def test_row_stretch_logits_equal_the_merged_product_and_its_gradients():
         rows.base[0].add_(1.0)  # an in-place change of the frozen rows: the cache follows it
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(rows.logits(hs, 0, rows.num_rows), hs @ rows.rows(0, rows.num_rows).t())
+    # and its input gradient is autocast's (computed from the cache's untransposed copy)
+    g = torch.randn(7, rows.num_rows)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = torch.autograd.grad((hs @ rows.rows(0, rows.num_rows).t() * g).float().sum(), hs)[0]
+        b = torch.autograd.grad((rows.logits(hs, 0, rows.num_rows) * g).float().sum(), hs)[0]
+    assert a.dtype == b.dtype == torch.float32  # equal up to the bf16 rounding of a differently ordered sum
+    assert torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2), float((a - b).abs().max())
+    assert float((a - b).abs().mean()) < 1e-2 * float(a.abs().mean())  # ~ a bf16 ulp at most, on average
+
+
+FROZEN_PRODUCT = """
+import torch
+from vidgpt.train.lm_loss import _FrozenRowsProduct
+rows = torch.randn(49152, 576).to(torch.bfloat16)
+hs = torch.randn(32, 576, dtype=torch.bfloat16, requires_grad=True)
+_FrozenRowsProduct.apply(hs, rows.t().contiguous(), rows).float().sum().backward()
+assert hs.grad is not None and bool(torch.isfinite(hs.grad).all())
+"""
+
+
+def test_the_frozen_rows_input_gradient_survives_the_shape_that_killed_pieces_32():
+    """grad [32, 49152 text rows] @ rows [49152, 576]: from the transposed bf16 copy oneDNN's AMX blocking heuristic
+    (torch 2.13, this CPU) died of SIGFPE; in a child process, so that a regression fails the test, not the suite."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", FROZEN_PRODUCT], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
 
 
 def test_is_text_row_tells_rows_without_new_vocabulary_apart():

@@ -178,6 +178,25 @@ def text_only_positions(input_ids: torch.Tensor, position_ids: torch.Tensor, wei
 # --- where the head's rows live ------------------------------------------------------------------------------
 
 
+
+class _FrozenRowsProduct(torch.autograd.Function):
+    """hs [M, H] (bf16) @ rows^T for frozen rows held twice in bf16: [H, K] for the product, [K, H] for its input
+    gradient. The input gradient is grad [M, K] @ rows; computed from the transposed copy (a B with strides (1, K), what
+    autograd would do) oneDNN's AMX blocking heuristic divides by zero for some shapes in torch 2.13 on this CPU
+    (SIGFPE, the process dies: M = 32 with K = 49,152 text rows and H = 576 killed pieces 32 and 32b; found with
+    gdb). With a contiguous B no crashing M was found in 1..199 (the transposed B: only M = 32)."""
+
+    @staticmethod
+    def forward(ctx, hs: torch.Tensor, rows_t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        return hs @ rows_t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        return grad.to(rows.dtype) @ rows, None, None
+
+
 class TokenRows:
     """The effective weight of an embedding or tied head module (peft trainable-token deltas applied).
 
@@ -253,12 +272,13 @@ class TokenRows:
                 or torch.get_autocast_dtype("cpu") != torch.bfloat16 or W.dtype != torch.float32:
             return hs @ W.t()
         src = self.plain if self.plain is not None else self.base
-        cache = self.module.__dict__.setdefault("_vidgpt_bf16_rows", {})  # (lo, hi) -> (source version, rows^T)
+        cache = self.module.__dict__.setdefault("_vidgpt_bf16_rows", {})  # (lo, hi) -> (version, rows^T, rows)
         stamp = (src.data_ptr(), src._version)
         hit = cache.get((lo, hi))
         if hit is None or hit[0] != stamp:
-            hit = cache[(lo, hi)] = (stamp, W.detach().t().contiguous().to(torch.bfloat16))
-        return hs.to(torch.bfloat16) @ hit[1]
+            rows = W.detach().to(torch.bfloat16).contiguous()
+            hit = cache[(lo, hi)] = (stamp, rows.t().contiguous(), rows)
+        return _FrozenRowsProduct.apply(hs.to(torch.bfloat16), hit[1], hit[2])
 
     def _rows(self, lo: int, hi: int) -> torch.Tensor:
         if self.plain is not None:
