@@ -202,24 +202,24 @@ CENTER_ROWS = 256  # held-out rows the caption centre is taken over (those with 
 
 def center_caption_hint(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> None:
     """`model.caption_center`: set the caption hint's centre from the held-out split (the same rows on every rank),
-    once, while R is still zero (the function unchanged); a source whose R was trained on the plain mean keeps it."""
+    once, while R is still zero (the function unchanged); a source's own centre is kept, and a source whose R was
+    trained on the plain mean is refused."""
     from ..backbone import base_model
-    from ..parent_hint import caption_center, caption_windows, input_embedding_weight, parent_hint_of
+    from ..parent_hint import CAPTION_KEY, caption_center, caption_windows, input_embedding_weight, parent_hint_of
 
     hint = parent_hint_of(base_model(lm.model))
     if hint is None or not hint.has_caption:
         raise ConfigError("model.caption_center centres the caption hint's window: set model.caption_hint: true too")
     if hint.has_caption_center:
         return  # from the source (init_from / the model directory)
-    if bool(getattr(hint, "caption").any()):
+    if bool(getattr(hint, CAPTION_KEY).any()):
         raise ConfigError("model.caption_center: the source's caption projection R was trained on the plain window "
                           "mean; centring it now would change what it learnt (start R from a source without one)")
     pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
     gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, seq_len, seed, "eval", pad_id, 0, 1)
     rows = [r["input_ids"].tolist() for _, r in zip(range(CENTER_ROWS), gen)]
     try:
-        c, k = caption_center(caption_windows(rows, lm.vocab),
-                              input_embedding_weight(lm.model))
+        c, k = caption_center(caption_windows(rows, lm.vocab), input_embedding_weight(lm.model))
     except ValueError as e:
         raise ConfigError(f"model.caption_center: {e} (the held-out split of data.sources)") from None
     hint.set_caption_center(c, k)
