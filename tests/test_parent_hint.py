@@ -15,7 +15,7 @@ from vidgpt.layout import Layout, VisualBlock
 from vidgpt.parent_hint import (ATTR, CAPTION_KEY, CAPTION_WINDOW, CENTER_KEY, FILE, KEY, NEIGHBOURS, PREV_KEY,
                                 SCALE_KEY, HintedBackend, HintTracker, attach_parent_hint, caption_center,
                                 caption_windows, embed_with_hints, hint_ids, hint_part, load_parent_hint_state,
-                                parent_hint_of)
+                                parent_hint_of, projections_t)
 from vidgpt.vocab import UnifiedVocab, VocabSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,7 +147,9 @@ def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, prev=False, caption=Fal
         state[PREV_KEY] = scale * torch.randn(len(NEIGHBOURS), H, H, generator=g) / H**0.5
     if caption:
         state[CAPTION_KEY] = 20 * scale * torch.randn(H, H, generator=g) / H**0.5  # text rows: small in the tiny model
-    if caption == "centred":
+    if caption == "diagonal":  # a gain vector on the centred mean row itself
+        state[CAPTION_KEY] = 20 * scale * torch.randn(H, generator=g)
+    if caption in ("centred", "diagonal"):
         state[CENTER_KEY] = 0.1 * torch.randn(H, generator=g)
         state[SCALE_KEY] = torch.tensor(3.0)
     hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": state, **options})
@@ -158,7 +160,8 @@ def _tiny_pipe_with_hint(text_tok, scale=0.5, fast=True, prev=False, caption=Fal
     (True, "filled", False, False), (True, "static", False, False), (False, None, False, False),
     (True, "filled", True, False), (True, "static", True, False), (False, None, True, False),
     (True, "filled", False, True), (True, "static", True, True), (False, None, True, True),
-    (True, "static", False, "centred"), (False, None, True, "centred")])
+    (True, "static", False, "centred"), (False, None, True, "centred"),
+    (True, "static", False, "diagonal"), (False, None, True, "diagonal")])
 def test_decoding_backends_see_what_a_full_forward_with_hints_sees(text_tok, fast, attention, prev, caption):
     """Prefill, one-token steps, several-token steps and truncation through HintedBackend give the logits of one
     teacher-forced forward whose inputs carry the hints (the fast decoder's filled cache, its fixed-shape step that a
@@ -459,9 +462,16 @@ def test_a_centred_caption_window_keeps_only_what_changes_between_captions():
     assert torch.allclose(hint_part(hints, lookup, proj_t, caption=True, center=(torch.zeros(8), torch.tensor(1.0))), plain)
     with pytest.raises(ValueError):
         caption_center(windows[:1], W)
+    # a diagonal R (a gain vector g) is R = diag(g): the centred mean scaled dimension by dimension
+    gain = torch.randn(8, generator=g)
+    diag_t = projections_t(torch.zeros(8, 8), caption=gain)
+    assert torch.equal(diag_t[1], torch.diag(gain))
+    got = hint_part(hints, lookup, diag_t, caption=True, center=(c, k))[0]
+    assert torch.allclose(got[has], (want_word * gain).expand(int(has.sum()), 8), atol=1e-5)
 
 
-def test_the_loss_head_adds_caption_hints_and_R_learns():
+@pytest.mark.parametrize("form", ["matrix", "diagonal"])
+def test_the_loss_head_adds_caption_hints_and_R_learns(form):
     from vidgpt.backbone import base_model
     from vidgpt.train.lm_loss import LossHead, LossSettings, reference_loss
 
@@ -473,8 +483,9 @@ def test_the_loss_head_adds_caption_hints_and_R_learns():
     head = LossHead(lm.vocab, LossSettings(head="constrained"))
     with torch.no_grad():
         before = float(head(lm.model, batch)[0])
-    hint = attach_parent_hint(base_model(lm.model), caption=True)
-    assert hint.has_caption and not hint.has_prev
+    hint = attach_parent_hint(base_model(lm.model), caption=True, caption_form=form)
+    assert hint.has_caption and not hint.has_prev and hint.caption_form == form
+    assert getattr(hint, CAPTION_KEY).dim() == (2 if form == "matrix" else 1)
     loss, _ = head(lm.model, batch)
     assert float(loss.detach()) == pytest.approx(before, abs=1e-6)  # P = R = 0: the same function
     loss.backward()
@@ -544,6 +555,30 @@ def test_a_run_adds_R_to_a_source_without_it_and_a_config_without_the_option_ref
              progress=False)
     kept = load_parent_hint_state(tmp_path / "g" / "model")
     assert torch.equal(kept[CENTER_KEY], cen[CENTER_KEY]) and torch.equal(kept[SCALE_KEY], cen[SCALE_KEY])
+    # a next piece without caption_center keeps the source's centre too: R was trained on that input
+    train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", "model.caption_hint=true",
+                    f"train.init_from={tmp_path / 'f' / 'model'}"]), tmp_path / "g2", progress=False)
+    kept = load_parent_hint_state(tmp_path / "g2" / "model")
+    assert torch.equal(kept[CENTER_KEY], cen[CENTER_KEY]) and torch.equal(kept[SCALE_KEY], cen[SCALE_KEY])
+    # a diagonal R: a gain vector [H] from zero, saved as one, kept by the next piece; a matrix config refuses it and
+    # a diagonal config refuses a matrix R
+    train_lm(_tiny(["train.steps=2", "train.ckpt_every=0", "model.caption_hint=true", "model.caption_center=true",
+                    "model.caption_hint_form=diagonal", "model.caption_hint_lr=1e-2",
+                    f"train.init_from={tmp_path / 'a' / 'model'}"]), tmp_path / "j", progress=False)
+    diag = load_parent_hint_state(tmp_path / "j" / "model")
+    assert diag[CAPTION_KEY].shape == diag[KEY].shape[:1] and diag[CAPTION_KEY].float().abs().max() > 1e-3
+    assert diag[CENTER_KEY].float().abs().max() > 0
+    train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", "model.caption_hint=true",
+                    "model.caption_hint_form=diagonal", f"train.init_from={tmp_path / 'j' / 'model'}"]), tmp_path / "k",
+             progress=False)
+    assert torch.equal(load_parent_hint_state(tmp_path / "k" / "model")[CAPTION_KEY], diag[CAPTION_KEY])
+    for form, src in (("matrix", tmp_path / "j" / "model"), ("diagonal", tmp_path / "b" / "model")):
+        with pytest.raises(ConfigError, match="caption"):
+            train_lm(_tiny(["train.steps=1", "model.caption_hint=true", f"model.caption_hint_form={form}",
+                            f"train.init_from={src}"]), tmp_path / "l", progress=False)
+    for bad in (["model.caption_hint_form=diagonal"], ["model.caption_hint=true", "model.caption_hint_form=vector"]):
+        with pytest.raises(ConfigError, match="caption_hint_form"):
+            train_lm(_tiny(["train.steps=1", *bad]), tmp_path / "m", progress=False)
     # refusals: no caption hint to centre; an R trained on the plain mean
     with pytest.raises(ConfigError, match="caption_hint"):
         train_lm(_tiny(["train.steps=1", "model.caption_center=true"]), tmp_path / "h", progress=False)

@@ -37,7 +37,9 @@ template's tail (the same in every document, which R learns as a constant). With
     (mean - c) * k      c: the mean over held-out documents of their windows' means, k: to a row's norm
 
 instead (CENTER_KEY, SCALE_KEY; set once when R starts from zero): the template is gone from R's input and what
-changes between captions, the words, is all of it.
+changes between captions, the words, is all of it. With `model.caption_hint_form: diagonal` R is a gain vector g [H]
+(zeros at start) and the hint is g * that mean, the words' own rows scaled dimension by dimension: H parameters
+where Adam moves each of R's H x H by ~lr a step whatever its gradient, which grew R as noise (piece 33).
 
 Each position thus has `slots` hint ids (1, + 5 with previous-frame hints, + CAPTION_WINDOW with caption hints; -1
 where none): one projection a slot for the parent and the neighbours, one for the caption slots' mean.
@@ -64,6 +66,7 @@ FILE = "parent_hint.safetensors"
 KEY = "proj"
 PREV_KEY = "prev"  # the previous-frame projections Q [len(NEIGHBOURS), H, H]
 CAPTION_KEY = "caption"  # the caption projection R [H, H]
+CAPTION_FORMS = ("matrix", "diagonal")  # R [H, H], or a gain vector [H] on the mean row itself
 CAPTION_WINDOW = 32  # text ids a caption hint reads (the last ones before the visual block)
 CENTER_KEY = "caption_center"  # [H]: the window mean's mean over documents, taken off before R (zeros: none)
 SCALE_KEY = "caption_scale"  # []: what the centred mean is multiplied by, to a row's norm (1: none)
@@ -206,9 +209,17 @@ def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab, prev: bool = False, caption
 
 
 def projections_t(proj: torch.Tensor, prev: torch.Tensor | None = None, caption: torch.Tensor | None = None) -> torch.Tensor:
-    """[P, Q_d..., R] each transposed, stacked (the order of a tracker's slots; R serves all the caption slots)."""
-    mats = [proj] + (list(prev) if prev is not None else []) + ([caption] if caption is not None else [])
+    """[P, Q_d..., R] each transposed, stacked (the order of a tracker's slots; R serves all the caption slots). A
+    diagonal R (a gain vector [H], `caption_form` "diagonal") is made the matrix diag(R)."""
+    mats = [proj] + (list(prev) if prev is not None else [])
+    if caption is not None:
+        mats.append(caption if caption.dim() == 2 else torch.diag(caption))
     return torch.stack([m.t() for m in mats])
+
+
+def caption_form_of(caption: torch.Tensor) -> str:
+    """"matrix" for an R of [H, H], "diagonal" for a gain vector [H]."""
+    return "matrix" if caption.dim() == 2 else "diagonal"
 
 
 def state_projections_t(state: dict) -> torch.Tensor:
@@ -274,15 +285,16 @@ def caption_center(windows: Sequence[Sequence[int]], embed_weight: torch.Tensor)
 class ParentHint(nn.Module):
     """The projection P [H, H] (zeros at start) of the parent's embedding row into the hinted position's input; with
     `prev`, also Q [len(NEIGHBOURS), H, H] (zeros at start) for the previous-frame neighbours; with `caption`, R
-    [H, H] (zeros at start) for the caption window's mean row."""
+    (zeros at start) for the caption window's mean row: [H, H] (`caption_form` "matrix") or a gain vector [H]
+    ("diagonal": the mean row itself, scaled dimension by dimension)."""
 
-    def __init__(self, hidden: int, prev: bool = False, caption: bool = False):
+    def __init__(self, hidden: int, prev: bool = False, caption: bool = False, caption_form: str = "matrix"):
         super().__init__()
         setattr(self, KEY, nn.Parameter(torch.zeros(hidden, hidden)))
         if prev:
             self.add_prev()
         if caption:
-            self.add_caption()
+            self.add_caption(caption_form)
 
     @property
     def has_prev(self) -> bool:
@@ -296,9 +308,22 @@ class ParentHint(nn.Module):
         """Q at zero (the function unchanged), e.g. on a module loaded from a model trained without it."""
         self._add_zeros(PREV_KEY, len(NEIGHBOURS))
 
-    def add_caption(self) -> None:
-        """R at zero (the function unchanged), the same; with the plain window mean until `set_caption_center`."""
-        self._add_zeros(CAPTION_KEY)
+    @property
+    def caption_form(self) -> str | None:
+        return caption_form_of(getattr(self, CAPTION_KEY)) if self.has_caption else None
+
+    def add_caption(self, form: str = "matrix") -> None:
+        """R at zero (the function unchanged), the same; with the plain window mean until `set_caption_center`. An R
+        the module already has stays as it is: a form other than `form` is refused (ValueError)."""
+        if form not in CAPTION_FORMS:
+            raise ValueError(f"caption hint form {form!r}: one of {', '.join(CAPTION_FORMS)}")
+        if self.has_caption and self.caption_form != form:
+            raise ValueError(f"the caption hint R is {self.caption_form}, asked for {form}")
+        if form == "matrix":
+            self._add_zeros(CAPTION_KEY)
+        elif not self.has_caption:
+            P = getattr(self, KEY)
+            setattr(self, CAPTION_KEY, nn.Parameter(P.new_zeros(P.shape[0]), requires_grad=P.requires_grad))
         if not hasattr(self, CENTER_KEY):
             P = getattr(self, KEY)
             self.register_buffer(CENTER_KEY, P.new_zeros(P.shape[0]))
@@ -340,13 +365,16 @@ class ParentHint(nn.Module):
         return emb + hint_part(hints, lookup, self.projections_t(), self.has_caption, self.centering()).to(emb.dtype)
 
 
-def attach_parent_hint(base, state: dict | None = None, prev: bool = False, caption: bool = False) -> ParentHint:
+def attach_parent_hint(base, state: dict | None = None, prev: bool = False, caption: bool = False,
+                       caption_form: str = "matrix") -> ParentHint:
     """Give the HF model `base` (under any peft wrapper: backbone.base_model) a ParentHint module (trainable; from
-    `state` when given; with previous-frame / caption projections when asked or the state has them); returns it."""
+    `state` when given; with previous-frame / caption projections when asked or the state has them, R of the state's
+    form, else `caption_form`); returns it."""
     p = next(base.parameters())
     state_has = set(state) if state is not None else set()
+    form = caption_form_of(state[CAPTION_KEY]) if CAPTION_KEY in state_has else caption_form
     mod = ParentHint(int(base.config.hidden_size), prev=prev or PREV_KEY in state_has,
-                     caption=caption or CAPTION_KEY in state_has).to(p.device)
+                     caption=caption or CAPTION_KEY in state_has, caption_form=form).to(p.device)
     if state is not None:
         own = mod.state_dict()
         mod.load_state_dict({k: state[k].float() if k in state else own[k] for k in own})  # none saved: zeros

@@ -60,6 +60,8 @@ class LMModelConfig:
     caption_hint: bool = False  # with parent_hint: each position that predicts a blueprint code also told the mean row
     #                             of the last text ids before its visual block (R from zero; vidgpt.parent_hint)
     caption_hint_lr: float = 0.0  # R's own peak lr (0: parent_hint_lr)
+    caption_hint_form: str = "matrix"  # R: matrix [H, H] | diagonal (a gain vector [H] on the mean row itself: H
+    #                                    parameters where Adam's ~lr a step on H x H of them grew as noise, piece 33)
     caption_center: bool = False  # with caption_hint: R reads the window mean minus its mean over held-out documents,
     #                               scaled to a row's norm (set once, when R starts from zero; vidgpt.parent_hint)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
@@ -191,7 +193,12 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         if m.prev_frame_hint:
             hint.add_prev()  # zeros unless the model directory's own hint had it
         if m.caption_hint:
-            hint.add_caption()  # the same
+            try:
+                hint.add_caption(m.caption_hint_form)  # the same
+            except ValueError as e:
+                raise ConfigError(f"model.caption_hint_form: {e}") from None
+        elif m.caption_hint_form != "matrix":
+            raise ConfigError("model.caption_hint_form shapes the caption hint: set model.caption_hint: true too")
         hint.requires_grad_(True)
     lm.model.train()
     return lm, attn
