@@ -384,11 +384,12 @@ assert hs.grad is not None and bool(torch.isfinite(hs.grad).all())
 def test_the_frozen_rows_input_gradient_survives_the_shape_that_killed_pieces_32():
     """grad [32, 49152 text rows] @ rows [49152, 576]: from the transposed bf16 copy oneDNN's AMX blocking heuristic
     (torch 2.13, this CPU) died of SIGFPE; in a child process, so that a regression fails the test, not the suite."""
+    import os
     import subprocess
     import sys
 
     r = subprocess.run([sys.executable, "-c", FROZEN_PRODUCT], capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
 
 

@@ -306,7 +306,7 @@ class ParentHint(nn.Module):
 
     def add_prev(self) -> None:
         """Q at zero (the function unchanged), e.g. on a module loaded from a model trained without it."""
-        self._add_zeros(PREV_KEY, len(NEIGHBOURS))
+        self._add_zeros(PREV_KEY, len(NEIGHBOURS), self.hidden, self.hidden)
 
     @property
     def caption_form(self) -> str | None:
@@ -319,14 +319,10 @@ class ParentHint(nn.Module):
             raise ValueError(f"caption hint form {form!r}: one of {', '.join(CAPTION_FORMS)}")
         if self.has_caption and self.caption_form != form:
             raise ValueError(f"the caption hint R is {self.caption_form}, asked for {form}")
-        if form == "matrix":
-            self._add_zeros(CAPTION_KEY)
-        elif not self.has_caption:
-            P = getattr(self, KEY)
-            setattr(self, CAPTION_KEY, nn.Parameter(P.new_zeros(P.shape[0]), requires_grad=P.requires_grad))
+        self._add_zeros(CAPTION_KEY, *((self.hidden,) * (2 if form == "matrix" else 1)))
         if not hasattr(self, CENTER_KEY):
             P = getattr(self, KEY)
-            self.register_buffer(CENTER_KEY, P.new_zeros(P.shape[0]))
+            self.register_buffer(CENTER_KEY, P.new_zeros(self.hidden))
             self.register_buffer(SCALE_KEY, P.new_ones(()))
 
     @property
@@ -343,10 +339,14 @@ class ParentHint(nn.Module):
         """(c, k) for `hint_part` when the module has caption hints ((0, 1) until `set_caption_center`)."""
         return (getattr(self, CENTER_KEY), getattr(self, SCALE_KEY)) if self.has_caption else None
 
-    def _add_zeros(self, key: str, *lead: int) -> None:
+    @property
+    def hidden(self) -> int:
+        return int(getattr(self, KEY).shape[0])
+
+    def _add_zeros(self, key: str, *shape: int) -> None:
         if not hasattr(self, key):
             P = getattr(self, KEY)
-            setattr(self, key, nn.Parameter(P.new_zeros(*lead, *P.shape), requires_grad=P.requires_grad))
+            setattr(self, key, nn.Parameter(P.new_zeros(*shape), requires_grad=P.requires_grad))
 
     def projections_t(self) -> torch.Tensor:
         return projections_t(getattr(self, KEY), getattr(self, PREV_KEY, None), getattr(self, CAPTION_KEY, None))

@@ -178,7 +178,6 @@ def text_only_positions(input_ids: torch.Tensor, position_ids: torch.Tensor, wei
 # --- where the head's rows live ------------------------------------------------------------------------------
 
 
-
 class _FrozenRowsProduct(torch.autograd.Function):
     """hs [M, H] (bf16) @ rows^T for frozen rows held twice in bf16: [H, K] for the product, [K, H] for its input
     gradient. The input gradient is grad [M, K] @ rows; computed from the transposed copy (a B with strides (1, K), what
