@@ -576,7 +576,8 @@ def test_a_run_adds_R_to_a_source_without_it_and_a_config_without_the_option_ref
         with pytest.raises(ConfigError, match="caption"):
             train_lm(_tiny(["train.steps=1", "model.caption_hint=true", f"model.caption_hint_form={form}",
                             f"train.init_from={src}"]), tmp_path / "l", progress=False)
-    for bad in (["model.caption_hint_form=diagonal"], ["model.caption_hint=true", "model.caption_hint_form=vector"]):
+    for bad in (["model.caption_hint_form=diagonal"], ["model.caption_hint_form=diagonal", "model.parent_hint=false"],
+                ["model.caption_hint=true", "model.caption_hint_form=vector"]):
         with pytest.raises(ConfigError, match="caption_hint_form"):
             train_lm(_tiny(["train.steps=1", *bad]), tmp_path / "m", progress=False)
     # refusals: no caption hint to centre; an R trained on the plain mean

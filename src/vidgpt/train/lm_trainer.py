@@ -186,6 +186,8 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         from .bit_rows import attach_bit_rows
 
         attach_bit_rows(lm.model, lm.vocab)
+    if m.caption_hint_form != "matrix" and not m.caption_hint:
+        raise ConfigError("model.caption_hint_form shapes the caption hint: set model.caption_hint: true too")
     if m.parent_hint:  # after LoRA (peft freezes what it finds); a model directory's own hint (m.path) is kept
         from ..parent_hint import attach_parent_hint, parent_hint_of
 
@@ -197,8 +199,6 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
                 hint.add_caption(m.caption_hint_form)  # the same
             except ValueError as e:
                 raise ConfigError(f"model.caption_hint_form: {e}") from None
-        elif m.caption_hint_form != "matrix":
-            raise ConfigError("model.caption_hint_form shapes the caption hint: set model.caption_hint: true too")
         hint.requires_grad_(True)
     lm.model.train()
     return lm, attn
