@@ -576,6 +576,23 @@ def test_a_run_adds_R_to_a_source_without_it_and_a_config_without_the_option_ref
         with pytest.raises(ConfigError, match="caption"):
             train_lm(_tiny(["train.steps=1", "model.caption_hint=true", f"model.caption_hint_form={form}",
                             f"train.init_from={src}"]), tmp_path / "l", progress=False)
+    # caption_hint_init: R starts at that times the identity (a diagonal R: every gain at that value), so the hint is
+    # there from step 0; a source's trained R is refused, as is the option without caption hints
+    for form, shape in (("diagonal", diag[CAPTION_KEY].shape), ("matrix", state[CAPTION_KEY].shape)):
+        train_lm(_tiny(["train.steps=1", "train.ckpt_every=0", "train.lr=0", "model.parent_hint_lr=0",
+                        "model.caption_hint=true", "model.caption_center=true", f"model.caption_hint_form={form}",
+                        "model.caption_hint_init=0.5", f"train.init_from={tmp_path / 'a' / 'model'}"]),
+                 tmp_path / f"n_{form}", progress=False)
+        R = load_parent_hint_state(tmp_path / f"n_{form}" / "model")[CAPTION_KEY].float()
+        want = torch.full(shape, 0.5) if form == "diagonal" else 0.5 * torch.eye(shape[0])
+        assert R.shape == shape and torch.equal(R, want)
+    with pytest.raises(ConfigError, match="trained already"):
+        train_lm(_tiny(["train.steps=1", "model.caption_hint=true", "model.caption_hint_form=diagonal",
+                        "model.caption_hint_init=0.5", f"train.init_from={tmp_path / 'j' / 'model'}"]),
+                 tmp_path / "o", progress=False)
+    for bad in (["model.caption_hint_init=0.5"], ["model.caption_hint=true", "model.caption_hint_init=nan"]):
+        with pytest.raises(ConfigError, match="caption_hint_init"):
+            train_lm(_tiny(["train.steps=1", *bad]), tmp_path / "o2", progress=False)
     for bad in (["model.caption_hint_form=diagonal"], ["model.caption_hint_form=diagonal", "model.parent_hint=false"],
                 ["model.caption_hint=true", "model.caption_hint_form=vector"]):
         with pytest.raises(ConfigError, match="caption_hint_form"):

@@ -21,6 +21,7 @@ model/, the final vidgpt LM directory (full or delta form).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -64,6 +65,8 @@ class LMModelConfig:
     #                                    parameters where Adam's ~lr a step on H x H of them grew as noise, piece 33)
     caption_center: bool = False  # with caption_hint: R reads the window mean minus its mean over held-out documents,
     #                               scaled to a row's norm (set once, when R starts from zero; vidgpt.parent_hint)
+    caption_hint_init: float = 0.0  # with caption_hint: R starts at this times the identity (a gain vector of this
+    #                                 value): the window mean added at a set share of a row from step 0 (0: from zero)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -188,6 +191,10 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         attach_bit_rows(lm.model, lm.vocab)
     if m.caption_hint_form != "matrix" and not m.caption_hint:
         raise ConfigError("model.caption_hint_form shapes the caption hint: set model.caption_hint: true too")
+    if m.caption_hint_init and not m.caption_hint:
+        raise ConfigError("model.caption_hint_init starts the caption hint: set model.caption_hint: true too")
+    if not math.isfinite(m.caption_hint_init):
+        raise ConfigError(f"model.caption_hint_init={m.caption_hint_init}: a finite number")
     if m.parent_hint:  # after LoRA (peft freezes what it finds); a model directory's own hint (m.path) is kept
         from ..parent_hint import attach_parent_hint, parent_hint_of
 
@@ -230,6 +237,29 @@ def center_caption_hint(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> None
     except ValueError as e:
         raise ConfigError(f"model.caption_center: {e} (the held-out split of data.sources)") from None
     hint.set_caption_center(c, k)
+
+
+def start_caption_hint(cfg: LMTrainConfig, lm) -> None:
+    """`model.caption_hint_init`: R set to that value times the identity (a diagonal R: every gain at that value), so
+    the caption window's (centred) mean row reaches the blueprint positions at a set share of a row from the first
+    step instead of growing from zero (pieces 32-34: the loss held a gain from zero at ~3% of the row). Only on an R
+    still at zero: a source's trained R is refused."""
+    from ..backbone import base_model
+    from ..parent_hint import CAPTION_KEY, parent_hint_of
+
+    hint = parent_hint_of(base_model(lm.model))
+    if hint is None or not hint.has_caption:
+        raise ConfigError("model.caption_hint_init starts the caption hint: set model.parent_hint and "
+                          "model.caption_hint: true too")
+    R = getattr(hint, CAPTION_KEY)
+    if bool(R.any()):
+        raise ConfigError("model.caption_hint_init: the source's caption projection R is trained already; starting "
+                          "it again would throw that away (start from a source without one, or leave the option at 0)")
+    with torch.no_grad():
+        if R.dim() == 2:
+            R.copy_(torch.eye(R.shape[0], dtype=R.dtype, device=R.device) * cfg.model.caption_hint_init)
+        else:
+            R.fill_(cfg.model.caption_hint_init)
 
 
 def frozen_linears_to_bf16(model) -> int:
@@ -622,6 +652,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         init_info = init_from(lm, t.init_from, cfg)
     if cfg.model.caption_center and not resume:
         center_caption_hint(cfg, lm, t.seq_len, t.seed)
+    if cfg.model.caption_hint_init and not resume:
+        start_caption_hint(cfg, lm)
     if stores_frozen_bf16(cfg, cpu_amp):
         frozen_linears_to_bf16(lm.model)
     if t.max_minutes < 0:
