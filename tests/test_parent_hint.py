@@ -528,7 +528,7 @@ def test_a_run_adds_R_to_a_source_without_it_and_a_config_without_the_option_ref
     assert state[CAPTION_KEY].shape == state[KEY].shape and state[CAPTION_KEY].abs().max() > 1e-3
     assert PREV_KEY not in state
     info = describe_dir(tmp_path / "b" / "model")
-    assert info["caption_hint"] and "caption hints" in format_description(info)
+    assert info["caption_hint"] and "caption hints (matrix R)" in format_description(info)
     log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert any(r.get("caption_hint_norm", 0) > 0 for r in log)
     # the next piece keeps R (from the model directory); without the option a trained R is refused
@@ -568,6 +568,7 @@ def test_a_run_adds_R_to_a_source_without_it_and_a_config_without_the_option_ref
     diag = load_parent_hint_state(tmp_path / "j" / "model")
     assert diag[CAPTION_KEY].shape == diag[KEY].shape[:1] and diag[CAPTION_KEY].float().abs().max() > 1e-3
     assert diag[CENTER_KEY].float().abs().max() > 0
+    assert "caption hints (diagonal R)" in format_description(describe_dir(tmp_path / "j" / "model"))
     train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", "model.caption_hint=true",
                     "model.caption_hint_form=diagonal", f"train.init_from={tmp_path / 'j' / 'model'}"]), tmp_path / "k",
              progress=False)

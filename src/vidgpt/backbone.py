@@ -685,7 +685,7 @@ def _tokenizer_summary(d: Path) -> dict:
 
 def describe_dir(directory: str | Path) -> dict:
     """What `directory` holds: a vidgpt LM (full/delta), a plain HF model, a video tokenizer or a training run."""
-    from .parent_hint import CAPTION_KEY, PREV_KEY, saved_hint_keys
+    from .parent_hint import CAPTION_FORMS, CAPTION_KEY, PREV_KEY, saved_hint_shapes
 
     d = Path(directory)
     if not d.is_dir():
@@ -700,8 +700,9 @@ def describe_dir(directory: str | Path) -> dict:
                     text_vocab=vocab.get("offset"), new_tokens=vocab.get("num_new_tokens"),
                     embedding_rows=meta.get("embedding_rows"), chat_layout=bool((meta.get("layout") or {}).get("chat", True)),
                     adapter=(d / ADAPTER_DIR).is_dir(), video_tokenizer=(d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)).is_dir(),
-                    tokenizer=_tokenizer_summary(d), parent_hint=bool(hints := saved_hint_keys(d)),
-                    prev_frame_hint=PREV_KEY in hints, caption_hint=CAPTION_KEY in hints)
+                    tokenizer=_tokenizer_summary(d), parent_hint=bool(hints := saved_hint_shapes(d)),
+                    prev_frame_hint=PREV_KEY in hints, caption_hint=CAPTION_KEY in hints,
+                    caption_form=CAPTION_FORMS[len(hints[CAPTION_KEY]) == 1] if CAPTION_KEY in hints else None)
         if (d / "config.json").is_file():
             from transformers import AutoConfig
 
@@ -749,7 +750,7 @@ def format_description(info: dict) -> str:
                      + (", LoRA adapter" if info["adapter"] else "")
                      + (", parent hints" if info.get("parent_hint") else "")
                      + (" + previous-frame hints" if info.get("prev_frame_hint") else "")
-                     + (" + caption hints" if info.get("caption_hint") else ""))
+                     + (f" + caption hints ({info.get('caption_form') or 'matrix'} R)" if info.get("caption_hint") else ""))
         lines.append(f"  vocabulary: {info['text_vocab']} text + {info['new_tokens']} new tokens (K={info['codebook_bits']}, "
                      f"S={info['subtokens']}), {info['embedding_rows']} embedding rows")
         lines.append(f"  layout: {'chat' if info['chat_layout'] else 'plain'}; video tokenizer: "

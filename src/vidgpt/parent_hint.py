@@ -403,15 +403,15 @@ def load_parent_hint_state(directory: str | Path) -> dict | None:
     return load_file(str(f)) if f.is_file() else None
 
 
-def saved_hint_keys(directory: str | Path) -> set[str]:
-    """The keys of a model directory's parent_hint.safetensors (no tensors read); empty when it has none."""
+def saved_hint_shapes(directory: str | Path) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a model directory's parent_hint.safetensors (no tensors read); empty when it has none."""
     from safetensors import safe_open
 
     f = Path(directory) / FILE
     if not f.is_file():
-        return set()
+        return {}
     with safe_open(str(f), framework="pt") as fh:
-        return set(fh.keys())
+        return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
 
 
 def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict | None) -> torch.Tensor:
