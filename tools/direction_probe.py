@@ -144,11 +144,10 @@ def main(argv=None) -> int:
 
     from vidgpt.errors import ConfigError
 
-    from prompt_sensitivity import held_out_records, load_model_or_checkpoint
+    from prompt_sensitivity import add_model_arguments, held_out_records, load_model_or_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+", help="vidgpt model directories or training checkpoints (RUN/checkpoints/step-N)")
-    ap.add_argument("--shards", required=True, help="a token shard folder with blueprints (vidgpt data build-lm)")
+    add_model_arguments(ap)
     ap.add_argument("--n", type=int, default=400, help="clips read (every record of the folder, in order; the probe "
                     "asks what the states hold, not what the LM generalises, so training records count)")
     ap.add_argument("--folds", type=int, default=5)

@@ -85,11 +85,10 @@ def hint_norms(lm, recs) -> dict:
 def main(argv=None) -> int:
     import torch
 
-    from prompt_sensitivity import held_out_records, load_model_or_checkpoint
+    from prompt_sensitivity import add_model_arguments, held_out_records, load_model_or_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+", help="vidgpt model directories or training checkpoints (RUN/checkpoints/step-N)")
-    ap.add_argument("--shards", required=True, help="a token shard folder with blueprints (vidgpt data build-lm)")
+    add_model_arguments(ap)
     ap.add_argument("--n", type=int, default=100, help="held-out clips read (every 40th record, as the trainer's split)")
     ap.add_argument("--holdout-every", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)

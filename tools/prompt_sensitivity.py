@@ -133,6 +133,12 @@ def load_model_or_checkpoint(path: Path):
     return merge_lora(lm)
 
 
+def add_model_arguments(ap) -> None:
+    """The arguments the model probes share: the models (directories or a run's checkpoints) and the shard folder."""
+    ap.add_argument("models", nargs="+", help="vidgpt model directories or training checkpoints (RUN/checkpoints/step-N)")
+    ap.add_argument("--shards", required=True, help="a token shard folder with blueprints (vidgpt data build-lm)")
+
+
 def held_out_records(shards: str, holdout_every: int, n: int, need_blueprint: bool = False) -> list[dict]:
     """The first n text-to-video records the trainer holds out of a shard folder (global record index
     i % holdout_every == 0 over its files in order; holdout_every 0: the last n records of its last file), edits

@@ -86,11 +86,10 @@ def main(argv=None) -> int:
 
     from vidgpt.errors import ConfigError
 
-    from prompt_sensitivity import held_out_records, load_model_or_checkpoint
+    from prompt_sensitivity import add_model_arguments, held_out_records, load_model_or_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+", help="vidgpt model directories or training checkpoints (RUN/checkpoints/step-N)")
-    ap.add_argument("--shards", required=True, help="a token shard folder with blueprints (vidgpt data build-lm)")
+    add_model_arguments(ap)
     ap.add_argument("--holdout-every", type=int, default=40, help="the run's data.holdout_every")
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--zero-prev", action="store_true", help="also score models with previous-frame hints with Q = 0")
