@@ -685,7 +685,7 @@ def _tokenizer_summary(d: Path) -> dict:
 
 def describe_dir(directory: str | Path) -> dict:
     """What `directory` holds: a vidgpt LM (full/delta), a plain HF model, a video tokenizer or a training run."""
-    from .parent_hint import CAPTION_FORMS, CAPTION_KEY, PREV_KEY, saved_hint_shapes
+    from .parent_hint import CAPTION_KEY, PREV_KEY, caption_form_of, saved_hint_shapes
 
     d = Path(directory)
     if not d.is_dir():
@@ -702,7 +702,7 @@ def describe_dir(directory: str | Path) -> dict:
                     adapter=(d / ADAPTER_DIR).is_dir(), video_tokenizer=(d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)).is_dir(),
                     tokenizer=_tokenizer_summary(d), parent_hint=bool(hints := saved_hint_shapes(d)),
                     prev_frame_hint=PREV_KEY in hints, caption_hint=CAPTION_KEY in hints,
-                    caption_form=CAPTION_FORMS[len(hints[CAPTION_KEY]) == 1] if CAPTION_KEY in hints else None)
+                    caption_form=caption_form_of(hints[CAPTION_KEY]) if CAPTION_KEY in hints else None)
         if (d / "config.json").is_file():
             from transformers import AutoConfig
 

@@ -217,9 +217,9 @@ def projections_t(proj: torch.Tensor, prev: torch.Tensor | None = None, caption:
     return torch.stack([m.t() for m in mats])
 
 
-def caption_form_of(caption: torch.Tensor) -> str:
-    """"matrix" for an R of [H, H], "diagonal" for a gain vector [H]."""
-    return "matrix" if caption.dim() == 2 else "diagonal"
+def caption_form_of(caption: torch.Tensor | Sequence[int]) -> str:
+    """"matrix" for an R of [H, H], "diagonal" for a gain vector [H] (R itself, or its shape)."""
+    return "matrix" if (caption.dim() if isinstance(caption, torch.Tensor) else len(caption)) == 2 else "diagonal"
 
 
 def state_projections_t(state: dict) -> torch.Tensor:
