@@ -64,10 +64,10 @@ def hint_norms(lm, recs) -> dict:
             ids = torch.tensor([doc.input_ids])
             at = doc.input_ids.index(lm.vocab.blueprint_id)
             with torch.no_grad():
-                h = hint.ids_of(ids, lm.vocab)[:, at].clone()  # [1, 1 + CAPTION_WINDOW]: the parent slot, the window
+                h = hint.ids_of(ids, lm.vocab)[:, at].clone()  # [1, slots]: the parent slot, the window (, copy slots)
                 h[:, 0] = -1  # the parent slot left out (nothing there at the marker anyway)
                 for name, proj in (("hint", only_R), ("window", unit)):
-                    parts[name].append(hint_part(h, emb_layer, proj, True, hint.centering())[0].float())
+                    parts[name].append(hint_part(h, emb_layer, proj, True, hint.centering(), hint.has_copy)[0].float())
                 if k == 0:  # what the hint is added to: the input rows of this document's blueprint codes
                     rest = torch.tensor(doc.input_ids[at + 1:])
                     vis = rest[lm.vocab.is_visual(rest)]

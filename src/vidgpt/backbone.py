@@ -685,6 +685,7 @@ def _tokenizer_summary(d: Path) -> dict:
 
 def describe_dir(directory: str | Path) -> dict:
     """What `directory` holds: a vidgpt LM (full/delta), a plain HF model, a video tokenizer or a training run."""
+    from .copy_readout import COPY_KEY
     from .parent_hint import CAPTION_KEY, PREV_KEY, caption_form_of, saved_hint_shapes
 
     d = Path(directory)
@@ -702,7 +703,8 @@ def describe_dir(directory: str | Path) -> dict:
                     adapter=(d / ADAPTER_DIR).is_dir(), video_tokenizer=(d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)).is_dir(),
                     tokenizer=_tokenizer_summary(d), parent_hint=bool(hints := saved_hint_shapes(d)),
                     prev_frame_hint=PREV_KEY in hints, caption_hint=CAPTION_KEY in hints,
-                    caption_form=caption_form_of(hints[CAPTION_KEY]) if CAPTION_KEY in hints else None)
+                    caption_form=caption_form_of(hints[CAPTION_KEY]) if CAPTION_KEY in hints else None,
+                    copy_readout=COPY_KEY in hints)
         if (d / "config.json").is_file():
             from transformers import AutoConfig
 
@@ -750,7 +752,8 @@ def format_description(info: dict) -> str:
                      + (", LoRA adapter" if info["adapter"] else "")
                      + (", parent hints" if info.get("parent_hint") else "")
                      + (" + previous-frame hints" if info.get("prev_frame_hint") else "")
-                     + (f" + caption hints ({info.get('caption_form') or 'matrix'} R)" if info.get("caption_hint") else ""))
+                     + (f" + caption hints ({info.get('caption_form') or 'matrix'} R)" if info.get("caption_hint") else "")
+                     + (" + copy read-out" if info.get("copy_readout") else ""))
         lines.append(f"  vocabulary: {info['text_vocab']} text + {info['new_tokens']} new tokens (K={info['codebook_bits']}, "
                      f"S={info['subtokens']}), {info['embedding_rows']} embedding rows")
         lines.append(f"  layout: {'chat' if info['chat_layout'] else 'plain'}; video tokenizer: "

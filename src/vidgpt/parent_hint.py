@@ -41,11 +41,22 @@ changes between captions, the words, is all of it. With `model.caption_hint_form
 (zeros at start) and the hint is g * that mean, the words' own rows scaled dimension by dimension: H parameters
 where Adam moves each of R's H x H by ~lr a step whatever its gradient, which grew R as noise (piece 33).
 
-Each position thus has `slots` hint ids (1, + 5 with previous-frame hints, + CAPTION_WINDOW with caption hints; -1
-where none): one projection a slot for the parent and the neighbours, one for the caption slots' mean.
+A copy read-out (optional, `model.copy_readout`, with caption hints) does not go through the layers at all: at every
+position that predicts a blueprint code of frame t >= 1 it adds to the logits of the codes of frame t - 1 around the
+cell (COPY_OFFSETS, the same sub-token)
 
-P (and Q, R) ship beside the model as `parent_hint.safetensors` (keys "proj", "prev", "caption", "caption_center",
-"caption_scale"; vidgpt.json "parent_hint": true); the backbone's own weights are untouched, so the fast decoder, the
+    logit[id of cell (t - 1, y + dy, x + dx)] += G[o] . caption + b[o]     G [len(COPY_OFFSETS), H], b, zeros at start
+
+where caption is the (centred) caption window mean R reads: the words pick which neighbour each cell copies ("moving
+right": the one to the left), the choice pieces 35-36 showed the layers do not make from a caption hint they can read
+(vidgpt.copy_readout).
+
+Each position thus has `slots` hint ids (1, + 5 with previous-frame hints, + CAPTION_WINDOW with caption hints, +
+len(COPY_OFFSETS) with the copy read-out; -1 where none): one projection a slot for the parent and the neighbours,
+one for the caption slots' mean; the copy slots go to the logits, not the input.
+
+P (and Q, R, G) ship beside the model as `parent_hint.safetensors` (keys "proj", "prev", "caption", "caption_center",
+"caption_scale", "copy_gate", "copy_bias"; vidgpt.json "parent_hint": true); the backbone's own weights are untouched, so the fast decoder, the
 light loader and the ready cache read the model as before and `HintedBackend` adds the hints around any backend.
 """
 
@@ -58,6 +69,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_OFFSETS, add_copy_logits
 from .geometry import blueprint_shape
 from .vocab import UnifiedVocab
 
@@ -78,24 +90,29 @@ NEIGHBOURS = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))
 _OUT, _HEADER, _MARKER, _BLUEPRINT, _FINE, _SKIP = range(6)
 
 
-def slot_count(prev: bool = False, caption: bool = False) -> int:
-    """Hint ids a position: the parent, the previous-frame neighbours (prev), the caption window (caption)."""
-    return 1 + len(NEIGHBOURS) * bool(prev) + CAPTION_WINDOW * bool(caption)
+def slot_count(prev: bool = False, caption: bool = False, copy: bool = False) -> int:
+    """Hint ids a position: the parent, the previous-frame neighbours (prev), the caption window (caption), the
+    previous frame's cells the copy read-out scores (copy)."""
+    return 1 + len(NEIGHBOURS) * bool(prev) + CAPTION_WINDOW * bool(caption) + len(COPY_OFFSETS) * bool(copy)
 
 
 class HintTracker:
     """Reads one row's ids one at a time; `feed` returns the hint ids of each position: a tuple of `slots` ids
-    (the parent; then, with `prev`, the previous-frame neighbours; then, with `caption`, the caption window), -1
-    where none.
+    (the parent; then, with `prev`, the previous-frame neighbours; then, with `caption`, the caption window; then,
+    with `copy` (needs `caption`), the ids of the previous blueprint frame at COPY_OFFSETS), -1 where none.
 
     The state after every position is kept, so `truncate(n)` goes back to the state after the first n ids.
     """
 
-    def __init__(self, vocab: UnifiedVocab, prev: bool = False, caption: bool = False):
+    def __init__(self, vocab: UnifiedVocab, prev: bool = False, caption: bool = False, copy: bool = False):
+        if copy and not caption:
+            raise ValueError("the copy read-out reads the caption window: caption=True too")
         self.v = vocab
         self.S = vocab.spec.subtokens
         self.caption = bool(caption)
-        self.slots = slot_count(prev, caption)
+        self.copy = bool(copy)
+        self._no_copy = (-1,) * (len(COPY_OFFSETS) * self.copy)
+        self.slots = slot_count(prev, caption, copy)
         self._none = (-1,) * slot_count(prev)  # what _next gives: the parent and neighbour slots
         self._no_caption = (-1,) * (CAPTION_WINDOW * self.caption)
         self.ids: list[int] = []
@@ -124,6 +141,8 @@ class HintTracker:
                 self.text = (self.text + (tok,))[-CAPTION_WINDOW:]
             # the positions that predict a blueprint code (the marker's, then every blueprint id's but the last)
             hint = hint + (self.words if self.state[0] == _BLUEPRINT else self._no_caption)
+        if self.copy:
+            hint = hint + (self._copies() if self.state[0] == _BLUEPRINT else self._no_copy)
         self.states.append((self.state, self.text, self.words))
         return hint
 
@@ -183,6 +202,20 @@ class HintTracker:
         pc = (tt * bh + y // 2) * bw + x // 2
         return (self.ids[bp_start + pc * self.S + g],) + self._none[1:]
 
+    def _copies(self) -> tuple[int, ...]:
+        """The copy slots of the position just fed (state _BLUEPRINT: it predicts blueprint id k): the same sub-token
+        of the cells of frame t - 1 at COPY_OFFSETS around k's cell; -1 off the grid and in frame 0."""
+        _, dims, bp_start = self.state
+        _, bh, bw = blueprint_shape(dims)
+        cell, g = divmod(len(self.ids) - bp_start, self.S)
+        t, r = divmod(cell, bh * bw)
+        if t == 0:
+            return self._no_copy
+        y, x = divmod(r, bw)
+        base = bp_start + (t - 1) * bh * bw * self.S + g
+        return tuple(self.ids[base + ((y + dy) * bw + x + dx) * self.S] if 0 <= y + dy < bh and 0 <= x + dx < bw
+                     else -1 for dy, dx in COPY_OFFSETS)
+
     def _prev(self, dims: tuple, bp_start: int, k: int) -> tuple[int, ...]:
         """Slots 1..: for blueprint id k of frame t >= 1, the same sub-token of the NEIGHBOURS of its cell in frame
         t - 1 (all fed already: frame t - 1 is complete); -1 off the grid, in frame 0 and without `prev`."""
@@ -202,10 +235,11 @@ class HintTracker:
         return tuple(out)
 
 
-def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab, prev: bool = False, caption: bool = False) -> torch.Tensor:
-    """[B, L] ids -> [B, L, slots] hint ids (-1 where a position has none; slots: `slot_count(prev, caption)`)."""
-    out = [HintTracker(vocab, prev, caption).feed_many(row) for row in ids.tolist()]
-    return torch.tensor(out, dtype=torch.long, device=ids.device).view(*ids.shape, slot_count(prev, caption))
+def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab, prev: bool = False, caption: bool = False,
+             copy: bool = False) -> torch.Tensor:
+    """[B, L] ids -> [B, L, slots] hint ids (-1 where a position has none; slots: `slot_count(prev, caption, copy)`)."""
+    out = [HintTracker(vocab, prev, caption, copy).feed_many(row) for row in ids.tolist()]
+    return torch.tensor(out, dtype=torch.long, device=ids.device).view(*ids.shape, slot_count(prev, caption, copy))
 
 
 def projections_t(proj: torch.Tensor, prev: torch.Tensor | None = None, caption: torch.Tensor | None = None) -> torch.Tensor:
@@ -227,25 +261,53 @@ def state_projections_t(state: dict) -> torch.Tensor:
     return projections_t(state[KEY], state.get(PREV_KEY), state.get(CAPTION_KEY))
 
 
+def caption_mean(window: torch.Tensor, lookup, center: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+    """[..., H]: the mean of lookup() over the ids >= 0 of `window` [..., W] (zeros where none); with `center` (c, k)
+    (mean - c) * k where there is a window. What R and the copy read-out read."""
+    has = window >= 0
+    rows = lookup(torch.where(has, window, 0))
+    dtype = dtype or rows.dtype
+    rows = rows.to(dtype) * has.unsqueeze(-1).to(dtype)
+    count = has.sum(-1, keepdim=True)
+    pooled = rows.sum(-2) / count.clamp(min=1).to(dtype)
+    if center is not None:  # only where there is a window: elsewhere it stays nothing
+        c, k = center
+        pooled = (pooled - c.to(dtype)) * k.to(dtype) * (count > 0).to(dtype)
+    return pooled
+
+
 def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor, caption: bool = False,
-              center: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+              center: tuple[torch.Tensor, torch.Tensor] | None = None, copy: bool = False) -> torch.Tensor:
     """[..., H]: the sum over the parent / neighbour slots s of lookup(hints[..., s]) @ proj_t[s], and with `caption`
     the mean of lookup() over the caption slots @ proj_t[-1], where hints >= 0 (nothing elsewhere); `center` (c, k)
     makes that mean (mean - c) * k first. `lookup` embeds ids (the input embedding rows), proj_t from
-    `projections_t`. What the trainer, the teacher-forced probe and the decode backends add."""
-    has = hints >= 0
-    rows = lookup(torch.where(has, hints, 0))
-    rows = rows * has.unsqueeze(-1).to(rows.dtype)  # [..., slots, H]
+    `projections_t`; with `copy` the hints' last len(COPY_OFFSETS) slots (the copy read-out's) are left out. What
+    the trainer, the teacher-forced probe and the decode backends add."""
+    if copy:
+        hints = hints[..., : -len(COPY_OFFSETS)]
+    n = proj_t.shape[0] - int(caption)  # the parent and neighbour slots
+    own = hints[..., :n]
+    has = own >= 0
+    rows = lookup(torch.where(has, own, 0))
+    rows = rows * has.unsqueeze(-1).to(rows.dtype)  # [..., n, H]
+    out = torch.einsum("...sh,shk->...k", rows, proj_t[:n].to(rows.dtype))
     if not caption:
-        return torch.einsum("...sh,shk->...k", rows, proj_t.to(rows.dtype))
-    n = proj_t.shape[0] - 1  # the parent and neighbour slots
-    own = torch.einsum("...sh,shk->...k", rows[..., :n, :], proj_t[:n].to(rows.dtype))
-    count = has[..., n:].sum(-1, keepdim=True)
-    pooled = rows[..., n:, :].sum(-2) / count.clamp(min=1).to(rows.dtype)
-    if center is not None:  # only where there is a window: elsewhere the caption part stays nothing
-        c, k = center
-        pooled = (pooled - c.to(rows.dtype)) * k.to(rows.dtype) * (count > 0).to(rows.dtype)
-    return own + pooled @ proj_t[n].to(rows.dtype)
+        return out
+    return out + caption_mean(hints[..., n:], lookup, center, rows.dtype) @ proj_t[n].to(rows.dtype)
+
+
+def copy_terms(hints: torch.Tensor, lookup, gate: torch.Tensor, bias: torch.Tensor,
+               center: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copy read-out of positions with hints [..., slots] (the copy slots last, the caption window before them):
+    (ids [..., C], scores [..., C]) for `add_copy_logits`: score o = gate[o] . caption mean + bias[o] where copy slot
+    o holds an id, 0 (and id -1) elsewhere."""
+    C = gate.shape[0]
+    ids = hints[..., -C:]
+    mean = caption_mean(hints[..., -C - CAPTION_WINDOW : -C], lookup, center, gate.dtype)
+    ok = ids >= 0
+    scores = (mean @ gate.t() + bias) * ok.to(gate.dtype)
+    return torch.where(ok, ids, -1), scores
 
 
 def caption_center_of(state: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -286,15 +348,19 @@ class ParentHint(nn.Module):
     """The projection P [H, H] (zeros at start) of the parent's embedding row into the hinted position's input; with
     `prev`, also Q [len(NEIGHBOURS), H, H] (zeros at start) for the previous-frame neighbours; with `caption`, R
     (zeros at start) for the caption window's mean row: [H, H] (`caption_form` "matrix") or a gain vector [H]
-    ("diagonal": the mean row itself, scaled dimension by dimension)."""
+    ("diagonal": the mean row itself, scaled dimension by dimension); with `copy` (needs `caption`), the copy
+    read-out's G [len(COPY_OFFSETS), H] and b [len(COPY_OFFSETS)] (zeros at start; vidgpt.copy_readout)."""
 
-    def __init__(self, hidden: int, prev: bool = False, caption: bool = False, caption_form: str = "matrix"):
+    def __init__(self, hidden: int, prev: bool = False, caption: bool = False, caption_form: str = "matrix",
+                 copy: bool = False):
         super().__init__()
         setattr(self, KEY, nn.Parameter(torch.zeros(hidden, hidden)))
         if prev:
             self.add_prev()
         if caption:
             self.add_caption(caption_form)
+        if copy:
+            self.add_copy()
 
     @property
     def has_prev(self) -> bool:
@@ -326,6 +392,21 @@ class ParentHint(nn.Module):
             self.register_buffer(SCALE_KEY, P.new_ones(()))
 
     @property
+    def has_copy(self) -> bool:
+        return hasattr(self, COPY_KEY)
+
+    def add_copy(self) -> None:
+        """G and b at zero (the function unchanged). It reads the caption window: ValueError without R."""
+        if not self.has_caption:
+            raise ValueError("the copy read-out reads the caption window: add the caption hint first")
+        self._add_zeros(COPY_KEY, len(COPY_OFFSETS), self.hidden)
+        self._add_zeros(COPY_BIAS_KEY, len(COPY_OFFSETS))
+
+    def copy_terms(self, hints: torch.Tensor, lookup) -> tuple[torch.Tensor, torch.Tensor]:
+        """`copy_terms` of hints [..., slots] from `ids_of` with this module's G, b and centre."""
+        return copy_terms(hints, lookup, getattr(self, COPY_KEY), getattr(self, COPY_BIAS_KEY), self.centering())
+
+    @property
     def has_caption_center(self) -> bool:
         return self.has_caption and bool(getattr(self, CENTER_KEY).any())
 
@@ -353,7 +434,7 @@ class ParentHint(nn.Module):
 
     def ids_of(self, ids: torch.Tensor, vocab: UnifiedVocab) -> torch.Tensor:
         """`hint_ids` of [B, L] ids with this module's slots."""
-        return hint_ids(ids, vocab, self.has_prev, self.has_caption)
+        return hint_ids(ids, vocab, self.has_prev, self.has_caption, self.has_copy)
 
     def add(self, emb: torch.Tensor, hints: torch.Tensor, lookup) -> torch.Tensor:
         """emb [B, L, H] + the hints' projections (hints [B, L, slots] from `ids_of`). The projections always take
@@ -362,19 +443,21 @@ class ParentHint(nn.Module):
         has = hints >= 0
         if not bool(has.any()):
             return emb + 0.0 * sum(p.sum() for p in self.parameters()).to(emb.dtype)
-        return emb + hint_part(hints, lookup, self.projections_t(), self.has_caption, self.centering()).to(emb.dtype)
+        return emb + hint_part(hints, lookup, self.projections_t(), self.has_caption, self.centering(),
+                               self.has_copy).to(emb.dtype)
 
 
 def attach_parent_hint(base, state: dict | None = None, prev: bool = False, caption: bool = False,
-                       caption_form: str = "matrix") -> ParentHint:
+                       caption_form: str = "matrix", copy: bool = False) -> ParentHint:
     """Give the HF model `base` (under any peft wrapper: backbone.base_model) a ParentHint module (trainable; from
-    `state` when given; with previous-frame / caption projections when asked or the state has them, R of the state's
-    form, else `caption_form`); returns it."""
+    `state` when given; with previous-frame / caption projections / the copy read-out when asked or the state has
+    them, R of the state's form, else `caption_form`); returns it."""
     p = next(base.parameters())
     state_has = set(state) if state is not None else set()
     form = caption_form_of(state[CAPTION_KEY]) if CAPTION_KEY in state_has else caption_form
     mod = ParentHint(int(base.config.hidden_size), prev=prev or PREV_KEY in state_has,
-                     caption=caption or CAPTION_KEY in state_has, caption_form=form).to(p.device)
+                     caption=caption or CAPTION_KEY in state_has, caption_form=form,
+                     copy=copy or COPY_KEY in state_has).to(p.device)
     if state is not None:
         own = mod.state_dict()
         mod.load_state_dict({k: state[k].float() if k in state else own[k] for k in own})  # none saved: zeros
@@ -421,9 +504,22 @@ def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict 
     emb = F.embedding(ids, W)
     if state is None:
         return emb
-    hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state)
+    hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state, COPY_KEY in state)
     return emb + hint_part(hints, lambda x: F.embedding(x, W), state_projections_t(state), CAPTION_KEY in state,
-                           caption_center_of(state))
+                           caption_center_of(state), COPY_KEY in state)
+
+
+def copy_logits(logits: torch.Tensor, model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict | None,
+                lo: int = 0) -> torch.Tensor:
+    """Teacher-forced logits [B, L, V] (rows [lo, lo + V)) of `ids` [B, L] with the copy read-out of `state` added
+    (itself when the state has none): what the decode backends give at each position."""
+    if state is None or COPY_KEY not in state:
+        return logits
+    W = input_embedding_weight(model)
+    hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state, True)
+    cids, scores = copy_terms(hints, lambda x: F.embedding(x, W), state[COPY_KEY].to(W.dtype),
+                              state[COPY_BIAS_KEY].to(W.dtype), caption_center_of(state))
+    return add_copy_logits(logits, cids, scores, lo)
 
 
 class HintedBackend:
@@ -431,7 +527,9 @@ class HintedBackend:
 
     The inner backend takes `extra` [R, L, H] input embeddings in prefill / step / step_many; this wrapper tracks
     each row's ids (HintTracker), so speculative windows (`truncate`) and dropped guidance rows (`keep_rows`) keep
-    the hints right.
+    the hints right. With the copy read-out `logits` adds it to the last fed position's logits; such a backend
+    takes one position a pass (no `step_many`: the speculative decoders read logits of window positions it would
+    have to place).
     """
 
     def __init__(self, inner, vocab: UnifiedVocab, state: dict, embed_weight: torch.Tensor):
@@ -442,10 +540,15 @@ class HintedBackend:
         self.embed_weight = embed_weight
         self.prev = PREV_KEY in state
         self.caption = CAPTION_KEY in state
+        self.copy = COPY_KEY in state
         self.proj_t = state_projections_t(state).to(device=embed_weight.device, dtype=embed_weight.dtype).contiguous()
         center = caption_center_of(state)
         self.center = tuple(t.to(device=embed_weight.device, dtype=embed_weight.dtype) for t in center) if center else None
+        if self.copy:
+            self.gate = state[COPY_KEY].to(device=embed_weight.device, dtype=torch.float32)
+            self.bias = state[COPY_BIAS_KEY].to(device=embed_weight.device, dtype=torch.float32)
         self.trackers: list[HintTracker] = []
+        self.last: list[tuple[int, ...]] | None = None  # the hint ids of each row's last fed position
 
     def __getattr__(self, name):  # everything else (fallback_reason, cache, speculative_mode, ...) from the inner one
         if name == "inner":
@@ -453,7 +556,10 @@ class HintedBackend:
         return getattr(self.inner, name)
 
     def _extra(self, hints: list[list[tuple[int, ...]]]) -> torch.Tensor | None:
+        self.last = [row[-1] for row in hints]
         h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
+        if self.copy:
+            h = h[..., : -len(COPY_OFFSETS)]
         if not bool((h >= 0).any()):
             return None
         return hint_part(h, lambda x: F.embedding(x, self.embed_weight), self.proj_t, self.caption,
@@ -461,7 +567,7 @@ class HintedBackend:
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):
-        self.trackers = [HintTracker(self.vocab, self.prev, self.caption) for _ in range(ids.shape[0])]
+        self.trackers = [HintTracker(self.vocab, self.prev, self.caption, self.copy) for _ in range(ids.shape[0])]
         hints = [tr.feed_many(row) for tr, row in zip(self.trackers, ids.tolist())]
         return self.inner.prefill(ids, mask, max_len=max_len, extra=self._extra(hints))
 
@@ -479,16 +585,28 @@ class HintedBackend:
         self.inner.truncate(n)
         for tr in self.trackers:
             tr.truncate(n)
+        self.last = None  # the next fed position sets it
 
     def keep_rows(self, n: int) -> None:
         self.inner.keep_rows(n)
         self.trackers = self.trackers[:n]
+        self.last = self.last[:n] if self.last is not None else None
 
     def logits(self, state, lo: int, hi: int):
-        return self.inner.logits(state, lo, hi)
+        out = self.inner.logits(state, lo, hi)
+        if not self.copy:
+            return out
+        if self.last is None or state.dim() != 2 or state.shape[0] != len(self.last):
+            raise RuntimeError("the copy read-out adds to the logits of each row's last fed position only")
+        h = torch.tensor(self.last, dtype=torch.long, device=self.embed_weight.device)
+        ids, scores = copy_terms(h, lambda x: F.embedding(x, self.embed_weight), self.gate, self.bias,
+                                 tuple(t.float() for t in self.center) if self.center else None)
+        return add_copy_logits(out, ids.to(out.device), scores.to(out.device), lo)
 
     @property
     def supports_step_many(self) -> bool:
+        if self.copy:
+            return False
         return bool(getattr(self.inner, "supports_step_many", False)) and callable(getattr(self.inner, "step_many", None))
 
     @property

@@ -31,6 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..copy_readout import COPY_BIAS_KEY, COPY_KEY
 from ..parent_hint import CAPTION_KEY, CENTER_KEY, PREV_KEY, SCALE_KEY
 
 LORA_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
@@ -116,13 +117,14 @@ def _match_bit_rows(state: dict, own: dict, where: str) -> None:
 
 
 # the parent hint module's optional projections: what each is, the option that makes it
-HINT_OPTIONS = {PREV_KEY: ("previous-frame hint", "model.prev_frame_hint"), CAPTION_KEY: ("caption hint", "model.caption_hint")}
+HINT_OPTIONS = {PREV_KEY: ("previous-frame hint", "model.prev_frame_hint"), CAPTION_KEY: ("caption hint", "model.caption_hint"),
+                COPY_KEY: ("copy read-out", "model.copy_readout"), COPY_BIAS_KEY: ("copy read-out", "model.copy_readout")}
 
 
 def _match_parent_hint(state: dict, own: dict, where: str) -> None:
     """A run with `model.parent_hint` may start from weights without one (P starts at zero: the same function); the
-    same for the previous-frame projections Q (`model.prev_frame_hint`) and the caption projection R
-    (`model.caption_hint`)."""
+    same for the previous-frame projections Q (`model.prev_frame_hint`), the caption projection R
+    (`model.caption_hint`) and the copy read-out's G and b (`model.copy_readout`)."""
     from ..parent_hint import ATTR
 
     for key, (what, option) in HINT_OPTIONS.items():

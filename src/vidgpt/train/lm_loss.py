@@ -51,9 +51,10 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import base_model
+from ..copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_OFFSETS, add_copy_logits
 from ..errors import ConfigError
-from ..vocab import UnifiedVocab
 from ..parent_hint import parent_hint_of
+from ..vocab import UnifiedVocab
 from .bit_rows import bit_rows_of
 
 HEADS = ("auto", "plain", "full", "constrained")
@@ -385,13 +386,13 @@ class LossHead:
             loss, n, kl = self.joint_text_loss(model, batch, h)
             self.last_text_kl = float(kl.detach())
         elif self.settings.text_kl_weight > 0 and torch.is_grad_enabled():
-            loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"])
+            loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"], batch.get("model_input_ids"))
             kl = self.text_kl(model, batch, h)
             self.last_text_kl = None if kl is None else float(kl.detach())
             if kl is not None:
                 loss = loss + self.settings.text_kl_weight * kl
         else:
-            loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"])
+            loss, n = self.loss_from_hidden(model, h, batch["input_ids"], batch["weights"], batch.get("model_input_ids"))
         if self.timing is not None:
             self.timing["body_fwd"] = self.timing.get("body_fwd", 0.0) + t1 - t0
             self.timing["head_fwd"] = self.timing.get("head_fwd", 0.0) + time.perf_counter() - t1
@@ -481,29 +482,56 @@ class LossHead:
         kl = kl / n
         return ce / n + self.settings.text_kl_weight * kl, n, kl
 
-    def loss_from_hidden(self, model, h: torch.Tensor, input_ids: torch.Tensor,
-                         weights: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def loss_from_hidden(self, model, h: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor,
+                         model_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         w = weights[:, 1:].reshape(-1)
         sel = torch.nonzero(w > 0).flatten()
         n = int(sel.numel())
         if n == 0:
             return h.sum() * 0.0, 0
-        ce = self.selected_ce(model, h, input_ids, sel)
+        ce = self.selected_ce(model, h, input_ids, sel, model_ids)
         return (ce * w[sel].float()).sum() / n, n
 
-    def selected_ce(self, model, h: torch.Tensor, input_ids: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    def copy_terms(self, model, model_ids: torch.Tensor, sel: torch.Tensor):
+        """The copy read-out's (ids [N, C], scores [N, C]) at the flat positions `sel` of [B, L-1] (vidgpt.copy_readout),
+        or None when the model has none. Its G and b always take part in the graph (a zero gradient where no
+        position copies), so every rank of a data-parallel step has a gradient for them."""
+        base = base_model(model)
+        hint = parent_hint_of(base)
+        if hint is None or not hint.has_copy:
+            return None
+        C = len(COPY_OFFSETS)
+        hints = hint.ids_of(model_ids, self.vocab)[:, :-1]
+        hints = hints.reshape(-1, hints.shape[-1])[sel]
+        ids = hints.new_full((hints.shape[0], C), -1)
+        scores = torch.zeros(hints.shape[0], C, device=hints.device) + 0.0 * sum(
+            p.sum() for p in (getattr(hint, COPY_KEY), getattr(hint, COPY_BIAS_KEY)))
+        at = torch.nonzero((hints[:, -C:] >= 0).any(-1)).flatten()
+        if at.numel():
+            W = base.get_input_embeddings().weight.detach()
+            got_ids, got = hint.copy_terms(hints[at], lambda x: F.embedding(x, W))
+            ids = ids.index_copy(0, at, got_ids)
+            scores = scores.index_copy(0, at, got.float())
+        return ids, scores
+
+    def selected_ce(self, model, h: torch.Tensor, input_ids: torch.Tensor, sel: torch.Tensor,
+                    model_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The CE [N] (fp32, under this head's row sets) of predicting token t+1 at the flat positions `sel` of
-        [B, L-1] (row-major), from the hidden states h [B, L, H]."""
+        [B, L-1] (row-major), from the hidden states h [B, L, H]; with the copy read-out added to the logits (its
+        copied ids read from `model_ids`, the ids the model was fed; default input_ids)."""
         H = h.shape[-1]
         hs = h[:, :-1].reshape(-1, H)[sel]
         tgt = input_ids[:, 1:].reshape(-1)[sel]
         rows = HeadRows(model)
+        copy = self.copy_terms(model, input_ids if model_ids is None else model_ids, sel)
         step = self.settings.chunk_tokens
         parts, where = [], []
         for lo, hi, pos in target_groups(tgt, self.vocab, rows.num_rows, self.head):
             for s in range(0, pos.numel(), step):
                 p = pos[s : s + step]
                 logits = rows.logits(hs[p], lo, hi).float()
+                if copy is not None:
+                    logits = add_copy_logits(logits, copy[0][p], copy[1][p], lo)
                 parts.append(F.cross_entropy(logits, tgt[p] - lo, reduction="none"))
                 where.append(p)
         ce = torch.cat(parts)
@@ -521,6 +549,6 @@ class LossHead:
         else:
             if sel.numel() == 0:
                 return self.hidden_states(model, batch).sum() * 0.0 + w.new_zeros(ids.shape[0])
-            ce = self.selected_ce(model, self.hidden_states(model, batch), ids, sel)
+            ce = self.selected_ce(model, self.hidden_states(model, batch), ids, sel, batch.get("model_input_ids"))
         rows = torch.div(sel, w.shape[1], rounding_mode="floor")
         return torch.zeros(ids.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)

@@ -67,6 +67,10 @@ class LMModelConfig:
     #                               scaled to a row's norm (set once, when R starts from zero; vidgpt.parent_hint)
     caption_hint_init: float = 0.0  # with caption_hint: R starts at this times the identity (a gain vector of this
     #                                 value): the window mean added at a set share of a row from step 0 (0: from zero)
+    copy_readout: bool = False  # with caption_hint: each blueprint code of frame t >= 1 gets, on its logits, a score
+    #                             for copying each cell of frame t - 1 within 2 cells, read from the caption window
+    #                             mean (G, b from zero; vidgpt.copy_readout)
+    copy_readout_lr: float = 0.0  # G's and b's own peak lr (0: parent_hint_lr)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -195,6 +199,10 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         raise ConfigError("model.caption_hint_init starts the caption hint: set model.caption_hint: true too")
     if not math.isfinite(m.caption_hint_init):
         raise ConfigError(f"model.caption_hint_init={m.caption_hint_init}: a finite number")
+    if m.copy_readout and not m.caption_hint:
+        raise ConfigError("model.copy_readout reads the caption hint's window: set model.caption_hint: true too")
+    if not (math.isfinite(m.copy_readout_lr) and m.copy_readout_lr >= 0):
+        raise ConfigError(f"model.copy_readout_lr={m.copy_readout_lr}: a learning rate >= 0 (0: model.parent_hint_lr)")
     if m.parent_hint:  # after LoRA (peft freezes what it finds); a model directory's own hint (m.path) is kept
         from ..parent_hint import attach_parent_hint, parent_hint_of
 
@@ -206,6 +214,8 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
                 hint.add_caption(m.caption_hint_form)  # the same
             except ValueError as e:
                 raise ConfigError(f"model.caption_hint_form: {e}") from None
+        if m.copy_readout:
+            hint.add_copy()  # zeros unless the model directory's own hint had it
         hint.requires_grad_(True)
     lm.model.train()
     return lm, attn
@@ -306,11 +316,12 @@ def cost_tool_lm(config: str | Path, sets: list[str] | tuple = (), fp32_frozen: 
 
 
 def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr: float | None = None,
-                   caption_lr: float | None = None) -> torch.optim.Optimizer:
+                   caption_lr: float | None = None, copy_lr: float | None = None) -> torch.optim.Optimizer:
     """AdamW: weight decay on matrices, none on vectors; the parent hint's P (when attached) in a group of its own at
-    `hint_lr` without decay, its previous-frame Q and its caption R (when it has them) in one group each at `prev_lr`
-    and `caption_lr` (each defaults to `hint_lr`)."""
+    `hint_lr` without decay, its previous-frame Q, its caption R and the copy read-out's G and b (when it has them)
+    in one group each at `prev_lr`, `caption_lr` and `copy_lr` (each defaults to `hint_lr`)."""
     from ..backbone import base_model
+    from ..copy_readout import COPY_BIAS_KEY, COPY_KEY
     from ..parent_hint import CAPTION_KEY, PREV_KEY, parent_hint_of
 
     hint = parent_hint_of(base_model(model))
@@ -321,7 +332,8 @@ def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if hint is not None:
-        own_lr = [(getattr(hint, k), lr) for k, lr in ((PREV_KEY, prev_lr), (CAPTION_KEY, caption_lr)) if hasattr(hint, k)]
+        own_lr = [(getattr(hint, k), lr) for k, lr in ((PREV_KEY, prev_lr), (CAPTION_KEY, caption_lr), (COPY_KEY, copy_lr),
+                                                     (COPY_BIAS_KEY, copy_lr)) if hasattr(hint, k)]
         groups.append({"params": [p for p in hint.parameters() if all(p is not q for q, _ in own_lr)],
                        "weight_decay": 0.0, "lr": hint_lr or t.lr})
         for p, lr in own_lr:
@@ -605,6 +617,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from ..backbone import save_vidgpt_lm
     from .bit_rows import detach_bit_rows, fold_bit_rows
     from ..backbone import base_model
+    from ..copy_readout import COPY_BIAS_KEY, COPY_KEY
     from ..parent_hint import CAPTION_KEY as HINT_CAPTION_KEY, KEY as HINT_KEY, PREV_KEY as HINT_PREV_KEY, parent_hint_of
     from .distributed import (average_gradients, drop_log_after, engine_name, gather_data_state, is_fsdp, make_accelerator,
                               plain_model_for_save, prepare)
@@ -659,13 +672,14 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     if t.max_minutes < 0:
         raise ConfigError(f"train.max_minutes={t.max_minutes}: a budget in minutes, or 0 for none")
     clock = WallClock(t.max_minutes * 60)  # its spent seconds come from the checkpoint on --resume (below)
-    optimizer = make_optimizer(lm.model, t, cfg.model.parent_hint_lr, cfg.model.prev_hint_lr, cfg.model.caption_hint_lr)
+    optimizer = make_optimizer(lm.model, t, cfg.model.parent_hint_lr, cfg.model.prev_hint_lr, cfg.model.caption_hint_lr,
+                               cfg.model.copy_readout_lr)
     hint = parent_hint_of(base_model(lm.model))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio, clock.done())
     )
     loss_head = make_loss_head(cfg, lm.vocab, accelerator.device, sharded=is_fsdp(accelerator))
-    for option in ("prev_frame_hint", "caption_hint"):
+    for option in ("prev_frame_hint", "caption_hint", "copy_readout"):
         if getattr(cfg.model, option) and not cfg.model.parent_hint:
             raise ConfigError(f"model.{option} extends the parent hint's module: set model.parent_hint: true too")
     if cfg.model.parent_hint and loss_head.head == "plain":
@@ -810,6 +824,9 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                 rec["prev_hint_norm"] = float(getattr(hint, HINT_PREV_KEY).detach().norm())
             if hint.has_caption:
                 rec["caption_hint_norm"] = float(getattr(hint, HINT_CAPTION_KEY).detach().norm())
+            if hint.has_copy:  # the copy read-out's G and b (b: what each offset gets whatever the caption)
+                rec["copy_gate_norm"] = float(getattr(hint, COPY_KEY).detach().norm())
+                rec["copy_bias_norm"] = float(getattr(hint, COPY_BIAS_KEY).detach().norm())
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
         if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)

@@ -1,0 +1,245 @@
+"""vidgpt.copy_readout: the caption scores which cell of the previous blueprint frame each blueprint code copies, on
+the logits, the same in the trainer's loss head and in every decode backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidgpt.config import load_config
+from vidgpt.copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_OFFSETS, add_copy_logits
+from vidgpt.errors import ConfigError
+from vidgpt.geometry import blueprint_shape
+from vidgpt.parent_hint import (CAPTION_KEY, CAPTION_WINDOW, CENTER_KEY, KEY, SCALE_KEY, HintedBackend, HintTracker,
+                                attach_parent_hint, copy_logits, embed_with_hints, hint_ids, load_parent_hint_state,
+                                parent_hint_of)
+from vidgpt.vocab import UnifiedVocab, VocabSpec
+
+from test_parent_hint import TINY_YAML, _block_ids
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_add_copy_logits_adds_each_score_at_its_id_and_sums_repeats():
+    logits = torch.zeros(2, 5)
+    ids = torch.tensor([[11, 11, 13, -1], [10, 20, 14, 9]])  # the rows are ids 10..14 (lo = 10)
+    scores = torch.tensor([[1.0, 2.0, 4.0, 8.0], [1.0, 2.0, 4.0, 8.0]])
+    got = add_copy_logits(logits, ids, scores, lo=10)
+    assert got.tolist() == [[0, 3, 0, 4, 0], [1, 0, 0, 0, 4]]  # -1 and ids outside [10, 15) add nothing
+    assert logits.abs().sum() == 0  # out of place
+
+
+@pytest.mark.parametrize("subtokens", [1, 2])
+def test_each_position_that_predicts_a_later_blueprint_frame_is_told_the_cells_around_it_one_frame_back(subtokens):
+    vocab = UnifiedVocab(VocabSpec(6, subtokens, 8, 12), offset=100)
+    shape = (3, 8, 12)  # latent 3 x 8 x 12: blueprint 3 x 4 x 6
+    block, bp = _block_ids(vocab, shape, seed=4)
+    text = [10, 11, 12]
+    ids = text + block
+    hints = HintTracker(vocab, caption=True, copy=True).feed_many(ids)
+    C = len(COPY_OFFSETS)
+    assert all(len(h) == 1 + CAPTION_WINDOW + C for h in hints)
+    bt, bh, bw = blueprint_shape(shape)
+    S = subtokens
+    marker = ids.index(vocab.blueprint_id)
+    start = marker + 1  # the blueprint's first id
+    seen = 0
+    for pos, h in enumerate(hints):
+        k = pos + 1 - start  # the blueprint id position pos predicts
+        copies = h[-C:]
+        if not (0 <= k < bt * bh * bw * S) or k < bh * bw * S:  # outside the blueprint, or its frame 0
+            assert copies == (-1,) * C, pos
+            continue
+        cell, g = divmod(k, S)
+        t, r = divmod(cell, bh * bw)
+        y, x = divmod(r, bw)
+        for (dy, dx), got in zip(COPY_OFFSETS, copies):
+            yy, xx = y + dy, x + dx
+            inside = 0 <= yy < bh and 0 <= xx < bw
+            assert got == (ids[start + ((((t - 1) * bh + yy) * bw + xx) * S + g)] if inside else -1)
+            if inside and S == 1:  # and it is that cell's blueprint code
+                assert got == int(bp[t - 1, yy, xx]) + vocab.visual_offset
+        assert h[1:1 + len(text)] == tuple(text)  # the caption window rides along
+        seen += 1
+    assert seen == (bt - 1) * bh * bw * S
+    with pytest.raises(ValueError, match="caption"):
+        HintTracker(vocab, copy=True)
+
+
+def test_truncation_keeps_the_copy_slots_right():
+    vocab = UnifiedVocab(VocabSpec(6, 1, 8, 8), offset=100)
+    block, _ = _block_ids(vocab, (5, 4, 4))
+    ids = [11, 12, 13] + block + [14, 15] + block
+    whole = HintTracker(vocab, True, True, True).feed_many(ids)
+    tr = HintTracker(vocab, True, True, True)
+    for cut in (len(block) + 6, 40, 11, 0):
+        tr.truncate(0)
+        first = tr.feed_many(ids[:cut + 7])
+        tr.truncate(cut)
+        assert first[:cut] + tr.feed_many(ids[cut:]) == whole
+
+
+def _copy_state(H: int, scale: float = 1.0, seed: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {KEY: torch.zeros(H, H), CAPTION_KEY: torch.zeros(H),
+            CENTER_KEY: 0.1 * torch.randn(H, generator=g), SCALE_KEY: torch.tensor(3.0),
+            COPY_KEY: scale * 30 * torch.randn(len(COPY_OFFSETS), H, generator=g),  # text rows: small in the tiny model
+            COPY_BIAS_KEY: scale * torch.randn(len(COPY_OFFSETS), generator=g)}
+
+
+@pytest.mark.parametrize("fast,attention", [(True, "filled"), (True, "static"), (False, None)])
+def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, fast, attention):
+    """Prefill and one-token steps through HintedBackend give, for every position, the logits of one teacher-forced
+    forward plus the copy read-out (`copy_logits`); it touches the positions that predict blueprint frames >= 1
+    only, and such a backend takes one position a pass."""
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    options = {"attention": attention} if attention else {}
+    probe = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options=dict(options))
+    state = _copy_state(probe.model.config.hidden_size)
+    hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": state, **options})
+    be = hinted.backend
+    assert isinstance(be, HintedBackend) and be.copy and not be.supports_step_many
+    vocab = hinted.vocab
+    block, _ = _block_ids(vocab, (2, 4, 4), seed=3)  # blueprint 2 x 2 x 2: its second frame copies
+    ids = torch.tensor([[11, 12, 13] + block])
+    lo, hi = vocab.visual_offset, vocab.end
+    with torch.no_grad():
+        plain = hinted.model(inputs_embeds=embed_with_hints(hinted.model, ids, vocab, state)).logits[0, :, lo:hi]
+        ref = copy_logits(plain[None], hinted.model, ids, vocab, state, lo)[0]
+    n0 = 6
+    got = [be.logits(be.prefill(ids[:, :n0], torch.ones(1, n0, dtype=torch.long), max_len=ids.shape[1] + 2), lo, hi)[0]]
+    for at in range(n0, ids.shape[1] - 1):
+        got.append(be.logits(be.step(ids[:, at]), lo, hi)[0])
+    got = torch.stack(got)
+    assert torch.allclose(got, ref[n0 - 1 : ids.shape[1] - 1], atol=2e-3), float((got - ref[n0 - 1 : -1]).abs().max())
+    moved = (ref - plain).abs().amax(-1) > 1e-3
+    start = 3 + 4  # the position of <blueprint>: it predicts blueprint id 0 (S = 1: 4 ids a frame)
+    assert ids[0, start] == vocab.blueprint_id
+    assert not moved[: start + 4].any()  # the text, the header and the positions that predict frame 0
+    assert moved[start + 4 : start + 8].all()  # those that predict frame 1
+    assert not moved[start + 8 :].any()  # the fine marker and the fine section
+    with pytest.raises(RuntimeError, match="last fed position"):  # a window's states: which positions is unknown
+        be.logits(be.step(ids[:, -1]).unsqueeze(1), lo, hi)
+
+
+def test_zero_read_out_changes_no_clip_and_a_trained_one_changes_the_later_blueprint_frames(text_tok):
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    H = tiny_pipeline(text_tok, bits=6).model.config.hidden_size
+    state = _copy_state(H, scale=3.0)
+    zero = {k: (torch.zeros_like(v) if k in (COPY_KEY, COPY_BIAS_KEY) else v) for k, v in state.items()}
+    no_copy = {k: v for k, v in zero.items() if k not in (COPY_KEY, COPY_BIAS_KEY)}
+    kw = dict(frames=9, height=32, width=32, seed=4, cfg=1.0)
+    a, b, c = (tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": s}).generate("a red circle moving right", **kw)
+               for s in (no_copy, zero, state))
+    assert a.token_ids == b.token_ids
+    (ba,), (bc,) = a.blocks, c.blocks
+    assert torch.equal(ba.blueprint[0], bc.blueprint[0])  # frame 0 copies nothing
+    assert not torch.equal(ba.blueprint, bc.blueprint)
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+def test_the_loss_head_adds_the_read_out_and_G_and_b_learn():
+    from vidgpt.backbone import base_model
+    from vidgpt.train.lm_loss import LossHead, LossSettings, reference_loss
+
+    from test_lm_loss import make_batch, make_lm
+
+    lm = make_lm(False)
+    batch = make_batch(lm, seq_len=128)
+    copies = hint_ids(batch["input_ids"], lm.vocab, caption=True, copy=True)[..., -len(COPY_OFFSETS):]
+    assert (copies >= 0).any(), "the test needs blueprint frames >= 1"
+    head = LossHead(lm.vocab, LossSettings(head="constrained"))
+    with torch.no_grad():
+        before = float(head(lm.model, batch)[0])
+    hint = attach_parent_hint(base_model(lm.model), caption=True, copy=True)
+    assert hint.has_copy
+    loss, _ = head(lm.model, batch)
+    assert float(loss.detach()) == pytest.approx(before, abs=1e-6)  # G = b = 0: the same function
+    loss.backward()
+    G, b = getattr(hint, COPY_KEY), getattr(hint, COPY_BIAS_KEY)
+    assert G.shape == (len(COPY_OFFSETS), getattr(hint, KEY).shape[0]) and b.shape == (len(COPY_OFFSETS),)
+    assert G.grad is not None and G.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+    with torch.no_grad():
+        G.copy_(30.0 * torch.randn(G.shape, generator=torch.Generator().manual_seed(5)))
+        b.copy_(torch.randn(b.shape, generator=torch.Generator().manual_seed(6)))
+        copied = float(head(lm.model, batch)[0])
+        assert abs(copied - before) > 1e-3
+        # the head's loss is the plain forward's with the read-out added to its logits (each row's first document:
+        # the head keeps packed documents apart, the plain forward does not)
+        ids, pos = batch["input_ids"], batch["position_ids"]
+        state = {KEY: getattr(hint, KEY), CAPTION_KEY: getattr(hint, CAPTION_KEY), COPY_KEY: G, COPY_BIAS_KEY: b}
+        first = torch.zeros_like(batch["weights"])
+        for r in range(ids.shape[0]):
+            p = pos[r].tolist()
+            first[r, : next((i for i in range(1, len(p)) if p[i] == 0), len(p))] = 1
+        sub = {**batch, "weights": batch["weights"] * first}
+        logits = lm.model(inputs_embeds=embed_with_hints(lm.model, ids, lm.vocab, state), position_ids=pos).logits
+        ref = float(reference_loss(copy_logits(logits, lm.model, ids, lm.vocab, state), ids, sub["weights"], lm.vocab,
+                                   "constrained")[0])
+        assert float(head(lm.model, sub)[0]) == pytest.approx(ref, abs=1e-4)
+
+
+def _tiny(extra):
+    from vidgpt.train.lm_trainer import LMTrainConfig
+
+    return load_config(LMTrainConfig, TINY_YAML, ["train.eval_batches=0", "loss.head=constrained",
+                                                  "model.parent_hint=true", "data.blueprint=true"] + extra)
+
+
+def test_a_run_adds_the_read_out_to_a_source_without_it_and_a_config_without_the_option_refuses_it(tmp_path):
+    from vidgpt.backbone import describe_dir, format_description
+    from vidgpt.train.lm_trainer import train_lm
+
+    cap = ["model.caption_hint=true", "model.caption_center=true"]
+    train_lm(_tiny(["train.steps=2", "train.ckpt_every=0", "model.caption_hint_lr=1e-2"] + cap), tmp_path / "a",
+             progress=False)
+    # piece "b" adds the read-out: G and b start at zero and move; the source's caption centre is kept
+    train_lm(_tiny(["train.steps=3", "train.ckpt_every=3", "model.copy_readout=true", "model.copy_readout_lr=1e-2",
+                    f"train.init_from={tmp_path / 'a' / 'model'}"] + cap), tmp_path / "b", progress=False)
+    src, state = load_parent_hint_state(tmp_path / "a" / "model"), load_parent_hint_state(tmp_path / "b" / "model")
+    assert COPY_KEY not in src
+    assert state[COPY_KEY].shape == (len(COPY_OFFSETS), src[KEY].shape[0]) and state[COPY_KEY].abs().max() > 1e-3
+    assert state[COPY_BIAS_KEY].abs().max() > 1e-3 and torch.equal(state[CENTER_KEY], src[CENTER_KEY])
+    log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("copy_gate_norm", 0) > 0 for r in log)
+    info = describe_dir(tmp_path / "b" / "model")
+    assert info["copy_readout"] and "copy read-out" in format_description(info)
+    assert not describe_dir(tmp_path / "a" / "model")["copy_readout"]
+    # the next piece keeps G and b (from the run's checkpoint and its model directory)
+    for where in (tmp_path / "b", tmp_path / "b" / "model"):
+        out = tmp_path / ("c" + where.name)
+        train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", "model.copy_readout=true",
+                        f"train.init_from={where}"] + cap), out, progress=False)
+        assert torch.allclose(load_parent_hint_state(out / "model")[COPY_KEY].float(), state[COPY_KEY].float(), atol=1e-2)
+    # without the option a trained read-out is refused; the option without the caption hint too
+    for where in (tmp_path / "b", tmp_path / "b" / "model"):
+        with pytest.raises(ConfigError, match="copy_readout"):
+            train_lm(_tiny(["train.steps=1", f"train.init_from={where}"] + cap), tmp_path / "d", progress=False)
+    with pytest.raises(ConfigError, match="caption_hint"):
+        train_lm(_tiny(["train.steps=1", "model.copy_readout=true"]), tmp_path / "e", progress=False)
+    with pytest.raises(ConfigError, match="copy_readout_lr"):
+        train_lm(_tiny(["train.steps=1", "model.copy_readout=true", "model.copy_readout_lr=-1"] + cap), tmp_path / "f",
+                 progress=False)
+
+
+def test_the_read_out_trains_in_an_optimizer_group_of_its_own():
+    from vidgpt.backbone import base_model
+    from vidgpt.train.lm_trainer import LMTrainLoop, make_optimizer
+
+    from test_lm_loss import make_lm
+
+    lm = make_lm(False)
+    hint = attach_parent_hint(base_model(lm.model), caption=True, copy=True)
+    opt = make_optimizer(lm.model, LMTrainLoop(lr=1e-4), 1e-3, None, 5e-4, 1e-2)
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert [by_param[id(getattr(hint, k))] for k in (KEY, CAPTION_KEY, COPY_KEY, COPY_BIAS_KEY)] == [1e-3, 5e-4, 1e-2, 1e-2]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(by_param)
+    assert parent_hint_of(base_model(lm.model)) is hint
