@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from vidgpt.config import load_config
-from vidgpt.copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_OFFSETS, add_copy_logits
+from vidgpt.copy_readout import (COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_DIMS, COPY_KEY, COPY_MIX_INIT, COPY_MIX_KEY,
+                                 COPY_OFFSETS, caption_basis, mix_copy)
 from vidgpt.errors import ConfigError
 from vidgpt.geometry import blueprint_shape
 from vidgpt.parent_hint import (CAPTION_KEY, CAPTION_WINDOW, CENTER_KEY, KEY, SCALE_KEY, HintedBackend, HintTracker,
@@ -24,13 +25,40 @@ from test_parent_hint import TINY_YAML, _block_ids
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_add_copy_logits_adds_each_score_at_its_id_and_sums_repeats():
-    logits = torch.zeros(2, 5)
-    ids = torch.tensor([[11, 11, 13, -1], [10, 20, 14, 9]])  # the rows are ids 10..14 (lo = 10)
-    scores = torch.tensor([[1.0, 2.0, 4.0, 8.0], [1.0, 2.0, 4.0, 8.0]])
-    got = add_copy_logits(logits, ids, scores, lo=10)
-    assert got.tolist() == [[0, 3, 0, 4, 0], [1, 0, 0, 0, 4]]  # -1 and ids outside [10, 15) add nothing
-    assert logits.abs().sum() == 0  # out of place
+def test_the_mixture_is_the_model_and_the_copy_weighted_by_lam_and_repeats_add_up():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, generator=g)
+    ids = torch.tensor([[11, 11, 13, -1], [10, 20, 14, 9], [-1, 3, 30, -1]])  # the rows are ids 10..14 (lo = 10)
+    scores = torch.tensor([[0.0, 1.0, 2.0, 5.0], [1.0, 2.0, 0.5, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    mix = torch.tensor(0.3)
+    got = mix_copy(logits, ids, scores, mix, lo=10)
+    lam = torch.sigmoid(mix)
+    p = logits.softmax(-1)
+    w0 = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), -1)  # row 0: the -1 slot left out; id 11 twice
+    want0 = (1 - lam) * p[0] + lam * torch.tensor([0, w0[0] + w0[1], 0, w0[2], 0])
+    w1 = torch.softmax(torch.tensor([1.0, 0.5]), -1)  # row 1: 20 and 9 are outside [10, 15)
+    want1 = (1 - lam) * p[1] + lam * torch.tensor([w1[0], 0, 0, 0, w1[1]])
+    assert torch.allclose(got[0].exp(), want0, atol=1e-6) and torch.allclose(got[1].exp(), want1, atol=1e-6)
+    assert torch.equal(got[2], logits[2])  # no id in range: the logits as they were
+    assert torch.equal(mix_copy(logits, ids.clamp(max=-1), scores, mix, 10), logits)
+    # every offset on the same id: lam on it whatever the scores
+    same = mix_copy(logits[:1], torch.full((1, 4), 12), torch.tensor([[9.0, -3.0, 0.0, 2.0]]), mix, 10)
+    assert float(same[0, 2].exp()) == pytest.approx(float((1 - lam) * p[0, 2] + lam), abs=1e-6)
+    # gradients reach the scores and the mix, finite where the copy puts nothing
+    sc, mx = scores.clone().requires_grad_(True), mix.clone().requires_grad_(True)
+    F.cross_entropy(mix_copy(logits, ids, sc, mx, 10), torch.tensor([0, 2, 4])).backward()
+    assert torch.isfinite(sc.grad).all() and sc.grad.abs().sum() > 0 and torch.isfinite(mx.grad) and mx.grad != 0
+
+
+def test_the_caption_basis_whitens_the_windows_principal_directions():
+    g = torch.Generator().manual_seed(1)
+    means = torch.randn(200, 3, generator=g) @ torch.randn(3, 40, generator=g) * 2 + torch.randn(40, generator=g)
+    B = caption_basis(means, dims=3)
+    f = (means - means.mean(0)) @ B.t()
+    assert torch.allclose(f.std(0), torch.ones(3), atol=1e-4)  # unit variance a coordinate
+    assert torch.allclose(torch.corrcoef(f.t()), torch.eye(3), atol=1e-4)  # uncorrelated
+    with pytest.raises(ValueError, match="fewer than 4"):
+        caption_basis(means, dims=4)  # three directions only
 
 
 @pytest.mark.parametrize("subtokens", [1, 2])
@@ -83,12 +111,13 @@ def test_truncation_keeps_the_copy_slots_right():
         assert first[:cut] + tr.feed_many(ids[cut:]) == whole
 
 
-def _copy_state(H: int, scale: float = 1.0, seed: int = 1) -> dict:
+def _copy_state(H: int, scale: float = 1.0, seed: int = 1, mix: float = 0.0) -> dict:
     g = torch.Generator().manual_seed(seed)
     return {KEY: torch.zeros(H, H), CAPTION_KEY: torch.zeros(H),
             CENTER_KEY: 0.1 * torch.randn(H, generator=g), SCALE_KEY: torch.tensor(3.0),
-            COPY_KEY: scale * 30 * torch.randn(len(COPY_OFFSETS), H, generator=g),  # text rows: small in the tiny model
-            COPY_BIAS_KEY: scale * torch.randn(len(COPY_OFFSETS), generator=g)}
+            COPY_KEY: scale * torch.randn(len(COPY_OFFSETS), COPY_DIMS, generator=g),
+            COPY_BIAS_KEY: scale * torch.randn(len(COPY_OFFSETS), generator=g), COPY_MIX_KEY: torch.tensor(mix),
+            COPY_BASIS_KEY: 30 * torch.randn(COPY_DIMS, H, generator=g)}  # text rows: small in the tiny model
 
 
 @pytest.mark.parametrize("fast,attention", [(True, "filled"), (True, "static"), (False, None)])
@@ -127,13 +156,13 @@ def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, f
         be.logits(be.step(ids[:, -1]).unsqueeze(1), lo, hi)
 
 
-def test_zero_read_out_changes_no_clip_and_a_trained_one_changes_the_later_blueprint_frames(text_tok):
+def test_a_read_out_mixed_in_at_nothing_changes_no_clip_and_a_trained_one_changes_the_later_blueprint_frames(text_tok):
     from vidgpt.generate.tiny import tiny_pipeline
 
     H = tiny_pipeline(text_tok, bits=6).model.config.hidden_size
-    state = _copy_state(H, scale=3.0)
-    zero = {k: (torch.zeros_like(v) if k in (COPY_KEY, COPY_BIAS_KEY) else v) for k, v in state.items()}
-    no_copy = {k: v for k, v in zero.items() if k not in (COPY_KEY, COPY_BIAS_KEY)}
+    state = _copy_state(H, scale=3.0, mix=2.0)
+    zero = {**state, COPY_MIX_KEY: torch.tensor(-60.0)}  # lam ~ 1e-26
+    no_copy = {k: v for k, v in zero.items() if k not in (COPY_KEY, COPY_BIAS_KEY, COPY_MIX_KEY, COPY_BASIS_KEY)}
     kw = dict(frames=9, height=32, width=32, seed=4, cfg=1.0)
     a, b, c = (tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": s}).generate("a red circle moving right", **kw)
                for s in (no_copy, zero, state))
@@ -148,7 +177,7 @@ def test_zero_read_out_changes_no_clip_and_a_trained_one_changes_the_later_bluep
 
 def test_the_loss_head_adds_the_read_out_and_G_and_b_learn():
     from vidgpt.backbone import base_model
-    from vidgpt.train.lm_loss import LossHead, LossSettings, reference_loss
+    from vidgpt.train.lm_loss import LossHead, LossSettings, allowed_mask, weighted_lm_loss
 
     from test_lm_loss import make_batch, make_lm
 
@@ -160,30 +189,39 @@ def test_the_loss_head_adds_the_read_out_and_G_and_b_learn():
     with torch.no_grad():
         before = float(head(lm.model, batch)[0])
     hint = attach_parent_hint(base_model(lm.model), caption=True, copy=True)
-    assert hint.has_copy
-    loss, _ = head(lm.model, batch)
-    assert float(loss.detach()) == pytest.approx(before, abs=1e-6)  # G = b = 0: the same function
-    loss.backward()
-    G, b = getattr(hint, COPY_KEY), getattr(hint, COPY_BIAS_KEY)
-    assert G.shape == (len(COPY_OFFSETS), getattr(hint, KEY).shape[0]) and b.shape == (len(COPY_OFFSETS),)
-    assert G.grad is not None and G.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+    assert hint.has_copy and float(getattr(hint, COPY_MIX_KEY).detach()) == pytest.approx(COPY_MIX_INIT)
+    G, b, a = getattr(hint, COPY_KEY), getattr(hint, COPY_BIAS_KEY), getattr(hint, COPY_MIX_KEY)
+    H = getattr(hint, KEY).shape[0]
+    assert G.shape == (len(COPY_OFFSETS), COPY_DIMS) and b.shape == (len(COPY_OFFSETS),)
+    assert getattr(hint, COPY_BASIS_KEY).shape == (COPY_DIMS, H) and not hint.has_copy_basis
     with torch.no_grad():
-        G.copy_(30.0 * torch.randn(G.shape, generator=torch.Generator().manual_seed(5)))
+        a.fill_(-60.0)  # lam ~ 0: the same function
+        assert float(head(lm.model, batch)[0]) == pytest.approx(before, abs=1e-6)
+        a.fill_(0.0)
+        hint.set_copy_basis(30.0 * torch.randn(COPY_DIMS, H, generator=torch.Generator().manual_seed(4)))
+    loss, _ = head(lm.model, batch)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (G, b, a))
+    with torch.no_grad():
+        G.copy_(torch.randn(G.shape, generator=torch.Generator().manual_seed(5)))
         b.copy_(torch.randn(b.shape, generator=torch.Generator().manual_seed(6)))
         copied = float(head(lm.model, batch)[0])
         assert abs(copied - before) > 1e-3
         # the head's loss is the plain forward's with the read-out added to its logits (each row's first document:
         # the head keeps packed documents apart, the plain forward does not)
         ids, pos = batch["input_ids"], batch["position_ids"]
-        state = {KEY: getattr(hint, KEY), CAPTION_KEY: getattr(hint, CAPTION_KEY), COPY_KEY: G, COPY_BIAS_KEY: b}
+        state = {KEY: getattr(hint, KEY), CAPTION_KEY: getattr(hint, CAPTION_KEY), **hint.copy_params()}
         first = torch.zeros_like(batch["weights"])
         for r in range(ids.shape[0]):
             p = pos[r].tolist()
             first[r, : next((i for i in range(1, len(p)) if p[i] == 0), len(p))] = 1
         sub = {**batch, "weights": batch["weights"] * first}
         logits = lm.model(inputs_embeds=embed_with_hints(lm.model, ids, lm.vocab, state), position_ids=pos).logits
-        ref = float(reference_loss(copy_logits(logits, lm.model, ids, lm.vocab, state), ids, sub["weights"], lm.vocab,
-                                   "constrained")[0])
+        # the constrained head's softmax runs over each target's row group: mask the others, then mix the copy in
+        B, L, V = logits.shape
+        allowed = allowed_mask(ids[:, 1:].reshape(-1), lm.vocab, V, "constrained").view(B, L - 1, V)
+        masked = torch.cat([logits[:, :-1].masked_fill(~allowed, float("-inf")), logits[:, -1:]], 1)
+        ref = float(weighted_lm_loss(copy_logits(masked, lm.model, ids, lm.vocab, state), ids, sub["weights"])[0])
         assert float(head(lm.model, sub)[0]) == pytest.approx(ref, abs=1e-4)
 
 
@@ -206,10 +244,12 @@ def test_a_run_adds_the_read_out_to_a_source_without_it_and_a_config_without_the
                     f"train.init_from={tmp_path / 'a' / 'model'}"] + cap), tmp_path / "b", progress=False)
     src, state = load_parent_hint_state(tmp_path / "a" / "model"), load_parent_hint_state(tmp_path / "b" / "model")
     assert COPY_KEY not in src
-    assert state[COPY_KEY].shape == (len(COPY_OFFSETS), src[KEY].shape[0]) and state[COPY_KEY].abs().max() > 1e-3
+    assert state[COPY_KEY].shape == (len(COPY_OFFSETS), COPY_DIMS) and state[COPY_KEY].abs().max() > 1e-3
     assert state[COPY_BIAS_KEY].abs().max() > 1e-3 and torch.equal(state[CENTER_KEY], src[CENTER_KEY])
+    assert float(state[COPY_MIX_KEY]) != pytest.approx(COPY_MIX_INIT, abs=1e-3)  # the mix moved from its start
+    assert state[COPY_BASIS_KEY].shape == (COPY_DIMS, src[KEY].shape[0]) and state[COPY_BASIS_KEY].abs().max() > 0
     log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    assert any(r.get("copy_gate_norm", 0) > 0 for r in log)
+    assert any(r.get("copy_gate_norm", 0) > 0 for r in log) and any(0 < r.get("copy_mix", 0) < 1 for r in log)
     info = describe_dir(tmp_path / "b" / "model")
     assert info["copy_readout"] and "copy read-out" in format_description(info)
     assert not describe_dir(tmp_path / "a" / "model")["copy_readout"]
@@ -218,7 +258,9 @@ def test_a_run_adds_the_read_out_to_a_source_without_it_and_a_config_without_the
         out = tmp_path / ("c" + where.name)
         train_lm(_tiny(["train.steps=1", "train.lr=0", "model.parent_hint_lr=0", "model.copy_readout=true",
                         f"train.init_from={where}"] + cap), out, progress=False)
-        assert torch.allclose(load_parent_hint_state(out / "model")[COPY_KEY].float(), state[COPY_KEY].float(), atol=1e-2)
+        kept = load_parent_hint_state(out / "model")
+        assert torch.allclose(kept[COPY_KEY].float(), state[COPY_KEY].float(), atol=1e-2)
+        assert torch.equal(kept[COPY_BASIS_KEY], state[COPY_BASIS_KEY])  # the source's basis, not a new one
     # without the option a trained read-out is refused; the option without the caption hint too
     for where in (tmp_path / "b", tmp_path / "b" / "model"):
         with pytest.raises(ConfigError, match="copy_readout"):
@@ -240,6 +282,8 @@ def test_the_read_out_trains_in_an_optimizer_group_of_its_own():
     hint = attach_parent_hint(base_model(lm.model), caption=True, copy=True)
     opt = make_optimizer(lm.model, LMTrainLoop(lr=1e-4), 1e-3, None, 5e-4, 1e-2)
     by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
-    assert [by_param[id(getattr(hint, k))] for k in (KEY, CAPTION_KEY, COPY_KEY, COPY_BIAS_KEY)] == [1e-3, 5e-4, 1e-2, 1e-2]
+    keys = (KEY, CAPTION_KEY, COPY_KEY, COPY_BIAS_KEY, COPY_MIX_KEY)
+    assert [by_param[id(getattr(hint, k))] for k in keys] == [1e-3, 5e-4, 1e-2, 1e-2, 1e-2]
+    assert id(getattr(hint, COPY_BASIS_KEY)) not in by_param  # a buffer, set once
     assert sum(len(g["params"]) for g in opt.param_groups) == len(by_param)
     assert parent_hint_of(base_model(lm.model)) is hint

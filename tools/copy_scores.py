@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Does the copy read-out copy from where the caption's move comes from? (issue 11, piece 37 on)
 
-The copy read-out (`model.copy_readout`, vidgpt.copy_readout) adds, on the logits of every position that predicts a
-blueprint code of frame t >= 1, a score s[o] = G[o] . m + b[o] to the id of the previous frame's cell at offset
-o = (dy, dx) around it, m the caption window's (centred) mean row. The scores depend on the caption only, so one
-position per document says everything. For each held-out clip whose caption names a straight move, the document is
+The copy read-out (`model.copy_readout`, vidgpt.copy_readout) mixes into the distribution of every position that
+predicts a blueprint code of frame t >= 1 (weight lam) a copy of the previous frame's cells around it, cell o = (dy, dx)
+weighted softmax_o(s), s[o] = G[o] . (B m) + b[o], m the caption window's (centred) mean row. The scores depend on
+the caption only, so one position per document says everything; a score difference is the log-ratio of two cells'
+copy weights. For each held-out clip whose caption names a straight move, the document is
 built with each of the four directions, and it reads:
 
 * `way margin`: the mean score of the offsets the move comes from (for "moving right": (0, -1) and (0, -2), the
@@ -14,7 +15,8 @@ built with each of the four directions, and it reads:
   the highest score lies on the side the move comes from (chance 0.25);
 * `caption part`: the root mean square over the four directions of the scores minus their mean (how much the motion
   word moves them, in nats);
-* `self`: the mean score of the cell itself (0, 0) ("stay"), and `mean`: the mean score of all 25 offsets.
+* `self`: the mean score of the cell itself (0, 0) ("stay") less the mean of all 25 offsets;
+* `lam`: the mixture's weight (the same for every position).
 
     python tools/copy_scores.py runs/p37/model --shards data/toyT2/m0 --n 100
 
@@ -38,7 +40,7 @@ def copy_scores(lm, recs) -> dict:
     import torch
 
     from vidgpt.backbone import base_model
-    from vidgpt.copy_readout import COPY_OFFSETS
+    from vidgpt.copy_readout import COPY_MIX_KEY, COPY_OFFSETS
     from vidgpt.errors import ConfigError
     from vidgpt.parent_hint import parent_hint_of
     from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
@@ -54,7 +56,7 @@ def copy_scores(lm, recs) -> dict:
     C = len(COPY_OFFSETS)
     index = {o: i for i, o in enumerate(COPY_OFFSETS)}
     axis = [(dy * d, dx * d) for dy, dx in SOURCE.values() for d in (1, 2)]  # the eight offsets along the axes
-    out = {"way margin": [], "way right": [], "caption part": [], "self": [], "mean": []}
+    out = {"way margin": [], "way right": [], "caption part": [], "self": []}
     for r in recs:
         if direction_of(r["caption"]) is None:
             continue
@@ -78,13 +80,13 @@ def copy_scores(lm, recs) -> dict:
             out["way margin"].append(float(s[src].mean() - s[opp].mean()))
             best = max(axis, key=lambda o: float(s[index[o]]))
             out["way right"].append(float(best in [(dy * d, dx * d) for d in (1, 2)]))
-            out["self"].append(float(s[index[(0, 0)]]))
-            out["mean"].append(float(s.mean()))
+            out["self"].append(float(s[index[(0, 0)]] - s.mean()))
         v = torch.stack(per_way)  # [4, C]
         out["caption part"].append(float((v - v.mean(0)).pow(2).sum(-1).mean().sqrt()))
     if not out["caption part"]:
         raise ConfigError("no record names a straight move (left / right / up / down)")
-    return {k: float(np.mean(v)) for k, v in out.items()} | {"n": len(out["caption part"])}
+    lam = float(torch.sigmoid(getattr(hint, COPY_MIX_KEY).detach().float()))
+    return {k: float(np.mean(v)) for k, v in out.items()} | {"n": len(out["caption part"]), "lam": lam}
 
 
 def main(argv=None) -> int:
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    cols = ("way margin", "way right", "caption part", "self", "mean")
+    cols = ("way margin", "way right", "caption part", "self", "lam")
     print(f"copy read-out scores (nats), mean over {rows[0]['n']} held-out clips x 4 directions")
     print("| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for r in rows:

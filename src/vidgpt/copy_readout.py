@@ -1,36 +1,77 @@
 """The copy read-out: the caption picks which cell of the previous blueprint frame each blueprint code copies.
 
-A move in the blueprint is a copy: for "moving right" the code that arrives at cell (t, y, x) is the one that was at
-(t - 1, y, x - 1) or (t - 1, y, x - 2) (a straight move crosses 1-2 blueprint cells a latent frame at 9x128x128).
-Measured on the CPU-trained models (pieces 35-36, model/README.md), a caption hint puts the words' direction where
-the first move is drawn, readable through all 30 layers, and the blueprint still does not follow the motion word
-(+0.09-0.12 nats a changed cell): the layers do not turn a direction they hold into "copy the cell to the left". The
-read-out does that step outside them, on the logits of every position that predicts a blueprint code of frame
-t >= 1:
+A move in the blueprint is a copy: for "moving right" the code that arrives at cell (t, y, x) is often the one that was
+at (t - 1, y, x - 1) or (t - 1, y, x - 2) (a straight move crosses 1-2 blueprint cells a latent frame at 9x128x128;
+on T2's held-out straight-move clips 39% of the blueprint cells that change between frames take a code from the two
+cells the move comes from, 1% from the two on the other side). Measured on the CPU-trained models (pieces 35-36,
+model/README.md), a caption hint puts the words' direction where the first move is drawn, readable through all 30
+layers, and the blueprint still does not follow the motion word (+0.09-0.12 nats a changed cell): the layers do not
+turn a direction they hold into "copy the cell to the left". The read-out does that step outside them, as a pointer
+mixture on the distribution of every position that predicts a blueprint code of frame t >= 1:
 
-    logit[id at (t - 1, y + dy, x + dx)] += G[o] . m + b[o]      o = (dy, dx) in COPY_OFFSETS, same sub-token
+    p(id) = (1 - lam) p_LM(id) + lam sum over o with id(o) = id of softmax_o(G[o] . f + b[o])
 
-m is the caption window's mean row as the caption hint reads it (centred and scaled with `model.caption_center`),
-G [len(COPY_OFFSETS), H] and b [len(COPY_OFFSETS)] start at zero (the model's function unchanged). An id that sits
-at several offsets gets the sum of their scores. Where the ids come from (the hint tracker) and where the terms are
-computed lives in vidgpt.parent_hint; this module holds the offsets, the keys and the one operation on the logits,
-shared by the trainer's loss head and the decode backends.
+o = (dy, dx) in COPY_OFFSETS (the cells of frame t - 1 within COPY_RADIUS of the predicted one, the same sub-token;
+off the grid: left out), f = B @ m the caption features: m the caption window's (centred) mean row as the caption
+hint reads it, B [COPY_DIMS, H] its whitened principal directions over held-out documents (set once when the read-out
+starts, `caption_basis`). Where every offset holds the same id (a plain region) the mixture gives it lam whatever the
+caption says, so the scores only matter where the cells differ, at the moving object. G [len(COPY_OFFSETS),
+COPY_DIMS] and b start at zero (copy uniformly), lam = sigmoid(a) with a at COPY_MIX_INIT (lam ~ 0.018: nearly the
+model's own distribution). The first form (pieces 37a/37b: an additive G . m on the raw 576-dim m, repeated ids
+summed) raised the held-out loss by 0.5 nats at a 5x lr: in a plain region 25 noisy scores added up on one id.
+
+Where the ids come from (the hint tracker) and where the terms are computed lives in vidgpt.parent_hint; this module
+holds the offsets, the keys, the basis and the one operation on the logits, shared by the trainer's loss head and
+the decode backends.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-COPY_KEY = "copy_gate"  # G [len(COPY_OFFSETS), H]
+COPY_KEY = "copy_gate"  # G [len(COPY_OFFSETS), COPY_DIMS]
 COPY_BIAS_KEY = "copy_bias"  # b [len(COPY_OFFSETS)]
+COPY_MIX_KEY = "copy_mix"  # a []: lam = sigmoid(a)
+COPY_BASIS_KEY = "copy_basis"  # B [COPY_DIMS, H] (a buffer: set once, not trained)
+COPY_KEYS = (COPY_KEY, COPY_BIAS_KEY, COPY_MIX_KEY, COPY_BASIS_KEY)
 COPY_RADIUS = 2  # cells of frame t - 1 within this many rows and columns of the cell (a move crosses 1-2 a frame)
 COPY_OFFSETS = tuple((dy, dx) for dy in range(-COPY_RADIUS, COPY_RADIUS + 1)
                      for dx in range(-COPY_RADIUS, COPY_RADIUS + 1))
+COPY_DIMS = 16  # caption features: on T2's toy captions 16 principal directions hold 98% of the windows' variance
+COPY_MIX_INIT = math.log(0.018 / (1 - 0.018))  # a at start: lam = 0.018
 
 
-def add_copy_logits(logits: torch.Tensor, ids: torch.Tensor, scores: torch.Tensor, lo: int = 0) -> torch.Tensor:
-    """logits [..., V] over the rows [lo, lo + V) plus scores [..., C] at the rows ids [..., C] (ids outside the
-    range or < 0 add nothing; repeated ids add up). Out of place, so it is differentiable in both."""
+def caption_basis(means: torch.Tensor, dims: int = COPY_DIMS) -> torch.Tensor:
+    """B [dims, H]: the top `dims` principal directions of the (centred, scaled) caption window means [N, H] of
+    held-out documents, each divided by its standard deviation, so B @ m has ~unit variance a coordinate (Adam's
+    ~lr a step then means the same on each). ValueError when the windows span fewer than `dims` directions."""
+    X = means.detach().float()
+    X = X - X.mean(0)
+    _, S, V = torch.linalg.svd(X, full_matrices=False)
+    sd = S / max(X.shape[0] - 1, 1) ** 0.5
+    if X.shape[0] <= dims or float(sd[dims - 1]) <= 1e-6 * float(sd[0].clamp(min=1e-30)):
+        raise ValueError(f"the caption windows of {X.shape[0]} documents span fewer than {dims} directions")
+    return V[:dims] / sd[:dims, None]
+
+
+def mix_copy(logits: torch.Tensor, ids: torch.Tensor, scores: torch.Tensor, mix: torch.Tensor,
+             lo: int = 0) -> torch.Tensor:
+    """logits [..., V] over the rows [lo, lo + V) -> log p of the pointer mixture (module docstring) where a position
+    has copy ids (ids [..., C] >= 0 inside the range, scores [..., C]); elsewhere the logits as they are. Repeated ids
+    add their copy mass. Differentiable in logits, scores and mix (a scalar: lam = sigmoid(mix))."""
+    V = logits.shape[-1]
     j = ids - lo
-    ok = (ids >= 0) & (j >= 0) & (j < logits.shape[-1])
-    return logits.scatter_add(-1, torch.where(ok, j, 0), scores.to(logits.dtype) * ok.to(logits.dtype))
+    ok = (ids >= 0) & (j >= 0) & (j < V)
+    has = ok.any(-1, keepdim=True)
+    w = torch.softmax(scores.float().masked_fill(~ok, float("-inf")), -1)
+    w = torch.where(ok, w, torch.zeros_like(w))  # rows without any id: nan -> 0
+    dt = torch.promote_types(logits.dtype, torch.float32)
+    pc = torch.zeros(logits.shape, dtype=dt, device=logits.device).scatter_add(-1, torch.where(ok, j, 0), w.to(dt))
+    lp = torch.log_softmax(logits.to(dt), -1)
+    mix = mix.to(dt)
+    # log((1 - lam) p + lam pc), computed so that pc = 0 has a finite gradient
+    mixed = torch.logaddexp(lp + torch.nn.functional.logsigmoid(-mix),
+                            torch.log((torch.sigmoid(mix) * pc).clamp_min(1e-30)))
+    return torch.where(has, mixed, logits.to(dt)).to(logits.dtype)

@@ -41,22 +41,22 @@ changes between captions, the words, is all of it. With `model.caption_hint_form
 (zeros at start) and the hint is g * that mean, the words' own rows scaled dimension by dimension: H parameters
 where Adam moves each of R's H x H by ~lr a step whatever its gradient, which grew R as noise (piece 33).
 
-A copy read-out (optional, `model.copy_readout`, with caption hints) does not go through the layers at all: at every
-position that predicts a blueprint code of frame t >= 1 it adds to the logits of the codes of frame t - 1 around the
-cell (COPY_OFFSETS, the same sub-token)
+A copy read-out (optional, `model.copy_readout`, with caption hints) does not go through the layers at all: every
+position that predicts a blueprint code of frame t >= 1 mixes into its distribution a copy of the codes of frame t - 1
+around the cell (COPY_OFFSETS, the same sub-token)
 
-    logit[id of cell (t - 1, y + dy, x + dx)] += G[o] . caption + b[o]     G [len(COPY_OFFSETS), H], b, zeros at start
+    p = (1 - lam) p_LM + lam sum_o softmax_o(G[o] . B m + b[o]) [id of cell (t - 1, y + dy, x + dx)]
 
-where caption is the (centred) caption window mean R reads: the words pick which neighbour each cell copies ("moving
-right": the one to the left), the choice pieces 35-36 showed the layers do not make from a caption hint they can read
-(vidgpt.copy_readout).
+where m is the (centred) caption window mean R reads and B its whitened principal directions: the words pick which
+neighbour each cell copies ("moving right": the one to the left), the choice pieces 35-36 showed the layers do not
+make from a caption hint they can read (vidgpt.copy_readout).
 
 Each position thus has `slots` hint ids (1, + 5 with previous-frame hints, + CAPTION_WINDOW with caption hints, +
 len(COPY_OFFSETS) with the copy read-out; -1 where none): one projection a slot for the parent and the neighbours,
 one for the caption slots' mean; the copy slots go to the logits, not the input.
 
 P (and Q, R, G) ship beside the model as `parent_hint.safetensors` (keys "proj", "prev", "caption", "caption_center",
-"caption_scale", "copy_gate", "copy_bias"; vidgpt.json "parent_hint": true); the backbone's own weights are untouched, so the fast decoder, the
+"caption_scale", "copy_gate", "copy_bias", "copy_mix", "copy_basis"; vidgpt.json "parent_hint": true); the backbone's own weights are untouched, so the fast decoder, the
 light loader and the ready cache read the model as before and `HintedBackend` adds the hints around any backend.
 """
 
@@ -69,7 +69,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_OFFSETS, add_copy_logits
+from .copy_readout import (COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_DIMS, COPY_KEY, COPY_KEYS, COPY_MIX_INIT, COPY_MIX_KEY,
+                           COPY_OFFSETS, mix_copy)
 from .geometry import blueprint_shape
 from .vocab import UnifiedVocab
 
@@ -297,17 +298,17 @@ def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor, caption: bool =
     return out + caption_mean(hints[..., n:], lookup, center, rows.dtype) @ proj_t[n].to(rows.dtype)
 
 
-def copy_terms(hints: torch.Tensor, lookup, gate: torch.Tensor, bias: torch.Tensor,
+def copy_terms(hints: torch.Tensor, lookup, params: dict,
                center: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The copy read-out of positions with hints [..., slots] (the copy slots last, the caption window before them):
-    (ids [..., C], scores [..., C]) for `add_copy_logits`: score o = gate[o] . caption mean + bias[o] where copy slot
-    o holds an id, 0 (and id -1) elsewhere."""
+    (ids [..., C], scores [..., C]) for `mix_copy`: score o = G[o] . (B @ caption mean) + b[o], id -1 where copy slot
+    o holds none. params: {COPY_KEY: G, COPY_BIAS_KEY: b, COPY_BASIS_KEY: B} (a module's or a saved state's)."""
+    gate, bias, basis = params[COPY_KEY], params[COPY_BIAS_KEY], params[COPY_BASIS_KEY]
     C = gate.shape[0]
     ids = hints[..., -C:]
     mean = caption_mean(hints[..., -C - CAPTION_WINDOW : -C], lookup, center, gate.dtype)
-    ok = ids >= 0
-    scores = (mean @ gate.t() + bias) * ok.to(gate.dtype)
-    return torch.where(ok, ids, -1), scores
+    scores = (mean @ basis.to(gate.dtype).t()) @ gate.t() + bias
+    return torch.where(ids >= 0, ids, -1), scores
 
 
 def caption_center_of(state: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -349,7 +350,8 @@ class ParentHint(nn.Module):
     `prev`, also Q [len(NEIGHBOURS), H, H] (zeros at start) for the previous-frame neighbours; with `caption`, R
     (zeros at start) for the caption window's mean row: [H, H] (`caption_form` "matrix") or a gain vector [H]
     ("diagonal": the mean row itself, scaled dimension by dimension); with `copy` (needs `caption`), the copy
-    read-out's G [len(COPY_OFFSETS), H] and b [len(COPY_OFFSETS)] (zeros at start; vidgpt.copy_readout)."""
+    read-out's G [len(COPY_OFFSETS), COPY_DIMS] and b (zeros at start), its mix a (COPY_MIX_INIT) and its caption
+    basis B [COPY_DIMS, H] (a buffer, zeros until `set_copy_basis`; vidgpt.copy_readout)."""
 
     def __init__(self, hidden: int, prev: bool = False, caption: bool = False, caption_form: str = "matrix",
                  copy: bool = False):
@@ -396,15 +398,35 @@ class ParentHint(nn.Module):
         return hasattr(self, COPY_KEY)
 
     def add_copy(self) -> None:
-        """G and b at zero (the function unchanged). It reads the caption window: ValueError without R."""
+        """G and b at zero (a uniform copy), a at COPY_MIX_INIT, B at zero until `set_copy_basis`. It reads the
+        caption window: ValueError without R. A read-out the module has already stays as it is."""
         if not self.has_caption:
             raise ValueError("the copy read-out reads the caption window: add the caption hint first")
-        self._add_zeros(COPY_KEY, len(COPY_OFFSETS), self.hidden)
+        if self.has_copy:
+            return
+        self._add_zeros(COPY_KEY, len(COPY_OFFSETS), COPY_DIMS)
         self._add_zeros(COPY_BIAS_KEY, len(COPY_OFFSETS))
+        self._add_zeros(COPY_MIX_KEY)
+        with torch.no_grad():
+            getattr(self, COPY_MIX_KEY).fill_(COPY_MIX_INIT)
+        self.register_buffer(COPY_BASIS_KEY, getattr(self, KEY).new_zeros(COPY_DIMS, self.hidden))
+
+    @property
+    def has_copy_basis(self) -> bool:
+        return self.has_copy and bool(getattr(self, COPY_BASIS_KEY).any())
+
+    def set_copy_basis(self, basis: torch.Tensor) -> None:
+        """The read-out's caption features from now on: B @ (centred) window mean (B from `caption_basis`)."""
+        with torch.no_grad():
+            getattr(self, COPY_BASIS_KEY).copy_(basis)
+
+    def copy_params(self) -> dict:
+        """{key: tensor} of the read-out (G, b, a, B), as `copy_terms` and `mix_copy` take them."""
+        return {k: getattr(self, k) for k in COPY_KEYS}
 
     def copy_terms(self, hints: torch.Tensor, lookup) -> tuple[torch.Tensor, torch.Tensor]:
-        """`copy_terms` of hints [..., slots] from `ids_of` with this module's G, b and centre."""
-        return copy_terms(hints, lookup, getattr(self, COPY_KEY), getattr(self, COPY_BIAS_KEY), self.centering())
+        """`copy_terms` of hints [..., slots] from `ids_of` with this module's read-out and centre."""
+        return copy_terms(hints, lookup, self.copy_params(), self.centering())
 
     @property
     def has_caption_center(self) -> bool:
@@ -427,7 +449,7 @@ class ParentHint(nn.Module):
     def _add_zeros(self, key: str, *shape: int) -> None:
         if not hasattr(self, key):
             P = getattr(self, KEY)
-            setattr(self, key, nn.Parameter(P.new_zeros(*shape), requires_grad=P.requires_grad))
+            setattr(self, key, nn.Parameter(P.new_zeros(tuple(shape)), requires_grad=P.requires_grad))
 
     def projections_t(self) -> torch.Tensor:
         return projections_t(getattr(self, KEY), getattr(self, PREV_KEY, None), getattr(self, CAPTION_KEY, None))
@@ -511,15 +533,15 @@ def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict 
 
 def copy_logits(logits: torch.Tensor, model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict | None,
                 lo: int = 0) -> torch.Tensor:
-    """Teacher-forced logits [B, L, V] (rows [lo, lo + V)) of `ids` [B, L] with the copy read-out of `state` added
-    (itself when the state has none): what the decode backends give at each position."""
+    """Teacher-forced logits [B, L, V] (rows [lo, lo + V)) of `ids` [B, L] with the copy read-out of `state` mixed in
+    (themselves when the state has none): what the decode backends give at each position."""
     if state is None or COPY_KEY not in state:
         return logits
     W = input_embedding_weight(model)
     hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state, True)
-    cids, scores = copy_terms(hints, lambda x: F.embedding(x, W), state[COPY_KEY].to(W.dtype),
-                              state[COPY_BIAS_KEY].to(W.dtype), caption_center_of(state))
-    return add_copy_logits(logits, cids, scores, lo)
+    params = {k: state[k].float() for k in COPY_KEYS}
+    cids, scores = copy_terms(hints, lambda x: F.embedding(x, W), params, caption_center_of(state))
+    return mix_copy(logits, cids, scores, params[COPY_MIX_KEY], lo)
 
 
 class HintedBackend:
@@ -527,7 +549,7 @@ class HintedBackend:
 
     The inner backend takes `extra` [R, L, H] input embeddings in prefill / step / step_many; this wrapper tracks
     each row's ids (HintTracker), so speculative windows (`truncate`) and dropped guidance rows (`keep_rows`) keep
-    the hints right. With the copy read-out `logits` adds it to the last fed position's logits; such a backend
+    the hints right. With the copy read-out `logits` mixes it into the last fed position's logits; such a backend
     takes one position a pass (no `step_many`: the speculative decoders read logits of window positions it would
     have to place).
     """
@@ -545,8 +567,7 @@ class HintedBackend:
         center = caption_center_of(state)
         self.center = tuple(t.to(device=embed_weight.device, dtype=embed_weight.dtype) for t in center) if center else None
         if self.copy:
-            self.gate = state[COPY_KEY].to(device=embed_weight.device, dtype=torch.float32)
-            self.bias = state[COPY_BIAS_KEY].to(device=embed_weight.device, dtype=torch.float32)
+            self.copy_params = {k: state[k].to(device=embed_weight.device, dtype=torch.float32) for k in COPY_KEYS}
         self.trackers: list[HintTracker] = []
         self.last: list[tuple[int, ...]] | None = None  # the hint ids of each row's last fed position
 
@@ -599,9 +620,9 @@ class HintedBackend:
         if self.last is None or state.dim() != 2 or state.shape[0] != len(self.last):
             raise RuntimeError("the copy read-out adds to the logits of each row's last fed position only")
         h = torch.tensor(self.last, dtype=torch.long, device=self.embed_weight.device)
-        ids, scores = copy_terms(h, lambda x: F.embedding(x, self.embed_weight), self.gate, self.bias,
+        ids, scores = copy_terms(h, lambda x: F.embedding(x, self.embed_weight), self.copy_params,
                                  tuple(t.float() for t in self.center) if self.center else None)
-        return add_copy_logits(out, ids.to(out.device), scores.to(out.device), lo)
+        return mix_copy(out, ids.to(out.device), scores.to(out.device), self.copy_params[COPY_MIX_KEY].to(out.device), lo)
 
     @property
     def supports_step_many(self) -> bool:

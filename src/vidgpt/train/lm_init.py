@@ -31,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..copy_readout import COPY_BIAS_KEY, COPY_KEY
+from ..copy_readout import COPY_KEYS
 from ..parent_hint import CAPTION_KEY, CENTER_KEY, PREV_KEY, SCALE_KEY
 
 LORA_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
@@ -118,7 +118,7 @@ def _match_bit_rows(state: dict, own: dict, where: str) -> None:
 
 # the parent hint module's optional projections: what each is, the option that makes it
 HINT_OPTIONS = {PREV_KEY: ("previous-frame hint", "model.prev_frame_hint"), CAPTION_KEY: ("caption hint", "model.caption_hint"),
-                COPY_KEY: ("copy read-out", "model.copy_readout"), COPY_BIAS_KEY: ("copy read-out", "model.copy_readout")}
+                **{k: ("copy read-out", "model.copy_readout") for k in COPY_KEYS}}
 
 
 def _match_parent_hint(state: dict, own: dict, where: str) -> None:
@@ -132,7 +132,9 @@ def _match_parent_hint(state: dict, own: dict, where: str) -> None:
             if bool(state[k].any()):
                 raise ConfigError(f"{where}: {k} is a trained {what} (non-zero); set {option}: true")
             del state[k]
-    for key in (CENTER_KEY, SCALE_KEY):  # the caption window's centre goes with R: dropped with it, else as it was
+    # the caption window's centre goes with R: dropped with it, else as it was; a read-out the source lacks starts as
+    # this run's own (its mix is not zero)
+    for key in (CENTER_KEY, SCALE_KEY, *COPY_KEYS):
         for k in [k for k in state if k.endswith(f"{ATTR}.{key}") and k not in own]:
             del state[k]
         for k in [k for k in own if k.endswith(f"{ATTR}.{key}") and k not in state]:

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import base_model
-from ..copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_OFFSETS, add_copy_logits
+from ..copy_readout import COPY_MIX_KEY, COPY_OFFSETS, mix_copy
 from ..errors import ConfigError
 from ..parent_hint import parent_hint_of
 from ..vocab import UnifiedVocab
@@ -493,9 +493,9 @@ class LossHead:
         return (ce * w[sel].float()).sum() / n, n
 
     def copy_terms(self, model, model_ids: torch.Tensor, sel: torch.Tensor):
-        """The copy read-out's (ids [N, C], scores [N, C]) at the flat positions `sel` of [B, L-1] (vidgpt.copy_readout),
-        or None when the model has none. Its G and b always take part in the graph (a zero gradient where no
-        position copies), so every rank of a data-parallel step has a gradient for them."""
+        """The copy read-out's (ids [N, C], scores [N, C], mix a) at the flat positions `sel` of [B, L-1]
+        (vidgpt.copy_readout), or None when the model has none. Its G, b and a always take part in the graph (a zero
+        gradient where no position copies), so every rank of a data-parallel step has a gradient for them."""
         base = base_model(model)
         hint = parent_hint_of(base)
         if hint is None or not hint.has_copy:
@@ -505,14 +505,14 @@ class LossHead:
         hints = hints.reshape(-1, hints.shape[-1])[sel]
         ids = hints.new_full((hints.shape[0], C), -1)
         scores = torch.zeros(hints.shape[0], C, device=hints.device) + 0.0 * sum(
-            p.sum() for p in (getattr(hint, COPY_KEY), getattr(hint, COPY_BIAS_KEY)))
+            p.sum() for p in hint.copy_params().values() if p.requires_grad)
         at = torch.nonzero((hints[:, -C:] >= 0).any(-1)).flatten()
         if at.numel():
             W = base.get_input_embeddings().weight.detach()
             got_ids, got = hint.copy_terms(hints[at], lambda x: F.embedding(x, W))
             ids = ids.index_copy(0, at, got_ids)
             scores = scores.index_copy(0, at, got.float())
-        return ids, scores
+        return ids, scores, getattr(hint, COPY_MIX_KEY)
 
     def selected_ce(self, model, h: torch.Tensor, input_ids: torch.Tensor, sel: torch.Tensor,
                     model_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -531,7 +531,7 @@ class LossHead:
                 p = pos[s : s + step]
                 logits = rows.logits(hs[p], lo, hi).float()
                 if copy is not None:
-                    logits = add_copy_logits(logits, copy[0][p], copy[1][p], lo)
+                    logits = mix_copy(logits, copy[0][p], copy[1][p], copy[2], lo)
                 parts.append(F.cross_entropy(logits, tgt[p] - lo, reduction="none"))
                 where.append(p)
         ce = torch.cat(parts)

@@ -67,10 +67,10 @@ class LMModelConfig:
     #                               scaled to a row's norm (set once, when R starts from zero; vidgpt.parent_hint)
     caption_hint_init: float = 0.0  # with caption_hint: R starts at this times the identity (a gain vector of this
     #                                 value): the window mean added at a set share of a row from step 0 (0: from zero)
-    copy_readout: bool = False  # with caption_hint: each blueprint code of frame t >= 1 gets, on its logits, a score
-    #                             for copying each cell of frame t - 1 within 2 cells, read from the caption window
-    #                             mean (G, b from zero; vidgpt.copy_readout)
-    copy_readout_lr: float = 0.0  # G's and b's own peak lr (0: parent_hint_lr)
+    copy_readout: bool = False  # with caption_hint: each blueprint code of frame t >= 1 mixes into its distribution a
+    #                             copy of the cells of frame t - 1 within 2 cells, which ones read from the caption
+    #                             window (G, b from zero, the mix at 0.018; vidgpt.copy_readout)
+    copy_readout_lr: float = 0.0  # G's, b's and the mix's own peak lr (0: parent_hint_lr)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -229,7 +229,7 @@ def center_caption_hint(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> None
     once, while R is still zero (the function unchanged); a source's own centre is kept, and a source whose R was
     trained on the plain mean is refused."""
     from ..backbone import base_model
-    from ..parent_hint import CAPTION_KEY, caption_center, caption_windows, input_embedding_weight, parent_hint_of
+    from ..parent_hint import CAPTION_KEY, caption_center, input_embedding_weight, parent_hint_of
 
     hint = parent_hint_of(base_model(lm.model))
     if hint is None or not hint.has_caption:
@@ -239,14 +239,43 @@ def center_caption_hint(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> None
     if bool(getattr(hint, CAPTION_KEY).any()):
         raise ConfigError("model.caption_center: the source's caption projection R was trained on the plain window "
                           "mean; centring it now would change what it learnt (start R from a source without one)")
-    pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
-    gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, seq_len, seed, "eval", pad_id, 0, 1)
-    rows = [r["input_ids"].tolist() for _, r in zip(range(CENTER_ROWS), gen)]
     try:
-        c, k = caption_center(caption_windows(rows, lm.vocab), input_embedding_weight(lm.model))
+        c, k = caption_center(held_out_windows(cfg, lm, seq_len, seed), input_embedding_weight(lm.model))
     except ValueError as e:
         raise ConfigError(f"model.caption_center: {e} (the held-out split of data.sources)") from None
     hint.set_caption_center(c, k)
+
+
+def held_out_windows(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> list[tuple[int, ...]]:
+    """The caption windows of the visual blocks in the first CENTER_ROWS held-out rows (the same on every rank)."""
+    from ..parent_hint import caption_windows
+
+    pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
+    gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, seq_len, seed, "eval", pad_id, 0, 1)
+    return caption_windows([r["input_ids"].tolist() for _, r in zip(range(CENTER_ROWS), gen)], lm.vocab)
+
+
+def start_copy_readout(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> None:
+    """`model.copy_readout`: its caption basis B (whitened principal directions of the held-out documents' caption
+    window means, read as the caption hint reads them: after the centre) set once; a source's own B is kept."""
+    import torch.nn.functional as F
+
+    from ..backbone import base_model
+    from ..copy_readout import caption_basis
+    from ..parent_hint import CAPTION_WINDOW, caption_mean, input_embedding_weight, parent_hint_of
+
+    hint = parent_hint_of(base_model(lm.model))
+    if hint.has_copy_basis:
+        return
+    windows = held_out_windows(cfg, lm, seq_len, seed)
+    W = input_embedding_weight(lm.model)
+    ids = torch.tensor([list(w)[-CAPTION_WINDOW:] + [-1] * (CAPTION_WINDOW - len(w)) for w in windows], dtype=torch.long)
+    with torch.no_grad():
+        means = caption_mean(ids.to(W.device), lambda x: F.embedding(x, W), hint.centering(), torch.float32)
+    try:
+        hint.set_copy_basis(caption_basis(means))
+    except ValueError as e:
+        raise ConfigError(f"model.copy_readout: {e} (the held-out split of data.sources)") from None
 
 
 def start_caption_hint(cfg: LMTrainConfig, lm) -> None:
@@ -321,7 +350,7 @@ def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr:
     `hint_lr` without decay, its previous-frame Q, its caption R and the copy read-out's G and b (when it has them)
     in one group each at `prev_lr`, `caption_lr` and `copy_lr` (each defaults to `hint_lr`)."""
     from ..backbone import base_model
-    from ..copy_readout import COPY_BIAS_KEY, COPY_KEY
+    from ..copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_MIX_KEY
     from ..parent_hint import CAPTION_KEY, PREV_KEY, parent_hint_of
 
     hint = parent_hint_of(base_model(model))
@@ -333,7 +362,7 @@ def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr:
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if hint is not None:
         own_lr = [(getattr(hint, k), lr) for k, lr in ((PREV_KEY, prev_lr), (CAPTION_KEY, caption_lr), (COPY_KEY, copy_lr),
-                                                     (COPY_BIAS_KEY, copy_lr)) if hasattr(hint, k)]
+                                                     (COPY_BIAS_KEY, copy_lr), (COPY_MIX_KEY, copy_lr)) if hasattr(hint, k)]
         groups.append({"params": [p for p in hint.parameters() if all(p is not q for q, _ in own_lr)],
                        "weight_decay": 0.0, "lr": hint_lr or t.lr})
         for p, lr in own_lr:
@@ -617,7 +646,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from ..backbone import save_vidgpt_lm
     from .bit_rows import detach_bit_rows, fold_bit_rows
     from ..backbone import base_model
-    from ..copy_readout import COPY_BIAS_KEY, COPY_KEY
+    from ..copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_MIX_KEY
     from ..parent_hint import CAPTION_KEY as HINT_CAPTION_KEY, KEY as HINT_KEY, PREV_KEY as HINT_PREV_KEY, parent_hint_of
     from .distributed import (average_gradients, drop_log_after, engine_name, gather_data_state, is_fsdp, make_accelerator,
                               plain_model_for_save, prepare)
@@ -667,6 +696,8 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         center_caption_hint(cfg, lm, t.seq_len, t.seed)
     if cfg.model.caption_hint_init and not resume:
         start_caption_hint(cfg, lm)
+    if cfg.model.copy_readout and not resume:
+        start_copy_readout(cfg, lm, t.seq_len, t.seed)
     if stores_frozen_bf16(cfg, cpu_amp):
         frozen_linears_to_bf16(lm.model)
     if t.max_minutes < 0:
@@ -824,9 +855,10 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
                 rec["prev_hint_norm"] = float(getattr(hint, HINT_PREV_KEY).detach().norm())
             if hint.has_caption:
                 rec["caption_hint_norm"] = float(getattr(hint, HINT_CAPTION_KEY).detach().norm())
-            if hint.has_copy:  # the copy read-out's G and b (b: what each offset gets whatever the caption)
+            if hint.has_copy:  # the copy read-out's G, b (what each offset gets whatever the caption) and lam
                 rec["copy_gate_norm"] = float(getattr(hint, COPY_KEY).detach().norm())
                 rec["copy_bias_norm"] = float(getattr(hint, COPY_BIAS_KEY).detach().norm())
+                rec["copy_mix"] = float(torch.sigmoid(getattr(hint, COPY_MIX_KEY).detach()))
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
         if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)
