@@ -270,6 +270,13 @@ def test_a_run_adds_the_read_out_to_a_source_without_it_and_a_config_without_the
     with pytest.raises(ConfigError, match="copy_readout_lr"):
         train_lm(_tiny(["train.steps=1", "model.copy_readout=true", "model.copy_readout_lr=-1"] + cap), tmp_path / "f",
                  progress=False)
+    with pytest.raises(ConfigError, match="copy_readout: true"):
+        train_lm(_tiny(["train.steps=1", "model.copy_readout_fit_rows=8"] + cap), tmp_path / "g", progress=False)
+    # a fit before step 1 (model.copy_readout_fit_rows): logged at the start, the copy NLL lower after it
+    train_lm(_tiny(["train.steps=1", "train.ckpt_every=0", "model.copy_readout=true", "model.copy_readout_fit_rows=40",
+                    f"train.init_from={tmp_path / 'a' / 'model'}"] + cap), tmp_path / "h", progress=False)
+    fit = json.loads((tmp_path / "h" / "log.jsonl").read_text().splitlines()[0])["copy_fit"]
+    assert fit["positions"] > 0 and fit["nll_end"] < fit["nll_start"]
 
 
 def test_the_read_out_trains_in_an_optimizer_group_of_its_own():
@@ -287,3 +294,53 @@ def test_the_read_out_trains_in_an_optimizer_group_of_its_own():
     assert id(getattr(hint, COPY_BASIS_KEY)) not in by_param  # a buffer, set once
     assert sum(len(g["params"]) for g in opt.param_groups) == len(by_param)
     assert parent_hint_of(base_model(lm.model)) is hint
+
+
+def test_the_fit_learns_which_cells_a_move_copies_from_for_each_caption():
+    """copy_fit on synthetic rows: the caption says right or left, the next code is the one of the cell a move comes
+    from; the fitted scores put that side first for each caption, and plain regions are left out of the fit."""
+    from vidgpt.backbone import base_model
+    from vidgpt.train.copy_fit import copy_examples, fit_copy_readout
+
+    from test_lm_loss import make_lm
+
+    lm = make_lm(False)
+    vocab = lm.vocab
+    hint = attach_parent_hint(base_model(lm.model), caption=True, copy=True)
+    W = lm.model.get_input_embeddings().weight.detach()
+    lookup = lambda x: W[x]  # noqa: E731
+    H = W.shape[1]
+    right, left = 21, 22  # two text ids standing for the motion words
+    d = W[right] - W[left]
+    hint.set_caption_center((W[right] + W[left]) / 2, torch.tensor(1.0))  # the window mean less c: +-d / 2
+    basis = torch.zeros(COPY_DIMS, H)
+    basis[0] = 2 * d / float(d.norm() ** 2)
+    hint.set_copy_basis(basis)  # feature 0: +1 for "right", -1 for "left"
+    g = torch.Generator().manual_seed(0)
+    rows, shape = [], (2, 8, 8)  # blueprint 2 x 4 x 4
+    from vidgpt.layout import Layout, VisualBlock
+
+    class _EOS:
+        eos_token_id = 2
+
+    lay = Layout(vocab, _EOS(), chat=False)
+    n = 2 ** vocab.spec.codebook_bits
+    for i in range(24):
+        way = (right, left)[i % 2]
+        bp0 = torch.randint(0, n, (4, 4), generator=g)
+        bp1 = torch.roll(bp0, 1 if way == right else -1, dims=1)  # moved one cell: right takes from x - 1
+        bp = torch.stack([bp0, bp1])
+        fine = torch.randint(0, n, shape, generator=g)
+        rows.append([way] * 3 + lay.encode_block(VisualBlock(shape, fine=fine, blueprint=bp)))
+    feats, hit, valid = copy_examples(hint, rows, vocab, lookup)
+    assert feats.shape[0] > 0 and set(feats[:, 0].round().tolist()) == {1.0, -1.0}
+    got = fit_copy_readout(hint, rows, vocab, lookup, steps=200)
+    assert got["nll_end"] < 0.5 * got["nll_start"]
+    G, b = getattr(hint, COPY_KEY).detach(), getattr(hint, COPY_BIAS_KEY).detach()
+    for sign, src, opp in ((1.0, (0, -1), (0, 1)), (-1.0, (0, 1), (0, -1))):
+        f = torch.zeros(COPY_DIMS)
+        f[0] = sign
+        s = G @ f + b
+        assert float(s[COPY_OFFSETS.index(src)] - s[COPY_OFFSETS.index(opp)]) > 1.0
+    with pytest.raises(ValueError, match="no blueprint position"):
+        copy_examples(hint, [[11, 12, 13]], vocab, lookup)

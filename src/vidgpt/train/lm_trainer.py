@@ -71,6 +71,9 @@ class LMModelConfig:
     #                             copy of the cells of frame t - 1 within 2 cells, which ones read from the caption
     #                             window (G, b from zero, the mix at 0.018; vidgpt.copy_readout)
     copy_readout_lr: float = 0.0  # G's, b's and the mix's own peak lr (0: parent_hint_lr)
+    copy_readout_fit_rows: int = 0  # with copy_readout: before step 1, fit G and b as a classifier of which cells the
+    #                                 next code is copied from, on this many training rows (0: none; copy_fit.py)
+    copy_readout_fit_steps: int = 300  # full-batch Adam steps of that fit (lr 3e-2)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -203,6 +206,11 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         raise ConfigError("model.copy_readout reads the caption hint's window: set model.caption_hint: true too")
     if not (math.isfinite(m.copy_readout_lr) and m.copy_readout_lr >= 0):
         raise ConfigError(f"model.copy_readout_lr={m.copy_readout_lr}: a learning rate >= 0 (0: model.parent_hint_lr)")
+    if m.copy_readout_fit_rows < 0 or m.copy_readout_fit_steps < 1:
+        raise ConfigError(f"model.copy_readout_fit_rows={m.copy_readout_fit_rows} / copy_readout_fit_steps="
+                          f"{m.copy_readout_fit_steps}: rows >= 0 (0: no fit) and steps >= 1")
+    if m.copy_readout_fit_rows and not m.copy_readout:
+        raise ConfigError("model.copy_readout_fit_rows fits the copy read-out: set model.copy_readout: true too")
     if m.parent_hint:  # after LoRA (peft freezes what it finds); a model directory's own hint (m.path) is kept
         from ..parent_hint import attach_parent_hint, parent_hint_of
 
@@ -276,6 +284,28 @@ def start_copy_readout(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> None:
         hint.set_copy_basis(caption_basis(means))
     except ValueError as e:
         raise ConfigError(f"model.copy_readout: {e} (the held-out split of data.sources)") from None
+
+
+def fit_copy_start(cfg: LMTrainConfig, lm, seq_len: int, seed: int) -> dict:
+    """`model.copy_readout_fit_rows`: G and b fitted on the first that many training rows (the same rows on every
+    rank, so every rank fits the same values); returns copy_fit.fit_copy_readout's figures."""
+    import torch.nn.functional as F
+
+    from ..backbone import base_model
+    from ..parent_hint import input_embedding_weight, parent_hint_of
+    from .copy_fit import fit_copy_readout
+
+    m = cfg.model
+    hint = parent_hint_of(base_model(lm.model))
+    pad_id = getattr(lm.text_tokenizer, "pad_token_id", None) or 0
+    gen = packed_rows(cfg.data, lm.vocab, lm.text_tokenizer, seq_len, seed, "train", pad_id, 0, 1)
+    rows = [r["input_ids"].tolist() for _, r in zip(range(m.copy_readout_fit_rows), gen)]
+    W = input_embedding_weight(lm.model)
+    try:
+        return fit_copy_readout(hint, rows, lm.vocab, lambda x: F.embedding(x.to(W.device), W),
+                                steps=m.copy_readout_fit_steps)
+    except ValueError as e:
+        raise ConfigError(f"model.copy_readout_fit_rows: {e} (the first {len(rows)} training rows)") from None
 
 
 def start_caption_hint(cfg: LMTrainConfig, lm) -> None:
@@ -696,8 +726,11 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         center_caption_hint(cfg, lm, t.seq_len, t.seed)
     if cfg.model.caption_hint_init and not resume:
         start_caption_hint(cfg, lm)
+    copy_fit = None
     if cfg.model.copy_readout and not resume:
         start_copy_readout(cfg, lm, t.seq_len, t.seed)
+        if cfg.model.copy_readout_fit_rows:
+            copy_fit = fit_copy_start(cfg, lm, t.seq_len, t.seed)
     if stores_frozen_bf16(cfg, cpu_amp):
         frozen_linears_to_bf16(lm.model)
     if t.max_minutes < 0:
@@ -747,7 +780,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
         log.write({"event": "start", "time": round(time.time(), 3), "attn": attn, "world_size": world, "engine": engine_name(accelerator, own_sync), "vocab": lm.vocab.to_dict(),
                    "loss_head": loss_head.head, "embed_grad": cfg.loss.embed_grad,
                    "trainable_params": sum(p.numel() for p in lm.model.parameters() if p.requires_grad),
-                   **({"init_from": init_info} if init_info else {})})
+                   **({"init_from": init_info} if init_info else {}), **({"copy_fit": copy_fit} if copy_fit else {})})
 
     if accelerator.is_main_process and resume:  # wall time per piece (tools/eval_checkpoints.py): start/resume..last step
         log.write({"event": "resume", "step": state["step"], "time": round(time.time(), 3)})
