@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from vidgpt.config import load_config
-from vidgpt.copy_readout import (COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_DIMS, COPY_KEY, COPY_MIX_INIT, COPY_MIX_KEY,
-                                 COPY_OFFSETS, caption_basis, mix_copy)
+from vidgpt.copy_readout import (COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_DIMS, COPY_GAIN_KEY, COPY_KEY, COPY_KEYS,
+                                 COPY_MIX_INIT, COPY_MIX_KEY, COPY_OFFSETS, caption_basis, mix_copy, tilt_copy)
 from vidgpt.errors import ConfigError
 from vidgpt.geometry import blueprint_shape
 from vidgpt.parent_hint import (CAPTION_KEY, CAPTION_WINDOW, CENTER_KEY, KEY, SCALE_KEY, HintedBackend, HintTracker,
@@ -48,6 +48,22 @@ def test_the_mixture_is_the_model_and_the_copy_weighted_by_lam_and_repeats_add_u
     sc, mx = scores.clone().requires_grad_(True), mix.clone().requires_grad_(True)
     F.cross_entropy(mix_copy(logits, ids, sc, mx, 10), torch.tensor([0, 2, 4])).backward()
     assert torch.isfinite(sc.grad).all() and sc.grad.abs().sum() > 0 and torch.isfinite(mx.grad) and mx.grad != 0
+
+
+def test_the_tilt_adds_the_gain_times_the_centred_scores_and_leaves_a_plain_region_alone():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, generator=g)
+    ids = torch.tensor([[11, 11, 13, -1], [12, 12, 12, 20], [-1, 3, 30, -1]])  # rows are ids 10..14 (lo = 10)
+    scores = torch.tensor([[0.0, 1.0, 5.0, 9.0], [1.0, 2.0, 6.0, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    got = tilt_copy(logits, ids, scores, torch.tensor(0.5), lo=10)
+    mean0 = (0.0 + 1.0 + 5.0) / 3  # the -1 cell left out of the mean
+    want0 = logits[0].clone()
+    want0[1] += 0.5 * ((0.0 - mean0) + (1.0 - mean0))  # id 11 twice
+    want0[3] += 0.5 * (5.0 - mean0)
+    assert torch.allclose(got[0], want0, atol=1e-6)
+    assert torch.allclose(got[1], logits[1], atol=1e-6)  # every valid cell on id 12: nothing (20 is out of range...)
+    assert torch.equal(got[2], logits[2])  # no id in range
+    assert torch.equal(tilt_copy(logits, ids, scores, torch.tensor(0.0), 10), logits)  # beta = 0: the same logits
 
 
 def test_the_caption_basis_whitens_the_windows_principal_directions():
@@ -111,17 +127,20 @@ def test_truncation_keeps_the_copy_slots_right():
         assert first[:cut] + tr.feed_many(ids[cut:]) == whole
 
 
-def _copy_state(H: int, scale: float = 1.0, seed: int = 1, mix: float = 0.0) -> dict:
+def _copy_state(H: int, scale: float = 1.0, seed: int = 1, mix: float = 0.0, form: str = "mixture") -> dict:
+    """A random read-out: the mixture at lam = sigmoid(mix), or the tilt at gain 1 + mix."""
     g = torch.Generator().manual_seed(seed)
+    weight = {COPY_MIX_KEY: torch.tensor(mix)} if form == "mixture" else {COPY_GAIN_KEY: torch.tensor(1.0 + mix)}
     return {KEY: torch.zeros(H, H), CAPTION_KEY: torch.zeros(H),
             CENTER_KEY: 0.1 * torch.randn(H, generator=g), SCALE_KEY: torch.tensor(3.0),
             COPY_KEY: scale * torch.randn(len(COPY_OFFSETS), COPY_DIMS, generator=g),
-            COPY_BIAS_KEY: scale * torch.randn(len(COPY_OFFSETS), generator=g), COPY_MIX_KEY: torch.tensor(mix),
+            COPY_BIAS_KEY: scale * torch.randn(len(COPY_OFFSETS), generator=g), **weight,
             COPY_BASIS_KEY: 30 * torch.randn(COPY_DIMS, H, generator=g)}  # text rows: small in the tiny model
 
 
-@pytest.mark.parametrize("fast,attention", [(True, "filled"), (True, "static"), (False, None)])
-def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, fast, attention):
+@pytest.mark.parametrize("fast,attention,form", [(True, "filled", "mixture"), (True, "static", "mixture"),
+                                                 (False, None, "mixture"), (True, "static", "tilt"), (False, None, "tilt")])
+def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, fast, attention, form):
     """Prefill and one-token steps through HintedBackend give, for every position, the logits of one teacher-forced
     forward plus the copy read-out (`copy_logits`); it touches the positions that predict blueprint frames >= 1
     only, and such a backend takes one position a pass."""
@@ -129,7 +148,7 @@ def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, f
 
     options = {"attention": attention} if attention else {}
     probe = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options=dict(options))
-    state = _copy_state(probe.model.config.hidden_size)
+    state = _copy_state(probe.model.config.hidden_size, form=form)
     hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": state, **options})
     be = hinted.backend
     assert isinstance(be, HintedBackend) and be.copy and not be.supports_step_many
@@ -162,11 +181,13 @@ def test_a_read_out_mixed_in_at_nothing_changes_no_clip_and_a_trained_one_change
     H = tiny_pipeline(text_tok, bits=6).model.config.hidden_size
     state = _copy_state(H, scale=3.0, mix=2.0)
     zero = {**state, COPY_MIX_KEY: torch.tensor(-60.0)}  # lam ~ 1e-26
-    no_copy = {k: v for k, v in zero.items() if k not in (COPY_KEY, COPY_BIAS_KEY, COPY_MIX_KEY, COPY_BASIS_KEY)}
+    no_copy = {k: v for k, v in zero.items() if k not in COPY_KEYS}
+    tilt = _copy_state(H, scale=3.0, form="tilt")
+    flat = {**tilt, COPY_GAIN_KEY: torch.tensor(0.0)}  # beta = 0
     kw = dict(frames=9, height=32, width=32, seed=4, cfg=1.0)
-    a, b, c = (tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": s}).generate("a red circle moving right", **kw)
-               for s in (no_copy, zero, state))
-    assert a.token_ids == b.token_ids
+    a, b, c, d = (tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": s}).generate("a red circle moving right", **kw)
+                  for s in (no_copy, zero, state, flat))
+    assert a.token_ids == b.token_ids == d.token_ids
     (ba,), (bc,) = a.blocks, c.blocks
     assert torch.equal(ba.blueprint[0], bc.blueprint[0])  # frame 0 copies nothing
     assert not torch.equal(ba.blueprint, bc.blueprint)
@@ -175,7 +196,8 @@ def test_a_read_out_mixed_in_at_nothing_changes_no_clip_and_a_trained_one_change
 # --- training ---------------------------------------------------------------------------------------------------
 
 
-def test_the_loss_head_adds_the_read_out_and_G_and_b_learn():
+@pytest.mark.parametrize("form", ["mixture", "tilt"])
+def test_the_loss_head_adds_the_read_out_and_G_and_b_learn(form):
     from vidgpt.backbone import base_model
     from vidgpt.train.lm_loss import LossHead, LossSettings, allowed_mask, weighted_lm_loss
 
@@ -188,23 +210,29 @@ def test_the_loss_head_adds_the_read_out_and_G_and_b_learn():
     head = LossHead(lm.vocab, LossSettings(head="constrained"))
     with torch.no_grad():
         before = float(head(lm.model, batch)[0])
-    hint = attach_parent_hint(base_model(lm.model), caption=True, copy=True)
-    assert hint.has_copy and float(getattr(hint, COPY_MIX_KEY).detach()) == pytest.approx(COPY_MIX_INIT)
-    G, b, a = getattr(hint, COPY_KEY), getattr(hint, COPY_BIAS_KEY), getattr(hint, COPY_MIX_KEY)
+    hint = attach_parent_hint(base_model(lm.model), caption=True, copy=True, copy_form=form)
+    weight_key = COPY_MIX_KEY if form == "mixture" else COPY_GAIN_KEY
+    start = COPY_MIX_INIT if form == "mixture" else 0.0
+    assert hint.copy_form == form and float(getattr(hint, weight_key).detach()) == pytest.approx(start)
+    G, b, a = getattr(hint, COPY_KEY), getattr(hint, COPY_BIAS_KEY), getattr(hint, weight_key)
     H = getattr(hint, KEY).shape[0]
     assert G.shape == (len(COPY_OFFSETS), COPY_DIMS) and b.shape == (len(COPY_OFFSETS),)
     assert getattr(hint, COPY_BASIS_KEY).shape == (COPY_DIMS, H) and not hint.has_copy_basis
     with torch.no_grad():
-        a.fill_(-60.0)  # lam ~ 0: the same function
+        a.fill_(-60.0 if form == "mixture" else 0.0)  # lam ~ 0 / beta = 0: the same function
         assert float(head(lm.model, batch)[0]) == pytest.approx(before, abs=1e-6)
-        a.fill_(0.0)
+        a.fill_(0.0 if form == "mixture" else 1.0)
         hint.set_copy_basis(30.0 * torch.randn(COPY_DIMS, H, generator=torch.Generator().manual_seed(4)))
     loss, _ = head(lm.model, batch)
     loss.backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (G, b, a))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (G, b))
     with torch.no_grad():
         G.copy_(torch.randn(G.shape, generator=torch.Generator().manual_seed(5)))
         b.copy_(torch.randn(b.shape, generator=torch.Generator().manual_seed(6)))
+    a.grad = None
+    head(lm.model, batch)[0].backward()  # the weight's gradient (the tilt's is zero while the scores are)
+    assert a.grad is not None and a.grad.abs() > 0
+    with torch.no_grad():
         copied = float(head(lm.model, batch)[0])
         assert abs(copied - before) > 1e-3
         # the head's loss is the plain forward's with the read-out added to its logits (each row's first document:
@@ -217,7 +245,7 @@ def test_the_loss_head_adds_the_read_out_and_G_and_b_learn():
             first[r, : next((i for i in range(1, len(p)) if p[i] == 0), len(p))] = 1
         sub = {**batch, "weights": batch["weights"] * first}
         logits = lm.model(inputs_embeds=embed_with_hints(lm.model, ids, lm.vocab, state), position_ids=pos).logits
-        # the constrained head's softmax runs over each target's row group: mask the others, then mix the copy in
+        # the constrained head's softmax runs over each target's row group: mask the others, then add the copy
         B, L, V = logits.shape
         allowed = allowed_mask(ids[:, 1:].reshape(-1), lm.vocab, V, "constrained").view(B, L - 1, V)
         masked = torch.cat([logits[:, :-1].masked_fill(~allowed, float("-inf")), logits[:, -1:]], 1)
@@ -272,11 +300,23 @@ def test_a_run_adds_the_read_out_to_a_source_without_it_and_a_config_without_the
                  progress=False)
     with pytest.raises(ConfigError, match="copy_readout: true"):
         train_lm(_tiny(["train.steps=1", "model.copy_readout_fit_rows=8"] + cap), tmp_path / "g", progress=False)
-    # a fit before step 1 (model.copy_readout_fit_rows): logged at the start, the copy NLL lower after it
-    train_lm(_tiny(["train.steps=1", "train.ckpt_every=0", "model.copy_readout=true", "model.copy_readout_fit_rows=40",
+    # a fit before step 1 (model.copy_readout_fit_rows): logged at the start, the copy NLL lower after it; the tilt
+    # form saves its gain, and a config of the other form refuses it
+    train_lm(_tiny(["train.steps=2", "train.ckpt_every=0", "model.copy_readout=true", "model.copy_readout_fit_rows=40",
+                    "model.copy_readout_form=tilt", "model.copy_readout_lr=1e-2",
                     f"train.init_from={tmp_path / 'a' / 'model'}"] + cap), tmp_path / "h", progress=False)
-    fit = json.loads((tmp_path / "h" / "log.jsonl").read_text().splitlines()[0])["copy_fit"]
+    lines = [json.loads(x) for x in (tmp_path / "h" / "log.jsonl").read_text().splitlines()]
+    fit = lines[0]["copy_fit"]
     assert fit["positions"] > 0 and fit["nll_end"] < fit["nll_start"]
+    assert any(r.get("copy_gain", 0) != 0 for r in lines)
+    tilt = load_parent_hint_state(tmp_path / "h" / "model")
+    assert COPY_GAIN_KEY in tilt and COPY_MIX_KEY not in tilt and float(tilt[COPY_GAIN_KEY]) != 0
+    with pytest.raises(ConfigError, match="copy_readout_form"):
+        train_lm(_tiny(["train.steps=1", "model.copy_readout=true", "model.copy_readout_form=tilt",
+                        f"train.init_from={tmp_path / 'b' / 'model'}"] + cap), tmp_path / "i", progress=False)
+    with pytest.raises(ConfigError, match="copy_readout_form"):
+        train_lm(_tiny(["train.steps=1", "model.copy_readout=true", "model.copy_readout_form=sum"] + cap),
+                 tmp_path / "j", progress=False)
 
 
 def test_the_read_out_trains_in_an_optimizer_group_of_its_own():

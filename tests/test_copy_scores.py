@@ -34,7 +34,7 @@ def test_the_scores_follow_G_and_b_and_the_way_is_read_from_the_right_side(tiny_
              for k in range(4)]
     hint.set_caption_center(*caption_center(words, W))
     zero = copy_scores.copy_scores(lm, recs)
-    assert zero["n"] == len(recs) and zero["lam"] == pytest.approx(0.018, abs=1e-4)
+    assert zero["n"] == len(recs) and zero["form"] == "mixture" and zero["weight"] == pytest.approx(0.018, abs=1e-4)
     assert all(zero[k] == 0 for k in ("way margin", "caption part", "self"))
     G, b = getattr(hint, COPY_KEY), getattr(hint, COPY_BIAS_KEY)
     with torch.no_grad():  # "always copy the cell to the left": right for "moving right" only, whatever the words

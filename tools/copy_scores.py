@@ -16,7 +16,7 @@ built with each of the four directions, and it reads:
 * `caption part`: the root mean square over the four directions of the scores minus their mean (how much the motion
   word moves them, in nats);
 * `self`: the mean score of the cell itself (0, 0) ("stay") less the mean of all 25 offsets;
-* `lam`: the mixture's weight (the same for every position).
+* `weight`: the mixture's lam (form "mixture") or the tilt's gain beta (form "tilt"), the same at every position.
 
     python tools/copy_scores.py runs/p37/model --shards data/toyT2/m0 --n 100
 
@@ -40,7 +40,7 @@ def copy_scores(lm, recs) -> dict:
     import torch
 
     from vidgpt.backbone import base_model
-    from vidgpt.copy_readout import COPY_MIX_KEY, COPY_OFFSETS
+    from vidgpt.copy_readout import COPY_GAIN_KEY, COPY_MIX_KEY, COPY_OFFSETS
     from vidgpt.errors import ConfigError
     from vidgpt.parent_hint import parent_hint_of
     from vidgpt.train.lm_data import LMDataConfig, RecordFormatter
@@ -85,8 +85,12 @@ def copy_scores(lm, recs) -> dict:
         out["caption part"].append(float((v - v.mean(0)).pow(2).sum(-1).mean().sqrt()))
     if not out["caption part"]:
         raise ConfigError("no record names a straight move (left / right / up / down)")
-    lam = float(torch.sigmoid(getattr(hint, COPY_MIX_KEY).detach().float()))
-    return {k: float(np.mean(v)) for k, v in out.items()} | {"n": len(out["caption part"]), "lam": lam}
+    if hint.copy_form == "mixture":
+        weight = float(torch.sigmoid(getattr(hint, COPY_MIX_KEY).detach().float()))
+    else:
+        weight = float(getattr(hint, COPY_GAIN_KEY).detach().float())
+    return {k: float(np.mean(v)) for k, v in out.items()} | {"n": len(out["caption part"]), "form": hint.copy_form,
+                                                             "weight": weight}
 
 
 def main(argv=None) -> int:
@@ -110,11 +114,11 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    cols = ("way margin", "way right", "caption part", "self", "lam")
+    cols = ("way margin", "way right", "caption part", "self", "form", "weight")
     print(f"copy read-out scores (nats), mean over {rows[0]['n']} held-out clips x 4 directions")
     print("| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for r in rows:
-        print(f"| {r['model']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+        print(f"| {r['model']} | " + " | ".join(r[c] if isinstance(r[c], str) else f"{r[c]:.3f}" for c in cols) + " |")
     return 0
 
 

@@ -20,6 +20,17 @@ COPY_DIMS] and b start at zero (copy uniformly), lam = sigmoid(a) with a at COPY
 model's own distribution). The first form (pieces 37a/37b: an additive G . m on the raw 576-dim m, repeated ids
 summed) raised the held-out loss by 0.5 nats at a 5x lr: in a plain region 25 noisy scores added up on one id.
 
+A second form, `tilt` (`model.copy_readout_form`), leaves the model's distribution in charge and only tilts it
+between the cells around: at such a position
+
+    logit[id] += beta sum over o with id(o) = id of (s[o] - mean over the valid o of s)
+
+with the same scores s[o] = G[o] . f + b[o] and beta from zero (the model's function unchanged at start). The scores
+are centred over the cells, so a plain region (every cell on one id) gets nothing, and where the cells differ the
+caption shifts mass towards the ids on the side the move comes from: a product of the model and the copy's
+preference, not a mixture, which pieces 38-39 showed the loss keeps at lam ~0.01 (the model's own distribution is
+already better than the copy at most positions; what it lacks is the direction).
+
 Where the ids come from (the hint tracker) and where the terms are computed lives in vidgpt.parent_hint; this module
 holds the offsets, the keys, the basis and the one operation on the logits, shared by the trainer's loss head and
 the decode backends.
@@ -33,9 +44,11 @@ import torch
 
 COPY_KEY = "copy_gate"  # G [len(COPY_OFFSETS), COPY_DIMS]
 COPY_BIAS_KEY = "copy_bias"  # b [len(COPY_OFFSETS)]
-COPY_MIX_KEY = "copy_mix"  # a []: lam = sigmoid(a)
+COPY_MIX_KEY = "copy_mix"  # a []: lam = sigmoid(a) (form "mixture")
+COPY_GAIN_KEY = "copy_gain"  # beta [] (form "tilt")
 COPY_BASIS_KEY = "copy_basis"  # B [COPY_DIMS, H] (a buffer: set once, not trained)
-COPY_KEYS = (COPY_KEY, COPY_BIAS_KEY, COPY_MIX_KEY, COPY_BASIS_KEY)
+COPY_KEYS = (COPY_KEY, COPY_BIAS_KEY, COPY_MIX_KEY, COPY_GAIN_KEY, COPY_BASIS_KEY)  # a read-out has one of mix / gain
+COPY_FORMS = {"mixture": COPY_MIX_KEY, "tilt": COPY_GAIN_KEY}  # form -> the key only that form has
 COPY_RADIUS = 2  # cells of frame t - 1 within this many rows and columns of the cell (a move crosses 1-2 a frame)
 COPY_OFFSETS = tuple((dy, dx) for dy in range(-COPY_RADIUS, COPY_RADIUS + 1)
                      for dx in range(-COPY_RADIUS, COPY_RADIUS + 1))
@@ -75,3 +88,30 @@ def mix_copy(logits: torch.Tensor, ids: torch.Tensor, scores: torch.Tensor, mix:
     mixed = torch.logaddexp(lp + torch.nn.functional.logsigmoid(-mix),
                             torch.log((torch.sigmoid(mix) * pc).clamp_min(1e-30)))
     return torch.where(has, mixed, logits.to(dt)).to(logits.dtype)
+
+
+def tilt_copy(logits: torch.Tensor, ids: torch.Tensor, scores: torch.Tensor, gain: torch.Tensor,
+              lo: int = 0) -> torch.Tensor:
+    """logits [..., V] over the rows [lo, lo + V) plus gain x (score - its mean over the valid cells) at each valid
+    cell's id (ids [..., C] >= 0 inside the range); repeated ids add up, so a position whose valid cells all hold one
+    id gets nothing. Out of place, differentiable in logits, scores and gain."""
+    V = logits.shape[-1]
+    j = ids - lo
+    ok = (ids >= 0) & (j >= 0) & (j < V)
+    okf = ok.to(torch.float32)
+    s = scores.float() * okf
+    centred = (s - s.sum(-1, keepdim=True) / okf.sum(-1, keepdim=True).clamp(min=1)) * okf
+    add = (gain.float() * centred).to(logits.dtype)
+    return logits.scatter_add(-1, torch.where(ok, j, 0), add)
+
+
+def copy_form_of(params) -> str:
+    """"tilt" when the read-out's tensors (a state or `copy_params`) hold a gain, else "mixture"."""
+    return "tilt" if COPY_GAIN_KEY in params else "mixture"
+
+
+def apply_copy(logits: torch.Tensor, ids: torch.Tensor, scores: torch.Tensor, params: dict, lo: int = 0) -> torch.Tensor:
+    """The read-out of `params` (its form from the keys) on logits [..., V] over the rows [lo, lo + V)."""
+    if COPY_GAIN_KEY in params:
+        return tilt_copy(logits, ids, scores, params[COPY_GAIN_KEY], lo)
+    return mix_copy(logits, ids, scores, params[COPY_MIX_KEY], lo)

@@ -69,8 +69,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .copy_readout import (COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_DIMS, COPY_KEY, COPY_KEYS, COPY_MIX_INIT, COPY_MIX_KEY,
-                           COPY_OFFSETS, mix_copy)
+from .copy_readout import (COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_DIMS, COPY_FORMS, COPY_KEY, COPY_KEYS, COPY_MIX_INIT,
+                           COPY_MIX_KEY, COPY_OFFSETS, apply_copy, copy_form_of)
 from .geometry import blueprint_shape
 from .vocab import UnifiedVocab
 
@@ -301,7 +301,7 @@ def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor, caption: bool =
 def copy_terms(hints: torch.Tensor, lookup, params: dict,
                center: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The copy read-out of positions with hints [..., slots] (the copy slots last, the caption window before them):
-    (ids [..., C], scores [..., C]) for `mix_copy`: score o = G[o] . (B @ caption mean) + b[o], id -1 where copy slot
+    (ids [..., C], scores [..., C]) for `apply_copy`: score o = G[o] . (B @ caption mean) + b[o], id -1 where copy slot
     o holds none. params: {COPY_KEY: G, COPY_BIAS_KEY: b, COPY_BASIS_KEY: B} (a module's or a saved state's)."""
     gate, bias, basis = params[COPY_KEY], params[COPY_BIAS_KEY], params[COPY_BASIS_KEY]
     C = gate.shape[0]
@@ -351,10 +351,11 @@ class ParentHint(nn.Module):
     (zeros at start) for the caption window's mean row: [H, H] (`caption_form` "matrix") or a gain vector [H]
     ("diagonal": the mean row itself, scaled dimension by dimension); with `copy` (needs `caption`), the copy
     read-out's G [len(COPY_OFFSETS), COPY_DIMS] and b (zeros at start), its mix a (COPY_MIX_INIT) and its caption
-    basis B [COPY_DIMS, H] (a buffer, zeros until `set_copy_basis`; vidgpt.copy_readout)."""
+    basis B [COPY_DIMS, H] (a buffer, zeros until `set_copy_basis`; vidgpt.copy_readout); `copy_form` "tilt" holds a
+    gain beta (zero at start) in place of the mix."""
 
     def __init__(self, hidden: int, prev: bool = False, caption: bool = False, caption_form: str = "matrix",
-                 copy: bool = False):
+                 copy: bool = False, copy_form: str = "mixture"):
         super().__init__()
         setattr(self, KEY, nn.Parameter(torch.zeros(hidden, hidden)))
         if prev:
@@ -362,7 +363,7 @@ class ParentHint(nn.Module):
         if caption:
             self.add_caption(caption_form)
         if copy:
-            self.add_copy()
+            self.add_copy(copy_form)
 
     @property
     def has_prev(self) -> bool:
@@ -397,19 +398,29 @@ class ParentHint(nn.Module):
     def has_copy(self) -> bool:
         return hasattr(self, COPY_KEY)
 
-    def add_copy(self) -> None:
-        """G and b at zero (a uniform copy), a at COPY_MIX_INIT, B at zero until `set_copy_basis`. It reads the
-        caption window: ValueError without R. A read-out the module has already stays as it is."""
+    def add_copy(self, form: str = "mixture") -> None:
+        """G and b at zero (a uniform copy), the mix a at COPY_MIX_INIT (form "mixture") or the gain beta at zero
+        ("tilt"), B at zero until `set_copy_basis`. It reads the caption window: ValueError without R, or for a form
+        other than the read-out the module has already (which stays as it is)."""
+        if form not in COPY_FORMS:
+            raise ValueError(f"copy read-out form {form!r}: one of {', '.join(COPY_FORMS)}")
         if not self.has_caption:
             raise ValueError("the copy read-out reads the caption window: add the caption hint first")
         if self.has_copy:
+            if self.copy_form != form:
+                raise ValueError(f"the copy read-out is a {self.copy_form}, asked for {form}")
             return
         self._add_zeros(COPY_KEY, len(COPY_OFFSETS), COPY_DIMS)
         self._add_zeros(COPY_BIAS_KEY, len(COPY_OFFSETS))
-        self._add_zeros(COPY_MIX_KEY)
-        with torch.no_grad():
-            getattr(self, COPY_MIX_KEY).fill_(COPY_MIX_INIT)
+        self._add_zeros(COPY_FORMS[form])
+        if form == "mixture":
+            with torch.no_grad():
+                getattr(self, COPY_MIX_KEY).fill_(COPY_MIX_INIT)
         self.register_buffer(COPY_BASIS_KEY, getattr(self, KEY).new_zeros(COPY_DIMS, self.hidden))
+
+    @property
+    def copy_form(self) -> str | None:
+        return copy_form_of(self.copy_params()) if self.has_copy else None
 
     @property
     def has_copy_basis(self) -> bool:
@@ -421,8 +432,9 @@ class ParentHint(nn.Module):
             getattr(self, COPY_BASIS_KEY).copy_(basis)
 
     def copy_params(self) -> dict:
-        """{key: tensor} of the read-out (G, b, a, B), as `copy_terms` and `mix_copy` take them."""
-        return {k: getattr(self, k) for k in COPY_KEYS}
+        """{key: tensor} of the read-out (G, b, the mix a or the gain beta, B), as `copy_terms` and `apply_copy` take
+        them."""
+        return {k: getattr(self, k) for k in COPY_KEYS if hasattr(self, k)}
 
     def copy_terms(self, hints: torch.Tensor, lookup) -> tuple[torch.Tensor, torch.Tensor]:
         """`copy_terms` of hints [..., slots] from `ids_of` with this module's read-out and centre."""
@@ -470,7 +482,7 @@ class ParentHint(nn.Module):
 
 
 def attach_parent_hint(base, state: dict | None = None, prev: bool = False, caption: bool = False,
-                       caption_form: str = "matrix", copy: bool = False) -> ParentHint:
+                       caption_form: str = "matrix", copy: bool = False, copy_form: str = "mixture") -> ParentHint:
     """Give the HF model `base` (under any peft wrapper: backbone.base_model) a ParentHint module (trainable; from
     `state` when given; with previous-frame / caption projections / the copy read-out when asked or the state has
     them, R of the state's form, else `caption_form`); returns it."""
@@ -479,7 +491,8 @@ def attach_parent_hint(base, state: dict | None = None, prev: bool = False, capt
     form = caption_form_of(state[CAPTION_KEY]) if CAPTION_KEY in state_has else caption_form
     mod = ParentHint(int(base.config.hidden_size), prev=prev or PREV_KEY in state_has,
                      caption=caption or CAPTION_KEY in state_has, caption_form=form,
-                     copy=copy or COPY_KEY in state_has).to(p.device)
+                     copy=copy or COPY_KEY in state_has,
+                     copy_form=copy_form_of(state_has) if COPY_KEY in state_has else copy_form).to(p.device)
     if state is not None:
         own = mod.state_dict()
         mod.load_state_dict({k: state[k].float() if k in state else own[k] for k in own})  # none saved: zeros
@@ -539,9 +552,9 @@ def copy_logits(logits: torch.Tensor, model, ids: torch.Tensor, vocab: UnifiedVo
         return logits
     W = input_embedding_weight(model)
     hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state, True)
-    params = {k: state[k].float() for k in COPY_KEYS}
+    params = {k: state[k].float() for k in COPY_KEYS if k in state}
     cids, scores = copy_terms(hints, lambda x: F.embedding(x, W), params, caption_center_of(state))
-    return mix_copy(logits, cids, scores, params[COPY_MIX_KEY], lo)
+    return apply_copy(logits, cids, scores, params, lo)
 
 
 class HintedBackend:
@@ -567,7 +580,8 @@ class HintedBackend:
         center = caption_center_of(state)
         self.center = tuple(t.to(device=embed_weight.device, dtype=embed_weight.dtype) for t in center) if center else None
         if self.copy:
-            self.copy_params = {k: state[k].to(device=embed_weight.device, dtype=torch.float32) for k in COPY_KEYS}
+            self.copy_params = {k: state[k].to(device=embed_weight.device, dtype=torch.float32) for k in COPY_KEYS
+                                if k in state}
         self.trackers: list[HintTracker] = []
         self.last: list[tuple[int, ...]] | None = None  # the hint ids of each row's last fed position
 
@@ -622,7 +636,8 @@ class HintedBackend:
         h = torch.tensor(self.last, dtype=torch.long, device=self.embed_weight.device)
         ids, scores = copy_terms(h, lambda x: F.embedding(x, self.embed_weight), self.copy_params,
                                  tuple(t.float() for t in self.center) if self.center else None)
-        return mix_copy(out, ids.to(out.device), scores.to(out.device), self.copy_params[COPY_MIX_KEY].to(out.device), lo)
+        return apply_copy(out, ids.to(out.device), scores.to(out.device),
+                          {k: v.to(out.device) for k, v in self.copy_params.items()}, lo)
 
     @property
     def supports_step_many(self) -> bool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..copy_readout import COPY_KEYS
+from ..copy_readout import COPY_FORMS, COPY_KEYS
 from ..parent_hint import CAPTION_KEY, CENTER_KEY, PREV_KEY, SCALE_KEY
 
 LORA_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
@@ -127,6 +127,8 @@ def _match_parent_hint(state: dict, own: dict, where: str) -> None:
     (`model.caption_hint`) and the copy read-out's G and b (`model.copy_readout`)."""
     from ..parent_hint import ATTR
 
+    _same_copy_form({k.rsplit(".", 1)[-1] for k in state if f"{ATTR}." in k},
+                    {k.rsplit(".", 1)[-1] for k in own if f"{ATTR}." in k}, where)
     for key, (what, option) in HINT_OPTIONS.items():
         for k in [k for k in state if k.endswith(f"{ATTR}.{key}") and k not in own]:
             if bool(state[k].any()):
@@ -140,6 +142,15 @@ def _match_parent_hint(state: dict, own: dict, where: str) -> None:
         for k in [k for k in own if k.endswith(f"{ATTR}.{key}") and k not in state]:
             state[k] = own[k].detach().clone()  # a source without a centre: the plain mean (0, 1)
     _match_zero_start(state, own, where, ATTR, "model.parent_hint", "is a trained parent hint")
+
+
+def _same_copy_form(source_keys: set, own_keys: set, where: str) -> None:
+    """A source's copy read-out of one form (vidgpt.copy_readout: "mixture" / "tilt") into a run that makes the other
+    is refused with the option that chooses it."""
+    src = [f for f, k in COPY_FORMS.items() if k in source_keys]
+    mine = [f for f, k in COPY_FORMS.items() if k in own_keys]
+    if src and mine and src != mine:
+        raise ConfigError(f"{where}: the source's copy read-out is a {src[0]}; set model.copy_readout_form: {src[0]}")
 
 
 def _is_fresh_lora(key: str) -> bool:
@@ -281,6 +292,7 @@ def _load_hint(lm, d: Path, where: str, info: dict) -> None:
     if hint is None:
         raise ConfigError(f"{where}: the source has a trained parent hint (parent_hint.safetensors); "
                           "set model.parent_hint: true")
+    _same_copy_form(set(src), {k for k in COPY_KEYS if hasattr(hint, k)}, where)
     for key, (what, option) in HINT_OPTIONS.items():
         if key in src and not hasattr(hint, key):
             raise ConfigError(f"{where}: the source has a trained {what}; set {option}: true")

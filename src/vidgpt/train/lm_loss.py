@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import base_model
-from ..copy_readout import COPY_MIX_KEY, COPY_OFFSETS, mix_copy
+from ..copy_readout import COPY_OFFSETS, apply_copy
 from ..errors import ConfigError
 from ..parent_hint import parent_hint_of
 from ..vocab import UnifiedVocab
@@ -493,8 +493,8 @@ class LossHead:
         return (ce * w[sel].float()).sum() / n, n
 
     def copy_terms(self, model, model_ids: torch.Tensor, sel: torch.Tensor):
-        """The copy read-out's (ids [N, C], scores [N, C], mix a) at the flat positions `sel` of [B, L-1]
-        (vidgpt.copy_readout), or None when the model has none. Its G, b and a always take part in the graph (a zero
+        """The copy read-out's (ids [N, C], scores [N, C], its tensors) at the flat positions `sel` of [B, L-1]
+        (vidgpt.copy_readout), or None when the model has none. Its trained tensors always take part in the graph (a zero
         gradient where no position copies), so every rank of a data-parallel step has a gradient for them."""
         base = base_model(model)
         hint = parent_hint_of(base)
@@ -512,7 +512,7 @@ class LossHead:
             got_ids, got = hint.copy_terms(hints[at], lambda x: F.embedding(x, W))
             ids = ids.index_copy(0, at, got_ids)
             scores = scores.index_copy(0, at, got.float())
-        return ids, scores, getattr(hint, COPY_MIX_KEY)
+        return ids, scores, hint.copy_params()
 
     def selected_ce(self, model, h: torch.Tensor, input_ids: torch.Tensor, sel: torch.Tensor,
                     model_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -531,7 +531,7 @@ class LossHead:
                 p = pos[s : s + step]
                 logits = rows.logits(hs[p], lo, hi).float()
                 if copy is not None:
-                    logits = mix_copy(logits, copy[0][p], copy[1][p], copy[2], lo)
+                    logits = apply_copy(logits, copy[0][p], copy[1][p], copy[2], lo)
                 parts.append(F.cross_entropy(logits, tgt[p] - lo, reduction="none"))
                 where.append(p)
         ce = torch.cat(parts)

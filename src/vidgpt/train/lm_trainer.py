@@ -70,7 +70,9 @@ class LMModelConfig:
     copy_readout: bool = False  # with caption_hint: each blueprint code of frame t >= 1 mixes into its distribution a
     #                             copy of the cells of frame t - 1 within 2 cells, which ones read from the caption
     #                             window (G, b from zero, the mix at 0.018; vidgpt.copy_readout)
-    copy_readout_lr: float = 0.0  # G's, b's and the mix's own peak lr (0: parent_hint_lr)
+    copy_readout_form: str = "mixture"  # mixture ((1 - lam) p + lam copy, lam from 0.018) | tilt (logits + beta x the
+    #                                     copy's centred scores at the cells' ids, beta from zero; vidgpt.copy_readout)
+    copy_readout_lr: float = 0.0  # G's, b's and the mix's (or gain's) own peak lr (0: parent_hint_lr)
     copy_readout_fit_rows: int = 0  # with copy_readout: before step 1, fit G and b as a classifier of which cells the
     #                                 next code is copied from, on this many training rows (0: none; copy_fit.py)
     copy_readout_fit_steps: int = 300  # full-batch Adam steps of that fit (lr 3e-2)
@@ -209,6 +211,8 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
     if m.copy_readout_fit_rows < 0 or m.copy_readout_fit_steps < 1:
         raise ConfigError(f"model.copy_readout_fit_rows={m.copy_readout_fit_rows} / copy_readout_fit_steps="
                           f"{m.copy_readout_fit_steps}: rows >= 0 (0: no fit) and steps >= 1")
+    if m.copy_readout_form != "mixture" and not m.copy_readout:
+        raise ConfigError("model.copy_readout_form shapes the copy read-out: set model.copy_readout: true too")
     if m.copy_readout_fit_rows and not m.copy_readout:
         raise ConfigError("model.copy_readout_fit_rows fits the copy read-out: set model.copy_readout: true too")
     if m.parent_hint:  # after LoRA (peft freezes what it finds); a model directory's own hint (m.path) is kept
@@ -223,7 +227,10 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
             except ValueError as e:
                 raise ConfigError(f"model.caption_hint_form: {e}") from None
         if m.copy_readout:
-            hint.add_copy()  # zeros unless the model directory's own hint had it
+            try:
+                hint.add_copy(m.copy_readout_form)  # zeros unless the model directory's own hint had it
+            except ValueError as e:
+                raise ConfigError(f"model.copy_readout_form: {e}") from None
         hint.requires_grad_(True)
     lm.model.train()
     return lm, attn
@@ -380,7 +387,7 @@ def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr:
     `hint_lr` without decay, its previous-frame Q, its caption R and the copy read-out's G and b (when it has them)
     in one group each at `prev_lr`, `caption_lr` and `copy_lr` (each defaults to `hint_lr`)."""
     from ..backbone import base_model
-    from ..copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_MIX_KEY
+    from ..copy_readout import COPY_BIAS_KEY, COPY_GAIN_KEY, COPY_KEY, COPY_MIX_KEY
     from ..parent_hint import CAPTION_KEY, PREV_KEY, parent_hint_of
 
     hint = parent_hint_of(base_model(model))
@@ -392,7 +399,8 @@ def make_optimizer(model, t: LMTrainLoop, hint_lr: float | None = None, prev_lr:
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if hint is not None:
         own_lr = [(getattr(hint, k), lr) for k, lr in ((PREV_KEY, prev_lr), (CAPTION_KEY, caption_lr), (COPY_KEY, copy_lr),
-                                                     (COPY_BIAS_KEY, copy_lr), (COPY_MIX_KEY, copy_lr)) if hasattr(hint, k)]
+                                                     (COPY_BIAS_KEY, copy_lr), (COPY_MIX_KEY, copy_lr),
+                                                     (COPY_GAIN_KEY, copy_lr)) if hasattr(hint, k)]
         groups.append({"params": [p for p in hint.parameters() if all(p is not q for q, _ in own_lr)],
                        "weight_decay": 0.0, "lr": hint_lr or t.lr})
         for p, lr in own_lr:
@@ -676,7 +684,7 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
     from ..backbone import save_vidgpt_lm
     from .bit_rows import detach_bit_rows, fold_bit_rows
     from ..backbone import base_model
-    from ..copy_readout import COPY_BIAS_KEY, COPY_KEY, COPY_MIX_KEY
+    from ..copy_readout import COPY_BIAS_KEY, COPY_GAIN_KEY, COPY_KEY, COPY_MIX_KEY
     from ..parent_hint import CAPTION_KEY as HINT_CAPTION_KEY, KEY as HINT_KEY, PREV_KEY as HINT_PREV_KEY, parent_hint_of
     from .distributed import (average_gradients, drop_log_after, engine_name, gather_data_state, is_fsdp, make_accelerator,
                               plain_model_for_save, prepare)
@@ -891,7 +899,10 @@ def train_lm(cfg: LMTrainConfig, out: str | Path, resume: bool = False, progress
             if hint.has_copy:  # the copy read-out's G, b (what each offset gets whatever the caption) and lam
                 rec["copy_gate_norm"] = float(getattr(hint, COPY_KEY).detach().norm())
                 rec["copy_bias_norm"] = float(getattr(hint, COPY_BIAS_KEY).detach().norm())
-                rec["copy_mix"] = float(torch.sigmoid(getattr(hint, COPY_MIX_KEY).detach()))
+                if hasattr(hint, COPY_MIX_KEY):
+                    rec["copy_mix"] = float(torch.sigmoid(getattr(hint, COPY_MIX_KEY).detach()))
+                else:
+                    rec["copy_gain"] = float(getattr(hint, COPY_GAIN_KEY).detach())
         if not bad_all and gnorm is not None:
             rec["grad_norm"] = float(gnorm)
         if text_kls:  # this rank's micro-batches that held text-only documents (loss.text_kl_weight)
