@@ -384,3 +384,21 @@ def test_the_fit_learns_which_cells_a_move_copies_from_for_each_caption():
         assert float(s[COPY_OFFSETS.index(src)] - s[COPY_OFFSETS.index(opp)]) > 1.0
     with pytest.raises(ValueError, match="no blueprint position"):
         copy_examples(hint, [[11, 12, 13]], vocab, lookup)
+
+
+def test_the_sampling_gain_overrides_the_trained_one_and_is_refused_without_a_tilt(text_tok):
+    """decode option / vidgpt.json `copy_gain`: the tilt drawn at that gain (the same clip as a state saved with it)."""
+    from vidgpt.errors import GenerationError
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    H = tiny_pipeline(text_tok, bits=6).model.config.hidden_size
+    tilt = _copy_state(H, scale=3.0, form="tilt")  # gain 1
+    kw = dict(frames=9, height=32, width=32, seed=4, cfg=1.0)
+    gen = lambda **o: tiny_pipeline(text_tok, bits=6, decode_options=o).generate("a red circle moving right", **kw)  # noqa: E731
+    at_zero = gen(parent_hint={**tilt, COPY_GAIN_KEY: torch.tensor(0.0)})
+    assert gen(parent_hint=tilt, copy_gain=0.0).token_ids == at_zero.token_ids
+    assert gen(parent_hint=tilt).token_ids != at_zero.token_ids
+    with pytest.raises(GenerationError, match="no tilt read-out"):
+        gen(parent_hint=_copy_state(H, form="mixture"), copy_gain=1.0)
+    with pytest.raises(GenerationError, match="finite"):
+        gen(parent_hint=tilt, copy_gain=float("nan"))

@@ -93,7 +93,7 @@ def _rows_into_new_rows(d: Path) -> None:
 
 
 def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | None, note: str = "",
-         status: str = "", contrast_motion: bool = False) -> dict:
+         status: str = "", contrast_motion: bool = False, copy_gain: float | None = None) -> dict:
     import torch
 
     from vidgpt.backbone import save_vidgpt_lm
@@ -115,6 +115,10 @@ def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | No
         meta["contrast_motion"] = True
     else:
         meta.pop("contrast_motion", None)
+    if copy_gain is not None:  # the copy read-out's tilt at sampling time (VidGPT, vidgpt.copy_readout)
+        meta["copy_gain"] = float(copy_gain)
+    else:
+        meta.pop("copy_gain", None)
     if status:
         meta["status"] = status  # printed by `vidgpt generate` / `chat` at load (e.g. a model still in training)
     else:
@@ -191,9 +195,12 @@ def main(argv=None) -> int:
     ap.add_argument("--contrast-motion", action="store_true",
                     help="record vidgpt.json contrast_motion: generation without a negative prompt guides away from the "
                          "prompt with its motion reversed (measure it first: tools/judge_sections.py --negative)")
+    ap.add_argument("--copy-gain", type=float, default=None,
+                    help="record vidgpt.json copy_gain: the copy read-out's tilt gain at sampling time instead of the "
+                         "trained one (a model with model.copy_readout_form: tilt; measure it first)")
     args = ap.parse_args(argv)
     res = ship(Path(args.source), Path(args.out), args.world_set, Path(args.tokenizer) if args.tokenizer else None,
-               args.note, args.status, args.contrast_motion)
+               args.note, args.status, args.contrast_motion, args.copy_gain)
     rep = check(Path(args.out), res.pop("fp32_model"))
     print(json.dumps({**res, **rep}, indent=1, default=str))
     print(f"note: {args.out} has no int8 calibration now; for `--int8-weights` run "

@@ -18,6 +18,7 @@ continued clip by clip, each conditioned on the last `context_frames` latent fra
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -147,6 +148,17 @@ class VidGPT:
             raise GenerationError(f"speculative {self.speculative}: drafts per pass must be >= 0 (0 = one token a pass)")
         # the model's parent hints (vidgpt.parent_hint: {"proj": P} from parent_hint.safetensors; None = none)
         self.parent_hint = opts.pop("parent_hint", None)
+        # the copy read-out's tilt gain at sampling time (vidgpt.copy_readout; vidgpt.json "copy_gain"; None: as trained)
+        gain = opts.pop("copy_gain", self.meta.get("copy_gain"))
+        if gain is not None:
+            from ..copy_readout import COPY_GAIN_KEY
+
+            if self.parent_hint is None or COPY_GAIN_KEY not in self.parent_hint:
+                raise GenerationError("copy_gain sets the copy read-out's tilt: the model has no tilt read-out "
+                                      "(model.copy_readout_form: tilt)")
+            if not (isinstance(gain, (int, float)) and math.isfinite(gain)):
+                raise GenerationError(f"copy_gain {gain!r}: a finite number")
+            self.parent_hint = {**self.parent_hint, COPY_GAIN_KEY: torch.tensor(float(gain))}
         self.backend = wrap_backend(make_backend(model, fast, **opts), model, vocab, self.parent_hint)
         self.last_stats: dict = {}
         eos = getattr(text_tokenizer, "eos_token_id", None)
