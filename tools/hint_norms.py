@@ -23,8 +23,6 @@ Models: vidgpt model directories or a run's checkpoints (RUN/checkpoints/step-N)
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -83,32 +81,10 @@ def hint_norms(lm, recs) -> dict:
 
 
 def main(argv=None) -> int:
-    import torch
+    from prompt_sensitivity import model_table_main
 
-    from prompt_sensitivity import add_model_arguments, held_out_records, load_model_or_checkpoint
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_arguments(ap)
-    ap.add_argument("--n", type=int, default=100, help="held-out clips read (every 40th record, as the trainer's split)")
-    ap.add_argument("--holdout-every", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    recs = held_out_records(args.shards, args.holdout_every, args.n, need_blueprint=True)
-    rows = []
-    for m in args.models:
-        lm = load_model_or_checkpoint(Path(m))
-        rows.append({"model": m, **hint_norms(lm, recs)})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    cols = ("R form", "R norm", "hint", "direction part", "window", "window direction", "visual row")
-    print(f"caption hint at the blueprint marker, mean over {rows[0]['n']} held-out clips")
-    print("| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
-    for r in rows:
-        print(f"| {r['model']} | " + " | ".join(r[c] if isinstance(r[c], str) else f"{r[c]:.3f}" for c in cols) + " |")
-    return 0
+    return model_table_main(argv, __doc__, hint_norms, ("R form", "R norm", "hint", "direction part", "window", "window direction", "visual row"),
+                            "caption hint at the blueprint marker, mean over {n} held-out clips")
 
 
 if __name__ == "__main__":

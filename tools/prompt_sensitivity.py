@@ -139,6 +139,36 @@ def add_model_arguments(ap) -> None:
     ap.add_argument("--shards", required=True, help="a token shard folder with blueprints (vidgpt data build-lm)")
 
 
+def model_table_main(argv, doc: str, measure, cols: tuple, title: str) -> int:
+    """The shared CLI of the per-model straight-move probes (hint_norms.py, copy_scores.py): models + --shards, the
+    held-out clips with a blueprint, `measure(lm, recs)` -> {column: value, "n": clips} for each model, printed as a
+    table (`title` formatted with n) or as JSON."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_model_arguments(ap)
+    ap.add_argument("--n", type=int, default=100, help="held-out clips read (every 40th record, as the trainer's split)")
+    ap.add_argument("--holdout-every", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recs = held_out_records(args.shards, args.holdout_every, args.n, need_blueprint=True)
+    rows = [{"model": m, **measure(load_model_or_checkpoint(Path(m)), recs)} for m in args.models]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(title.format(n=rows[0]["n"]))
+    print("| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
+    for r in rows:
+        print(f"| {r['model']} | " + " | ".join(r[c] if isinstance(r[c], str) else f"{r[c]:.3f}" for c in cols) + " |")
+    return 0
+
+
 def held_out_records(shards: str, holdout_every: int, n: int, need_blueprint: bool = False) -> list[dict]:
     """The first n text-to-video records the trainer holds out of a shard folder (global record index
     i % holdout_every == 0 over its files in order; holdout_every 0: the last n records of its last file), edits
