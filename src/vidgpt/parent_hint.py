@@ -203,37 +203,32 @@ class HintTracker:
         pc = (tt * bh + y // 2) * bw + x // 2
         return (self.ids[bp_start + pc * self.S + g],) + self._none[1:]
 
-    def _copies(self) -> tuple[int, ...]:
-        """The copy slots of the position just fed (state _BLUEPRINT: it predicts blueprint id k): the same sub-token
-        of the cells of frame t - 1 at COPY_OFFSETS around k's cell; -1 off the grid and in frame 0."""
-        _, dims, bp_start = self.state
-        _, bh, bw = blueprint_shape(dims)
-        cell, g = divmod(len(self.ids) - bp_start, self.S)
-        t, r = divmod(cell, bh * bw)
-        if t == 0:
-            return self._no_copy
-        y, x = divmod(r, bw)
-        base = bp_start + (t - 1) * bh * bw * self.S + g
-        return tuple(self.ids[base + ((y + dy) * bw + x + dx) * self.S] if 0 <= y + dy < bh and 0 <= x + dx < bw
-                     else -1 for dy, dx in COPY_OFFSETS)
-
-    def _prev(self, dims: tuple, bp_start: int, k: int) -> tuple[int, ...]:
-        """Slots 1..: for blueprint id k of frame t >= 1, the same sub-token of the NEIGHBOURS of its cell in frame
-        t - 1 (all fed already: frame t - 1 is complete); -1 off the grid, in frame 0 and without `prev`."""
-        if len(self._none) == 1:  # no previous-frame slots
-            return self._none
+    def _frame_before(self, dims: tuple, bp_start: int, k: int, offsets) -> tuple[int, ...] | None:
+        """For blueprint id k of frame t >= 1, the same sub-token of the cells at `offsets` (dy, dx) around its cell
+        in frame t - 1 (all fed already: frame t - 1 is complete), -1 off the grid; None in frame 0."""
         _, bh, bw = blueprint_shape(dims)
         cell, g = divmod(k, self.S)
         t, r = divmod(cell, bh * bw)
         if t == 0:
-            return self._none
+            return None
         y, x = divmod(r, bw)
-        out = [-1]
-        for dy, dx in NEIGHBOURS:
-            yy, xx = y + dy, x + dx
-            inside = 0 <= yy < bh and 0 <= xx < bw
-            out.append(self.ids[bp_start + (((t - 1) * bh + yy) * bw + xx) * self.S + g] if inside else -1)
-        return tuple(out)
+        base = bp_start + (t - 1) * bh * bw * self.S + g
+        return tuple(self.ids[base + ((y + dy) * bw + x + dx) * self.S] if 0 <= y + dy < bh and 0 <= x + dx < bw
+                     else -1 for dy, dx in offsets)
+
+    def _copies(self) -> tuple[int, ...]:
+        """The copy slots of the position just fed (state _BLUEPRINT: it predicts blueprint id k): the cells of frame
+        t - 1 at COPY_OFFSETS around k's cell; -1 off the grid and in frame 0."""
+        _, dims, bp_start = self.state
+        return self._frame_before(dims, bp_start, len(self.ids) - bp_start, COPY_OFFSETS) or self._no_copy
+
+    def _prev(self, dims: tuple, bp_start: int, k: int) -> tuple[int, ...]:
+        """Slots 1..: for blueprint id k of frame t >= 1, the same sub-token of the NEIGHBOURS of its cell in frame
+        t - 1; -1 off the grid, in frame 0 and without `prev`."""
+        if len(self._none) == 1:  # no previous-frame slots
+            return self._none
+        cells = self._frame_before(dims, bp_start, k, NEIGHBOURS)
+        return self._none if cells is None else (-1,) + cells
 
 
 def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab, prev: bool = False, caption: bool = False,
@@ -298,16 +293,22 @@ def hint_part(hints: torch.Tensor, lookup, proj_t: torch.Tensor, caption: bool =
     return out + caption_mean(hints[..., n:], lookup, center, rows.dtype) @ proj_t[n].to(rows.dtype)
 
 
+def copy_features(hints: torch.Tensor, lookup, basis: torch.Tensor,
+                  center: tuple[torch.Tensor, torch.Tensor] | None = None, dtype=torch.float32) -> torch.Tensor:
+    """The copy read-out's caption features [..., COPY_DIMS] of positions with hints [..., slots] (the copy slots last,
+    the caption window before them): B @ the (centred) caption window mean."""
+    C = len(COPY_OFFSETS)
+    return caption_mean(hints[..., -C - CAPTION_WINDOW : -C], lookup, center, dtype) @ basis.to(dtype).t()
+
+
 def copy_terms(hints: torch.Tensor, lookup, params: dict,
                center: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The copy read-out of positions with hints [..., slots] (the copy slots last, the caption window before them):
-    (ids [..., C], scores [..., C]) for `apply_copy`: score o = G[o] . (B @ caption mean) + b[o], id -1 where copy slot
-    o holds none. params: {COPY_KEY: G, COPY_BIAS_KEY: b, COPY_BASIS_KEY: B} (a module's or a saved state's)."""
-    gate, bias, basis = params[COPY_KEY], params[COPY_BIAS_KEY], params[COPY_BASIS_KEY]
-    C = gate.shape[0]
-    ids = hints[..., -C:]
-    mean = caption_mean(hints[..., -C - CAPTION_WINDOW : -C], lookup, center, gate.dtype)
-    scores = (mean @ basis.to(gate.dtype).t()) @ gate.t() + bias
+    """The copy read-out of positions with hints [..., slots]: (ids [..., C], scores [..., C]) for `apply_copy`:
+    score o = G[o] . `copy_features` + b[o], id -1 where copy slot o holds none. params: {COPY_KEY: G, COPY_BIAS_KEY:
+    b, COPY_BASIS_KEY: B} (a module's or a saved state's)."""
+    gate, bias = params[COPY_KEY], params[COPY_BIAS_KEY]
+    ids = hints[..., -len(COPY_OFFSETS):]
+    scores = copy_features(hints, lookup, params[COPY_BASIS_KEY], center, gate.dtype) @ gate.t() + bias
     return torch.where(ids >= 0, ids, -1), scores
 
 
@@ -593,12 +594,10 @@ class HintedBackend:
     def _extra(self, hints: list[list[tuple[int, ...]]]) -> torch.Tensor | None:
         self.last = [row[-1] for row in hints]
         h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
-        if self.copy:
-            h = h[..., : -len(COPY_OFFSETS)]
-        if not bool((h >= 0).any()):
+        if not bool((h >= 0).any()):  # copy slots come only with caption slots: they add no position here
             return None
         return hint_part(h, lambda x: F.embedding(x, self.embed_weight), self.proj_t, self.caption,
-                         self.center).to(self.device)
+                         self.center, self.copy).to(self.device)
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..copy_readout import COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_KEY, COPY_OFFSETS
-from ..parent_hint import CAPTION_WINDOW, caption_mean
+from ..parent_hint import copy_features
 
 
 def copy_examples(hint, rows, vocab, lookup) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -24,7 +24,7 @@ def copy_examples(hint, rows, vocab, lookup) -> tuple[torch.Tensor, torch.Tensor
     caption features B m, which copy cells hold the next id, which hold any id."""
     C = len(COPY_OFFSETS)
     feats, hits, valids = [], [], []
-    basis = getattr(hint, COPY_BASIS_KEY).detach().float()
+    basis = getattr(hint, COPY_BASIS_KEY).detach()
     for row in rows:
         ids = torch.tensor([list(row)], dtype=torch.long)
         h = hint.ids_of(ids, vocab)[0]  # [L, slots]
@@ -39,9 +39,7 @@ def copy_examples(hint, rows, vocab, lookup) -> tuple[torch.Tensor, torch.Tensor
         if not bool(keep.any()):
             continue
         with torch.no_grad():
-            win = h[at[keep], -C - CAPTION_WINDOW : -C]
-            m = caption_mean(win, lookup, hint.centering(), torch.float32)
-        feats.append(m @ basis.t())
+            feats.append(copy_features(h[at[keep]], lookup, basis, hint.centering()))
         hits.append(hit[keep])
         valids.append(valid[keep])
     if not feats:
