@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -199,6 +200,8 @@ def main(argv=None) -> int:
                     help="record vidgpt.json copy_gain: the copy read-out's tilt gain at sampling time instead of the "
                          "trained one (a model with model.copy_readout_form: tilt; measure it first)")
     args = ap.parse_args(argv)
+    if args.copy_gain is not None and not math.isfinite(args.copy_gain):
+        ap.error(f"--copy-gain {args.copy_gain}: a finite number")
     res = ship(Path(args.source), Path(args.out), args.world_set, Path(args.tokenizer) if args.tokenizer else None,
                args.note, args.status, args.contrast_motion, args.copy_gain)
     rep = check(Path(args.out), res.pop("fp32_model"))
