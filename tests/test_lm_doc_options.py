@@ -187,3 +187,45 @@ def test_follow_loss_weight_scales_the_fine_codes_under_moved_blueprint_cells():
         blueprint_moved_fine(bp, (2, 6, 4))
     with pytest.raises(DataError, match="follow_loss_weight"):
         RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, follow_loss_weight=0.0))
+
+
+def test_first_move_cells_are_frame_1_near_the_object_up_to_its_first_change():
+    from vidgpt.train.lm_data import first_move_cells
+
+    def cells(frame1_at):
+        m = np.zeros((3, 5, 5), dtype=bool)
+        m[0, 2, 2] = True
+        if frame1_at is not None:
+            m[1][frame1_at] = True
+            m[2][frame1_at] = True  # frame 2 never counts
+        return np.flatnonzero(first_move_cells(m.reshape(-1), (3, 5, 5))).tolist()
+
+    f1 = 25  # frame 1 starts at flat index 25
+    # the object's 3x3 neighbourhood in frame 1 is cells 6, 7, 8, 11, 12, 13, 16, 17, 18
+    assert cells((2, 3)) == [f1 + i for i in (6, 7, 8, 11, 12)]  # right: (2,2) is left first
+    assert cells((2, 1)) == [f1 + i for i in (6, 7, 8, 11)]  # left: (2,1) is arrived at first
+    assert cells((1, 2)) == [f1 + i for i in (6, 7)]  # up
+    assert cells((3, 2)) == [f1 + i for i in (6, 7, 8, 11, 12)]  # down: (2,2) is left first
+    assert cells((2, 2)) == []  # it stayed
+    far = np.zeros((2, 5, 5), dtype=bool)
+    far[0, 0, 0] = far[1, 0, 0] = far[1, 4, 4] = True  # a change far from the object is not its move
+    assert not first_move_cells(far.reshape(-1), (2, 5, 5)).any()
+    assert not first_move_cells(np.zeros(25, dtype=bool), (1, 5, 5)).any()
+
+
+def test_first_move_weight_scales_the_blueprints_first_move_cells():
+    import pytest
+    from vidgpt.errors import DataError
+
+    lm = _tiny_lm()
+    # blueprint 2x2x2: the object sits in cell 0 of frame 0 and moves to cell 1 in frame 1; cell 0 of frame 1
+    # (flat 4) is the first changed cell, so it alone is weighted
+    rec = _masked_record(7, [1, 0, 0, 0, 0, 1, 0, 0])
+    weights = _visual_weights(lm, rec)
+    base, first = weights(), weights(first_move_weight=6.0)
+    ratio = first / base
+    assert np.allclose(ratio[4], 6.0) and np.allclose(np.delete(ratio, 4), 1.0)
+    both = weights(first_move_weight=6.0, motion_loss_weight=3.0)  # multiplies the motion weight
+    assert np.allclose(both / weights(motion_loss_weight=3.0), ratio)
+    with pytest.raises(DataError, match="first_move_weight"):
+        RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, first_move_weight=0.0))

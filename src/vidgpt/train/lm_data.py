@@ -82,6 +82,9 @@ class LMDataConfig:
     motion_loss_weight: float = 1.0  # extra factor on the codes of latent frames >= 1 whose cell changed from
     #                                  object to background or back since the previous latent frame: where the object
     #                                  arrives and where it left, the codes that carry the prompt's motion
+    first_move_weight: float = 1.0  # extra factor on the blueprint codes of latent frame 1 next to the object (within
+    #                                 one cell of its frame-0 cells), in raster order up to and including the first
+    #                                 that changed: the positions that decide the move before the context shows its way
     follow_loss_weight: float = 1.0  # extra factor on the fine codes of latent frames >= 1 under blueprint cells whose
     #                                  code differs from the same cell's in latent frame 0 (where the blueprint says
     #                                  the object went or left): the fine codes only the blueprint's motion decides
@@ -259,6 +262,33 @@ def changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
     return out.reshape(-1)
 
 
+def first_move_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    """Flat bool over a [t, h, w] latent: the cells of latent frame 1 within one cell (8-neighbourhood) of the
+    object's frame-0 cells, in raster order up to and including the first cell whose object mask changed; none when
+    frame 1 does not change near the object (or there is no frame 1). Before that cell, what is drawn so far of the
+    frame is the same for every direction: these positions decide the move."""
+    if mask.size != int(np.prod(shape)):
+        raise DataError(f"object mask has {mask.size} entries for a {'x'.join(map(str, shape))} latent")
+    m = mask.reshape(shape)
+    out = np.zeros_like(m)
+    if m.shape[0] < 2 or not m[0].any():
+        return out.reshape(-1)
+    near = m[0].copy()
+    h, w = near.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            near[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] |= m[0][max(0, -dy):h + min(0, -dy),
+                                                                              max(0, -dx):w + min(0, -dx)]
+    changed = ((m[1] != m[0]) & near).reshape(-1)
+    if not changed.any():
+        return out.reshape(-1)
+    first = int(np.flatnonzero(changed)[0])
+    frame1 = near.reshape(-1).copy()
+    frame1[first + 1:] = False
+    out[1] = frame1.reshape(h, w)
+    return out.reshape(-1)
+
+
 def blueprint_moved_fine(blueprint: np.ndarray, fine_shape: tuple) -> np.ndarray:
     """bool [t, h, w] over the fine grid: the cells under blueprint cells [t, h/2, w/2] whose code differs from the
     same cell's in latent frame 0 (latent frame 0 never); what `tools/fine_follow_probe.py` calls moved."""
@@ -282,10 +312,12 @@ class RecordFormatter:
         self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat) if text_tokenizer is not None else None
         self.eos = getattr(text_tokenizer, "eos_token_id", None)
         self._warned_no_mask = False
-        if min(cfg.object_loss_weight, cfg.first_object_weight, cfg.motion_loss_weight, cfg.follow_loss_weight) <= 0:
-            raise DataError(f"data.object_loss_weight, first_object_weight, motion_loss_weight and follow_loss_weight "
-                            f"must be > 0, got {cfg.object_loss_weight}, {cfg.first_object_weight}, "
-                            f"{cfg.motion_loss_weight}, {cfg.follow_loss_weight}")
+        if min(cfg.object_loss_weight, cfg.first_object_weight, cfg.motion_loss_weight, cfg.follow_loss_weight,
+               cfg.first_move_weight) <= 0:
+            raise DataError(f"data.object_loss_weight, first_object_weight, motion_loss_weight, follow_loss_weight "
+                            f"and first_move_weight must be > 0, got {cfg.object_loss_weight}, "
+                            f"{cfg.first_object_weight}, {cfg.motion_loss_weight}, {cfg.follow_loss_weight}, "
+                            f"{cfg.first_move_weight}")
 
     def _block(self, codes, shape, bp_codes=None, where="record") -> VisualBlock:
         if shape is None or codes is None:
@@ -300,9 +332,10 @@ class RecordFormatter:
     def _weight_objects(self, doc: Document, rec: dict, target: VisualBlock, where: str) -> None:
         """Multiply the weights of the target's object codes by object_loss_weight, the first
         first_object_codes of them by first_object_weight too, and the codes whose cell changed between object and
-        background since the previous latent frame by motion_loss_weight (in place); nothing when all are off."""
+        background since the previous latent frame by motion_loss_weight, and the blueprint's `first_move_cells` by
+        first_move_weight (in place); nothing when all are off."""
         c = self.cfg
-        if (c.object_loss_weight == 1.0 and c.motion_loss_weight == 1.0
+        if (c.object_loss_weight == 1.0 and c.motion_loss_weight == 1.0 and c.first_move_weight == 1.0
                 and not (c.first_object_codes and c.first_object_weight != 1.0)):
             return
         parts, shapes = [], []
@@ -332,6 +365,10 @@ class RecordFormatter:
             changed = np.concatenate([changed_cells(np.asarray(p, dtype=bool), s) for p, s in zip(parts, shapes)])
             for i in np.asarray(visual)[changed].tolist():
                 doc.weights[i] *= c.motion_loss_weight
+        if c.first_move_weight != 1.0 and target.blueprint is not None:
+            first = first_move_cells(np.asarray(parts[0], dtype=bool), shapes[0])
+            for i in np.asarray(visual)[: first.size][first].tolist():
+                doc.weights[i] *= c.first_move_weight
 
     def _weight_following(self, doc: Document, target: VisualBlock, where: str) -> None:
         """Multiply the weights of the target's fine codes under moved blueprint cells (`blueprint_moved_fine`) by
