@@ -141,9 +141,10 @@ def _copy_state(H: int, scale: float = 1.0, seed: int = 1, mix: float = 0.0, for
 @pytest.mark.parametrize("fast,attention,form", [(True, "filled", "mixture"), (True, "static", "mixture"),
                                                  (False, None, "mixture"), (True, "static", "tilt"), (False, None, "tilt")])
 def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, fast, attention, form):
-    """Prefill and one-token steps through HintedBackend give, for every position, the logits of one teacher-forced
-    forward plus the copy read-out (`copy_logits`); it touches the positions that predict blueprint frames >= 1
-    only, and such a backend takes one position a pass."""
+    """Prefill, one-token steps and windows (several positions a pass, logits read at some of them, the tail
+    truncated as a speculative decoder does) through HintedBackend give, for every position, the logits of one
+    teacher-forced forward plus the copy read-out (`copy_logits`); it touches the positions that predict blueprint
+    frames >= 1 only."""
     from vidgpt.generate.tiny import tiny_pipeline
 
     options = {"attention": attention} if attention else {}
@@ -151,7 +152,7 @@ def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, f
     state = _copy_state(probe.model.config.hidden_size, form=form)
     hinted = tiny_pipeline(text_tok, bits=6, fast=fast, decode_options={"parent_hint": state, **options})
     be = hinted.backend
-    assert isinstance(be, HintedBackend) and be.copy and not be.supports_step_many
+    assert isinstance(be, HintedBackend) and be.copy and be.supports_step_many == (fast and attention == "filled")
     vocab = hinted.vocab
     block, _ = _block_ids(vocab, (2, 4, 4), seed=3)  # blueprint 2 x 2 x 2: its second frame copies
     ids = torch.tensor([[11, 12, 13] + block])
@@ -161,8 +162,17 @@ def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, f
         ref = copy_logits(plain[None], hinted.model, ids, vocab, state, lo)[0]
     n0 = 6
     got = [be.logits(be.prefill(ids[:, :n0], torch.ones(1, n0, dtype=torch.long), max_len=ids.shape[1] + 2), lo, hi)[0]]
-    for at in range(n0, ids.shape[1] - 1):
+    at = n0
+    if be.supports_step_many:  # a window across both blueprint frames; logits read at every other position, then all
+        h = be.step_many(ids[:, at : at + 8])
+        odd = list(range(1, 8, 2))
+        assert torch.allclose(be.logits(h[:, odd], lo, hi, odd)[0], ref[at + 1 : at + 8 : 2], atol=2e-3)
+        got += list(be.logits(h, lo, hi, list(range(8)))[0])
+        be.truncate(at + 5)  # a rejected tail: fed again below
+        got, at = got[:-3], at + 5
+    while at < ids.shape[1] - 1:
         got.append(be.logits(be.step(ids[:, at]), lo, hi)[0])
+        at += 1
     got = torch.stack(got)
     assert torch.allclose(got, ref[n0 - 1 : ids.shape[1] - 1], atol=2e-3), float((got - ref[n0 - 1 : -1]).abs().max())
     moved = (ref - plain).abs().amax(-1) > 1e-3
@@ -171,8 +181,26 @@ def test_decoding_backends_add_what_the_teacher_forced_read_out_adds(text_tok, f
     assert not moved[: start + 4].any()  # the text, the header and the positions that predict frame 0
     assert moved[start + 4 : start + 8].all()  # those that predict frame 1
     assert not moved[start + 8 :].any()  # the fine marker and the fine section
-    with pytest.raises(RuntimeError, match="last fed position"):  # a window's states: which positions is unknown
+    with pytest.raises(RuntimeError, match="window"):  # a window's states without their positions
         be.logits(be.step(ids[:, -1]).unsqueeze(1), lo, hi)
+
+
+@pytest.mark.parametrize("form", ["mixture", "tilt"])
+def test_speculative_decoding_of_a_copy_model_gives_the_one_token_paths_ids(text_tok, form):
+    """Windows of drafts read the copy read-out at each window position: the exact speculative decoder draws the
+    ids the one-token loop draws, with fewer passes."""
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    H = tiny_pipeline(text_tok, bits=6).model.config.hidden_size
+    state = _copy_state(H, scale=3.0, mix=2.0, form=form)
+    kw = dict(frames=9, height=32, width=32, decode=False)
+    for sampling in ({"temperature": 0.0, "cfg": 3.0}, {"temperature": 1.0, "seed": 5, "cfg": 2.0}):
+        one = tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": state, "speculative": 0})
+        spec = tiny_pipeline(text_tok, bits=6, decode_options={"parent_hint": state, "speculative": 4})
+        ref = one.generate("a red circle moving right", **kw, **sampling)
+        out = spec.generate("a red circle moving right", **kw, **sampling)
+        assert out.token_ids == ref.token_ids
+        assert spec.last_stats["passes"] < one.last_stats["passes"]
 
 
 def test_a_read_out_mixed_in_at_nothing_changes_no_clip_and_a_trained_one_changes_the_later_blueprint_frames(text_tok):

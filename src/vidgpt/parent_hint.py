@@ -563,9 +563,9 @@ class HintedBackend:
 
     The inner backend takes `extra` [R, L, H] input embeddings in prefill / step / step_many; this wrapper tracks
     each row's ids (HintTracker), so speculative windows (`truncate`) and dropped guidance rows (`keep_rows`) keep
-    the hints right. With the copy read-out `logits` mixes it into the last fed position's logits; such a backend
-    takes one position a pass (no `step_many`: the speculative decoders read logits of window positions it would
-    have to place).
+    the hints right. With the copy read-out `logits` adds it to the logits of the last fed position, or of the
+    window positions `positions` names (indices into the last `step_many`'s window: what the speculative decoders
+    read), whose copy cells come from the ids fed up to each of them.
     """
 
     def __init__(self, inner, vocab: UnifiedVocab, state: dict, embed_weight: torch.Tensor):
@@ -585,6 +585,7 @@ class HintedBackend:
                                 if k in state}
         self.trackers: list[HintTracker] = []
         self.last: list[tuple[int, ...]] | None = None  # the hint ids of each row's last fed position
+        self.window: list[list[tuple[int, ...]]] | None = None  # ... of every position of the last call, per row
 
     def __getattr__(self, name):  # everything else (fallback_reason, cache, speculative_mode, ...) from the inner one
         if name == "inner":
@@ -593,6 +594,7 @@ class HintedBackend:
 
     def _extra(self, hints: list[list[tuple[int, ...]]]) -> torch.Tensor | None:
         self.last = [row[-1] for row in hints]
+        self.window = hints
         h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
         if not bool((h >= 0).any()):  # copy slots come only with caption slots: they add no position here
             return None
@@ -619,20 +621,29 @@ class HintedBackend:
         self.inner.truncate(n)
         for tr in self.trackers:
             tr.truncate(n)
-        self.last = None  # the next fed position sets it
+        self.last = self.window = None  # the next fed position sets them
 
     def keep_rows(self, n: int) -> None:
         self.inner.keep_rows(n)
         self.trackers = self.trackers[:n]
         self.last = self.last[:n] if self.last is not None else None
+        self.window = self.window[:n] if self.window is not None else None
 
-    def logits(self, state, lo: int, hi: int):
-        out = self.inner.logits(state, lo, hi)
+    def logits(self, state, lo: int, hi: int, positions: Sequence[int] | None = None):
+        """The inner backend's logits of state [R, H] (each row's last fed position) or [R, L, H] (the positions
+        `positions` of the last call's window, L of them), plus the copy read-out's terms at those positions."""
+        out = self.inner.logits(state, lo, hi, positions)
         if not self.copy:
             return out
-        if self.last is None or state.dim() != 2 or state.shape[0] != len(self.last):
-            raise RuntimeError("the copy read-out adds to the logits of each row's last fed position only")
-        h = torch.tensor(self.last, dtype=torch.long, device=self.embed_weight.device)
+        if state.dim() == 2 and self.last is not None and state.shape[0] == len(self.last):
+            hints = self.last
+        elif (state.dim() == 3 and positions is not None and self.window is not None
+              and state.shape[0] == len(self.window) and state.shape[1] == len(positions)):
+            hints = [[row[j] for j in positions] for row in self.window]
+        else:
+            raise RuntimeError("the copy read-out needs the state of each row's last fed position, or the window "
+                               "positions it holds")
+        h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
         ids, scores = copy_terms(h, lambda x: F.embedding(x, self.embed_weight), self.copy_params,
                                  tuple(t.float() for t in self.center) if self.center else None)
         return apply_copy(out, ids.to(out.device), scores.to(out.device),
@@ -640,8 +651,6 @@ class HintedBackend:
 
     @property
     def supports_step_many(self) -> bool:
-        if self.copy:
-            return False
         return bool(getattr(self.inner, "supports_step_many", False)) and callable(getattr(self.inner, "step_many", None))
 
     @property

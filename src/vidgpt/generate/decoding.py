@@ -96,8 +96,10 @@ class HFBackend:
         self.cache.batch_select_indices(torch.arange(n, device=self.device))
         self.mask, self.pos = self.mask[:n], self.pos[:n]
 
-    def logits(self, state: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        return state[:, lo:hi]
+    def logits(self, state: torch.Tensor, lo: int, hi: int, positions=None) -> torch.Tensor:
+        """state [R, V] or [R, L, V] -> rows [lo, hi); `positions` (which window positions a [R, L, ...] state
+        holds) matters only to a wrapper that adds per-position terms (parent_hint.HintedBackend)."""
+        return state[..., lo:hi]
 
 
 @dataclass

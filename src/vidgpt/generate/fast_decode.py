@@ -639,8 +639,9 @@ class FastDecoder:
         self._graph = g
 
     @torch.inference_mode()
-    def logits(self, hidden: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        """Logits of vocabulary rows [lo, hi) only: hidden [R, D] (or [R, L, D]) -> [..., hi - lo] (float32)."""
+    def logits(self, hidden: torch.Tensor, lo: int, hi: int, positions=None) -> torch.Tensor:
+        """Logits of vocabulary rows [lo, hi) only: hidden [R, D] (or [R, L, D]) -> [..., hi - lo] (float32);
+        `positions` (the window positions of an [R, L, D] hidden) is for wrappers that add per-position terms."""
         out = self._head(hidden, lo, hi)
         if self.logit_softcap:  # gemma2: final logits soft-capped, as HF does after the head
             out = torch.tanh(out / self.logit_softcap) * self.logit_softcap

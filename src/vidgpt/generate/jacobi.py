@@ -61,7 +61,7 @@ def _draw(backend, h, plan, first, N, use_cfg, sampling, noise, device) -> torch
         if hi - lo == 1:
             out[:, js] = lo
             continue
-        logits = backend.logits(h[:, js], lo, hi)  # [R, len(js), V]
+        logits = backend.logits(h[:, js], lo, hi, js)  # [R, len(js), V]
         logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N].float()
         V = hi - lo
         u = None
@@ -179,7 +179,7 @@ def _probs(backend, h, plan, first, N, use_cfg, sampling) -> list:
     for (lo, hi), js in by_range.items():
         if hi - lo == 1:
             continue
-        logits = backend.logits(h[:, js], lo, hi)  # [R, len(js), V]
+        logits = backend.logits(h[:, js], lo, hi, js)  # [R, len(js), V]
         logits = apply_cfg(logits, sampling.cfg, N) if use_cfg else logits[:N].float()
         V = hi - lo
         flat = filter_logits(logits.reshape(N * len(js), V) / sampling.temperature, sampling.top_k, sampling.top_p)
