@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from vidgpt.config import load_config
 from vidgpt.copy_readout import (COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_DIMS, COPY_GAIN_KEY, COPY_KEY, COPY_KEYS,
-                                 COPY_MIX_INIT, COPY_MIX_KEY, COPY_OFFSETS, caption_basis, mix_copy, tilt_copy)
+                                 COPY_MIX_INIT, COPY_MIX_KEY, COPY_OFFSETS, COPY_UNTIL_KEY, caption_basis, mix_copy, tilt_copy)
 from vidgpt.errors import ConfigError
 from vidgpt.geometry import blueprint_shape
 from vidgpt.parent_hint import (CAPTION_KEY, CAPTION_WINDOW, CENTER_KEY, KEY, SCALE_KEY, HintedBackend, HintTracker,
@@ -112,6 +112,46 @@ def test_each_position_that_predicts_a_later_blueprint_frame_is_told_the_cells_a
     assert seen == (bt - 1) * bh * bw * S
     with pytest.raises(ValueError, match="caption"):
         HintTracker(vocab, copy=True)
+
+
+@pytest.mark.parametrize("subtokens", [1, 2])
+def test_until_change_the_copy_slots_stop_after_a_frames_first_changed_id(subtokens):
+    """With copy_until_change the positions of blueprint frame t >= 1 keep their copy slots while every id drawn so
+    far in the frame equals frame t - 1's (the position that predicts the first changed id included) and lose them
+    after it, in each frame anew; without it every such position has them. Truncation keeps it right."""
+    from vidgpt.geometry import blueprint_shape
+    from vidgpt.layout import Layout
+    from vidgpt.layout import VisualBlock
+
+    from test_parent_hint import _EOS
+
+    vocab = UnifiedVocab(VocabSpec(6, subtokens, 8, 12), offset=100)
+    S, C = subtokens, len(COPY_OFFSETS)
+    shape = (3, 8, 12)  # blueprint 3 x 4 x 6: 24 cells a frame
+    bt, bh, bw = blueprint_shape(shape)
+    g = torch.Generator().manual_seed(2)
+    bp = torch.randint(0, 64, (bt, bh, bw), generator=g)
+    bp[1] = bp[0]
+    bp[1, 1, 3] = (bp[0, 1, 3] + 1) % 64  # frame 1: cell 9 is its first change
+    bp[2] = bp[1]  # frame 2: no change at all
+    fine = torch.randint(0, 64, shape, generator=g)
+    block = Layout(vocab, _EOS(), chat=False).encode_block(VisualBlock(shape, fine=fine, blueprint=bp))
+    ids = [10, 11, 12] + block
+    start = ids.index(vocab.blueprint_id) + 1
+    n = bh * bw * S
+    for until in (False, True):
+        hints = HintTracker(vocab, caption=True, copy=True, copy_until_change=until).feed_many(ids)
+        has = [any(c >= 0 for c in hints[start - 1 + k][-C:]) for k in range(bt * n)]
+        first = next(k for k in range(n, 2 * n) if ids[start + k] != ids[start + k - n])
+        assert first in (n + 9 * S, n + 9 * S + S - 1)  # one of cell 9's sub-tokens
+        want = [n <= k < 3 * n for k in range(bt * n)]
+        if until:
+            want = [w and not (first < k < 2 * n) for k, w in zip(range(bt * n), want)]
+        assert has == want, until
+    tr = HintTracker(vocab, caption=True, copy=True, copy_until_change=True)
+    whole = tr.feed_many(ids)
+    tr.truncate(start + n + 3)
+    assert whole[: start + n + 3] + tr.feed_many(ids[start + n + 3 :]) == whole
 
 
 def test_truncation_keeps_the_copy_slots_right():
@@ -430,3 +470,28 @@ def test_the_sampling_gain_overrides_the_trained_one_and_is_refused_without_a_ti
         gen(parent_hint=_copy_state(H, form="mixture"), copy_gain=1.0)
     with pytest.raises(GenerationError, match="finite"):
         gen(parent_hint=tilt, copy_gain=float("nan"))
+
+
+def test_the_until_change_option_gates_the_read_out_and_is_refused_without_one(text_tok):
+    """decode option / vidgpt.json `copy_until_change`: the same clip as a state saved with the gate; it changes the
+    clip against the read-out everywhere (the gate removes it from some positions), not frame 0 of the blueprint;
+    speculative windows draw the one-token ids with it; refused without a read-out or when not a bool."""
+    from vidgpt.errors import GenerationError
+    from vidgpt.generate.tiny import tiny_pipeline
+
+    H = tiny_pipeline(text_tok, bits=6).model.config.hidden_size
+    tilt = _copy_state(H, scale=3.0, form="tilt", mix=2.0)  # gain 3
+    kw = dict(frames=9, height=32, width=32, seed=4, cfg=1.0)
+    gen = lambda **o: tiny_pipeline(text_tok, bits=6, decode_options=o).generate("a red circle moving right", **kw)  # noqa: E731
+    gated = gen(parent_hint={**tilt, COPY_UNTIL_KEY: torch.tensor(1.0)}, speculative=0)
+    assert gen(parent_hint=tilt, copy_until_change=True, speculative=0).token_ids == gated.token_ids
+    assert gen(parent_hint=tilt, copy_until_change=True, speculative=4).token_ids == gated.token_ids
+    everywhere = gen(parent_hint=tilt, speculative=0)
+    assert gen(parent_hint={**tilt, COPY_UNTIL_KEY: torch.tensor(1.0)}, copy_until_change=False,
+               speculative=0).token_ids == everywhere.token_ids
+    assert gated.token_ids != everywhere.token_ids
+    assert torch.equal(gated.blocks[0].blueprint[0], everywhere.blocks[0].blueprint[0])
+    with pytest.raises(GenerationError, match="has none"):
+        gen(parent_hint={k: v for k, v in tilt.items() if k not in COPY_KEYS}, copy_until_change=True)
+    with pytest.raises(GenerationError, match="true or false"):
+        gen(parent_hint=tilt, copy_until_change="yes")

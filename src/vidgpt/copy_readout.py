@@ -47,6 +47,8 @@ COPY_BIAS_KEY = "copy_bias"  # b [len(COPY_OFFSETS)]
 COPY_MIX_KEY = "copy_mix"  # a []: lam = sigmoid(a) (form "mixture")
 COPY_GAIN_KEY = "copy_gain"  # beta [] (form "tilt")
 COPY_BASIS_KEY = "copy_basis"  # B [COPY_DIMS, H] (a buffer: set once, not trained)
+COPY_UNTIL_KEY = "copy_until_change"  # [] = 1 in a state: the read-out acts in a blueprint frame only until its first
+#                                       cell that differs from the frame before (`HintTracker(copy_until_change=True)`)
 COPY_KEYS = (COPY_KEY, COPY_BIAS_KEY, COPY_MIX_KEY, COPY_GAIN_KEY, COPY_BASIS_KEY)  # a read-out has one of mix / gain
 COPY_FORMS = {"mixture": COPY_MIX_KEY, "tilt": COPY_GAIN_KEY}  # form -> the key only that form has
 COPY_RADIUS = 2  # cells of frame t - 1 within this many rows and columns of the cell (a move crosses 1-2 a frame)

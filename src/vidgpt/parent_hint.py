@@ -70,7 +70,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .copy_readout import (COPY_BASIS_KEY, COPY_BIAS_KEY, COPY_DIMS, COPY_FORMS, COPY_KEY, COPY_KEYS, COPY_MIX_INIT,
-                           COPY_MIX_KEY, COPY_OFFSETS, apply_copy, copy_form_of)
+                           COPY_MIX_KEY, COPY_OFFSETS, COPY_UNTIL_KEY, apply_copy, copy_form_of)
 from .geometry import blueprint_shape
 from .vocab import UnifiedVocab
 
@@ -105,13 +105,17 @@ class HintTracker:
     The state after every position is kept, so `truncate(n)` goes back to the state after the first n ids.
     """
 
-    def __init__(self, vocab: UnifiedVocab, prev: bool = False, caption: bool = False, copy: bool = False):
+    def __init__(self, vocab: UnifiedVocab, prev: bool = False, caption: bool = False, copy: bool = False,
+                 copy_until_change: bool = False):
         if copy and not caption:
             raise ValueError("the copy read-out reads the caption window: caption=True too")
         self.v = vocab
         self.S = vocab.spec.subtokens
         self.caption = bool(caption)
         self.copy = bool(copy)
+        # copy slots only at the positions of a blueprint frame t >= 1 whose ids so far all equal frame t - 1's: the
+        # move's way is not in the frame yet; once a cell changed the frame shows it and the read-out steps aside
+        self.copy_until_change = bool(copy_until_change)
         self._no_copy = (-1,) * (len(COPY_OFFSETS) * self.copy)
         self.slots = slot_count(prev, caption, copy)
         self._none = (-1,) * slot_count(prev)  # what _next gives: the parent and neighbour slots
@@ -220,7 +224,20 @@ class HintTracker:
         """The copy slots of the position just fed (state _BLUEPRINT: it predicts blueprint id k): the cells of frame
         t - 1 at COPY_OFFSETS around k's cell; -1 off the grid and in frame 0."""
         _, dims, bp_start = self.state
-        return self._frame_before(dims, bp_start, len(self.ids) - bp_start, COPY_OFFSETS) or self._no_copy
+        k = len(self.ids) - bp_start
+        if self.copy_until_change and self._changed_in_frame(dims, bp_start, k):
+            return self._no_copy
+        return self._frame_before(dims, bp_start, k, COPY_OFFSETS) or self._no_copy
+
+    def _changed_in_frame(self, dims: tuple, bp_start: int, k: int) -> bool:
+        """Whether an id of blueprint id k's frame (t >= 1) drawn before it differs from frame t - 1's id there."""
+        _, bh, bw = blueprint_shape(dims)
+        n = bh * bw * self.S
+        start = bp_start + (k // n) * n
+        if start == bp_start:
+            return False
+        ids = self.ids
+        return any(ids[i] != ids[i - n] for i in range(start, bp_start + k))
 
     def _prev(self, dims: tuple, bp_start: int, k: int) -> tuple[int, ...]:
         """Slots 1..: for blueprint id k of frame t >= 1, the same sub-token of the NEIGHBOURS of its cell in frame
@@ -232,9 +249,9 @@ class HintTracker:
 
 
 def hint_ids(ids: torch.Tensor, vocab: UnifiedVocab, prev: bool = False, caption: bool = False,
-             copy: bool = False) -> torch.Tensor:
+             copy: bool = False, copy_until_change: bool = False) -> torch.Tensor:
     """[B, L] ids -> [B, L, slots] hint ids (-1 where a position has none; slots: `slot_count(prev, caption, copy)`)."""
-    out = [HintTracker(vocab, prev, caption, copy).feed_many(row) for row in ids.tolist()]
+    out = [HintTracker(vocab, prev, caption, copy, copy_until_change).feed_many(row) for row in ids.tolist()]
     return torch.tensor(out, dtype=torch.long, device=ids.device).view(*ids.shape, slot_count(prev, caption, copy))
 
 
@@ -545,6 +562,11 @@ def embed_with_hints(model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict 
                            caption_center_of(state), COPY_KEY in state)
 
 
+def copy_until_of(state: dict) -> bool:
+    """Whether a state's copy read-out acts only until a blueprint frame's first change (COPY_UNTIL_KEY)."""
+    return COPY_UNTIL_KEY in state and bool(state[COPY_UNTIL_KEY].item())
+
+
 def copy_logits(logits: torch.Tensor, model, ids: torch.Tensor, vocab: UnifiedVocab, state: dict | None,
                 lo: int = 0) -> torch.Tensor:
     """Teacher-forced logits [B, L, V] (rows [lo, lo + V)) of `ids` [B, L] with the copy read-out of `state` mixed in
@@ -552,7 +574,7 @@ def copy_logits(logits: torch.Tensor, model, ids: torch.Tensor, vocab: UnifiedVo
     if state is None or COPY_KEY not in state:
         return logits
     W = input_embedding_weight(model)
-    hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state, True)
+    hints = hint_ids(ids, vocab, PREV_KEY in state, CAPTION_KEY in state, True, copy_until_of(state))
     params = {k: state[k].float() for k in COPY_KEYS if k in state}
     cids, scores = copy_terms(hints, lambda x: F.embedding(x, W), params, caption_center_of(state))
     return apply_copy(logits, cids, scores, params, lo)
@@ -577,6 +599,7 @@ class HintedBackend:
         self.prev = PREV_KEY in state
         self.caption = CAPTION_KEY in state
         self.copy = COPY_KEY in state
+        self.copy_until = copy_until_of(state)
         self.proj_t = state_projections_t(state).to(device=embed_weight.device, dtype=embed_weight.dtype).contiguous()
         center = caption_center_of(state)
         self.center = tuple(t.to(device=embed_weight.device, dtype=embed_weight.dtype) for t in center) if center else None
@@ -603,7 +626,8 @@ class HintedBackend:
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_len: int | None = None):
-        self.trackers = [HintTracker(self.vocab, self.prev, self.caption, self.copy) for _ in range(ids.shape[0])]
+        self.trackers = [HintTracker(self.vocab, self.prev, self.caption, self.copy, self.copy_until)
+                         for _ in range(ids.shape[0])]
         hints = [tr.feed_many(row) for tr, row in zip(self.trackers, ids.tolist())]
         return self.inner.prefill(ids, mask, max_len=max_len, extra=self._extra(hints))
 

@@ -159,6 +159,18 @@ class VidGPT:
             if not (isinstance(gain, (int, float)) and math.isfinite(gain)):
                 raise GenerationError(f"copy_gain {gain!r}: a finite number")
             self.parent_hint = {**self.parent_hint, COPY_GAIN_KEY: torch.tensor(float(gain))}
+        # the read-out only until a blueprint frame's first changed cell (vidgpt.json "copy_until_change"; None: as the
+        # model's state says)
+        until = opts.pop("copy_until_change", self.meta.get("copy_until_change"))
+        if until is not None:
+            from ..copy_readout import COPY_KEY, COPY_UNTIL_KEY
+
+            if self.parent_hint is None or COPY_KEY not in self.parent_hint:
+                raise GenerationError("copy_until_change gates the copy read-out: the model has none "
+                                      "(model.copy_readout)")
+            if not isinstance(until, bool):
+                raise GenerationError(f"copy_until_change {until!r}: true or false")
+            self.parent_hint = {**self.parent_hint, COPY_UNTIL_KEY: torch.tensor(float(until))}
         self.backend = wrap_backend(make_backend(model, fast, **opts), model, vocab, self.parent_hint)
         self.last_stats: dict = {}
         eos = getattr(text_tokenizer, "eos_token_id", None)
