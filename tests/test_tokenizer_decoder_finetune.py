@@ -219,14 +219,15 @@ V1_ENCODER = "697731af0e93934c"  # encoder fingerprint of the shipped tokenizer 
 V1_WEIGHTS = "d65a07297ae908ab"  # v1's weights fingerprint, what codes files and shards made with v1 name
 
 
-V2_ENCODER = "cadaee765d8579bd"  # encoder fingerprint of the shipped tokenizer v2 (bf16 weights as committed)
+V2_ENCODER = "cadaee765d8579bd"  # encoder fingerprint of tokenizer v2 (bf16 weights as committed; checkpoints/tokenizer_v2)
+T2_ENCODER = "fd5b571855764f7d"  # encoder fingerprint of T2, the shipped tokenizer/ since 2026-12-07 (bf16, as committed)
 
 
 def test_the_lm_tokenizers_keep_their_codes():
-    """A guard: the shipped default LM (model/, piece 8 on) was trained on v2's codes, so the tokenizer its
-    vidgpt.json names (the repo's tokenizer/) must keep v2's encoder; checkpoints/tokenizer_v1 keeps v1's (pieces
-    1-7 were trained on it). A decoder-only fine-tune may replace either decoder; a new encoder means rebuilding an
-    LM's data: then update these constants with it."""
+    """A guard: the shipped default LM (model/, piece 40 since 2026-12-07) was trained on T2's codes, so the tokenizer
+    its vidgpt.json names (the repo's tokenizer/) must keep T2's encoder; checkpoints/tokenizer_v2 keeps v2's (pieces
+    8-22 were trained on it) and checkpoints/tokenizer_v1 v1's (pieces 1-7). A decoder-only fine-tune may replace a
+    decoder; a new encoder means rebuilding an LM's data: then update these constants with it."""
     import json
     from pathlib import Path
 
@@ -236,9 +237,12 @@ def test_the_lm_tokenizers_keep_their_codes():
     assert v1.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
     meta = json.loads((root / "model" / "vidgpt.json").read_text())
     assert (root / "model" / meta["video_tokenizer"]).resolve() == (root / "tokenizer").resolve()
-    v2 = VideoTokenizer.from_pretrained(root / "tokenizer")
-    assert v2.encoder_fingerprint() == V2_ENCODER
+    t2 = VideoTokenizer.from_pretrained(root / "tokenizer")
+    assert t2.encoder_fingerprint() == T2_ENCODER
+    v2 = VideoTokenizer.from_pretrained(root / "checkpoints" / "tokenizer_v2")
+    assert v2.encoder_fingerprint() == V2_ENCODER and v2.config_hash() == t2.config_hash()
     assert not v2.accepts_codes_of(weights_fingerprint=V1_WEIGHTS)
+    assert not t2.accepts_codes_of(weights_fingerprint=v2.weights_fingerprint())
     # the decoder fine-tune config starts from the shipped weights (init_from checks the architecture hash)
     ft = load_config(TokenizerTrainConfig, "configs/tokenizer/cpu_8x_decoder_ft.yaml")
     assert ft.train.train_parts == "decoder" and ft.model.architecture_hash() == v2.config_hash()

@@ -62,14 +62,15 @@ def test_locality_term_trains_resumes_and_refuses_a_decoder_only_run(tmp_path):
 
 
 def test_committed_local_candidate_is_v2s_architecture_with_local_codes():
-    """checkpoints/tokenizer_local_t2 (T2): v2's architecture, its own code set, and a rectangle pasted into held-out
+    """T2 (the shipped tokenizer/ since 2026-12-07; v2 in checkpoints/tokenizer_v2): v2's architecture, its own code set, and a rectangle pasted into held-out
     world clips moves far fewer codes more than two cells away than it does with v2 (0.013 against 0.142 of the
     background cells next to a moving object in the card's probe)."""
     from vidgpt.data.synthetic import WorldConfig, render_scene, sample_scene
     from vidgpt.data.video_io import frames_to_tensor
     from vidgpt.tokenizer import VideoTokenizer
 
-    v2, t2 = VideoTokenizer.from_pretrained("tokenizer"), VideoTokenizer.from_pretrained("checkpoints/tokenizer_local_t2")
+    v2, t2 = (VideoTokenizer.from_pretrained("checkpoints/tokenizer_v2"),
+              VideoTokenizer.from_pretrained("tokenizer"))
     assert t2.config_hash() == v2.config_hash() and t2.encoder_fingerprint() != v2.encoder_fingerprint()
     world = WorldConfig(max_objects=1)
     clips = torch.stack([frames_to_tensor(render_scene(sample_scene(np.random.default_rng(s), world, "heldout"), 5, 64, 64))

@@ -32,14 +32,15 @@ def test_replicate_padding_codes_a_flat_image_to_one_code():
 
 
 def test_v1_keeps_its_hash_and_v2_ships_with_replicate_padding():
-    """v1 (checkpoints/tokenizer_v1, what model/ was trained on) keeps its zero padding and its config hash; the
-    shipped tokenizer/ is v2, replicate padding, another hash (codes of one never mix with the other's)."""
+    """v1 (checkpoints/tokenizer_v1, what model/ was trained on up to piece 7) keeps its zero padding and its config
+    hash; v2 (checkpoints/tokenizer_v2, shipped 2026-12-02 to 2026-12-07) has replicate padding, another hash (codes of
+    one never mix with the other's)."""
     from safetensors import safe_open
 
     v1 = VideoTokenizer.from_pretrained(ROOT / "checkpoints" / "tokenizer_v1")
-    v2 = VideoTokenizer.from_pretrained(ROOT / "tokenizer")
+    v2 = VideoTokenizer.from_pretrained(ROOT / "checkpoints" / "tokenizer_v2")
     assert v1.config.space_pad_mode == "zeros" and v2.config.space_pad_mode == "replicate"
-    for tok, d in ((v1, ROOT / "checkpoints" / "tokenizer_v1"), (v2, ROOT / "tokenizer")):
+    for tok, d in ((v1, ROOT / "checkpoints" / "tokenizer_v1"), (v2, ROOT / "checkpoints" / "tokenizer_v2")):
         with safe_open(str(d / "model.safetensors"), "pt") as f:
             assert f.metadata()["config_hash"] == tok.config_hash()
     import dataclasses

@@ -21,7 +21,7 @@ transformers `model.generate`. `--full` also times whole `pipe.generate` clips e
     # why exact-mode sampled ids drift from the one-token loop's on it (float rounding; docs/DECODING.md)
     ... --spec-diff --model model --prompts "a green triangle bouncing" --seeds 0 --ks 2
     # what parent hints cost: the same model with them and without (per-pass CPU ms, round robin)
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 1 python tools/bench_generate.py --hint-ab --model checkpoints/lm_p29 \
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 1 python tools/bench_generate.py --hint-ab --model model \
         --seeds 0,1 --reps 2
 
 Prints visual tokens/s for batch 1 (no CFG) and batch B with CFG (2B rows). On CUDA it checks the
@@ -495,7 +495,7 @@ def main() -> None:
         return
     if args.hint_ab:
         if not args.model:
-            ap.error("--hint-ab needs --model DIR (a model with parent hints, e.g. checkpoints/lm_p29)")
+            ap.error("--hint-ab needs --model DIR (a model with parent hints, e.g. model)")
         hint_ab(args)
         return
     if args.spec_table:

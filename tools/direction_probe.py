@@ -26,7 +26,7 @@ independent of the clip's: the codes show one way and the caption names any), an
 those states: of the caption's direction (what the position holds of the caption alone) and of the clip's (what it
 holds of the codes).
 
-    OMP_NUM_THREADS=1 python tools/direction_probe.py checkpoints/lm_p29 --shards data/toyT2/m0 --n 400
+    OMP_NUM_THREADS=1 python tools/direction_probe.py model --shards data/toyT2/m0 --n 400
 """
 
 from __future__ import annotations

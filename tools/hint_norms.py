@@ -16,7 +16,7 @@ blueprint code) it reads:
   1 would add;
 * `visual row`: the mean norm of the input rows of the blueprint's codes (what the hint is added to).
 
-    python tools/hint_norms.py checkpoints/lm_p29 runs/p35/checkpoints/step-40 --shards data/toyT2/m0 --n 100
+    python tools/hint_norms.py model runs/p35/checkpoints/step-40 --shards data/toyT2/m0 --n 100
 
 Models: vidgpt model directories or a run's checkpoints (RUN/checkpoints/step-N), as tools/direction_probe.py.
 """

@@ -17,7 +17,7 @@ object to background or back (where the object arrives or leaves, the codes that
 blueprint keeps only the blueprint's (where the direction is decided), --section fine only the fine section's.
 
     python tools/prompt_sensitivity.py model/ --shards data/lm9/t2v_s2 --n 12
-    python tools/prompt_sensitivity.py checkpoints/lm_p29 --shards data/toyT2/m0 --holdout-every 40 --n 48 \
+    python tools/prompt_sensitivity.py model --shards data/toyT2/m0 --holdout-every 40 --n 48 \
         --swap motion --section blueprint
 """
 

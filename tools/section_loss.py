@@ -7,7 +7,7 @@ models with previous-frame hints (vidgpt.parent_hint, `model.prev_frame_hint`) `
 its Q set to zero: what the hints themselves add (or cost) on top of the rest of the model. Records are those the
 trainer holds out (global index % --holdout-every == 0 over the shard folder's files, as tools/prompt_sensitivity.py).
 
-    OMP_NUM_THREADS=1 python tools/section_loss.py checkpoints/lm_p29 runs/p30/checkpoints/step-0000040 \
+    OMP_NUM_THREADS=1 python tools/section_loss.py model runs/p30/checkpoints/step-0000040 \
         --shards data/toyT2/m0 --holdout-every 40 --n 20 --zero-prev
 """
 
