@@ -102,6 +102,24 @@ def test_heldout_combinations_only_in_heldout_split():
     assert any(o.color == "purple" for o in train) and any(o.shape == "star" for o in train)
 
 
+def test_heldout_split_draws_only_combinations_the_world_allows():
+    """A world of straight moves (the default model's scope) draws no held-out "green hexagon bouncing" or "white
+    cross rotating": only the combinations its own colours, shapes and motions allow; none left is an error."""
+    import pytest
+    from vidgpt.data.world.scene import heldout_in_scope
+    from vidgpt.errors import ConfigError
+
+    config = WorldConfig(max_objects=1, backgrounds=["solid"], motions=["left", "right", "up", "down"])
+    assert [c.get("motion") for c in heldout_in_scope(config)] == [None, None, "left"]
+    rng = np.random.default_rng(7)
+    held = [o for _ in range(100) for o in sample_scene(rng, config, "heldout").objects]
+    assert all(is_heldout(o, config) and o.motion in config.motions for o in held)
+    assert {(o.color, o.shape) for o in held} == {("purple", "star"), ("orange", "ring"), ("cyan", "triangle")}
+    assert heldout_in_scope(WorldConfig()) == WorldConfig().heldout  # the whole world: every combination, as before
+    with pytest.raises(ConfigError, match="no heldout combination fits"):
+        sample_scene(rng, WorldConfig(colors=["red", "blue"]), "heldout")
+
+
 def test_huge_size_is_opt_in_and_fits_every_motion_it_draws():
     rng = np.random.default_rng(3)
     default = [o.size for _ in range(200) for o in sample_scene(rng, WorldConfig()).objects]

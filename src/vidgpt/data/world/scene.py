@@ -219,6 +219,13 @@ class WorldConfig:
                 raise ConfigError(f"world config: heldout[{i}]: a {combo['shape']} cannot visibly rotate")
 
 
+def heldout_in_scope(config: WorldConfig) -> list[dict]:
+    """The held-out combinations whose fixed attributes the config's own lists allow (a world of straight moves draws
+    no held-out "green hexagon bouncing"): what split="heldout" draws from."""
+    allowed = {"color": config.colors, "shape": config.shapes, "motion": config.motions, "size": config.sizes}
+    return [c for c in config.heldout if all(v in allowed.get(k, (v,)) for k, v in c.items())]
+
+
 def is_heldout(obj: ObjectSpec, config: WorldConfig) -> bool:
     """Does this object match one of the held-out combinations?"""
     return any(all(getattr(obj, k) == v for k, v in combo.items()) for combo in config.heldout)
@@ -323,6 +330,9 @@ def sample_scene(
         raise ConfigError(f"split must be 'train' or 'heldout', got {split!r}")
     if split == "heldout" and not config.heldout:
         raise ConfigError("world config: split 'heldout' needs at least one heldout combination")
+    combos = heldout_in_scope(config) if split == "heldout" else []
+    if split == "heldout" and not combos:
+        raise ConfigError("world config: no heldout combination fits its colours, shapes and motions")
     n = int(rng.integers(config.min_objects, config.max_objects + 1))
     objects: list[ObjectSpec] = []
     for _ in range(200):
@@ -330,7 +340,7 @@ def sample_scene(
             break
         used = {o.color for o in objects}
         if split == "heldout":
-            combo = config.heldout[int(rng.integers(len(config.heldout)))]
+            combo = combos[int(rng.integers(len(combos)))]
             obj = _random_object(rng, config, config.duration, combo)
             if not is_heldout(obj, config):  # e.g. a random colour in place of a missing one
                 continue
