@@ -155,9 +155,9 @@ def test_motion_loss_weight_scales_the_cells_that_changed_since_the_previous_lat
     assert np.allclose(both / weights(object_loss_weight=2.0), ratio)
     assert np.allclose(ratio[:4], 1.0) and np.allclose(ratio[8:8 + 16], 1.0)
     import pytest
-    from vidgpt.errors import DataError
-    with pytest.raises(DataError, match="motion_loss_weight"):
-        RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, motion_loss_weight=0.0))
+    from vidgpt.errors import ConfigError
+    with pytest.raises(ConfigError, match="motion_loss_weight"):  # at config load, whatever reads it
+        LMDataConfig(chat=False, motion_loss_weight=0.0)
 
 
 def test_follow_loss_weight_scales_the_fine_codes_under_moved_blueprint_cells():
@@ -185,8 +185,9 @@ def test_follow_loss_weight_scales_the_fine_codes_under_moved_blueprint_cells():
     assert not blueprint_moved_fine(bp[:1].repeat(2, 0), (2, 4, 4)).any()
     with pytest.raises(DataError, match="does not cover"):
         blueprint_moved_fine(bp, (2, 6, 4))
-    with pytest.raises(DataError, match="follow_loss_weight"):
-        RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, follow_loss_weight=0.0))
+    from vidgpt.errors import ConfigError
+    with pytest.raises(ConfigError, match="follow_loss_weight"):
+        LMDataConfig(chat=False, follow_loss_weight=0.0)
 
 
 def test_first_move_cells_are_frame_1_near_the_object_up_to_its_first_change():
@@ -215,7 +216,7 @@ def test_first_move_cells_are_frame_1_near_the_object_up_to_its_first_change():
 
 def test_first_move_weight_scales_the_blueprints_first_move_cells():
     import pytest
-    from vidgpt.errors import DataError
+    from vidgpt.errors import ConfigError
 
     lm = _tiny_lm()
     # blueprint 2x2x2: the object sits in cell 0 of frame 0 and moves to cell 1 in frame 1; cell 0 of frame 1
@@ -227,5 +228,6 @@ def test_first_move_weight_scales_the_blueprints_first_move_cells():
     assert np.allclose(ratio[4], 6.0) and np.allclose(np.delete(ratio, 4), 1.0)
     both = weights(first_move_weight=6.0, motion_loss_weight=3.0)  # multiplies the motion weight
     assert np.allclose(both / weights(motion_loss_weight=3.0), ratio)
-    with pytest.raises(DataError, match="first_move_weight"):
-        RecordFormatter(lm.vocab, lm.text_tokenizer, LMDataConfig(chat=False, first_move_weight=0.0))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="first_move_weight"):
+            LMDataConfig(chat=False, first_move_weight=bad)

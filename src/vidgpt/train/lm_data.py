@@ -29,6 +29,7 @@ being consumed, instead of replaying the stream from the start.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -97,6 +98,11 @@ class LMDataConfig:
     def __post_init__(self) -> None:
         if self.packing not in PACKINGS:
             raise ConfigError(f"data.packing={self.packing!r}: expected one of {', '.join(PACKINGS)}")
+        weights = {k: getattr(self, k) for k in ("object_loss_weight", "first_object_weight", "motion_loss_weight",
+                                                 "follow_loss_weight", "first_move_weight")}
+        bad = {k: v for k, v in weights.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise ConfigError("data." + ", data.".join(f"{k}={v}" for k, v in bad.items()) + ": loss weights must be > 0")
 
 
 def kind_weights(cfg: LMDataConfig) -> dict[int, float]:
@@ -312,12 +318,6 @@ class RecordFormatter:
         self.layout = Layout(vocab, text_tokenizer, chat=cfg.chat) if text_tokenizer is not None else None
         self.eos = getattr(text_tokenizer, "eos_token_id", None)
         self._warned_no_mask = False
-        if min(cfg.object_loss_weight, cfg.first_object_weight, cfg.motion_loss_weight, cfg.follow_loss_weight,
-               cfg.first_move_weight) <= 0:
-            raise DataError(f"data.object_loss_weight, first_object_weight, motion_loss_weight, follow_loss_weight "
-                            f"and first_move_weight must be > 0, got {cfg.object_loss_weight}, "
-                            f"{cfg.first_object_weight}, {cfg.motion_loss_weight}, {cfg.follow_loss_weight}, "
-                            f"{cfg.first_move_weight}")
 
     def _block(self, codes, shape, bp_codes=None, where="record") -> VisualBlock:
         if shape is None or codes is None:
