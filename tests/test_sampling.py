@@ -40,7 +40,7 @@ class FakeBackend:
         assert tokens.shape[0] == self.rows
         return self._state(self.rows)
 
-    def logits(self, state, lo, hi):
+    def logits(self, state, lo, hi, positions=None):
         return state[:, lo:hi]
 
 

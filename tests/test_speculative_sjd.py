@@ -63,7 +63,7 @@ class ToyBackend:
     def position(self):
         return self._pos
 
-    def logits(self, h, lo, hi):
+    def logits(self, h, lo, hi, positions=None):  # positions: the window positions h holds (for hint wrappers)
         return h[..., lo:hi].float()
 
 
