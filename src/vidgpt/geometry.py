@@ -64,14 +64,22 @@ def blueprint_region_mask(blueprint, fine_shape: Sequence[int], margin: int = 0,
             flipped += diff & 1
             diff = diff >> 1
         region[f] = flipped > background_bits
-    for _ in range(max(0, int(margin))):
+    return grow_cells(region, margin).repeat(2, 1).repeat(2, 2)[:t, :h, :w]
+
+
+def grow_cells(mask: np.ndarray, steps: int = 1) -> np.ndarray:
+    """bool [..., h, w] grown by `steps` cells in space (8-neighbourhood), a new array."""
+    region = np.array(mask, dtype=bool)
+    h, w = region.shape[-2:]
+    lead = ((0, 0),) * (region.ndim - 2)
+    for _ in range(max(0, int(steps))):
         grown = region.copy()
-        padded = np.pad(region, ((0, 0), (1, 1), (1, 1)))
+        padded = np.pad(region, lead + ((1, 1), (1, 1)))
         for dy in (0, 1, 2):
             for dx in (0, 1, 2):
-                grown |= padded[:, dy : dy + bp.shape[1], dx : dx + bp.shape[2]]
+                grown |= padded[..., dy : dy + h, dx : dx + w]
         region = grown
-    return region.repeat(2, 1).repeat(2, 2)[:t, :h, :w]
+    return region
 
 
 def section_lengths(shape: Sequence[int], subtokens: int = 1, blueprint: bool = True, fine: bool = True) -> dict[str, int]:

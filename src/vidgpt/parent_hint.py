@@ -607,8 +607,7 @@ class HintedBackend:
             self.copy_params = {k: state[k].to(device=embed_weight.device, dtype=torch.float32) for k in COPY_KEYS
                                 if k in state}
         self.trackers: list[HintTracker] = []
-        self.last: list[tuple[int, ...]] | None = None  # the hint ids of each row's last fed position
-        self.window: list[list[tuple[int, ...]]] | None = None  # ... of every position of the last call, per row
+        self.window: list[list[tuple[int, ...]]] | None = None  # the hint ids of every position of the last call
 
     def __getattr__(self, name):  # everything else (fallback_reason, cache, speculative_mode, ...) from the inner one
         if name == "inner":
@@ -616,7 +615,6 @@ class HintedBackend:
         return getattr(self.inner, name)
 
     def _extra(self, hints: list[list[tuple[int, ...]]]) -> torch.Tensor | None:
-        self.last = [row[-1] for row in hints]
         self.window = hints
         h = torch.tensor(hints, dtype=torch.long, device=self.embed_weight.device)
         if not bool((h >= 0).any()):  # copy slots come only with caption slots: they add no position here
@@ -645,12 +643,11 @@ class HintedBackend:
         self.inner.truncate(n)
         for tr in self.trackers:
             tr.truncate(n)
-        self.last = self.window = None  # the next fed position sets them
+        self.window = None  # the next fed position sets it
 
     def keep_rows(self, n: int) -> None:
         self.inner.keep_rows(n)
         self.trackers = self.trackers[:n]
-        self.last = self.last[:n] if self.last is not None else None
         self.window = self.window[:n] if self.window is not None else None
 
     def logits(self, state, lo: int, hi: int, positions: Sequence[int] | None = None):
@@ -659,8 +656,8 @@ class HintedBackend:
         out = self.inner.logits(state, lo, hi, positions)
         if not self.copy:
             return out
-        if state.dim() == 2 and self.last is not None and state.shape[0] == len(self.last):
-            hints = self.last
+        if state.dim() == 2 and self.window is not None and state.shape[0] == len(self.window):
+            hints = [row[-1] for row in self.window]  # each row's last fed position
         elif (state.dim() == 3 and positions is not None and self.window is not None
               and state.shape[0] == len(self.window) and state.shape[1] == len(positions)):
             hints = [[row[j] for j in positions] for row in self.window]

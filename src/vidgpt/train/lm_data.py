@@ -39,7 +39,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..geometry import moved_fine_mask
+from ..geometry import grow_cells, moved_fine_mask
 from ..layout import PROMPT, STRUCTURE, TEXT, VISUAL, VisualBlock, blueprint_shape
 from ..vocab import UnifiedVocab
 from .packing import PACKINGS, Document, OpenRow, PackStats, make_packer
@@ -258,11 +258,16 @@ def text_file_documents(files: list[Path]) -> list[str]:
     return docs
 
 
-def changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
-    """Flat bool: cells of latent frames >= 1 whose object mask differs from the previous latent frame's."""
+def _latent_mask(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    """A flat object mask as its [t, h, w] latent; DataError when the sizes differ."""
     if mask.size != int(np.prod(shape)):
         raise DataError(f"object mask has {mask.size} entries for a {'x'.join(map(str, shape))} latent")
-    m = mask.reshape(shape)
+    return mask.reshape(shape)
+
+
+def changed_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    """Flat bool: cells of latent frames >= 1 whose object mask differs from the previous latent frame's."""
+    m = _latent_mask(mask, shape)
     out = np.zeros_like(m)
     out[1:] = m[1:] != m[:-1]
     return out.reshape(-1)
@@ -273,18 +278,12 @@ def first_move_cells(mask: np.ndarray, shape: tuple) -> np.ndarray:
     object's frame-0 cells, in raster order up to and including the first cell whose object mask changed; none when
     frame 1 does not change near the object (or there is no frame 1). Before that cell, what is drawn so far of the
     frame is the same for every direction: these positions decide the move."""
-    if mask.size != int(np.prod(shape)):
-        raise DataError(f"object mask has {mask.size} entries for a {'x'.join(map(str, shape))} latent")
-    m = mask.reshape(shape)
+    m = _latent_mask(mask, shape)
     out = np.zeros_like(m)
     if m.shape[0] < 2 or not m[0].any():
         return out.reshape(-1)
-    near = m[0].copy()
+    near = grow_cells(m[0])
     h, w = near.shape
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            near[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] |= m[0][max(0, -dy):h + min(0, -dy),
-                                                                              max(0, -dx):w + min(0, -dx)]
     changed = ((m[1] != m[0]) & near).reshape(-1)
     if not changed.any():
         return out.reshape(-1)
