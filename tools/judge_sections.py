@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     ap.add_argument("--blueprint-mask", type=int, default=None, metavar="M",
                     help="draw the fine section only within M blueprint cells of what the blueprint shows; the rest "
                          "from the re-encoded preview (decode option blueprint_mask; default off)")
+    ap.add_argument("--copy-gain", type=float, default=None, metavar="G",
+                    help="the copy read-out's tilt gain at sampling time (decode option copy_gain; default: the model's "
+                         "vidgpt.json copy_gain)")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     ap.add_argument("--preview-only", action="store_true",
@@ -68,6 +71,8 @@ def main(argv=None) -> int:
 
     options = {"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine, "follow_blueprint": args.follow_blueprint,
                "follow_cells": args.follow_cells}
+    if args.copy_gain is not None:  # else the model's own setting
+        options["copy_gain"] = args.copy_gain
     if args.blueprint_mask is not None:  # else the model's own setting
         options["blueprint_mask"] = args.blueprint_mask
     pipe = VidGPT.from_pretrained(args.model, decode_options=options)
