@@ -6,8 +6,13 @@ teacher-forced, over its visual codes:
 
   cond      log p(blueprint | prompt)
   pmi       log p(blueprint | prompt) - log p(blueprint | empty prompt)    (what CFG sampling records for free)
+  contrast  log p(blueprint | prompt) - log p(blueprint | the prompt's negative)   (the negative `vidgpt generate`
+            guides away from: the prompt with its motion reversed on a model with `contrast_motion`)
   motion    log p(blueprint | prompt) - logsumexp over the world's motions m of log p(blueprint | prompt with m)
             (the model as a classifier of the motion it drew; needs the prompt's scene to word the alternatives)
+
+Scores are computed as the decode backends compute the logits (hints and copy read-out included), and the candidates
+are sampled with the pipeline's default negative prompt.
 
 and prints, per score, how often the top-scored candidate passes the judge (motion, colour, whole object) against
 the mean candidate (what one sample gets) and the best candidate (an oracle). If a score lifts motion well above
@@ -24,41 +29,28 @@ import json
 import time
 
 
-def score_codes(pipe, prefix_ids: list[list[int]], gen_ids: list[int], batch: int = 16):
-    """Sum of log p(visual code | prefix + earlier ids) over gen_ids' visual codes, one value per prefix.
-
-    The head is restricted to the visual rows (the constrained layout's choice set at a code position)."""
+def score_codes(pipe, prefix: list[int], gen_rows: list[list[int]]) -> list[float]:
+    """Sum of log p(visual code | prefix + earlier ids) over each row's visual codes (rows of one length: the
+    candidates of one prompt), teacher-forced as the decode backends compute it: the model's parent / caption hints on
+    the inputs and its copy read-out (at the pipeline's sampling gain) on the logits, the head restricted to the visual
+    rows (the constrained layout's choice set at a code position). No padding: a padded row would put pad ids into the
+    caption window the hints read."""
     import torch
 
+    from vidgpt.parent_hint import copy_logits, embed_with_hints
+
     vocab = pipe.vocab
-    model = pipe.model
-    body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    head = model.get_output_embeddings().weight[vocab.visual_offset : vocab.end].float()
-    gen = torch.tensor(gen_ids)
-    out = []
-    for s in range(0, len(prefix_ids), batch):
-        chunk = prefix_ids[s : s + batch]
-        longest = max(len(p) for p in chunk) + len(gen_ids)
-        x = torch.full((len(chunk), longest), pipe.pad_id, dtype=torch.long)
-        att = torch.zeros_like(x)
-        starts = []
-        for r, p in enumerate(chunk):  # left padding: every row's generated ids end at the same column
-            seq = list(p) + gen_ids
-            x[r, longest - len(seq):] = torch.tensor(seq)
-            att[r, longest - len(seq):] = 1
-            starts.append(longest - len(gen_ids))
-        pos = (att.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            h = body(input_ids=x, attention_mask=att, position_ids=pos).last_hidden_state
-            at = longest - len(gen_ids)
-            hh = h[:, at - 1 : longest - 1].float()  # the states that predict each generated id
-            tgt = gen
-            vis = (tgt >= vocab.visual_offset) & (tgt < vocab.end)
-            logits = hh[:, vis] @ head.T
-            lp = torch.log_softmax(logits, -1)
-            picked = lp.gather(-1, (tgt[vis] - vocab.visual_offset).view(1, -1, 1).expand(len(chunk), -1, 1))
-            out.extend(picked.sum(dim=(1, 2)).tolist())
-    return out
+    lo, hi = vocab.visual_offset, vocab.end
+    ids = torch.tensor([list(prefix) + list(g) for g in gen_rows])
+    with torch.inference_mode():
+        emb = embed_with_hints(pipe.model, ids, vocab, pipe.parent_hint)
+        logits = pipe.model(inputs_embeds=emb).logits[..., lo:hi].float()
+        logits = copy_logits(logits, pipe.model, ids, vocab, pipe.parent_hint, lo)
+        lp = torch.log_softmax(logits[:, len(prefix) - 1 : -1], -1)
+        tgt = ids[:, len(prefix):]
+        vis = (tgt >= lo) & (tgt < hi)
+        picked = lp.gather(-1, (tgt - lo).clamp(0, hi - lo - 1).unsqueeze(-1)).squeeze(-1)
+        return (picked * vis).sum(-1).tolist()
 
 
 def main(argv=None) -> int:
@@ -93,13 +85,14 @@ def main(argv=None) -> int:
     gen = make_generator(args.seed, pipe.device)
     tok = pipe.video_tokenizer
     ids_of = lambda text: pipe.layout.prompt_ids(Sample([Turn("user", [text])]))  # noqa: E731
-    uncond = ids_of("")
+    empty = ids_of("")
     motions = list(world.motions)
     rows = []
     t0 = time.time()
     for i, (scene, style, prompt) in enumerate(items):
         k = args.candidates
-        blocks, gen_rows = pipe.sample_blocks([ids_of(prompt)] * k, [uncond] * k, shape, ("blueprint",), sampling, gen)
+        negative = ids_of(pipe.default_negative(prompt))
+        blocks, gen_rows = pipe.sample_blocks([ids_of(prompt)] * k, [negative] * k, shape, ("blueprint",), sampling, gen)
         with torch.inference_mode():
             half = tok.decode(torch.stack([b.blueprint for b in blocks]).to(tok.device)).float().cpu()
         frames = pipe.to_frames(half)
@@ -113,15 +106,15 @@ def main(argv=None) -> int:
             s2.objects[0].motion = m
             alt.append(caption(s2, rng, style))
         true_m = motions.index(scene.objects[0].motion)
-        prefixes = [ids_of(a) for a in alt] + [uncond]
+        prefixes = [ids_of(a) for a in alt] + [empty, negative]
+        cands = [[t for t in gen_rows[c] if t not in pipe.tail_ids] for c in range(k)]
+        lp = np.array([score_codes(pipe, p, cands) for p in prefixes])  # [prefixes, k]
         for c in range(k):
-            g = [t for t in gen_rows[c] if t not in pipe.tail_ids]
-            lp = score_codes(pipe, prefixes, g)
-            by_motion, lp_u = np.array(lp[:-1]), lp[-1]
+            by_motion, lp_u, lp_neg = lp[:-2, c], lp[-2, c], lp[-1, c]
             lse = float(np.logaddexp.reduce(by_motion))
             v = verdicts[c]
             rows.append({"item": i, "prompt": prompt, "motion": scene.objects[0].motion, "cand": c,
-                         "cond": by_motion[true_m], "pmi": by_motion[true_m] - lp_u,
+                         "cond": by_motion[true_m], "pmi": by_motion[true_m] - lp_u, "contrast": by_motion[true_m] - lp_neg,
                          "motion_post": by_motion[true_m] - lse, "drawn_motion": v.motion.observed,
                          "ok_motion": bool(v.motion.passed), "ok_color": bool(v.color.passed),
                          "ok_object": bool(v.passed)})
@@ -133,7 +126,7 @@ def main(argv=None) -> int:
     print(f"\n{n_items} prompts x {args.candidates} blueprint candidates ({time.time() - t0:.0f} s)")
     print(f"{'pick':14s} {'motion':>7s} {'colour':>7s} {'object':>7s}")
     table = {}
-    for name in ("random", "cond", "pmi", "motion_post", "oracle"):
+    for name in ("random", "cond", "pmi", "contrast", "motion_post", "oracle"):
         got = {"ok_motion": [], "ok_color": [], "ok_object": []}
         for i in range(n_items):
             mine = [r for r in rows if r["item"] == i]
