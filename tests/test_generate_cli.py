@@ -162,3 +162,25 @@ def test_a_model_that_contrasts_motion_does_it_by_default(model_dir, tmp_path, c
     monkeypatch.setattr(tiny, "contrast_motion", False)
     assert np.array_equal(real("a ball moving left", **kw).videos, real("a ball moving left", negative_prompt="", **kw).videos)
     assert tiny.default_negative("a ball moving left") == ""
+
+
+def test_copy_gain_reaches_the_pipeline_and_a_model_without_a_read_out_refuses(tmp_path, capsys, monkeypatch, tiny):
+    """`--copy-gain G` is the decode option copy_gain (absent without the flag: the model's own setting); on a model
+    with no tilt read-out the pipeline refuses it in one line."""
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "vidgpt.json").write_text(json.dumps({"format": "vidgpt-lm"}))
+    seen = []
+
+    def build(cls, *a, decode_options=None, **k):  # a real VidGPT over the tiny parts, with the CLI's decode options
+        seen.append(dict(decode_options or {}))
+        return VidGPT(tiny.model, tiny.text_tokenizer, tiny.vocab, tiny.video_tokenizer, chat=tiny.layout.chat, meta=tiny.meta,
+                      decode_options={k: v for k, v in (decode_options or {}).items() if k in ("copy_gain", "cfg_fine")})
+
+    monkeypatch.setattr(VidGPT, "from_pretrained", classmethod(build))
+    common = ["--model", str(d), "--frames", "1", "--height", "16", "--width", "16", "--seed", "0", "--no-progress"]
+    assert main(["generate", "a red ball", "-o", str(tmp_path / "a.png"), *common]) == 0
+    assert "copy_gain" not in seen[-1]
+    one_line_error(capsys, ["generate", "a red ball", "-o", str(tmp_path / "b.png"), "--copy-gain", "3", *common],
+                   "copy_gain sets the copy read-out's tilt")
+    assert seen[-1]["copy_gain"] == 3.0
