@@ -62,6 +62,9 @@ def main(argv=None) -> int:
     ap.add_argument("--copy-gain", type=float, default=None, metavar="G",
                     help="the copy read-out's tilt gain at sampling time (decode option copy_gain; default: the model's "
                          "vidgpt.json copy_gain)")
+    ap.add_argument("--best-of", type=int, default=None, metavar="N",
+                    help="blueprints drawn per prompt that names a direction, the motion verifier's pick kept (decode "
+                         "option best_of; default: the model's vidgpt.json best_of)")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     ap.add_argument("--preview-only", action="store_true",
@@ -71,6 +74,8 @@ def main(argv=None) -> int:
 
     options = {"dtype": args.dtype, "cfg_fine": not args.no_cfg_fine, "follow_blueprint": args.follow_blueprint,
                "follow_cells": args.follow_cells}
+    if args.best_of is not None:  # else the model's own setting
+        options["best_of"] = args.best_of
     if args.copy_gain is not None:  # else the model's own setting
         options["copy_gain"] = args.copy_gain
     if args.blueprint_mask is not None:  # else the model's own setting

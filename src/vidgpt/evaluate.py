@@ -183,7 +183,10 @@ def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: li
     if sampling.use_cfg:
         uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for group in negative_groups(negatives)
                   for n in group]
-    blocks, _ = pipe.sample_blocks(ids, uncond, shape, pipe.sections(blueprint_only), sampling, gen)
+    from .data.motion_words import named_direction
+
+    blocks, _ = pipe.sample_blocks(ids, uncond, shape, pipe.sections(blueprint_only), sampling, gen,
+                                   directions=[named_direction(p) for p in prompts])  # as `generate` (best_of)
     full = None if blueprint_only else pipe.to_frames(pipe.decode_blocks(blocks))
     preview = None
     if all(b.blueprint is not None for b in blocks):

@@ -59,3 +59,27 @@ def reversed_motion(prompt: str, spin: bool = True) -> str:
     swap.n = 0
     out = _WORD.sub(swap, prompt)
     return out if swap.n else ""
+
+
+# words naming a straight direction (any inflection the list holds), for `named_direction`
+_DIRECTION_NAMES = {
+    "left": ("left", "leftward", "leftwards"),
+    "right": ("right", "rightward", "rightwards"),
+    "up": ("up", "upward", "upwards", "top", "upper", "rise", "rises", "rising", "climb", "climbs", "climbing", "ascend",
+           "ascends", "ascending"),
+    "down": ("down", "downward", "downwards", "bottom", "lower", "sink", "sinks", "sinking", "fall", "falls", "falling", "drop",
+             "drops", "dropping", "descend", "descends", "descending"),
+}
+_NAME_OF = {w: d for d, words in _DIRECTION_NAMES.items() for w in words}
+_DIRECTION_WORD = re.compile(r"\b(" + "|".join(sorted(_NAME_OF, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+# "from the right (toward the left)": where a move starts, not where it goes
+_FROM = re.compile(r"\bfrom the (left|right|top|bottom)\b", re.IGNORECASE)
+
+
+def named_direction(prompt: str) -> str | None:
+    """The one straight direction (left, right, up, down) a prompt asks for, or None when it names none, several
+    ("up and to the left", "bounces up and down") or a direction only as where the move starts ("from the right").
+    "moving left", "heads for the top", "sinks", "from the right toward the left" -> left / up / down / left."""
+    text = _BOTH_WAYS.sub(" ", _FROM.sub(" ", prompt))
+    named = {_NAME_OF[m.group(0).lower()] for m in _DIRECTION_WORD.finditer(text)}
+    return named.pop() if len(named) == 1 else None

@@ -146,6 +146,19 @@ class VidGPT:
             raise GenerationError("blueprint_mask and follow_blueprint: choose one way to draw the fine section")
         if self.speculative < 0:
             raise GenerationError(f"speculative {self.speculative}: drafts per pass must be >= 0 (0 = one token a pass)")
+        # the motion verifier (vidgpt.verifier; from the model directory's motion_verifier.safetensors, None = none)
+        # and how many blueprints it picks from for each prompt that names a straight direction (decode option /
+        # vidgpt.json "best_of"; 1 = one blueprint, as drawn)
+        self.verifier = opts.pop("verifier", None)
+        best_of = opts.pop("best_of", self.meta.get("best_of", 1))
+        if isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1:
+            raise GenerationError(f"best_of {best_of!r}: blueprints drawn per prompt, an integer >= 1")
+        if best_of > 1 and self.verifier is None:
+            raise GenerationError(f"best_of {best_of}: picking a blueprint needs the model's motion verifier "
+                                  "(motion_verifier.safetensors, tools/train_verifier.py)")
+        if best_of > 1 and (self.follow_blueprint != 1.0 or self.blueprint_mask is not None):
+            raise GenerationError("best_of with follow_blueprint or blueprint_mask: choose one way to draw the fine section")
+        self.best_of = best_of
         # the model's parent hints (vidgpt.parent_hint: {"proj": P} from parent_hint.safetensors; None = none)
         self.parent_hint = opts.pop("parent_hint", None)
         # the copy read-out's tilt gain at sampling time (vidgpt.copy_readout; vidgpt.json "copy_gain"; None: as trained)
@@ -222,6 +235,10 @@ class VidGPT:
         chat = bool((lm.meta.get("layout") or {}).get("chat", True))
         decode_options = dict(decode_options or {})
         decode_options.setdefault("parent_hint", load_parent_hint_state(d))  # None when the model has none
+        if "verifier" not in decode_options:
+            from ..verifier import load_verifier
+
+            decode_options["verifier"] = load_verifier(d)  # None when the model has none
         if decode_options.get("dtype") == "int8" and fast and "int8_maxima" not in decode_options:
             from .int8_calibration import load_maxima
 
@@ -280,13 +297,23 @@ class VidGPT:
         progress: bool = False,
         desc: str = "sampling",
         noise=None,
+        directions: Sequence[str | None] | None = None,
     ) -> tuple[list[VisualBlock], list[list[int]]]:
         """One constrained block per prompt. Returns the parsed blocks and each row's ids (+ tail).
+
+        directions: the straight direction each prompt asks for (vidgpt.data.motion_words.named_direction; None where
+        it names none). With `best_of` N > 1 and a blueprint to draw, N blueprints are drawn for each prompt with a
+        direction and the motion verifier keeps the one likeliest to move that way; the rest of the block is drawn
+        after it (`_sample_best_blueprint`).
 
         With `follow_blueprint` != 1 and both sections, two passes: the header and blueprint as usual (guided by
         `uncond`), then the fine section guided by `follow_blueprint` away from rows that see the same prompt over
         the blueprint held still (still_blueprint): what the fine codes owe to the blueprint's motion is amplified.
         """
+        if (self.best_of > 1 and "blueprint" in sections and directions is not None
+                and any(d is not None for d in directions)):
+            return self._sample_best_blueprint(prompts, uncond, shape, sections, sampling, generator, progress, desc,
+                                               directions)
         if self.follow_blueprint != 1.0 and tuple(sections) == ("blueprint", "fine"):
             return self._sample_following_blueprint(prompts, uncond, shape, sampling, generator, progress, desc, noise)
         if self.blueprint_mask is not None and tuple(sections) == ("blueprint", "fine"):
@@ -371,6 +398,51 @@ class VidGPT:
                 stats=self.last_stats, speculative_mode=self.speculative_mode,
                 speculative_give_up=self.speculative_give_up,
                 noise=noise.shifted(len(heads[0])) if noise is not None else None, cfg_scales=scales,
+            )
+        return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
+
+    def _sample_best_blueprint(self, prompts, uncond, shape, sections, sampling, generator, progress, desc,
+                               directions):
+        """sample_blocks' path under `best_of` N: N blueprints for each prompt that names a direction (one for the
+        others) in one batch, the one the motion verifier gives the highest log p(direction) kept (the first on a
+        tie), then, with the fine section, the rest of each block drawn after its kept blueprint (guided as the
+        one-pass decode: up to the blueprint's end unless `cfg_fine`)."""
+        n = len(prompts)
+        if len(directions) != n:
+            raise GenerationError(f"best_of: {len(directions)} directions for {n} prompts")
+        counts = [self.best_of if d is not None else 1 for d in directions]
+        owner = [i for i, c in enumerate(counts) for _ in range(c)]  # the prompt of each candidate row
+        many = [prompts[i] for i in owner]
+        many_uncond = None
+        if uncond is not None:  # group-major: G groups of n rows -> G groups of len(owner) rows
+            groups = len(uncond) // n
+            many_uncond = [uncond[g * n + i] for g in range(groups) for i in owner]
+        cands, cand_rows = self.sample_blocks(many, many_uncond, shape, ("blueprint",), sampling, generator, progress,
+                                              f"{desc} (best of {self.best_of})")
+        picks, start = [], 0
+        for i, c in enumerate(counts):
+            k = 0
+            if c > 1:
+                codes = torch.stack([b.blueprint for b in cands[start : start + c]]).to(self.verifier.head.weight.device)
+                k = int(torch.argmax(self.verifier.log_prob(codes, directions[i])))
+            picks.append(start + k)
+            start += c
+        self.last_stats["best_of"] = self.best_of
+        self.last_stats["best_of_picks"] = [j - sum(counts[:i]) for i, j in enumerate(picks)]
+        if "fine" not in sections:
+            return [cands[j] for j in picks], [cand_rows[j] for j in picks]
+        heads = [self._head_ids(cands[j]) for j in picks]
+        con, total = self._fine_constraint(prompts, shape, heads)
+        cond = [list(p) + h for p, h in zip(prompts, heads)]
+        neg = None
+        if uncond is not None and self.cfg_fine:
+            neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
+        with clip_progress(shape, self.vocab.spec.subtokens, ("fine",), enabled=progress, desc=desc) as bar:
+            out = constrained_decode(
+                self.backend, cond, con, sampling, generator, uncond_prompts=neg, pad_id=self.pad_id,
+                vocab_size=self.vocab.end, progress=bar, max_steps=total, speculative=self.speculative,
+                stats=self.last_stats, speculative_mode=self.speculative_mode,
+                speculative_give_up=self.speculative_give_up,
             )
         return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
 
@@ -549,8 +621,11 @@ class VidGPT:
         prompt_ids = self.layout.prompt_ids(Sample([Turn("user", [text])]))
         uncond_ids = self.layout.prompt_ids(Sample([Turn("user", [negative_prompt])]))
         gen = make_generator(seed, self.device)
+        from ..data.motion_words import named_direction
+
         blocks, rows = self.sample_blocks(
-            [prompt_ids] * num, [uncond_ids] * num if sampling.use_cfg else None, shape, sections, sampling, gen, progress
+            [prompt_ids] * num, [uncond_ids] * num if sampling.use_cfg else None, shape, sections, sampling, gen, progress,
+            directions=[named_direction(text)] * num,
         )
         result = GenerationResult(text, blocks, rows, prompt_ids, preview=blueprint_only, fps=self.fps)
         if long:

@@ -197,7 +197,10 @@ class Work:
             negatives = [pipe.default_negative(j.params["prompt"]) if j.params["negative_prompt"] is None
                          else j.params["negative_prompt"] for j in batch]
             uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [n])])) for n in negatives]
-        blocks, _ = pipe.sample_blocks(prompts, uncond, shape, sections, sampling, make_generator(None, pipe.device))
+        from ..data.motion_words import named_direction
+
+        blocks, _ = pipe.sample_blocks(prompts, uncond, shape, sections, sampling, make_generator(None, pipe.device),
+                                       directions=[named_direction(j.params["prompt"]) for j in batch])  # best_of
         videos = pipe.to_frames(pipe.decode_blocks(blocks, preview=p0["blueprint_only"]))
         for j, v, b in zip(batch, videos, blocks):
             clip = self.clips.add(v, "generated", j.params["prompt"], b).info()

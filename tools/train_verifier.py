@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Train the motion verifier (vidgpt.verifier) that `best_of` sampling picks blueprints with, and save it into a model
+directory (MODEL/motion_verifier.safetensors, ~60k parameters).
+
+It learns from the true blueprints of the LM's own training shards (captions naming a straight direction), with flips;
+held-out compositions are never in those shards, and neither generated clips nor the judge are used.
+
+    OMP_NUM_THREADS=1 python tools/train_verifier.py --shards data/toyT2/m0 data/toyT2/m1 --out model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    from vidgpt.backbone import read_meta
+    from vidgpt.errors import ConfigError
+    from vidgpt.train.verifier_fit import fit_verifier, shard_records, verifier_examples
+    from vidgpt.verifier import save_verifier
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shards", nargs="+", required=True, help="token shard folders (vidgpt data build-lm)")
+    ap.add_argument("--out", required=True, help="the model directory to save into (its vidgpt.json gives the code bits)")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    bits = int(((read_meta(out).get("vocab") or {}).get("codebook_bits")) or 0)
+    if bits < 1:
+        raise ConfigError(f"{out}/vidgpt.json names no vocab.codebook_bits")
+    t0 = time.time()
+    try:
+        codes, labels = verifier_examples(shard_records(args.shards))
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"--shards: {e}") from None
+    net, report = fit_verifier(codes, labels, bits, epochs=args.epochs, seed=args.seed)
+    report.update({"shards": list(args.shards), "blueprint_shape": list(codes.shape[1:]), "seconds": round(time.time() - t0, 1)})
+    path = save_verifier(net, out, report)
+    print(json.dumps(report))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    from vidgpt.errors import run_tool
+
+    run_tool(main, Path(__file__).name)
