@@ -62,3 +62,14 @@ def test_ship_a_checkpoint_then_start_the_next_piece_from_it(tmp_path):
     again = tmp_path / "shipped_contrast"
     ship_model.ship(run / "checkpoints" / "step-0000004", again, ["max_objects=1"], None, contrast_motion=True)
     assert json.loads((again / "vidgpt.json").read_text())["contrast_motion"] is True
+
+    # re-shipping over a directory keeps its card and its motion verifier (it reads the tokenizer's codes, not the
+    # LM); --best-of needs that verifier
+    with pytest.raises(SystemExit, match="no motion_verifier"):
+        ship_model.ship(run / "checkpoints" / "step-0000004", again, ["max_objects=1"], None, best_of=4)
+    (again / "README.md").write_text("card")
+    (again / "motion_verifier.safetensors").write_bytes(b"verifier bytes")
+    ship_model.ship(run / "checkpoints" / "step-0000004", again, ["max_objects=1"], None, best_of=4)
+    assert (again / "README.md").read_text() == "card"
+    assert (again / "motion_verifier.safetensors").read_bytes() == b"verifier bytes"
+    assert json.loads((again / "vidgpt.json").read_text())["best_of"] == 4

@@ -16,7 +16,7 @@ The run's config.yaml builds the model (same code path as training); the weights
 checkpoint, a named checkpoint, or its final model/ (vidgpt.train.lm_init.init_from). The tool then loads
 the shipped directory back with `load_vidgpt_lm` and prints the largest logit difference against
 the fp32 weights on a fixed prompt, and the size of each file. The directory is replaced whole (its README.md card
-kept), so an int8 calibration (int8_maxima.safetensors) has to be made again for the new weights.
+and motion_verifier.safetensors kept), so an int8 calibration (int8_maxima.safetensors) has to be made again for the new weights.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+VERIFIER_FILE = "motion_verifier.safetensors"  # vidgpt.verifier.FILE (kept when the directory is replaced)
 
 
 def _run_dir(source: Path) -> Path:
@@ -94,7 +95,8 @@ def _rows_into_new_rows(d: Path) -> None:
 
 
 def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | None, note: str = "",
-         status: str = "", contrast_motion: bool = False, copy_gain: float | None = None) -> dict:
+         status: str = "", contrast_motion: bool = False, copy_gain: float | None = None,
+         best_of: int | None = None) -> dict:
     import torch
 
     from vidgpt.backbone import save_vidgpt_lm
@@ -120,6 +122,13 @@ def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | No
         meta["copy_gain"] = float(copy_gain)
     else:
         meta.pop("copy_gain", None)
+    if best_of is not None and best_of > 1:  # blueprints the motion verifier picks from (vidgpt.verifier)
+        if not (out / VERIFIER_FILE).is_file():
+            raise SystemExit(f"--best-of {best_of}: {out} has no {VERIFIER_FILE} to keep "
+                             "(make one first: tools/train_verifier.py --out DIR)")
+        meta["best_of"] = int(best_of)
+    else:
+        meta.pop("best_of", None)
     if status:
         meta["status"] = status  # printed by `vidgpt generate` / `chat` at load (e.g. a model still in training)
     else:
@@ -151,9 +160,9 @@ def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | No
         for f in staged.rglob("*.safetensors"):
             _to_bf16(f)
         if out.exists():
-            card = out / "README.md"
-            if card.is_file():  # keep the hand-written card
-                shutil.copy2(card, staged / "README.md")
+            for kept in ("README.md", VERIFIER_FILE):  # the hand-written card; the motion verifier (it reads the
+                if (out / kept).is_file():            # tokenizer's codes, not the LM: valid for any LM piece)
+                    shutil.copy2(out / kept, staged / kept)
             shutil.rmtree(out)
         os.replace(staged, out)
     finally:
@@ -199,11 +208,17 @@ def main(argv=None) -> int:
     ap.add_argument("--copy-gain", type=float, default=None,
                     help="record vidgpt.json copy_gain: the copy read-out's tilt gain at sampling time instead of the "
                          "trained one (a model with model.copy_readout_form: tilt; measure it first)")
+    ap.add_argument("--best-of", type=int, default=None, metavar="N",
+                    help="record vidgpt.json best_of: N blueprints drawn for a prompt that names a direction, the "
+                         "motion verifier's pick kept (the out dir's motion_verifier.safetensors is kept; measure it "
+                         "first: tools/judge_sections.py --best-of)")
     args = ap.parse_args(argv)
+    if args.best_of is not None and args.best_of < 1:
+        ap.error(f"--best-of {args.best_of}: an integer >= 1")
     if args.copy_gain is not None and not math.isfinite(args.copy_gain):
         ap.error(f"--copy-gain {args.copy_gain}: a finite number")
     res = ship(Path(args.source), Path(args.out), args.world_set, Path(args.tokenizer) if args.tokenizer else None,
-               args.note, args.status, args.contrast_motion, args.copy_gain)
+               args.note, args.status, args.contrast_motion, args.copy_gain, args.best_of)
     rep = check(Path(args.out), res.pop("fp32_model"))
     print(json.dumps({**res, **rep}, indent=1, default=str))
     print(f"note: {args.out} has no int8 calibration now; for `--int8-weights` run "
