@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Train the motion verifier (vidgpt.verifier) that `best_of` sampling picks blueprints with, and save it into a model
-directory (MODEL/motion_verifier.safetensors, ~60k parameters).
+directory (MODEL/motion_verifier.safetensors, ~54k parameters).
 
 It learns from the true blueprints of the LM's own training shards (captions naming a straight direction), with flips;
 held-out compositions are never in those shards, and neither generated clips nor the judge are used.
