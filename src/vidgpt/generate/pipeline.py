@@ -407,6 +407,8 @@ class VidGPT:
         others) in one batch, the one the motion verifier gives the highest log p(direction) kept (the first on a
         tie), then, with the fine section, the rest of each block drawn after its kept blueprint (guided as the
         one-pass decode: up to the blueprint's end unless `cfg_fine`)."""
+        import dataclasses
+
         n = len(prompts)
         if len(directions) != n:
             raise GenerationError(f"best_of: {len(directions)} directions for {n} prompts")
@@ -437,9 +439,10 @@ class VidGPT:
         neg = None
         if uncond is not None and self.cfg_fine:
             neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
+        fine_sampling = dataclasses.replace(sampling, late_cfg=None)  # a late scale is for the blueprint's frames
         with clip_progress(shape, self.vocab.spec.subtokens, ("fine",), enabled=progress, desc=desc) as bar:
             out = constrained_decode(
-                self.backend, cond, con, sampling, generator, uncond_prompts=neg, pad_id=self.pad_id,
+                self.backend, cond, con, fine_sampling, generator, uncond_prompts=neg, pad_id=self.pad_id,
                 vocab_size=self.vocab.end, progress=bar, max_steps=total, speculative=self.speculative,
                 stats=self.last_stats, speculative_mode=self.speculative_mode,
                 speculative_give_up=self.speculative_give_up,
