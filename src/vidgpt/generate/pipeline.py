@@ -371,6 +371,22 @@ class VidGPT:
             con.advance(None)
         return con, block_length(shape, self.vocab.spec.subtokens, True, True) - len(heads[0])
 
+    def _fine_pass(self, prompts, shape, heads, con, total, neg, sampling, generator, progress, desc, stats,
+                   speculative: bool = True, **extra):
+        """The second pass of the two-pass paths: each prompt's fine section drawn after its header and blueprint
+        (`heads`, from `_fine_constraint`'s `con` and `total`), guided away from the `neg` rows (None: unguided);
+        speculative windows as the pipeline's unless `speculative` is False; `extra`: constrained_decode's noise /
+        cfg_scales / forced. Returns the parsed (blocks, rows)."""
+        cond = [list(p) + h for p, h in zip(prompts, heads)]
+        if speculative:
+            extra.update(speculative=self.speculative, speculative_mode=self.speculative_mode,
+                         speculative_give_up=self.speculative_give_up)
+        with clip_progress(shape, self.vocab.spec.subtokens, ("fine",), enabled=progress, desc=desc) as bar:
+            out = constrained_decode(self.backend, cond, con, sampling, generator, uncond_prompts=neg,
+                                     pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total,
+                                     stats=stats, **extra)
+        return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(len(prompts))])
+
     def _sample_following_blueprint(self, prompts, uncond, shape, sampling, generator, progress, desc, noise=None):
         """sample_blocks' two-pass path: blueprints first, then the fine sections against still blueprints. Both
         passes draw with one positional noise (the second shifted to where the fine codes start), so the tokens
@@ -379,7 +395,6 @@ class VidGPT:
 
         noise, first, heads = self._blueprint_pass(prompts, uncond, shape, sampling, generator, progress, desc, noise)
         still = [self._head_ids(dataclasses.replace(b, blueprint=still_blueprint(b.blueprint))) for b in first]
-        cond = [list(p) + h for p, h in zip(prompts, heads)]
         neg = [list(p) + h for p, h in zip(prompts, still)]
         n = len(prompts)
         con, total = self._fine_constraint(prompts, shape, heads)
@@ -391,15 +406,9 @@ class VidGPT:
             for i, b in enumerate(first):
                 cells = moved_fine_cells(b.blueprint, shape).reshape(-1).repeat_interleave(S)
                 scales[i, : cells.numel()][cells] = self.follow_blueprint
-        with clip_progress(shape, self.vocab.spec.subtokens, ("fine",), enabled=progress, desc=desc) as bar:
-            out = constrained_decode(
-                self.backend, cond, con, fine_sampling, generator, uncond_prompts=neg, pad_id=self.pad_id,
-                vocab_size=self.vocab.end, progress=bar, max_steps=total, speculative=self.speculative,
-                stats=self.last_stats, speculative_mode=self.speculative_mode,
-                speculative_give_up=self.speculative_give_up,
-                noise=noise.shifted(len(heads[0])) if noise is not None else None, cfg_scales=scales,
-            )
-        return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
+        return self._fine_pass(prompts, shape, heads, con, total, neg, fine_sampling, generator, progress, desc,
+                               self.last_stats, noise=noise.shifted(len(heads[0])) if noise is not None else None,
+                               cfg_scales=scales)
 
     def _sample_best_blueprint(self, prompts, uncond, shape, sections, sampling, generator, progress, desc,
                                directions):
@@ -435,19 +444,12 @@ class VidGPT:
             return [cands[j] for j in picks], [cand_rows[j] for j in picks]
         heads = [self._head_ids(cands[j]) for j in picks]
         con, total = self._fine_constraint(prompts, shape, heads)
-        cond = [list(p) + h for p, h in zip(prompts, heads)]
         neg = None
         if uncond is not None and self.cfg_fine:
             neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
         fine_sampling = dataclasses.replace(sampling, late_cfg=None)  # a late scale is for the blueprint's frames
-        with clip_progress(shape, self.vocab.spec.subtokens, ("fine",), enabled=progress, desc=desc) as bar:
-            out = constrained_decode(
-                self.backend, cond, con, fine_sampling, generator, uncond_prompts=neg, pad_id=self.pad_id,
-                vocab_size=self.vocab.end, progress=bar, max_steps=total, speculative=self.speculative,
-                stats=self.last_stats, speculative_mode=self.speculative_mode,
-                speculative_give_up=self.speculative_give_up,
-            )
-        return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
+        return self._fine_pass(prompts, shape, heads, con, total, neg, fine_sampling, generator, progress, desc,
+                               self.last_stats)
 
     def recode_blueprints(self, blocks: Sequence[VisualBlock]) -> torch.Tensor:
         """Fine codes [N, t, h, w] of the blocks' blueprint previews (decoded, upsampled 2x) encoded at full size:
@@ -483,21 +485,17 @@ class VidGPT:
         con, total = self._fine_constraint(prompts, shape, heads)
         forced = torch.full((n, total), -1, dtype=torch.long)
         forced[:, : given.shape[1]] = given
-        cond = [list(p) + h for p, h in zip(prompts, heads)]
         neg = None
         if uncond is not None and self.cfg_fine:
             neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
         stats: dict = {}
-        with clip_progress(shape, S, ("fine",), enabled=progress, desc=desc) as bar:
-            out = constrained_decode(
-                self.backend, cond, con, dataclasses.replace(sampling, late_cfg=None), generator, uncond_prompts=neg,
-                pad_id=self.pad_id, vocab_size=self.vocab.end, progress=bar, max_steps=total, stats=stats,
-                noise=noise.shifted(len(heads[0])) if noise is not None else None, forced=forced,
-            )
+        out = self._fine_pass(prompts, shape, heads, con, total, neg, dataclasses.replace(sampling, late_cfg=None),
+                              generator, progress, desc, stats, speculative=False,
+                              noise=noise.shifted(len(heads[0])) if noise is not None else None, forced=forced)
         self.last_stats["fine_passes"] = stats.get("passes")
         self.last_stats["fine_drawn"] = int((given < 0).sum())
         self.last_stats["fine_given"] = int((given >= 0).sum())
-        return self._parse_rows(prompts, [heads[i] + out.tokens[i].tolist() for i in range(n)])
+        return out
 
     def generate_text(self, sample: Sample, max_new_tokens: int = 128, seed: int | None = 0, temperature: float = 0.0) -> str:
         """Plain text answer (up to end of turn) to a generation prompt `sample` (chat layout)."""
