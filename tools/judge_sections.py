@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--best-of", type=int, default=None, metavar="N",
                     help="blueprints drawn per prompt that names a direction, the motion verifier's pick kept (decode "
                          "option best_of; default: the model's vidgpt.json best_of)")
+    ap.add_argument("--fine-temperature", type=float, default=None, metavar="T",
+                    help="the fine section's own temperature, drawn after the blueprint (decode option "
+                         "fine_temperature; default: the model's vidgpt.json fine_temperature, else the temperature)")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
     ap.add_argument("--preview-only", action="store_true",
@@ -76,6 +79,8 @@ def main(argv=None) -> int:
                "follow_cells": args.follow_cells}
     if args.best_of is not None:  # else the model's own setting
         options["best_of"] = args.best_of
+    if args.fine_temperature is not None:  # else the model's own setting
+        options["fine_temperature"] = args.fine_temperature
     if args.copy_gain is not None:  # else the model's own setting
         options["copy_gain"] = args.copy_gain
     if args.blueprint_mask is not None:  # else the model's own setting

@@ -61,6 +61,9 @@ def _sampling_args(p) -> None:
                         "keep the one the verifier finds likeliest to move that way (1 = off; default: the model's "
                         "vidgpt.json best_of)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--fine-temperature", type=float, default=None, metavar="T",
+                   help="the fine section's own temperature: the header and blueprint are drawn first (at --temperature), "
+                        "then the fine codes at T (default: the model's vidgpt.json fine_temperature, else --temperature)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely codes")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -132,7 +135,8 @@ def register(sub) -> None:
 
 def load_pipeline(model=None, *, device=None, plain: bool = False, speculative: int | None = None,
                   speculative_mode: str = "exact", dtype: str = "auto", int8_head: bool = False, cfg_fine: bool = False,
-                  blueprint_mask: int | None = None, copy_gain: float | None = None, best_of: int | None = None):
+                  blueprint_mask: int | None = None, copy_gain: float | None = None, best_of: int | None = None,
+                  fine_temperature: float | None = None):
     """The pipeline the CLI draws with: `model` (default: $VIDGPT_MODEL or model/), speculative windows on by default
     (exact mode, given up while they do not pay), guidance on the blueprint only unless `cfg_fine`, light loading
     unless `plain`; prints the model's status note."""
@@ -152,6 +156,8 @@ def load_pipeline(model=None, *, device=None, plain: bool = False, speculative: 
         opts["copy_gain"] = float(copy_gain)
     if best_of is not None:  # else the model's own setting (vidgpt.json "best_of")
         opts["best_of"] = int(best_of)
+    if fine_temperature is not None:  # else the model's own setting (vidgpt.json "fine_temperature")
+        opts["fine_temperature"] = float(fine_temperature)
     if dtype == "int8":
         opts["int8_head"] = bool(int8_head)
     # light: the fast decoder's weights without transformers' model classes (seconds less a call; light_model.py)
@@ -191,7 +197,8 @@ def _load(args):
                          speculative_mode=args.speculative_mode, dtype=dtype, int8_head=args.int8_head,
                          cfg_fine=bool(getattr(args, "cfg_fine", False)),
                          blueprint_mask=getattr(args, "blueprint_mask", None),
-                         copy_gain=getattr(args, "copy_gain", None), best_of=getattr(args, "best_of", None))
+                         copy_gain=getattr(args, "copy_gain", None), best_of=getattr(args, "best_of", None),
+                         fine_temperature=getattr(args, "fine_temperature", None))
 
 
 def _print_written(paths) -> None:

@@ -159,6 +159,13 @@ class VidGPT:
         if best_of > 1 and (self.follow_blueprint != 1.0 or self.blueprint_mask is not None):
             raise GenerationError("best_of with follow_blueprint or blueprint_mask: choose one way to draw the fine section")
         self.best_of = best_of
+        # the fine section's own sampling temperature (decode option / vidgpt.json "fine_temperature"; None: the
+        # call's temperature): the header and blueprint are drawn first, then the fine codes at this temperature
+        fine_t = opts.pop("fine_temperature", self.meta.get("fine_temperature"))
+        if fine_t is not None and (isinstance(fine_t, bool) or not isinstance(fine_t, (int, float))
+                                   or not math.isfinite(fine_t) or fine_t < 0):
+            raise GenerationError(f"fine_temperature {fine_t!r}: a sampling temperature, a finite number >= 0")
+        self.fine_temperature = None if fine_t is None else float(fine_t)
         # the model's parent hints (vidgpt.parent_hint: {"proj": P} from parent_hint.safetensors; None = none)
         self.parent_hint = opts.pop("parent_hint", None)
         # the copy read-out's tilt gain at sampling time (vidgpt.copy_readout; vidgpt.json "copy_gain"; None: as trained)
@@ -304,7 +311,8 @@ class VidGPT:
         directions: the straight direction each prompt asks for (vidgpt.data.motion_words.named_direction; None where
         it names none). With `best_of` N > 1 and a blueprint to draw, N blueprints are drawn for each prompt with a
         direction and the motion verifier keeps the one likeliest to move that way; the rest of the block is drawn
-        after it (`_sample_best_blueprint`).
+        after it (`_sample_best_blueprint`). With `fine_temperature` set, the header and blueprint are drawn first and
+        the fine section after them at that temperature (the same path, one blueprint a prompt).
 
         With `follow_blueprint` != 1 and both sections, two passes: the header and blueprint as usual (guided by
         `uncond`), then the fine section guided by `follow_blueprint` away from rows that see the same prompt over
@@ -314,6 +322,11 @@ class VidGPT:
                 and any(d is not None for d in directions)):
             return self._sample_best_blueprint(prompts, uncond, shape, sections, sampling, generator, progress, desc,
                                                directions)
+        if (self.fine_temperature is not None and tuple(sections) == ("blueprint", "fine")
+                and self.follow_blueprint == 1.0 and self.blueprint_mask is None):
+            # two passes: the blueprint, then the fine codes at their own temperature (one blueprint a prompt)
+            return self._sample_best_blueprint(prompts, uncond, shape, sections, sampling, generator, progress, desc,
+                                               [None] * len(prompts))
         if self.follow_blueprint != 1.0 and tuple(sections) == ("blueprint", "fine"):
             return self._sample_following_blueprint(prompts, uncond, shape, sampling, generator, progress, desc, noise)
         if self.blueprint_mask is not None and tuple(sections) == ("blueprint", "fine"):
@@ -371,6 +384,10 @@ class VidGPT:
             con.advance(None)
         return con, block_length(shape, self.vocab.spec.subtokens, True, True) - len(heads[0])
 
+    def _fine_t(self, sampling: SamplingConfig) -> float:
+        """The fine section's temperature: the decode option `fine_temperature`, else the call's own."""
+        return sampling.temperature if self.fine_temperature is None else self.fine_temperature
+
     def _fine_pass(self, prompts, shape, heads, con, total, neg, sampling, generator, progress, desc, stats,
                    speculative: bool = True, **extra):
         """The second pass of the two-pass paths: each prompt's fine section drawn after its header and blueprint
@@ -398,7 +415,8 @@ class VidGPT:
         neg = [list(p) + h for p, h in zip(prompts, still)]
         n = len(prompts)
         con, total = self._fine_constraint(prompts, shape, heads)
-        fine_sampling = dataclasses.replace(sampling, cfg=self.follow_blueprint, late_cfg=None)
+        fine_sampling = dataclasses.replace(sampling, cfg=self.follow_blueprint, late_cfg=None,
+                                            temperature=self._fine_t(sampling))
         scales = None
         if self.follow_cells == "moved":
             scales = torch.ones(n, total)
@@ -447,7 +465,8 @@ class VidGPT:
         neg = None
         if uncond is not None and self.cfg_fine:
             neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
-        fine_sampling = dataclasses.replace(sampling, late_cfg=None)  # a late scale is for the blueprint's frames
+        # a late scale is for the blueprint's frames
+        fine_sampling = dataclasses.replace(sampling, late_cfg=None, temperature=self._fine_t(sampling))
         return self._fine_pass(prompts, shape, heads, con, total, neg, fine_sampling, generator, progress, desc,
                                self.last_stats)
 
@@ -489,7 +508,8 @@ class VidGPT:
         if uncond is not None and self.cfg_fine:
             neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
         stats: dict = {}
-        out = self._fine_pass(prompts, shape, heads, con, total, neg, dataclasses.replace(sampling, late_cfg=None),
+        fine_sampling = dataclasses.replace(sampling, late_cfg=None, temperature=self._fine_t(sampling))
+        out = self._fine_pass(prompts, shape, heads, con, total, neg, fine_sampling,
                               generator, progress, desc, stats, speculative=False,
                               noise=noise.shifted(len(heads[0])) if noise is not None else None, forced=forced)
         self.last_stats["fine_passes"] = stats.get("passes")
