@@ -198,3 +198,71 @@ def pl_sample(prompt):
     from vidgpt.layout import Sample, Turn
 
     return Sample([Turn("user", [prompt])])
+
+
+def test_junk_examples_move_no_straight_way():
+    from vidgpt.train.verifier_fit import background_codes, junk_examples
+
+    codes, _ = moving_blocks(8, T=4)
+    g = torch.Generator().manual_seed(0)
+    bg = background_codes(codes)
+    assert torch.equal(bg, codes[:, :, 0, 0])  # corners are background in moving_blocks
+    for kind in ("still", "ghost", "vanish", "shuffle"):
+        j = junk_examples(codes, g, kinds=(kind,))
+        assert j.shape == codes.shape and torch.equal(j[:, 0], codes[:, 0])  # the first frame is the true one
+        for i in range(8):
+            obj = (j[i] != bg[i].view(-1, 1, 1)).flatten(1).sum(1)  # object cells per frame
+            if kind == "still":
+                assert all(torch.equal(j[i, t], codes[i, 0]) for t in range(4))
+            elif kind == "ghost":
+                assert (obj[1:] > obj[0]).all()  # the object stays and the moved one appears too
+            elif kind == "vanish":
+                assert (obj[1:] == 0).any() and obj[0] > 0
+            else:
+                assert sorted(j[i, 1:].flatten(1).tolist()) == sorted(codes[i, 1:].flatten(1).tolist())
+                assert not torch.equal(j[i], codes[i])
+    with pytest.raises(ValueError, match="kinds"):
+        junk_examples(codes, g, kinds=("blur",))
+    with pytest.raises(ValueError, match=">= 2 frames"):
+        junk_examples(codes[:, :1], g)
+
+
+def test_a_verifier_with_junk_says_none_for_junk_and_keeps_the_directions(tmp_path):
+    from vidgpt.train.verifier_fit import junk_examples
+
+    codes, labels = moving_blocks(320)
+    net, report = fit_verifier(codes, labels, bits=6, epochs=20, width=16, holdout=0.25, lr=3e-3, junk=0.5)
+    assert net.directions == DIRECTIONS + ("none",)
+    assert report["heldout_accuracy"] >= 0.85, report  # measured: see the assert's report
+    assert report["heldout_junk_accuracy"] >= 0.7, report
+    test, truth = moving_blocks(40, seed=1)
+    junk = junk_examples(test, torch.Generator().manual_seed(1))
+    # the asked direction scores lower on a junk copy of a clip than on the clip itself, for most clips
+    asked = [DIRECTIONS[i] for i in truth.tolist()]
+    true_lp = torch.stack([net.log_prob(test[i : i + 1], d)[0] for i, d in enumerate(asked)])
+    junk_lp = torch.stack([net.log_prob(junk[i : i + 1], d)[0] for i, d in enumerate(asked)])
+    assert (true_lp > junk_lp).float().mean() >= 0.8
+    save_verifier(net, tmp_path)
+    assert load_verifier(tmp_path).directions == DIRECTIONS + ("none",)
+    with pytest.raises(ValueError, match="junk"):
+        fit_verifier(codes, labels, bits=6, junk=-1)
+
+
+def test_pick_table_counts_the_kept_candidate():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("vc", Path(__file__).parents[1] / "tools" / "verifier_candidates.py")
+    vc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vc)
+    # 2 prompts x 3 candidates; verdicts (motion, colour, object)
+    verdicts = torch.tensor([[[0, 1, 0], [1, 1, 1], [0, 0, 0]],
+                             [[1, 0, 0], [0, 0, 0], [0, 1, 0]]], dtype=torch.bool)
+    data = {"codes": torch.zeros(2, 3, 2, 4, 4, dtype=torch.long), "verdicts": verdicts, "directions": ["left", "up"]}
+    first = lambda codes, d: torch.tensor([1.0, 0.0, 0.0])  # noqa: E731
+    second = lambda codes, d: torch.tensor([0.0, 1.0, 0.0])  # noqa: E731
+    t = vc.pick_table(data, {"first": first, "second": second})
+    assert t["first"] == {"motion": 0.5, "colour": 0.5, "object": 0.0}
+    assert t["second"] == {"motion": 0.5, "colour": 0.5, "object": 0.5}
+    assert t["oracle (any of K)"] == {"motion": 1.0, "colour": 1.0, "object": 0.5}
+    assert t["one blueprint (mean)"]["colour"] == pytest.approx(0.5)

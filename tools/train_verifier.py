@@ -25,20 +25,34 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shards", nargs="+", required=True, help="token shard folders (vidgpt data build-lm)")
     ap.add_argument("--out", required=True, help="the model directory to save into (its vidgpt.json gives the code bits)")
+    ap.add_argument("--bits", type=int, default=None,
+                    help="code bits, for an --out folder without a vidgpt.json (e.g. a variant to compare with "
+                         "tools/verifier_candidates.py score)")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--junk", type=float, default=0.0,
+                    help="add a class 'none' with this many junk blueprints per training clip (still, ghosted, "
+                         "vanished, shuffled; vidgpt.train.verifier_fit.junk_examples); 0 = the four directions only")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
-    bits = int(((read_meta(out).get("vocab") or {}).get("codebook_bits")) or 0)
-    if bits < 1:
-        raise ConfigError(f"{out}/vidgpt.json names no vocab.codebook_bits")
+    if args.junk < 0:
+        raise ConfigError(f"--junk {args.junk}: junk blueprints per training clip, >= 0")
+    if args.bits is not None:
+        if args.bits < 1:
+            raise ConfigError(f"--bits {args.bits}: >= 1")
+        bits = args.bits
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        bits = int(((read_meta(out).get("vocab") or {}).get("codebook_bits")) or 0) if (out / "vidgpt.json").is_file() else 0
+        if bits < 1:
+            raise ConfigError(f"{out}: no vidgpt.json naming vocab.codebook_bits (or give --bits)")
     t0 = time.time()
     try:
         codes, labels = verifier_examples(shard_records(args.shards))
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"--shards: {e}") from None
-    net, report = fit_verifier(codes, labels, bits, epochs=args.epochs, seed=args.seed)
+    net, report = fit_verifier(codes, labels, bits, epochs=args.epochs, seed=args.seed, junk=args.junk)
     report.update({"shards": list(args.shards), "blueprint_shape": list(codes.shape[1:]), "seconds": round(time.time() - t0, 1)})
     path = save_verifier(net, out, report)
     print(json.dumps(report))

@@ -30,8 +30,10 @@ from torch import nn
 FILE = "motion_verifier.safetensors"
 DIRECTIONS = ("left", "right", "up", "down")
 # flips of the cell grid and what they do to a direction: horizontal swaps left / right, vertical up / down
-H_FLIP = {"left": "right", "right": "left", "up": "up", "down": "down"}
-V_FLIP = {"left": "left", "right": "right", "up": "down", "down": "up"}
+H_FLIP = {"left": "right", "right": "left", "up": "up", "down": "down", "none": "none"}
+V_FLIP = {"left": "left", "right": "right", "up": "down", "down": "up", "none": "none"}
+# the class of blueprints that move no straight way at all (verifier_fit's junk: still, ghosted, vanished, shuffled)
+NONE = "none"
 
 
 def code_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:

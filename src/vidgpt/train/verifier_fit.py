@@ -16,7 +16,9 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from ..verifier import DIRECTIONS, H_FLIP, V_FLIP, MotionVerifier
+from ..verifier import DIRECTIONS, H_FLIP, NONE, V_FLIP, MotionVerifier
+
+JUNK_KINDS = ("still", "ghost", "vanish", "shuffle")
 
 
 def shard_records(paths: Iterable[str]) -> Iterator[dict]:
@@ -64,17 +66,75 @@ def flipped(codes: torch.Tensor, labels: torch.Tensor, directions=DIRECTIONS) ->
     return torch.cat(xs), torch.cat(ys)
 
 
+def background_codes(codes: torch.Tensor) -> torch.Tensor:
+    """codes [N, T, h, w] -> [N, T]: each frame's most common code (the background of a one-object blueprint)."""
+    N, T = codes.shape[:2]
+    return codes.reshape(N * T, -1).mode(-1).values.view(N, T)
+
+
+def junk_examples(codes: torch.Tensor, g: torch.Generator, kinds=JUNK_KINDS) -> torch.Tensor:
+    """One blueprint for each of `codes` [N, T >= 2, h, w] that moves no straight way, the kind drawn at random per
+    clip from `kinds`: the failures of sampled blueprints, made from true ones -
+      still    every frame is the first (nothing moves)
+      ghost    the first frame's object stays where it was in every later frame while the moved one appears too
+      vanish   one later frame (or more) is the background alone (the object dissolves)
+      shuffle  the frames after the first in a random order that is not the true one (the object jumps)"""
+    N, T = codes.shape[:2]
+    if T < 2:
+        raise ValueError(f"junk_examples: blueprints of >= 2 frames, got {tuple(codes.shape)}")
+    bad = kinds and [k for k in kinds if k not in JUNK_KINDS]
+    if not kinds or bad:
+        raise ValueError(f"junk_examples: kinds from {JUNK_KINDS}, got {kinds}")
+    out = codes.clone()
+    bg = background_codes(codes)  # [N, T]
+    which = torch.randint(len(kinds), (N,), generator=g)
+    for i in range(N):
+        kind = kinds[int(which[i])]
+        c = out[i]
+        if kind == "still":
+            c[:] = codes[i, :1]
+        elif kind == "ghost":
+            first = codes[i, 0] != bg[i, 0]  # the object's cells in the first frame
+            for t in range(1, T):
+                c[t][first] = codes[i, 0][first]
+        elif kind == "vanish":
+            ts = torch.randperm(T - 1, generator=g)[: 1 + int(torch.randint(max(1, T - 2), (1,), generator=g))] + 1
+            for t in ts.tolist():
+                c[t] = bg[i, t]
+        else:  # shuffle
+            if T < 3:  # nothing to reorder: one later frame; make it still instead
+                c[:] = codes[i, :1]
+                continue
+            perm = torch.arange(1, T)
+            while torch.equal(perm, torch.arange(1, T)):
+                perm = torch.randperm(T - 1, generator=g) + 1
+            c[1:] = codes[i, perm]
+    return out
+
+
 def fit_verifier(codes: torch.Tensor, labels: torch.Tensor, bits: int, epochs: int = 6, lr: float = 1e-3,
                  batch: int = 128, width: int = 48, holdout: float = 0.125, seed: int = 0,
-                 directions=DIRECTIONS) -> tuple[MotionVerifier, dict]:
+                 directions=DIRECTIONS, junk: float = 0.0) -> tuple[MotionVerifier, dict]:
     """A MotionVerifier trained on (codes, labels) with flips (AdamW, cross entropy); returns it (eval mode) and
-    {"clips", "heldout_clips", "heldout_accuracy", "train_accuracy", "epochs"}."""
+    {"clips", "heldout_clips", "heldout_accuracy", "train_accuracy", "epochs"}. junk > 0: a class "none" is added to
+    `directions`, and junk x the training clips of junk_examples (made from the training clips, flipped with them)
+    are its examples; the report adds "junk" and "heldout_junk_accuracy" (junk made from the held-out clips)."""
     g = torch.Generator().manual_seed(seed)
     n = codes.shape[0]
     order = torch.randperm(n, generator=g)
     k = int(round(n * holdout))
     test, train = order[:k], order[k:]
-    x, y = flipped(codes[train], labels[train], directions)
+    if junk < 0:
+        raise ValueError(f"fit_verifier: junk {junk} must be >= 0")
+    if junk > 0:
+        directions = tuple(directions) + (NONE,)
+        m = int(round(len(train) * junk))
+        src = train[torch.randint(len(train), (m,), generator=g)]
+        codes_tr = torch.cat([codes[train], junk_examples(codes[src], g)])
+        labels_tr = torch.cat([labels[train], torch.full((m,), directions.index(NONE))])
+    else:
+        codes_tr, labels_tr = codes[train], labels[train]
+    x, y = flipped(codes_tr, labels_tr, directions)
     torch.manual_seed(seed)
     net = MotionVerifier(bits, width, tuple(directions))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
@@ -98,4 +158,8 @@ def fit_verifier(codes: torch.Tensor, labels: torch.Tensor, bits: int, epochs: i
     report = {"clips": int(n), "heldout_clips": int(k), "epochs": int(epochs),
               "train_accuracy": accuracy(codes[train], labels[train]),
               "heldout_accuracy": accuracy(codes[test], labels[test])}
+    if junk > 0 and k > 0:
+        held_junk = junk_examples(codes[test], g)
+        report.update(junk=float(junk), heldout_junk_accuracy=accuracy(
+            held_junk, torch.full((k,), directions.index(NONE))))
     return net, report
