@@ -73,3 +73,6 @@ def test_ship_a_checkpoint_then_start_the_next_piece_from_it(tmp_path):
     assert (again / "README.md").read_text() == "card"
     assert (again / "motion_verifier.safetensors").read_bytes() == b"verifier bytes"
     assert json.loads((again / "vidgpt.json").read_text())["best_of"] == 4
+    assert "fine_temperature" not in json.loads((again / "vidgpt.json").read_text())
+    ship_model.ship(run / "checkpoints" / "step-0000004", again, ["max_objects=1"], None, fine_temperature=0.7)
+    assert json.loads((again / "vidgpt.json").read_text())["fine_temperature"] == 0.7

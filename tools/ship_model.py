@@ -96,7 +96,7 @@ def _rows_into_new_rows(d: Path) -> None:
 
 def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | None, note: str = "",
          status: str = "", contrast_motion: bool = False, copy_gain: float | None = None,
-         best_of: int | None = None) -> dict:
+         best_of: int | None = None, fine_temperature: float | None = None) -> dict:
     import torch
 
     from vidgpt.backbone import save_vidgpt_lm
@@ -129,6 +129,10 @@ def ship(source: Path, out: Path, world_set: list[str], tokenizer_dir: Path | No
         meta["best_of"] = int(best_of)
     else:
         meta.pop("best_of", None)
+    if fine_temperature is not None:  # the fine section drawn after the blueprint at its own temperature (VidGPT)
+        meta["fine_temperature"] = float(fine_temperature)
+    else:
+        meta.pop("fine_temperature", None)
     if status:
         meta["status"] = status  # printed by `vidgpt generate` / `chat` at load (e.g. a model still in training)
     else:
@@ -212,13 +216,19 @@ def main(argv=None) -> int:
                     help="record vidgpt.json best_of: N blueprints drawn for a prompt that names a direction, the "
                          "motion verifier's pick kept (the out dir's motion_verifier.safetensors is kept; measure it "
                          "first: tools/judge_sections.py --best-of)")
+    ap.add_argument("--fine-temperature", type=float, default=None, metavar="T",
+                    help="record vidgpt.json fine_temperature: the fine section drawn after the blueprint at "
+                         "temperature T (measure it first: tools/judge_sections.py --fine-temperature)")
     args = ap.parse_args(argv)
+    if args.fine_temperature is not None and not (math.isfinite(args.fine_temperature) and args.fine_temperature >= 0):
+        ap.error(f"--fine-temperature {args.fine_temperature}: a finite number >= 0")
     if args.best_of is not None and args.best_of < 1:
         ap.error(f"--best-of {args.best_of}: an integer >= 1")
     if args.copy_gain is not None and not math.isfinite(args.copy_gain):
         ap.error(f"--copy-gain {args.copy_gain}: a finite number")
     res = ship(Path(args.source), Path(args.out), args.world_set, Path(args.tokenizer) if args.tokenizer else None,
-               args.note, args.status, args.contrast_motion, args.copy_gain, args.best_of)
+               args.note, args.status, args.contrast_motion, args.copy_gain, args.best_of,
+               args.fine_temperature)
     rep = check(Path(args.out), res.pop("fp32_model"))
     print(json.dumps({**res, **rep}, indent=1, default=str))
     print(f"note: {args.out} has no int8 calibration now; for `--int8-weights` run "
