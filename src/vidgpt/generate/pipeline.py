@@ -384,9 +384,21 @@ class VidGPT:
             con.advance(None)
         return con, block_length(shape, self.vocab.spec.subtokens, True, True) - len(heads[0])
 
-    def _fine_t(self, sampling: SamplingConfig) -> float:
-        """The fine section's temperature: the decode option `fine_temperature`, else the call's own."""
-        return sampling.temperature if self.fine_temperature is None else self.fine_temperature
+    def _fine_sampling(self, sampling: SamplingConfig, **changes) -> SamplingConfig:
+        """How the second pass draws the fine section: `sampling` without its late guidance scale (that is for the
+        blueprint's frames), at the decode option `fine_temperature` (else the call's own), with `changes`."""
+        import dataclasses
+
+        t = sampling.temperature if self.fine_temperature is None else self.fine_temperature
+        return dataclasses.replace(sampling, late_cfg=None, temperature=t, **changes)
+
+    def _fine_negatives(self, uncond, heads) -> list[list[int]] | None:
+        """The second pass's negative rows: each unconditional prompt (G groups of n) over its prompt's header and
+        blueprint, when the fine section is guided (`cfg_fine`); else None."""
+        if uncond is None or not self.cfg_fine:
+            return None
+        n = len(heads)
+        return [list(u) + heads[k % n] for k, u in enumerate(uncond)]
 
     def _fine_pass(self, prompts, shape, heads, con, total, neg, sampling, generator, progress, desc, stats,
                    speculative: bool = True, **extra):
@@ -415,8 +427,7 @@ class VidGPT:
         neg = [list(p) + h for p, h in zip(prompts, still)]
         n = len(prompts)
         con, total = self._fine_constraint(prompts, shape, heads)
-        fine_sampling = dataclasses.replace(sampling, cfg=self.follow_blueprint, late_cfg=None,
-                                            temperature=self._fine_t(sampling))
+        fine_sampling = self._fine_sampling(sampling, cfg=self.follow_blueprint)
         scales = None
         if self.follow_cells == "moved":
             scales = torch.ones(n, total)
@@ -434,8 +445,6 @@ class VidGPT:
         others) in one batch, the one the motion verifier gives the highest log p(direction) kept (the first on a
         tie), then, with the fine section, the rest of each block drawn after its kept blueprint (guided as the
         one-pass decode: up to the blueprint's end unless `cfg_fine`)."""
-        import dataclasses
-
         n = len(prompts)
         if len(directions) != n:
             raise GenerationError(f"best_of: {len(directions)} directions for {n} prompts")
@@ -462,13 +471,8 @@ class VidGPT:
             return [cands[j] for j in picks], [cand_rows[j] for j in picks]
         heads = [self._head_ids(cands[j]) for j in picks]
         con, total = self._fine_constraint(prompts, shape, heads)
-        neg = None
-        if uncond is not None and self.cfg_fine:
-            neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
-        # a late scale is for the blueprint's frames
-        fine_sampling = dataclasses.replace(sampling, late_cfg=None, temperature=self._fine_t(sampling))
-        return self._fine_pass(prompts, shape, heads, con, total, neg, fine_sampling, generator, progress, desc,
-                               self.last_stats)
+        return self._fine_pass(prompts, shape, heads, con, total, self._fine_negatives(uncond, heads),
+                               self._fine_sampling(sampling), generator, progress, desc, self.last_stats)
 
     def recode_blueprints(self, blocks: Sequence[VisualBlock]) -> torch.Tensor:
         """Fine codes [N, t, h, w] of the blocks' blueprint previews (decoded, upsampled 2x) encoded at full size:
@@ -504,13 +508,9 @@ class VidGPT:
         con, total = self._fine_constraint(prompts, shape, heads)
         forced = torch.full((n, total), -1, dtype=torch.long)
         forced[:, : given.shape[1]] = given
-        neg = None
-        if uncond is not None and self.cfg_fine:
-            neg = [list(u) + heads[k % n] for k, u in enumerate(uncond)]
         stats: dict = {}
-        fine_sampling = dataclasses.replace(sampling, late_cfg=None, temperature=self._fine_t(sampling))
-        out = self._fine_pass(prompts, shape, heads, con, total, neg, fine_sampling,
-                              generator, progress, desc, stats, speculative=False,
+        out = self._fine_pass(prompts, shape, heads, con, total, self._fine_negatives(uncond, heads),
+                              self._fine_sampling(sampling), generator, progress, desc, stats, speculative=False,
                               noise=noise.shifted(len(heads[0])) if noise is not None else None, forced=forced)
         self.last_stats["fine_passes"] = stats.get("passes")
         self.last_stats["fine_drawn"] = int((given < 0).sum())

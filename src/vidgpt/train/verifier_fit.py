@@ -82,8 +82,7 @@ def junk_examples(codes: torch.Tensor, g: torch.Generator, kinds=JUNK_KINDS) -> 
     N, T = codes.shape[:2]
     if T < 2:
         raise ValueError(f"junk_examples: blueprints of >= 2 frames, got {tuple(codes.shape)}")
-    bad = kinds and [k for k in kinds if k not in JUNK_KINDS]
-    if not kinds or bad:
+    if not kinds or any(k not in JUNK_KINDS for k in kinds):
         raise ValueError(f"junk_examples: kinds from {JUNK_KINDS}, got {kinds}")
     out = codes.clone()
     bg = background_codes(codes)  # [N, T]
