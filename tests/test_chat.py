@@ -75,11 +75,29 @@ def test_a_clip_turn_guides_away_from_the_message_with_its_motion_reversed(pipe,
     import vidgpt.generate.chat as chat
 
     rows = []
-    real = chat.constrained_decode
-    monkeypatch.setattr(chat, "constrained_decode", lambda *a, **k: rows.append(k["uncond_prompts"]) or real(*a, **k))
+    real = pipe.sample_blocks
+    monkeypatch.setattr(pipe, "sample_blocks", lambda *a, **k: rows.append(a[1]) or real(*a, **k))
     reversed_ids = pipe.layout.prompt_ids(chat.Sample([chat.Turn("user", ["make a red circle moving left"])]))
     empty_ids = pipe.layout.prompt_ids(chat.Sample([chat.Turn("user", [])]))
     for contrast, want in ((True, reversed_ids), (False, empty_ids)):
         monkeypatch.setattr(pipe, "contrast_motion", contrast)
         pipe.chat("make a red circle moving right", session=ChatSession(), frames=5, height=16, width=16, seed=0)
         assert rows[-1] == [want], contrast
+
+
+def test_a_clip_turn_draws_with_the_pipelines_sampler_and_the_asked_direction(pipe, monkeypatch):
+    """A turn that asks for a clip goes through VidGPT.sample_blocks (so best_of, fine_temperature and speculative
+    windows apply as in `generate`), with the direction the message asks the clip to move in (none for an
+    instruction that adds an object); the session keeps the user's message, not the guidance's negative row."""
+    calls = []
+    real = pipe.sample_blocks
+    monkeypatch.setattr(pipe, "sample_blocks", lambda *a, **k: calls.append(k.get("directions")) or real(*a, **k))
+    monkeypatch.setattr(pipe, "contrast_motion", True)
+    s = ChatSession()
+    r = pipe.chat("make a red circle moving right", session=s, frames=5, height=16, width=16, seed=0)
+    assert r.block is not None and calls[-1] == ["right"]
+    user_turns = [t for t in s.turns if t.role == "user"]
+    assert user_turns[-1].content == ["make a red circle moving right"]  # not "... moving left", the negative
+    pipe.chat("add a blue square moving left", session=s, frames=5, height=16, width=16, seed=1, mode="clip")
+    assert calls[-1] == [None]
+    assert [t.content for t in s.turns if t.role == "user"][-1] == ["add a blue square moving left"]

@@ -201,21 +201,31 @@ def chat(
     turns, dropped, prompt_ids = context_turns(pipe, session, new_user, keep_turn, reply_len)
     session.dropped = dropped
 
-    left = pipe.max_positions - len(prompt_ids)
-    con = StructureConstraint(
-        pipe.vocab, 1, shape=shape, sections=sections, allow_text=mode == "either", text_only=mode == "text",
-        stop_id=pipe.stop_id, max_text_tokens=min(max_text_tokens, max(1, left - len(pipe.tail_ids))),
-        max_new_tokens=left if mode == "clip" else None, pad_id=pipe.pad_id,
-    )
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg if mode == "clip" else 1.0)
     uncond = None
     if sampling.use_cfg:
         # the same context with the message left out, or (a model that contrasts motion) with its motion reversed
         negative = pipe.default_negative(message)
-        content = list(attach or []) + ([negative] if negative else [])
-        uncond = [pipe.layout.prompt_ids(Sample(turns + [Turn("user", content)]))]
+        negative_content = list(attach or []) + ([negative] if negative else [])
+        uncond = [pipe.layout.prompt_ids(Sample(turns + [Turn("user", negative_content)]))]
+    gen = make_generator(seed, pipe.device)
+    if mode == "clip":
+        # a clip is asked for: the pipeline's own block sampler, so the model's decode options (best_of with the
+        # motion verifier, fine_temperature, speculative windows) apply as in `generate` and `edit`
+        from ..data.motion_words import edit_direction
+
+        blocks, rows = pipe.sample_blocks([prompt_ids], uncond, shape, sections, sampling, gen, progress, "chat",
+                                          directions=[edit_direction(message)])
+        session.add("user", content)
+        return _clip_reply(pipe, session, blocks[0], referred, prompt_ids, rows[0], decode, progress)
+    # text, or the model's choice of text or a clip
+    left = pipe.max_positions - len(prompt_ids)
+    con = StructureConstraint(
+        pipe.vocab, 1, shape=shape, sections=sections, allow_text=mode == "either", text_only=mode == "text",
+        stop_id=pipe.stop_id, max_text_tokens=min(max_text_tokens, max(1, left - len(pipe.tail_ids))), pad_id=pipe.pad_id,
+    )
     out = constrained_decode(
-        pipe.backend, [prompt_ids], con, sampling, make_generator(seed, pipe.device), uncond_prompts=uncond,
+        pipe.backend, [prompt_ids], con, sampling, gen, uncond_prompts=uncond,
         pad_id=pipe.pad_id, vocab_size=pipe.vocab.end, max_steps=reply_len,
     )
     ids = out.tokens[0].tolist()
@@ -223,17 +233,20 @@ def chat(
     if out.kinds[0] == "block":
         ids = ids + pipe.tail_ids
         sample = pipe.layout.parse(prompt_ids + ids)
-        block = sample.turns[-1].blocks()[-1]
-        video = None
-        if decode:
-            video = pipe.to_frames(pipe.decode_blocks([block], progress=progress))[0]
-        session.add("assistant", [block], frames=video)
-        return ChatReply("", block, video, referred, prompt_ids, ids, session)
+        return _clip_reply(pipe, session, sample.turns[-1].blocks()[-1], referred, prompt_ids, ids, decode, progress)
     if pipe.stop_id in ids:
         ids = ids[: ids.index(pipe.stop_id)]
     text = pipe.text_of(ids) or "..."
     session.add("assistant", [text])
     return ChatReply(text, None, None, referred, prompt_ids, ids + pipe.tail_ids, session)
 
+
+def _clip_reply(pipe, session: ChatSession, block, referred, prompt_ids, ids, decode: bool, progress: bool) -> ChatReply:
+    """The reply that is a clip: `block` decoded (unless not `decode`) and added to the session."""
+    video = None
+    if decode:
+        video = pipe.to_frames(pipe.decode_blocks([block], progress=progress))[0]
+    session.add("assistant", [block], frames=video)
+    return ChatReply("", block, video, referred, prompt_ids, ids, session)
 
 __all__ = ["ChatReply", "ChatSession", "Clip", "DEFAULT_CONTINUE", "chat", "context_turns", "wants_clip"]
