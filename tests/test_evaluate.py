@@ -180,6 +180,16 @@ def test_eval_cli_passes_world_overrides(monkeypatch, tmp_path, capsys):
     assert main(["eval", "model", "--model", str(model), "--n", "2", "--set", "max_objects=2", "--no-progress",
                  "--out", str(tmp_path / "ev")]) == 0
     assert seen["cfg"].world_set == ["max_objects=2"]
+    seen.clear()  # the kinds of edit pair, in turn
+    assert main(["eval", "model", "--model", str(model), "--n", "2", "--edit-kinds", "motion, color", "--no-progress",
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert seen["cfg"].edit_kinds == ["motion", "color"]
+    capsys.readouterr()
+    for bad in ("motion,jump", "", "motion,motion"):
+        seen.clear()
+        assert main(["eval", "model", "--model", str(model), "--edit-kinds", bad, "--no-progress"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert not seen and len(err) == 2 and "edit kinds" in err[-1]  # the scope note, then one error line
 
 
 def test_tiny_random_model_runs_every_section(tmp_path):

@@ -103,6 +103,12 @@ class EvalConfig:
             raise GenerationError(f"eval: --n must be >= 0 and --batch-size >= 1 (got {c.n}, {c.batch_size})")
         if c.edit_split not in ("train", "heldout"):
             raise GenerationError(f"eval: edit split must be train or heldout, got {c.edit_split!r}")
+        from .data.world.edit_pairs import EDIT_KINDS
+
+        bad = [k for k in c.edit_kinds if k not in EDIT_KINDS]
+        if bad or not c.edit_kinds or len(set(c.edit_kinds)) != len(c.edit_kinds):
+            raise GenerationError(f"eval: edit kinds {','.join(c.edit_kinds) or '(none)'}: name each once, from "
+                                  f"{', '.join(EDIT_KINDS)}")
         return c
 
 

@@ -24,6 +24,9 @@ def register(sub) -> None:
                    help="free-form prompts (other word orders, synonyms) of the first held-out scenes (default n/2; 0 = skip)")
     p.add_argument("--edits", type=int, default=-1, help="edit pairs (default n/2; 0 = skip)")
     p.add_argument("--continuations", type=int, default=-1, help="continuations (default n/5; 0 = skip)")
+    p.add_argument("--edit-kinds", default="color,motion,add,remove", metavar="KINDS",
+                   help="the kinds of edit pair, taken in turn, comma-separated, from color, shape, motion, add, remove, "
+                        "background (default color,motion,add,remove)")
     p.add_argument("--edit-split", choices=["train", "heldout"], default="train",
                    help="edits that make training-like compositions (default) or held-out ones")
     p.add_argument("--seed", type=int, default=0, help="seed of scenes and sampling (default 0)")
@@ -70,7 +73,9 @@ def _model(args) -> int:
                      frames=args.frames or 17, size=args.size or 128, cfg=args.cfg, negative=args.negative,
                      temperature=args.temperature, top_k=args.top_k, seed=args.seed,
                      batch_size=args.batch_size, edit_split=args.edit_split, language=not args.no_language,
+                     edit_kinds=[k.strip() for k in args.edit_kinds.split(",")],
                      world_config=args.world_config, world_set=list(args.world_set))
+    cfg.resolved()  # bad counts or edit kinds fail here, before the model loads
     world = cfg.world()  # a bad --set fails here, before the model loads
     pipe = VidGPT.from_pretrained(model_dir, device=args.device or None)
     frames, height, width = getattr(pipe, "default_clip", (17, 128, 128))  # what the model was trained on
