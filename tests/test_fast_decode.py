@@ -401,7 +401,7 @@ def test_cfg_on_the_blueprint_only_matches_a_plain_reference(text_tok, spec):
     """cfg_fine=False: the header and blueprint are the fully guided clip's (same seed), then only the conditional
     rows go on (fast and plain backends draw the same tokens)."""
     kw = dict(frames=5, height=32, width=32, decode=False, temperature=1.0, seed=3, cfg=3.0)
-    guided = tiny_pipeline(text_tok, bits=6, fast=False).generate("a red ball", **kw).token_ids[0]
+    guided = tiny_pipeline(text_tok, bits=6, fast=False, decode_options={"cfg_fine": True}).generate("a red ball", **kw).token_ids[0]
     plain = tiny_pipeline(text_tok, bits=6, fast=False, decode_options={"cfg_fine": False})
     ref = plain.generate("a red ball", **kw).token_ids[0]
     fast = tiny_pipeline(text_tok, bits=6, decode_options={"cfg_fine": False, "speculative": spec})

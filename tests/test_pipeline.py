@@ -126,6 +126,14 @@ def test_follow_blueprint_guides_the_fine_codes_against_a_still_blueprint(text_t
     assert plain.follow_blueprint == 1.0  # off unless asked
 
 
+def test_guidance_on_the_fine_section_is_the_models_choice_else_off(text_tok):
+    """cfg_fine: the decode option, else the model's vidgpt.json "cfg_fine", else False (what `vidgpt generate`
+    draws with), so the library, the eval and the web page draw as the CLI does."""
+    assert tiny_pipeline(text_tok, bits=6).cfg_fine is False
+    assert tiny_pipeline(text_tok, bits=6, meta={"cfg_fine": True}).cfg_fine is True
+    assert tiny_pipeline(text_tok, bits=6, meta={"cfg_fine": True}, decode_options={"cfg_fine": False}).cfg_fine is False
+
+
 def test_the_two_pass_decode_draws_what_the_one_pass_decode_draws(text_tok):
     """follow_blueprint's passes share one positional noise: at scale 1 they give the one-pass tokens exactly (so a
     run with the guidance on is paired, clip for clip, with one without it)."""

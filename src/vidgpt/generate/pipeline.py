@@ -121,8 +121,10 @@ class VidGPT:
         # tokens per pass below which exact-mode windows give up after a few passes (0 = never); jacobi.py
         self.speculative_give_up = float(opts.pop("speculative_give_up", 0.0) or 0.0)
         # classifier-free guidance on the fine section too (False: on the header and blueprint only, then the
-        # unconditional rows are dropped: half the rows a pass for ~80% of the ids; an approximation)
-        self.cfg_fine = bool(opts.pop("cfg_fine", True))
+        # unconditional rows are dropped: half the rows a pass for ~80% of the ids; an approximation). Default: the
+        # model's vidgpt.json "cfg_fine", else False - what the CLI has drawn with since 2026-12-04 (docs/DECODING.md)
+        # and every figure of the shipped model was measured with; the eval and the web page draw the same way
+        self.cfg_fine = bool(opts.pop("cfg_fine", self.meta.get("cfg_fine", False)))
         # guidance scale of the fine section towards the blueprint's motion: the fine codes are drawn a second pass,
         # guided away from the same prompt and header over the blueprint held still at its first latent frame
         # (1 = off; sample_blocks). Default: the model's vidgpt.json "follow_blueprint", else off.
@@ -209,7 +211,8 @@ class VidGPT:
 
         decode_options: `speculative` (drafts per pass, jacobi.py), `speculative_mode` ("exact" or
         "sjd"), `speculative_give_up` (tokens per pass below which exact windows stop drafting), `cfg_fine`
-        (False: guidance on the header and blueprint only, the fine section from the conditional rows) and the fast
+        (True: the fine section guided too; default the model's vidgpt.json "cfg_fine", else False: guidance on the
+        header and blueprint only, the fine section from the conditional rows) and the fast
         backend's options
         (fast_decode.FastDecoder: weights, dtype, attention; with dtype "int8" the model directory's
         int8_maxima.safetensors, when there, calibrates the int8 smoothing).
