@@ -427,6 +427,31 @@ def test_cli_serve_without_a_model_is_one_line(tmp_path, capsys):
     assert "vidgpt serve --tiny" in err
 
 
+def test_cli_serve_loads_the_model_as_generate_does(tmp_path, monkeypatch):
+    """`vidgpt serve --model M` loads through the CLI's load_pipeline (speculative windows, the model's decode
+    settings), `--plain` included."""
+    import vidgpt.commands.generate as gen_cmd
+    import vidgpt.commands.serve as serve_cmd
+    from vidgpt.cli import main
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(model, device=None, plain=False, **kw):
+        seen.append((str(model), device, plain))
+        raise Stop
+
+    monkeypatch.setattr(gen_cmd, "load_pipeline", fake)
+    monkeypatch.setattr(serve_cmd, "_check_port", lambda host, port: None)
+    (tmp_path / "vidgpt.json").write_text("{}")
+    for extra, plain in (([], False), (["--plain"], True)):
+        with pytest.raises(Stop):
+            main(["serve", "--model", str(tmp_path)] + extra)
+        assert seen[-1] == (str(tmp_path), None, plain)
+
+
 def test_upload_limits_on_side_and_frames(pipe, media_files):
     app = create_app(pipe, ServeSettings(max_upload_side=32, max_upload_frames=5))
     with TestClient(app) as client:

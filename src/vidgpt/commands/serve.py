@@ -34,7 +34,7 @@ def run(args) -> int:
 
         pipe, name = tiny_pipeline(bits=6, max_positions=2048), "tiny random model (noise)"
     else:
-        from ..generate.pipeline import VidGPT, resolve_model_dir
+        from ..generate.pipeline import resolve_model_dir
 
         from ..errors import ModelError
 
@@ -42,7 +42,10 @@ def run(args) -> int:
             d = resolve_model_dir(args.model)
         except ModelError as e:  # one line: there is no model, how to make one, and how to try the page anyway
             raise ModelError(f"{e}; `vidgpt serve --tiny` serves a tiny random model to try the page") from None
-        pipe = VidGPT.from_pretrained(d, device=args.device or None, fast=not args.plain, light=not args.plain)
+        from .generate import load_pipeline
+
+        # as `vidgpt generate` loads it: speculative windows while they pay, the model's decode settings
+        pipe = load_pipeline(d, device=args.device or None, plain=args.plain)
         name = str(d)
     import uvicorn
 
