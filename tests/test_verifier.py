@@ -283,6 +283,41 @@ def test_pick_table_counts_the_kept_candidate():
     assert t["one blueprint (mean)"]["colour"] == pytest.approx(0.5)
 
 
+def test_candidate_examples_label_what_the_judge_saw():
+    """The model's own candidates: the way the judge saw the object move, `none` for no straight move or no track,
+    and a candidate with the wrong colour left out."""
+    from vidgpt.train.verifier_fit import candidate_examples
+
+    codes, _ = moving_blocks(6)
+    data = {"codes": codes.view(2, 3, *codes.shape[1:]),
+            "verdicts": torch.tensor([[[1, 1, 1], [0, 1, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 0], [0, 1, 0]]]),
+            "observed": [["right", "up-left", "left"], [None, "down", "stay"]]}
+    x, y = candidate_examples(data)
+    names = DIRECTIONS + ("none",)
+    assert [names[i] for i in y.tolist()] == ["right", "none", "none", "down", "none"]
+    assert torch.equal(x[0], codes[0]) and torch.equal(x[1], codes[1]) and torch.equal(x[2], codes[3])
+    with pytest.raises(ValueError, match="none"):
+        candidate_examples(data, directions=DIRECTIONS)
+
+
+def test_a_verifier_learns_from_extra_examples_with_a_none_class():
+    """fit_verifier(extra=...): the examples join the training set (with flips) and add the class none; junk-like
+    extra examples labelled none are then told apart from true moves."""
+    from vidgpt.train.verifier_fit import junk_examples
+
+    codes, labels = moving_blocks(320)
+    still = junk_examples(codes[:160], torch.Generator().manual_seed(2), kinds=("still",))
+    net, report = fit_verifier(codes, labels, bits=6, epochs=20, width=16, holdout=0.25, lr=3e-3,
+                               extra=(still, torch.full((160,), 4)))
+    assert net.directions == DIRECTIONS + ("none",) and report["extra"] == 160
+    assert report["heldout_accuracy"] >= 0.85, report
+    test, _ = moving_blocks(40, seed=3)
+    probe = junk_examples(test, torch.Generator().manual_seed(3), kinds=("still",))
+    assert (net(probe).argmax(-1) == 4).float().mean() >= 0.8
+    with pytest.raises(ValueError, match="do not fit"):
+        fit_verifier(codes, labels, bits=6, extra=(still[:, :2], torch.full((160,), 4)))
+
+
 def test_an_instruction_edit_picks_its_blueprint_by_the_way_it_asks_for(text_tok):
     """`VidGPT.edit` and the eval's batched edits pass the instruction's direction (edit_direction): a motion edit
     draws best_of blueprints and keeps the verifier's pick; an edit naming no way (or another task) draws one."""

@@ -3,7 +3,8 @@
 directory (MODEL/motion_verifier.safetensors, ~54k parameters).
 
 It learns from the true blueprints of the LM's own training shards (captions naming a straight direction), with flips;
-held-out compositions are never in those shards, and neither generated clips nor the judge are used.
+held-out compositions are never in those shards. With --candidates it also learns from blueprints the model drew for
+training prompts, labelled with what the judge saw them do (held-out compositions still never seen).
 
     OMP_NUM_THREADS=1 python tools/train_verifier.py --shards data/toyT2/m0 data/toyT2/m1 --out model
 """
@@ -33,6 +34,10 @@ def main(argv=None) -> int:
     ap.add_argument("--junk", type=float, default=0.0,
                     help="add a class 'none' with this many junk blueprints per training clip (still, ghosted, "
                          "vanished, shuffled; vidgpt.train.verifier_fit.junk_examples); 0 = the four directions only")
+    ap.add_argument("--candidates", nargs="+", default=[], metavar="FILE",
+                    help="also learn from blueprints the model drew for training prompts, labelled with the way the "
+                         "judge saw each move or 'none' (tools/verifier_candidates.py build --split train; "
+                         "vidgpt.train.verifier_fit.candidate_examples); adds the class 'none'")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -52,8 +57,27 @@ def main(argv=None) -> int:
         codes, labels = verifier_examples(shard_records(args.shards))
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"--shards: {e}") from None
-    net, report = fit_verifier(codes, labels, bits, epochs=args.epochs, seed=args.seed, junk=args.junk)
-    report.update({"shards": list(args.shards), "blueprint_shape": list(codes.shape[1:]), "seconds": round(time.time() - t0, 1)})
+    extra = None
+    if args.candidates:
+        import torch
+
+        from vidgpt.train.verifier_fit import candidate_examples
+
+        parts = []
+        for f in args.candidates:
+            try:
+                data = torch.load(f)
+            except (OSError, RuntimeError) as e:
+                raise ConfigError(f"--candidates {f}: cannot read it ({type(e).__name__})") from None
+            if data.get("split") != "train" or "observed" not in data:
+                raise ConfigError(f"--candidates {f}: not made by verifier_candidates.py build --split train")
+            parts.append(candidate_examples(data))
+        extra = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    try:
+        net, report = fit_verifier(codes, labels, bits, epochs=args.epochs, seed=args.seed, junk=args.junk, extra=extra)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    report.update({"candidates": list(args.candidates), "shards": list(args.shards), "blueprint_shape": list(codes.shape[1:]), "seconds": round(time.time() - t0, 1)})
     path = save_verifier(net, out, report)
     print(json.dumps(report))
     print(path)

@@ -9,7 +9,9 @@ motion, colour and the whole object, beside the mean candidate (one blueprint, w
 (any of the K passes). Scoring takes seconds, so verifier variants are compared on the same candidates.
 
 Use a seed other than the one of the final measurement (tools/judge_sections.py, seed 0): the candidates are for
-choosing among verifiers, and the held-out prompts of seed 0 stay the judge's.
+choosing among verifiers, and the held-out prompts of seed 0 stay the judge's. `build --split train` draws the
+candidates for prompts of training compositions instead, with what the judge saw each do: examples for
+`tools/train_verifier.py --candidates` (a verifier that learns from the model's own blueprints).
 
     OMP_NUM_THREADS=1 python tools/verifier_candidates.py build model --n 60 --candidates 8 --seed 7 \\
         --set max_objects=1 --set 'backgrounds=[solid]' --set 'motions=[left,right,up,down]' --set duration=2.125 \\
@@ -38,14 +40,14 @@ def build(args) -> int:
 
     pipe = VidGPT.from_pretrained(args.model, decode_options={"best_of": 1})
     cfg = EvalConfig(n=args.n, frames=args.frames, size=args.size, world_set=args.world_set, seed=args.seed)
-    items = [it for it in heldout_items(cfg, cfg.world()) if named_direction(it[2]) is not None]
+    items = [it for it in heldout_items(cfg, cfg.world(), split=args.split) if named_direction(it[2]) is not None]
     shape = pipe.latent_shape(cfg.frames, cfg.size, cfg.size)
     sampling = _sampling(cfg)
     gen = make_generator(args.seed, pipe.device)
     tok = pipe.video_tokenizer
     ids_of = lambda text: pipe.layout.prompt_ids(Sample([Turn("user", [text])]))  # noqa: E731
     k = args.candidates
-    codes, verdicts, prompts, directions = [], [], [], []
+    codes, verdicts, observed, prompts, directions = [], [], [], [], []
     t0 = time.time()
     for i, (scene, _, prompt) in enumerate(items):
         blocks, _ = pipe.sample_blocks([ids_of(prompt)] * k, [ids_of(pipe.default_negative(prompt))] * k, shape,
@@ -56,14 +58,15 @@ def build(args) -> int:
         v = [judge_clip(f, scene, fps=cfg.fps).objects[0] for f in frames]
         codes.append(bp)
         verdicts.append([[bool(o.motion.passed), bool(o.color.passed), bool(o.passed)] for o in v])
+        observed.append([o.motion.observed for o in v])  # the judge's motion name (None: not tracked)
         prompts.append(prompt)
         directions.append(named_direction(prompt))
         print(f"{i + 1}/{len(items)} {time.time() - t0:.0f} s {prompt!r}: motion right in "
               f"{sum(x[0] for x in verdicts[-1])}/{k}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"codes": torch.stack(codes), "verdicts": torch.tensor(verdicts), "prompts": prompts,
-                "directions": directions, "args": vars(args)}, out)
+    torch.save({"codes": torch.stack(codes), "verdicts": torch.tensor(verdicts), "observed": observed,
+                "prompts": prompts, "directions": directions, "split": args.split, "args": vars(args)}, out)
     print(out)
     return 0
 
@@ -110,12 +113,15 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="sample and judge the candidates")
     b.add_argument("model")
-    b.add_argument("--n", type=int, default=60, help="held-out prompts (those naming a straight direction are kept)")
+    b.add_argument("--n", type=int, default=60, help="prompts (those naming a straight direction are kept)")
     b.add_argument("--candidates", type=int, default=8, help="blueprints sampled per prompt (one batch)")
     b.add_argument("--frames", type=int, default=9)
     b.add_argument("--size", type=int, default=128)
     b.add_argument("--set", dest="world_set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--split", choices=["heldout", "train"], default="heldout",
+                   help="held-out compositions (to compare verifiers) or training ones (examples for "
+                        "tools/train_verifier.py --candidates)")
     b.add_argument("--out", required=True)
     s = sub.add_parser("score", help="how often each verifier's pick passes")
     s.add_argument("candidates_file")

@@ -228,16 +228,17 @@ def edit_batch(pipe, clips: list[np.ndarray], instructions: list[str], task: str
 # --- 1 + 2: adherence on held-out compositions ----------------------------------------------------
 
 
-def heldout_items(cfg: EvalConfig, world, n: int | None = None, recaption=None) -> list[tuple]:
+def heldout_items(cfg: EvalConfig, world, n: int | None = None, recaption=None, split: str = "heldout") -> list[tuple]:
     """(scene, style, prompt) of the first n (default cfg.n) held-out prompts: caption styles in turn.
     recaption(scene) -> another scene or None: the prompt captions that scene instead, with the same draws (None
-    gives the prompt "")."""
+    gives the prompt ""). split="train": compositions of the training split instead (e.g. to learn from the model's
+    own samples without touching the held-out ones)."""
     from .data.synthetic import STYLES, caption, sample_scene
 
     items = []
     for i in range(cfg.n if n is None else n):
         rng = _rng(cfg.seed, 1, i)
-        scene = sample_scene(rng, world, "heldout")
+        scene = sample_scene(rng, world, split)
         style = STYLES[i % len(STYLES)]
         told = scene if recaption is None else recaption(scene)
         items.append((scene, style, caption(told, rng, style) if told is not None else ""))

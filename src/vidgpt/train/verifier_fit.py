@@ -57,6 +57,26 @@ def verifier_examples(records: Iterable[dict], directions=DIRECTIONS) -> tuple[t
     return torch.stack(codes), torch.tensor(labels)
 
 
+def candidate_examples(data: dict, directions=DIRECTIONS + (NONE,)) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes [M, T, h, w], labels [M]) from blueprints the model drew and the judge watched (tools/
+    verifier_candidates.py build --split train: data["codes"] [n, K, T, h, w], data["verdicts"] [n, K, 3] with the
+    colour's verdict second, data["observed"] n lists of K motion names): a candidate whose object the judge found
+    (its colour right) is labelled with the straight direction it saw it move, or `none` when it saw no straight move
+    (still, diagonal, not tracked); one whose colour is wrong is left out (the verifier is not told the colour)."""
+    if NONE not in directions:
+        raise ValueError(f"candidate_examples: the directions need the class {NONE!r}, got {directions}")
+    codes, labels = [], []
+    for cands, verdicts, seen in zip(data["codes"], data["verdicts"], data["observed"]):
+        for c, v, o in zip(cands, verdicts, seen):
+            if not bool(v[1]):
+                continue
+            codes.append(c)
+            labels.append(directions.index(o if o in directions and o != NONE else NONE))
+    if not codes:
+        raise ValueError("candidate_examples: no candidate with its colour right")
+    return torch.stack(codes), torch.tensor(labels)
+
+
 def flipped(codes: torch.Tensor, labels: torch.Tensor, directions=DIRECTIONS) -> tuple[torch.Tensor, torch.Tensor]:
     """The examples and their three flips (horizontal, vertical, both), the labels moved with them."""
     h = torch.tensor([directions.index(H_FLIP[d]) for d in directions])
@@ -113,11 +133,14 @@ def junk_examples(codes: torch.Tensor, g: torch.Generator, kinds=JUNK_KINDS) -> 
 
 def fit_verifier(codes: torch.Tensor, labels: torch.Tensor, bits: int, epochs: int = 6, lr: float = 1e-3,
                  batch: int = 128, width: int = 48, holdout: float = 0.125, seed: int = 0,
-                 directions=DIRECTIONS, junk: float = 0.0) -> tuple[MotionVerifier, dict]:
+                 directions=DIRECTIONS, junk: float = 0.0,
+                 extra: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[MotionVerifier, dict]:
     """A MotionVerifier trained on (codes, labels) with flips (AdamW, cross entropy); returns it (eval mode) and
     {"clips", "heldout_clips", "heldout_accuracy", "train_accuracy", "epochs"}. junk > 0: a class "none" is added to
     `directions`, and junk x the training clips of junk_examples (made from the training clips, flipped with them)
-    are its examples; the report adds "junk" and "heldout_junk_accuracy" (junk made from the held-out clips)."""
+    are its examples; the report adds "junk" and "heldout_junk_accuracy" (junk made from the held-out clips).
+    extra: more training examples (codes, labels indexing `directions` + ("none",)), e.g. candidate_examples; with
+    them the class "none" is added as for junk, and the report adds "extra" (their count)."""
     g = torch.Generator().manual_seed(seed)
     n = codes.shape[0]
     order = torch.randperm(n, generator=g)
@@ -125,14 +148,20 @@ def fit_verifier(codes: torch.Tensor, labels: torch.Tensor, bits: int, epochs: i
     test, train = order[:k], order[k:]
     if junk < 0:
         raise ValueError(f"fit_verifier: junk {junk} must be >= 0")
-    if junk > 0:
+    if junk > 0 or extra is not None:
         directions = tuple(directions) + (NONE,)
+    if junk > 0:
         m = int(round(len(train) * junk))
         src = train[torch.randint(len(train), (m,), generator=g)]
         codes_tr = torch.cat([codes[train], junk_examples(codes[src], g)])
         labels_tr = torch.cat([labels[train], torch.full((m,), directions.index(NONE))])
     else:
         codes_tr, labels_tr = codes[train], labels[train]
+    if extra is not None:
+        if extra[0].shape[1:] != codes.shape[1:] or int(extra[1].max()) >= len(directions):
+            raise ValueError(f"fit_verifier: extra examples {tuple(extra[0].shape)} do not fit blueprints "
+                             f"{tuple(codes.shape[1:])} and {len(directions)} classes")
+        codes_tr, labels_tr = torch.cat([codes_tr, extra[0]]), torch.cat([labels_tr, extra[1]])
     x, y = flipped(codes_tr, labels_tr, directions)
     torch.manual_seed(seed)
     net = MotionVerifier(bits, width, tuple(directions))
@@ -157,6 +186,8 @@ def fit_verifier(codes: torch.Tensor, labels: torch.Tensor, bits: int, epochs: i
     report = {"clips": int(n), "heldout_clips": int(k), "epochs": int(epochs),
               "train_accuracy": accuracy(codes[train], labels[train]),
               "heldout_accuracy": accuracy(codes[test], labels[test])}
+    if extra is not None:
+        report["extra"] = int(extra[0].shape[0])
     if junk > 0 and k > 0:
         held_junk = junk_examples(codes[test], g)
         report.update(junk=float(junk), heldout_junk_accuracy=accuracy(
