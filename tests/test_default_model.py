@@ -27,7 +27,7 @@ def test_the_shipped_model_is_small_and_describes_itself():
     assert meta["contrast_motion"] is True  # motion-contrast guidance by default (model/README.md, measured at n = 300)
     assert meta["copy_gain"] == 2.0  # the copy read-out's gain at sampling (model/README.md, "Piece 40 shipped")
     assert meta["best_of"] == 4 and (MODEL / "motion_verifier.safetensors").is_file()  # model/README.md, "Best of N"
-    assert meta["fine_temperature"] == 0.5  # the fine section after the kept blueprint (model/README.md, "Fine temperature")
+    assert meta["fine_temperature"] == 0.3  # the fine section after the kept blueprint (model/README.md, "Fine temperature")
     assert (MODEL / meta["video_tokenizer"]).resolve() == (MODEL.parent / "tokenizer").resolve()
     assert (MODEL / meta["video_tokenizer"] / "config.json").is_file()
     size = sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file())
