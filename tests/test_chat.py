@@ -87,8 +87,9 @@ def test_a_clip_turn_guides_away_from_the_message_with_its_motion_reversed(pipe,
 
 def test_a_clip_turn_draws_with_the_pipelines_sampler_and_the_asked_direction(pipe, monkeypatch):
     """A turn that asks for a clip goes through VidGPT.sample_blocks (so best_of, fine_temperature and speculative
-    windows apply as in `generate`), with the direction the message asks the clip to move in (none for an
-    instruction that adds an object); the session keeps the user's message, not the guidance's negative row."""
+    windows apply as in `generate`), with the direction a new clip's message names (none for a turn about a clip:
+    an edit draws one blueprint, as `edit` does); the session keeps the user's message, not the guidance's negative
+    row."""
     calls = []
     real = pipe.sample_blocks
     monkeypatch.setattr(pipe, "sample_blocks", lambda *a, **k: calls.append(k.get("directions")) or real(*a, **k))
@@ -98,6 +99,6 @@ def test_a_clip_turn_draws_with_the_pipelines_sampler_and_the_asked_direction(pi
     assert r.block is not None and calls[-1] == ["right"]
     user_turns = [t for t in s.turns if t.role == "user"]
     assert user_turns[-1].content == ["make a red circle moving right"]  # not "... moving left", the negative
-    pipe.chat("add a blue square moving left", session=s, frames=5, height=16, width=16, seed=1, mode="clip")
-    assert calls[-1] == [None]
-    assert [t.content for t in s.turns if t.role == "user"][-1] == ["add a blue square moving left"]
+    r = pipe.chat("now make it move left instead", session=s, frames=5, height=16, width=16, seed=1, mode="clip")
+    assert r.referred is not None and calls[-1] == [None]
+    assert [t.content for t in s.turns if t.role == "user"][-1] == ["now make it move left instead"]

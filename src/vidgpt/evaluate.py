@@ -207,7 +207,7 @@ def generate_batch(pipe, prompts: list[str], cfg: EvalConfig, gen, negatives: li
 
 def edit_batch(pipe, clips: list[np.ndarray], instructions: list[str], task: str, cfg: EvalConfig, gen):
     """Batched `VidGPT.edit`: per clip (pasted-back result uint8 [T',H',W',3], raw decoded target)."""
-    from .generate.editing import edit_sample, instruction_direction, paste_back, plan_edit
+    from .generate.editing import edit_sample, paste_back, plan_edit
     from .layout import Sample, Turn
 
     sampling = _sampling(cfg)
@@ -219,8 +219,7 @@ def edit_batch(pipe, clips: list[np.ndarray], instructions: list[str], task: str
         source, sample = edit_sample(pipe, plan)
         prompts.append(pipe.layout.prompt_ids(sample))
         uncond.append(pipe.layout.prompt_ids(Sample([Turn("user", [source, ""])])))
-    blocks, _ = pipe.sample_blocks(prompts, uncond if sampling.use_cfg else None, shape, pipe.sections(), sampling, gen,
-                                   directions=[instruction_direction(p) for p in plans])  # as `edit` (best_of)
+    blocks, _ = pipe.sample_blocks(prompts, uncond if sampling.use_cfg else None, shape, pipe.sections(), sampling, gen)
     raw = pipe.to_frames(pipe.decode_blocks(blocks))
     return [(paste_back(p, r), r) for p, r in zip(plans, raw)]
 

@@ -58,9 +58,8 @@ def _sampling_args(p) -> None:
                         "copy_gain; model/README.md measures 1-4)")
     p.add_argument("--best-of", type=int, default=None, metavar="N",
                    help="on a model with a motion verifier: draw N blueprints for a prompt that names a direction and "
-                        "keep the one the verifier finds likeliest to move that way (prompts, chat clips and "
-                        "instruction edits that name a way to move; an instruction that adds or removes an object "
-                        "draws one; 1 = off; default: the model's vidgpt.json best_of)")
+                        "keep the one the verifier finds likeliest to move that way (text-to-video prompts and new clips in "
+                        "chat; an edit draws one; 1 = off; default: the model's vidgpt.json best_of)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--fine-temperature", type=float, default=None, metavar="T",
                    help="the fine section's own temperature: the header and blueprint are drawn first (at --temperature), "

@@ -84,18 +84,3 @@ def named_direction(prompt: str) -> str | None:
     named = {_NAME_OF[m.group(0).lower()] for m in _DIRECTION_WORD.finditer(text)}
     return named.pop() if len(named) == 1 else None
 
-
-# instructions that add or remove an object: a direction they name is the new (or the removed) object's, not the clip's
-_ADD_OR_REMOVE = re.compile(r"^\s*(add|put|also show|insert|include|remove|take out|take away|delete|get rid of|erase)\b",
-                            re.IGNORECASE)
-
-
-def edit_direction(instruction: str) -> str | None:
-    """The one straight direction an edit instruction asks the clip to move in, or None.
-
-    "make it move left instead", "now make the red circle go up", "have it sink" -> left / up / down; None for
-    instructions that add or remove an object ("add a red circle that moves left": the kept objects do not move that
-    way) and wherever `named_direction` finds none or several."""
-    if _ADD_OR_REMOVE.match(instruction):
-        return None
-    return named_direction(instruction)

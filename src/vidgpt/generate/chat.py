@@ -210,12 +210,15 @@ def chat(
         uncond = [pipe.layout.prompt_ids(Sample(turns + [Turn("user", negative_content)]))]
     gen = make_generator(seed, pipe.device)
     if mode == "clip":
-        # a clip is asked for: the pipeline's own block sampler, so the model's decode options (best_of with the
-        # motion verifier, fine_temperature, speculative windows) apply as in `generate` and `edit`
-        from ..data.motion_words import edit_direction
+        # a clip is asked for: the pipeline's own block sampler, so the model's decode options (fine_temperature,
+        # speculative windows, and for a new clip best_of with the motion verifier) apply as in `generate` and `edit`.
+        # A turn about a clip (an edit in context) draws one blueprint, as `edit` does: picking among 4 did not make
+        # motion edits change the way (model/README.md, "Fine temperature 0.3, ...")
+        from ..data.motion_words import named_direction
 
+        new_clip = referred is None and not attach
         blocks, rows = pipe.sample_blocks([prompt_ids], uncond, shape, sections, sampling, gen, progress, "chat",
-                                          directions=[edit_direction(message)])
+                                          directions=[named_direction(message) if new_clip else None])
         session.add("user", content)
         return _clip_reply(pipe, session, blocks[0], referred, prompt_ids, rows[0], decode, progress)
     # text, or the model's choice of text or a clip

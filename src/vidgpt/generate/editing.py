@@ -194,14 +194,6 @@ def paste_back(plan: EditPlan, result: np.ndarray) -> np.ndarray:
     return out
 
 
-def instruction_direction(plan: EditPlan) -> str | None:
-    """The straight direction an instruction edit asks for (vidgpt.data.motion_words.edit_direction), which a model
-    with `best_of` > 1 picks its blueprint by; None for the other tasks."""
-    from ..data.motion_words import edit_direction
-
-    return edit_direction(plan.instruction) if plan.task == "instruct" else None
-
-
 def edit_sample(pipe, plan: EditPlan):
     """(source block, generation-prompt Sample) for a plan."""
     source = pipe.encode_frames(plan.source)
@@ -238,9 +230,7 @@ def edit(
     if sampling.use_cfg:
         uncond = [pipe.layout.prompt_ids(Sample([Turn("user", [source, negative_prompt])]))] * num
     gen = make_generator(seed, pipe.device)
-    direction = instruction_direction(plan)
-    blocks, rows = pipe.sample_blocks([prompt_ids] * num, uncond, shape, pipe.sections(), sampling, gen, progress, f"{task}",
-                                      directions=[direction] * num)  # best_of: motion edits through the verifier
+    blocks, rows = pipe.sample_blocks([prompt_ids] * num, uncond, shape, pipe.sections(), sampling, gen, progress, f"{task}")
     result = GenerationResult(plan.instruction, blocks, rows, prompt_ids, fps=pipe.fps)
     result.tensors = pipe.decode_blocks(blocks, progress=progress)
     decoded = pipe.to_frames(result.tensors)
