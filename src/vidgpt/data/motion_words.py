@@ -83,4 +83,3 @@ def named_direction(prompt: str) -> str | None:
     text = _BOTH_WAYS.sub(" ", _FROM.sub(" ", prompt))
     named = {_NAME_OF[m.group(0).lower()] for m in _DIRECTION_WORD.finditer(text)}
     return named.pop() if len(named) == 1 else None
-

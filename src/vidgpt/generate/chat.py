@@ -252,4 +252,5 @@ def _clip_reply(pipe, session: ChatSession, block, referred, prompt_ids, ids, de
     session.add("assistant", [block], frames=video)
     return ChatReply("", block, video, referred, prompt_ids, ids, session)
 
+
 __all__ = ["ChatReply", "ChatSession", "Clip", "DEFAULT_CONTINUE", "chat", "context_turns", "wants_clip"]
