@@ -52,27 +52,12 @@ def main(argv=None) -> int:
         bits = int(((read_meta(out).get("vocab") or {}).get("codebook_bits")) or 0) if (out / "vidgpt.json").is_file() else 0
         if bits < 1:
             raise ConfigError(f"{out}: no vidgpt.json naming vocab.codebook_bits (or give --bits)")
+    extra = candidates(args.candidates) if args.candidates else None  # a bad file fails before the shards are read
     t0 = time.time()
     try:
         codes, labels = verifier_examples(shard_records(args.shards))
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"--shards: {e}") from None
-    extra = None
-    if args.candidates:
-        import torch
-
-        from vidgpt.train.verifier_fit import candidate_examples
-
-        parts = []
-        for f in args.candidates:
-            try:
-                data = torch.load(f)
-            except (OSError, RuntimeError) as e:
-                raise ConfigError(f"--candidates {f}: cannot read it ({type(e).__name__})") from None
-            if data.get("split") != "train" or "observed" not in data:
-                raise ConfigError(f"--candidates {f}: not made by verifier_candidates.py build --split train")
-            parts.append(candidate_examples(data))
-        extra = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
     try:
         net, report = fit_verifier(codes, labels, bits, epochs=args.epochs, seed=args.seed, junk=args.junk, extra=extra)
     except ValueError as e:
@@ -82,6 +67,29 @@ def main(argv=None) -> int:
     print(json.dumps(report))
     print(path)
     return 0
+
+
+def candidates(files: list[str]):
+    """The --candidates files' examples (vidgpt.train.verifier_fit.candidate_examples), joined; ConfigError, one
+    line, for a file that cannot be read, was not built with --split train, or holds no usable candidate."""
+    import torch
+
+    from vidgpt.errors import ConfigError
+    from vidgpt.train.verifier_fit import candidate_examples
+
+    parts = []
+    for f in files:
+        try:
+            data = torch.load(f)
+        except (OSError, RuntimeError) as e:
+            raise ConfigError(f"--candidates {f}: cannot read it ({type(e).__name__})") from None
+        if data.get("split") != "train" or "observed" not in data:
+            raise ConfigError(f"--candidates {f}: not made by verifier_candidates.py build --split train")
+        try:
+            parts.append(candidate_examples(data))
+        except ValueError as e:
+            raise ConfigError(f"--candidates {f}: {e}") from None
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def candidate_examples(data: dict, directions=DIRECTIONS + (NONE,)) -> tuple[tor
             if not bool(v[1]):
                 continue
             codes.append(c)
-            labels.append(directions.index(o if o in directions and o != NONE else NONE))
+            labels.append(directions.index(o if o in directions else NONE))
     if not codes:
         raise ValueError("candidate_examples: no candidate with its colour right")
     return torch.stack(codes), torch.tensor(labels)
