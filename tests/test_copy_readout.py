@@ -387,6 +387,38 @@ def test_a_run_adds_the_read_out_to_a_source_without_it_and_a_config_without_the
                  tmp_path / "j", progress=False)
 
 
+def test_a_frozen_hint_keeps_every_hint_tensor_of_its_source_while_the_model_learns(tmp_path):
+    from safetensors.torch import load_file
+
+    from vidgpt.train.lm_trainer import train_lm
+
+    cap = ["model.caption_hint=true", "model.caption_center=true", "model.copy_readout=true",
+           "model.copy_readout_form=tilt"]
+    fast = ["model.parent_hint_lr=1e-2", "model.caption_hint_lr=1e-2", "model.copy_readout_lr=1e-2", "train.lr=1e-2"]
+    train_lm(_tiny(["train.steps=2", "train.ckpt_every=0", "model.copy_readout_fit_rows=40"] + fast + cap),
+             tmp_path / "a", progress=False)
+    src = load_parent_hint_state(tmp_path / "a" / "model")
+    assert src[COPY_KEY].abs().max() > 1e-3 and float(src[COPY_GAIN_KEY]) != 0  # a trained hint to keep
+    for frozen in (True, False):
+        out = tmp_path / f"b{frozen}"
+        train_lm(_tiny(["train.steps=2", "train.ckpt_every=0", f"model.hint_frozen={str(frozen).lower()}",
+                        f"train.init_from={tmp_path / 'a' / 'model'}"] + fast + cap), out, progress=False)
+        got = load_parent_hint_state(out / "model")
+        same = [k for k in src if torch.equal(got[k], src[k])]
+        if frozen:
+            assert sorted(same) == sorted(src) and sorted(got) == sorted(src)
+        else:  # the control: the same run with the option off moves them
+            assert {KEY, CAPTION_KEY, COPY_KEY, COPY_BIAS_KEY, COPY_GAIN_KEY}.isdisjoint(same)
+        w_a, w_b = (load_file(str(d / "model.safetensors")) for d in (tmp_path / "a" / "model", out / "model"))
+        assert any(not torch.equal(w_a[k], w_b[k]) for k in w_a)  # the model learnt either way
+        start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+        assert (start["trainable_params"] < json.loads((tmp_path / "a" / "log.jsonl").read_text().splitlines()[0])[
+            "trainable_params"]) == frozen
+    with pytest.raises(ConfigError, match="hint_frozen"):
+        train_lm(_tiny(["train.steps=1", "model.parent_hint=false", "model.hint_frozen=true"]), tmp_path / "c",
+                 progress=False)
+
+
 def test_the_read_out_trains_in_an_optimizer_group_of_its_own():
     from vidgpt.backbone import base_model
     from vidgpt.train.lm_trainer import LMTrainLoop, make_optimizer

@@ -76,6 +76,9 @@ class LMModelConfig:
     copy_readout_fit_rows: int = 0  # with copy_readout: before step 1, fit G and b as a classifier of which cells the
     #                                 next code is copied from, on this many training rows (0: none; copy_fit.py)
     copy_readout_fit_steps: int = 300  # full-batch Adam steps of that fit (lr 3e-2)
+    hint_frozen: bool = False  # with parent_hint: the hint's tensors (P, Q, R, the copy read-out's G, b and gain) are
+    #                            kept as the source (train.init_from / path) has them, not trained: piece 42's colour
+    #                            loss was their drift while the LoRA learnt (model/README.md)
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
@@ -215,6 +218,8 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
         raise ConfigError("model.copy_readout_form shapes the copy read-out: set model.copy_readout: true too")
     if m.copy_readout_fit_rows and not m.copy_readout:
         raise ConfigError("model.copy_readout_fit_rows fits the copy read-out: set model.copy_readout: true too")
+    if m.hint_frozen and not m.parent_hint:
+        raise ConfigError("model.hint_frozen keeps the parent hint's tensors: set model.parent_hint: true too")
     if m.parent_hint:  # after LoRA (peft freezes what it finds); a model directory's own hint (m.path) is kept
         from ..parent_hint import attach_parent_hint, parent_hint_of
 
@@ -231,7 +236,7 @@ def build_lm(cfg: LMTrainConfig, device, amp_dtype):
                 hint.add_copy(m.copy_readout_form)  # zeros unless the model directory's own hint had it
             except ValueError as e:
                 raise ConfigError(f"model.copy_readout_form: {e}") from None
-        hint.requires_grad_(True)
+        hint.requires_grad_(not m.hint_frozen)
     lm.model.train()
     return lm, attn
 
