@@ -78,7 +78,8 @@ class LMModelConfig:
     copy_readout_fit_steps: int = 300  # full-batch Adam steps of that fit (lr 3e-2)
     hint_frozen: bool = False  # with parent_hint: the hint's tensors (P, Q, R, the copy read-out's G, b and gain) are
     #                            kept as the source (train.init_from / path) has them, not trained: piece 42's colour
-    #                            loss was their drift while the LoRA learnt (model/README.md)
+    #                            loss was their drift while the LoRA learnt (model/README.md); a copy_readout_fit_rows
+    #                            fit still runs before step 1 and its G and b are then kept
     row_init: str = "mean"  # on-the-fly extension: mean | bits | colour | colour+bits (vidgpt.row_init)
     row_init_scale: float = 1.0  # size of that structure (bits: std over the text rows'; colour: share of the word)
 
