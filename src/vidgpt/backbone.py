@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -517,25 +518,45 @@ def save_vidgpt_lm(lm: VidgptLM, out: str | Path, form: str = "full") -> Path:
     delta: needs the weights besides the new rows to equal meta["base"] (an untrained extension, or LoRA
     on one); writes new_rows.safetensors, adapter/ when LoRA is on, tokenizer files, vidgpt.json.
     """
-    from .parent_hint import ATTR as HINT_ATTR
-
     out = Path(out)
     if form not in ("full", "delta"):
         raise ModelError(f"form={form!r}: expected 'full' or 'delta'")
     meta = dict(lm.meta)
     # the parent hint (vidgpt.parent_hint) ships as a file of its own, not inside the backbone's weights
-    hint = getattr(base_model(lm.model), HINT_ATTR, None)
-    if hint is not None:
-        delattr(base_model(lm.model), HINT_ATTR)
-        meta["parent_hint"] = True
-    else:
-        meta.pop("parent_hint", None)
-    try:
+    with parent_hint_detached(lm) as hint:
+        if hint is not None:
+            meta["parent_hint"] = True
+        else:
+            meta.pop("parent_hint", None)
         _save_dir(lm, out, form, meta, hint)
+    return out
+
+
+@contextmanager
+def parent_hint_detached(lm: VidgptLM):
+    """The parent hint module (vidgpt.parent_hint; None without one) taken off lm's model for the body and yielded,
+    put back after on lm.model as it is then (a full save merges the LoRA and replaces lm.model): the hint is a file
+    of its own, never one of the backbone's weights."""
+    from .parent_hint import ATTR
+
+    hint = getattr(base_model(lm.model), ATTR, None)
+    if hint is not None:
+        delattr(base_model(lm.model), ATTR)
+    try:
+        yield hint
     finally:
         if hint is not None:
-            base_model(lm.model).add_module(HINT_ATTR, hint)
-    return out
+            base_model(lm.model).add_module(ATTR, hint)
+
+
+def attach_directory_hint(model, directory: Path) -> None:
+    """The model directory's parent hint (parent_hint.safetensors, when it has one) attached to `model`, frozen: kept
+    on the model so a re-save (tools/ship_model.py) writes it again."""
+    from .parent_hint import attach_parent_hint, load_parent_hint_state
+
+    hint = load_parent_hint_state(directory)
+    if hint is not None:
+        attach_parent_hint(base_model(model), hint).requires_grad_(False)
 
 
 def _save_dir(lm: VidgptLM, out: Path, form: str, meta: dict, hint) -> None:
@@ -633,11 +654,7 @@ def load_vidgpt_lm(directory: str | Path, dtype=None, device=None, attn_implemen
     if device is not None:
         model = model.to(device)
     model.eval()
-    from .parent_hint import attach_parent_hint, load_parent_hint_state
-
-    hint = load_parent_hint_state(d)
-    if hint is not None:  # kept on the model so a re-save (tools/ship_model.py) writes it again
-        attach_parent_hint(base_model(model), hint).requires_grad_(False)
+    attach_directory_hint(model, d)
     vt = d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)
     lm = VidgptLM(model, tok, vocab, meta, vt if vt.is_dir() else None, base_intact=base_intact)
     if meta.get("tiny"):

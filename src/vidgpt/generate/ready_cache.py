@@ -21,11 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
-from ..backbone import META_NAME, NEW_ROWS_NAME, VIDEO_TOKENIZER_DIR, VidgptLM, base_model, load_vidgpt_lm, read_meta
-from ..parent_hint import ATTR as HINT_ATTR, attach_parent_hint, load_parent_hint_state
+from ..backbone import (META_NAME, NEW_ROWS_NAME, VIDEO_TOKENIZER_DIR, VidgptLM, attach_directory_hint, load_vidgpt_lm,
+                        parent_hint_detached, read_meta)
 from ..vocab import UnifiedVocab
 
 
@@ -115,20 +114,6 @@ def load_light(directory, dtype=None) -> tuple[VidgptLM, str] | None:
     return VidgptLM(model, tok, UnifiedVocab.from_dict(meta["vocab"]), meta, vt if vt.is_dir() else None), how
 
 
-@contextmanager
-def _without_hint(model):
-    """The model with its parent hint module (vidgpt.parent_hint) taken off for the body, put back after."""
-    base = base_model(model)
-    hint = getattr(base, HINT_ATTR, None)
-    if hint is not None:
-        delattr(base, HINT_ATTR)
-    try:
-        yield model
-    finally:
-        if hint is not None:
-            base.add_module(HINT_ATTR, hint)
-
-
 def load_ready(directory, dtype=None, device=None) -> tuple[VidgptLM, str]:
     """Load a vidgpt LM directory, through the ready cache for the delta form. Returns (lm, how) with
     how in {"full", "cached", "built+cached", "built"} (what happened, for logs and tests)."""
@@ -152,9 +137,7 @@ def load_ready(directory, dtype=None, device=None) -> tuple[VidgptLM, str]:
         if device is not None:
             model = model.to(device)
         model.eval()
-        hint = load_parent_hint_state(d)
-        if hint is not None:  # as load_vidgpt_lm leaves it: the directory's hint on the model
-            attach_parent_hint(base_model(model), hint).requires_grad_(False)
+        attach_directory_hint(model, d)  # as load_vidgpt_lm leaves it
         vt = d / meta.get("video_tokenizer", VIDEO_TOKENIZER_DIR)
         lm = VidgptLM(model, AutoTokenizer.from_pretrained(str(d)), UnifiedVocab.from_dict(meta["vocab"]), meta,
                       vt if vt.is_dir() else None)
@@ -162,8 +145,8 @@ def load_ready(directory, dtype=None, device=None) -> tuple[VidgptLM, str]:
     lm = load_vidgpt_lm(d)  # fp32 on the CPU, adapter merged: what the cache holds
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(ready) as tmp, _without_hint(lm.model):  # the hint is the directory's own file, not a
-            with quiet_hub_progress():                               # backbone weight (no "unexpected keys" later)
+        with atomic_dir(ready) as tmp, parent_hint_detached(lm):  # no hint keys in the copy ("unexpected" later)
+            with quiet_hub_progress():
                 lm.model.save_pretrained(tmp)
             (tmp / "source.json").write_text(json.dumps({"model": str(d.resolve())}) + "\n")
         how = "built+cached"
