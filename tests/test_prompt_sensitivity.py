@@ -18,6 +18,8 @@ def test_swap_changes_exactly_the_named_word():
     assert prompt_sensitivity.swapped("red circle, moving right", "color") == "purple circle, moving right"
     assert prompt_sensitivity.swapped("red circle, moving right", "motion") == "red circle, moving down"
     assert prompt_sensitivity.swapped("a circle", "color") is None
+    assert prompt_sensitivity.swapped("red circle, moving right", "shape") == "red diamond, moving right"
+    assert prompt_sensitivity.swapped("a red cross moving up", "shape") == "a red triangle moving up"
     assert (prompt_sensitivity.swapped_background("A red circle moves right on a dark grey background")
             == "A red circle moves right on a dark teal background")
     assert prompt_sensitivity.swapped_background("red circle, moving right") is None
@@ -91,3 +93,11 @@ def test_changed_only_weights_the_cells_where_the_object_arrives_or_leaves():
         got = prompt_sensitivity.changed_only(doc, both, section)
         assert [x for x, k in zip(got.weights, got.kinds) if k == VISUAL] == expect.tolist(), section
     assert prompt_sensitivity.changed_only(doc, rec, "blueprint") is None  # its blueprint did not change
+    # object codes of one section (--swap shape --section fine): the fine section's object cells keep their weight
+    doc_w = [x for x, k in zip(doc.weights, doc.kinds) if k == VISUAL]
+    for section, lo, hi in (("all", 0, 40), ("blueprint", 0, 8), ("fine", 8, 40)):
+        got = [x for x, k in zip(prompt_sensitivity.object_only(doc, both, section).weights, doc.kinds) if k == VISUAL]
+        mask = np.asarray(both["blueprint_object_mask"] + both["object_mask"], dtype=bool)
+        inside = np.zeros(40, dtype=bool)
+        inside[lo:hi] = True
+        assert got == [w if m and i else 0.0 for w, m, i in zip(doc_w, mask, inside)], section

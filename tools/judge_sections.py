@@ -70,6 +70,9 @@ def main(argv=None) -> int:
                          "fine_temperature; default: the model's vidgpt.json fine_temperature, else the temperature)")
     ap.add_argument("--motion-table", action="store_true",
                     help="also print, per section, how far the objects of straight-move prompts move and where to")
+    ap.add_argument("--shape-table", action="store_true",
+                    help="also print, for the full clips, each asked shape's share drawn right and the shapes the "
+                         "judge saw instead (where shapes are lost: blobs read as circles, or one shape for all)")
     ap.add_argument("--preview-only", action="store_true",
                     help="sample the blueprint section alone and judge its preview: the full run's preview columns "
                          "(the sampler's noise is keyed by position, so the blueprints are the same), ~5x faster")
@@ -124,7 +127,27 @@ def main(argv=None) -> int:
         print(f"{k:10s} " + " ".join(f"{a} {sh[a]:.3f}" for a in ("color", "shape", "motion", "object", "clip")))
     if args.motion_table:
         print(motion_table(items, res))
+    if args.shape_table and "full" in res:
+        print(shape_table(res["full"]))
     return 0
+
+
+def shape_table(verdicts) -> str:
+    """Per asked shape over the objects the judge saw: how many, the share drawn right, and the shapes it saw
+    (most often first); the last row sums the shapes seen over all of them."""
+    from collections import Counter
+
+    seen = [o.shape for v in verdicts for o in v.objects if o.shape.observed is not None]
+    lines = ["| asked shape | objects seen | right | judged as (count) |", "|---|---|---|---|"]
+    for asked in sorted({c.expected for c in seen}):
+        mine = [c for c in seen if c.expected == asked]
+        got = Counter(c.observed for c in mine).most_common()
+        lines.append(f"| {asked} | {len(mine)} | {np.mean([c.passed for c in mine]):.2f} | "
+                     + ", ".join(f"{k} {n}" for k, n in got) + " |")
+    total = Counter(c.observed for c in seen).most_common()
+    lines.append(f"| all | {len(seen)} | {np.mean([c.passed for c in seen]) if seen else 0:.2f} | "
+                 + ", ".join(f"{k} {n}" for k, n in total) + " |")
+    return "\n".join(lines)
 
 
 def motion_table(items, res) -> str:

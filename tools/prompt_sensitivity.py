@@ -4,7 +4,7 @@ For --n text-to-video records of a token shard folder (those the trainer holds o
 i % --holdout-every == 0, for the folder listed first in the run's `shards` source; --holdout-every 0 takes the
 last records of the folder instead), the constrained
 visual-token CE of the clip (blueprint + fine, as the trainer computes it) with its own short caption, and with
-the colour word (or --swap motion: the motion word) replaced by another. A model that draws what it is told
+the colour word (or --swap motion / shape: the motion / shape word) replaced by another. A model that draws what it is told
 has a clearly lower loss under the true caption; a model that ignores the prompt has the same loss for both.
 This is the cheapest test of text conditioning (no sampling), and it moves long before the judge's pass rates do.
 Records with object masks (build-lm) also get the gap over the object's codes only, and on the first code that
@@ -15,6 +15,8 @@ record's second caption style instead, and reports the gap on the clip's first c
 --swap motion also reports the gap on the changed cells: the codes of latent frames >= 1 whose cell turned from
 object to background or back (where the object arrives or leaves, the codes that carry the motion); --section
 blueprint keeps only the blueprint's (where the direction is decided), --section fine only the fine section's.
+For the other swaps --section picks the object codes of one section (--swap shape --section fine: the codes that
+draw the object's outline at full size; the blueprint's half size keeps little of a shape).
 
     python tools/prompt_sensitivity.py model/ --shards data/lm9/t2v_s2 --n 12
     python tools/prompt_sensitivity.py model --shards data/toyT2/m0 --holdout-every 40 --n 48 \
@@ -32,6 +34,7 @@ import numpy as np
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "cyan", "pink"]
 MOTIONS = ["left", "right", "up", "down"]
+SHAPES = ["circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "ring"]  # world.shapes.SHAPES' order
 BACKGROUNDS = ["black", "dark grey", "dark blue", "navy", "dark green", "dark teal", "brown", "maroon", "dark purple"]
 
 
@@ -46,7 +49,7 @@ def swapped_background(caption: str) -> str | None:
 
 def swapped(caption: str, what: str) -> str | None:
     words = caption.replace(",", " ,").split()
-    pool = COLORS if what == "color" else MOTIONS
+    pool = {"color": COLORS, "motion": MOTIONS, "shape": SHAPES}[what]
     for i, w in enumerate(words):
         if w in pool:
             words[i] = pool[(pool.index(w) + len(pool) // 2) % len(pool)]
@@ -80,11 +83,13 @@ def only_at(doc, which: str, rec=None, n: int = 1):
     return _weighted_at(doc, at)
 
 
-def object_only(doc, rec):
-    """The document with loss weight only on the video codes that show an object (blueprint, then fine)."""
+def object_only(doc, rec, section: str = "all"):
+    """The document with loss weight only on the video codes that show an object (blueprint, then fine), or
+    (section) only those of the blueprint or of the fine section."""
     from vidgpt.layout import VISUAL
 
-    mask = list(rec["blueprint_object_mask"]) + list(rec["object_mask"])
+    bp, fine = list(rec["blueprint_object_mask"]), list(rec["object_mask"])
+    mask = (bp if section != "fine" else [0] * len(bp)) + (fine if section != "blueprint" else [0] * len(fine))
     vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
     if len(vis) != len(mask):
         raise SystemExit(f"object mask has {len(mask)} entries for {len(vis)} video codes")
@@ -201,14 +206,15 @@ def main(argv=None) -> int:
     ap.add_argument("model", help="a vidgpt model directory, or a training checkpoint (RUN/checkpoints/step-N)")
     ap.add_argument("--shards", required=True, help="a token shard folder (vidgpt data build-lm)")
     ap.add_argument("--n", type=int, default=12)
-    ap.add_argument("--swap", choices=["color", "motion", "background"], default="color")
+    ap.add_argument("--swap", choices=["color", "motion", "shape", "background"], default="color")
     ap.add_argument("--first-objects", type=int, default=1, metavar="N",
                     help="the first-object gap over the first N object codes (default 1; the first one often barely "
                     "touches the object, and the colour is decided a few codes later)")
     ap.add_argument("--holdout-every", type=int, default=100, help="the run's data.holdout_every (0: last records)")
     ap.add_argument("--section", choices=["all", "blueprint", "fine"], default="all",
                     help="--swap motion: the changed cells of both sections (default), or of one (the blueprint is "
-                    "where the direction is decided; with parent hints the fine section follows it)")
+                    "where the direction is decided; with parent hints the fine section follows it); other swaps: "
+                    "the object codes of both sections or of one (--swap shape --section fine: where a shape is drawn)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -241,7 +247,7 @@ def main(argv=None) -> int:
             doc = fmt({**r, "caption": cap, "captions": [cap]}, np.random.default_rng(0))
             losses.append(loss_of(doc))
             if masks and args.swap != "background":
-                obj.append(loss_of(object_only(doc, r)))
+                obj.append(loss_of(object_only(doc, r, "all" if args.swap == "motion" else args.section)))
             one = only_at(doc, "first" if args.swap == "background" else "first_object", r, args.first_objects) if (
                 masks or args.swap == "background") else None
             if one is not None:
@@ -282,7 +288,8 @@ def main(argv=None) -> int:
         if "first_gap" in res:
             print(f"{res['first_code']} only: gap {res['first_gap']:+.4f} nats" + ("" if args.first_objects <= 1 else "/token"))
         if "object_gap" in res:
-            print(f"object codes only: gap {res['object_gap']:+.4f} nats/token; true caption lower in "
+            where = "" if args.section == "all" or args.swap == "motion" else f" ({args.section} section)"
+            print(f"object codes{where} only: gap {res['object_gap']:+.4f} nats/token; true caption lower in "
                   f"{res['object_true_lower']:.0%}")
         if "moved_gap" in res:
             where = "" if args.section == "all" else f", {args.section} section"
