@@ -25,6 +25,9 @@ def test_ground_truth_passes_everything():
     assert rep.clips == 3 and rep.clip_pass_rate == 1.0 and rep.original_pass_rate == 1.0
     assert rep.rates() == {"color": 1.0, "shape": 1.0, "motion": 1.0}
     assert not rep.failures and "3/3 clips" in rep.summary()
+    shapes = [o.shape for sc in scenes for o in sc.objects]
+    assert rep.shape_rates() == {k: 1.0 for k in set(shapes)} and sum(n for n, _ in rep.by_shape.values()) == len(shapes)
+    assert "shape kept: " in rep.summary() and set(rep.to_dict()["shape_kept"]) == set(shapes)
     bp = roundtrip_judge(IdentityTokenizer(), scenes, frames=9, size=128, blueprint=True)
     assert bp.clip_size == "9x64x64" and bp.clip_pass_rate == 1.0
 
@@ -42,6 +45,8 @@ def test_broken_decoders_fail():
 
     blurred = roundtrip_judge(IdentityTokenizer(), scenes, frames=9, size=64, decode_fn=blur)
     assert blurred.clip_pass_rate < 0.5 and blurred.rates()["shape"] < 0.5
+    kept = sum(k for _, k in blurred.by_shape.values())  # the per-shape tally adds up to the shape rate
+    assert kept == round(blurred.rates()["shape"] * blurred.objects) and min(blurred.shape_rates().values()) < 1.0
     d = blurred.to_dict()
     assert d["clips"] == 3 and 0 <= d["object_shape"] < 0.5
 

@@ -49,6 +49,7 @@ class RoundTripReport:
     objects: int = 0
     object_passed: dict = field(default_factory=lambda: {a: 0 for a in ATTRIBUTES})
     clips_with_extra: int = 0  # reconstructions showing a named colour no object has (a hue-shifted blob): fails the clip
+    by_shape: dict = field(default_factory=dict)  # asked shape -> [objects, shape kept] (fine mode: which shapes die)
     failures: list = field(default_factory=list)  # (clip index, one-line summary) of the failed ones
 
     @property
@@ -62,6 +63,10 @@ class RoundTripReport:
     def rates(self) -> dict[str, float]:
         return {a: self.object_passed[a] / max(1, self.objects) for a in ATTRIBUTES}
 
+    def shape_rates(self) -> dict[str, float]:
+        """Per asked shape: the share of its objects whose reconstruction the judge still sees as that shape."""
+        return {k: kept / n for k, (n, kept) in sorted(self.by_shape.items())}
+
     def to_dict(self) -> dict:
         return {
             "mode": self.mode,
@@ -72,6 +77,7 @@ class RoundTripReport:
             "objects": self.objects,
             "clips_with_extra_colour": self.clips_with_extra,
             **{f"object_{a}": round(r, 4) for a, r in self.rates().items()},
+            **({"shape_kept": {k: round(r, 4) for k, r in self.shape_rates().items()}} if self.mode == "fine" else {}),
         }
 
     def summary(self) -> str:
@@ -82,6 +88,8 @@ class RoundTripReport:
             f"{self.mode} round trip {self.clip_size}: {self.clips_passed}/{self.clips} clips pass the judge "
             f"({100 * self.clip_pass_rate:.0f}%; originals {100 * self.original_pass_rate:.0f}%); objects: {per}; "
             f"{self.clips_with_extra} with an extra colour"
+            + ("" if self.mode == "blueprint" or not self.by_shape else
+               "; shape kept: " + ", ".join(f"{k} {100 * r:.0f}% of {self.by_shape[k][0]}" for k, r in self.shape_rates().items()))
         )
 
 
@@ -128,6 +136,10 @@ def roundtrip_judge(
             report.objects += len(scene.objects)
             for a in ATTRIBUTES:
                 report.object_passed[a] += sum(attrs[a])
+            for obj, kept in zip(scene.objects, attrs["shape"]):
+                tally = report.by_shape.setdefault(obj.shape, [0, 0])
+                tally[0] += 1
+                tally[1] += bool(kept)
             if not ok:
                 report.failures.append((start + i, text))
         if progress:
