@@ -32,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vidgpt.data.world.shapes import SHAPES as WORLD_SHAPES
+
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "cyan", "pink"]
 MOTIONS = ["left", "right", "up", "down"]
-SHAPES = ["circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "ring"]  # world.shapes.SHAPES' order
+SHAPES = list(WORLD_SHAPES)  # swapped i <-> i + 4: circle/diamond, square/hexagon, triangle/cross, star/ring
 BACKGROUNDS = ["black", "dark grey", "dark blue", "navy", "dark green", "dark teal", "brown", "maroon", "dark purple"]
 
 
