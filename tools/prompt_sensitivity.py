@@ -85,13 +85,19 @@ def only_at(doc, which: str, rec=None, n: int = 1):
     return _weighted_at(doc, at)
 
 
+def in_section(blueprint: np.ndarray, fine: np.ndarray, section: str) -> np.ndarray:
+    """The per-code masks of both sections laid end to end (blueprint, then fine), the other section's zeroed when
+    section is "blueprint" or "fine"."""
+    return np.concatenate([blueprint if section != "fine" else np.zeros_like(blueprint),
+                           fine if section != "blueprint" else np.zeros_like(fine)])
+
+
 def object_only(doc, rec, section: str = "all"):
     """The document with loss weight only on the video codes that show an object (blueprint, then fine), or
     (section) only those of the blueprint or of the fine section."""
     from vidgpt.layout import VISUAL
 
-    bp, fine = list(rec["blueprint_object_mask"]), list(rec["object_mask"])
-    mask = (bp if section != "fine" else [0] * len(bp)) + (fine if section != "blueprint" else [0] * len(fine))
+    mask = in_section(np.asarray(rec["blueprint_object_mask"]), np.asarray(rec["object_mask"]), section)
     vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
     if len(vis) != len(mask):
         raise SystemExit(f"object mask has {len(mask)} entries for {len(vis)} video codes")
@@ -110,8 +116,7 @@ def changed_only(doc, rec, section: str = "all"):
     shape = tuple(int(x) for x in rec["shape"])
     bp = changed_cells(np.asarray(rec["blueprint_object_mask"], dtype=bool), blueprint_shape(shape))
     fine = changed_cells(np.asarray(rec["object_mask"], dtype=bool), shape)
-    changed = np.concatenate([bp if section != "fine" else np.zeros_like(bp),
-                              fine if section != "blueprint" else np.zeros_like(fine)])
+    changed = in_section(bp, fine, section)
     vis = [i for i, k in enumerate(doc.kinds) if k == VISUAL]
     if len(vis) != len(changed) or not changed.any():
         return None
@@ -227,6 +232,7 @@ def main(argv=None) -> int:
     head = LossHead(lm.vocab, LossSettings(head="constrained"))
     recs = held_out_records(args.shards, args.holdout_every, args.n)
     rows = []
+    object_section = "all" if args.swap == "motion" else args.section  # --swap motion: --section is the changed cells'
 
     def loss_of(doc) -> float:
         batch = collate(list(pack(iter([doc]), len(doc))))
@@ -249,7 +255,7 @@ def main(argv=None) -> int:
             doc = fmt({**r, "caption": cap, "captions": [cap]}, np.random.default_rng(0))
             losses.append(loss_of(doc))
             if masks and args.swap != "background":
-                obj.append(loss_of(object_only(doc, r, "all" if args.swap == "motion" else args.section)))
+                obj.append(loss_of(object_only(doc, r, object_section)))
             one = only_at(doc, "first" if args.swap == "background" else "first_object", r, args.first_objects) if (
                 masks or args.swap == "background") else None
             if one is not None:
@@ -290,7 +296,7 @@ def main(argv=None) -> int:
         if "first_gap" in res:
             print(f"{res['first_code']} only: gap {res['first_gap']:+.4f} nats" + ("" if args.first_objects <= 1 else "/token"))
         if "object_gap" in res:
-            where = "" if args.section == "all" or args.swap == "motion" else f" ({args.section} section)"
+            where = "" if object_section == "all" else f" ({object_section} section)"
             print(f"object codes{where} only: gap {res['object_gap']:+.4f} nats/token; true caption lower in "
                   f"{res['object_true_lower']:.0%}")
         if "moved_gap" in res:
